@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    set up and start the app on http://127.0.0.1:8501
+#   make test   set up (with dev tools) and run lint, type checks and the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8501
+PYTEST_ARGS ?=
+
+.PHONY: run test setup setup-dev lint typecheck fast bench zoo clean
+
+setup:
+	scripts/setup.sh
+
+setup-dev:
+	scripts/setup.sh --dev
+
+run: setup
+	$(PY) -m streamlit run app.py --server.headless true --server.address $(HOST) --server.port $(PORT)
+
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup-dev
+	$(VENV)/bin/mypy
+
+test: setup-dev lint typecheck
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+fast: setup-dev
+	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
+
+zoo: setup
+	$(PY) -m core zoo build
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

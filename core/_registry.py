@@ -1,0 +1,120 @@
+"""One small generic registry: name -> entry with a function, a paper link and the
+hyperparameters that build the UI's sliders.
+
+Example:
+    >>> METHODS = Registry("merge method")
+    >>> @METHODS.register("average", paper="https://arxiv.org/abs/2203.05482",
+    ...                   params=[Hyper("weights", "floats", default=None)])
+    ... def average(models, *, weights=None): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter of a registered function.
+
+    Attributes:
+        name: keyword argument name.
+        kind: "float", "int", "bool", "choice", "floats" (one per model) or "str".
+        default: default value.
+        low, high: slider range for numbers.
+        step: slider step for numbers.
+        choices: allowed values for kind "choice".
+        help: one line shown next to the widget.
+    """
+
+    name: str
+    kind: str
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[F]):
+    """A registered function with its metadata."""
+
+    name: str
+    fn: F
+    title: str
+    paper: str
+    params: tuple[Hyper, ...]
+    tags: frozenset[str] = field(default_factory=frozenset)
+    doc: str = ""
+
+    def defaults(self) -> dict[str, Any]:
+        """Default value of every hyperparameter."""
+        return {p.name: p.default for p in self.params}
+
+
+class Registry(Generic[F]):
+    """Name -> Entry mapping with a decorator to register functions."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self._entries: dict[str, Entry[F]] = {}
+
+    def register(
+        self,
+        name: str,
+        *,
+        title: str | None = None,
+        paper: str = "",
+        params: Sequence[Hyper] = (),
+        tags: Sequence[str] = (),
+    ) -> Callable[[F], F]:
+        """Decorator that registers ``fn`` under ``name``."""
+
+        def deco(fn: F) -> F:
+            if name in self._entries:
+                raise ValueError(f"{self.what} {name!r} is already registered")
+            doc = (fn.__doc__ or "").strip().splitlines()
+            self._entries[name] = Entry(
+                name=name,
+                fn=fn,
+                title=title or name.replace("_", " "),
+                paper=paper,
+                params=tuple(params),
+                tags=frozenset(tags),
+                doc=doc[0] if doc else "",
+            )
+            return fn
+
+        return deco
+
+    def __getitem__(self, name: str) -> Entry[F]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown {self.what} {name!r}; expected one of {sorted(self._entries)}"
+            ) from None
+
+    def get(self, name: str) -> Entry[F]:
+        return self[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entries(self) -> list[Entry[F]]:
+        return list(self._entries.values())

@@ -1,0 +1,73 @@
+"""Command line: ``python -m core zoo build|list``.
+
+Further subcommands (merge, sweep) register themselves in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+
+
+def _zoo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("zoo", help="build or list the model zoo")
+    p.add_argument("action", choices=["build", "list"])
+    p.add_argument(
+        "--workspace",
+        default=None,
+        help="workspace folder (default: $MIXMERGE_WORKSPACE or ./workspace)",
+    )
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_zoo)
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .zoo import Zoo, ensure_default
+
+    zoo = Zoo(args.workspace)
+    if args.action == "list":
+        print(zoo.table().to_string(index=False))
+        return 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=None, desc="default zoo", unit="model")
+
+    def on_progress(info: dict) -> None:
+        bar.total = info["models"]
+        bar.n = info["model"] - (0 if "done" in info["message"] else 1)
+        bar.set_postfix_str(info["message"])
+        bar.refresh()
+
+    recs = ensure_default(zoo, device=args.device, progress=on_progress)
+    bar.close()
+    for r in recs:
+        print(f"{r.id:28s} {r.role:12s} test accuracy {r.test_accuracy:.4f}")
+    print(f"default zoo ready in {time.perf_counter() - t0:.1f} s at {zoo.root}")
+    return 0
+
+
+COMMANDS["zoo"] = _zoo_parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description="Mixmerge Workbench command line"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS.values():
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Model registry: ``create_model(name, **kw)`` builds ``mlp``, ``cnn`` or ``resnet20``.
+
+Every model is a :class:`Classifier`: a ``trunk`` that maps inputs to penultimate features and
+a linear ``head`` (or ``heads.<i>`` for several task heads over one shared trunk).
+``penultimate_features(model, x)`` returns the trunk output without changing the model.
+
+State-dict key names (the alignment code relies on them):
+
+* mlp:      ``trunk.fc{i}.weight/bias`` for i = 0..depth-1, then ``head.weight/bias``
+* cnn:      ``trunk.conv{i}.weight``, ``trunk.bn{i}.{weight,bias,running_mean,running_var,
+            num_batches_tracked}`` for i = 0..2, then ``head.*``
+* resnet20: ``trunk.conv0``/``trunk.bn0``, ``trunk.layer{s}.{b}.conv{1,2}``, ``.bn{1,2}``,
+            ``.shortcut.conv``/``.shortcut.bn`` (first block of stages 2 and 3), then ``head.*``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._registry import Hyper, Registry
+from .classifier import Classifier
+from .cnn import build_cnn
+from .mlp import build_mlp
+from .resnet import build_resnet20
+
+ARCHITECTURES: Registry[Callable[..., Classifier]] = Registry("architecture")
+
+_COMMON = (
+    Hyper("n_classes", "int", 10, 2, 1000, 1, help="outputs per head"),
+    Hyper("in_channels", "int", 1, 1, 4, 1, help="input channels"),
+    Hyper("image_size", "int", 28, 8, 256, 1, help="input side in pixels"),
+    Hyper("n_heads", "int", 1, 1, 16, 1, help="task heads over one shared trunk"),
+)
+
+ARCHITECTURES.register(
+    "mlp",
+    title="MLP",
+    paper="",
+    params=(Hyper("width", "int", 512, 16, 2048, 16, help="hidden units per layer"),
+            Hyper("depth", "int", 3, 1, 8, 1, help="hidden layers"), *_COMMON),
+)(build_mlp)  # fmt: skip
+ARCHITECTURES.register(
+    "cnn",
+    title="CNN (3 conv + BatchNorm)",
+    params=(
+        Hyper("width", "int", 16, 4, 256, 4, help="channels of the first conv layer"),
+        *_COMMON,
+    ),
+)(build_cnn)
+ARCHITECTURES.register(
+    "resnet20",
+    title="ResNet-20 (CIFAR-style)",
+    paper="https://arxiv.org/abs/1512.03385",
+    params=(
+        Hyper("width", "int", 8, 4, 128, 4, help="channels of the first stage (x1, x2, x4)"),
+        *_COMMON,
+    ),
+)(build_resnet20)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture name + keyword arguments: enough to rebuild a model from a state dict."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+def create_model(name: str, *, seed: int | None = 0, **kw: Any) -> Classifier:
+    """Build a registered architecture.
+
+    Args:
+        name: "mlp", "cnn" or "resnet20".
+        seed: seeds the weight initialisation in a forked RNG (the global RNG is left as it
+            was); None uses the global RNG.
+        **kw: architecture keyword arguments (see ``ARCHITECTURES[name].params``).
+
+    Raises:
+        ValueError: unknown name or keyword, or a value out of range.
+    """
+    entry = ARCHITECTURES[name]
+    allowed = {p.name: p for p in entry.params}
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown argument(s) {unknown} for architecture {name!r}; expected {sorted(allowed)}"
+        )
+    for k, v in kw.items():
+        p = allowed[k]
+        if p.kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+            raise TypeError(f"{k} must be an int, got {type(v).__name__} {v!r}")
+        if p.low is not None and p.high is not None and not p.low <= v <= p.high:
+            raise ValueError(f"{k} must be in [{p.low}, {p.high}], got {v!r}")
+    if seed is None:
+        model = entry.fn(**kw)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = entry.fn(**kw)
+    model.spec = ModelSpec(name, {**entry.defaults(), **kw})
+    return model
+
+
+def penultimate_features(model: nn.Module, x: Tensor) -> Tensor:
+    """Penultimate-layer features (the trunk output), computed without changing the model.
+
+    Returns:
+        (N, D) features.
+    """
+    if not isinstance(model, Classifier):
+        raise TypeError(f"model must be a core.models.Classifier, got {type(model).__name__}")
+    return model.features(x)
+
+
+__all__ = ["ARCHITECTURES", "Classifier", "ModelSpec", "create_model", "penultimate_features"]

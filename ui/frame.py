@@ -1,0 +1,104 @@
+"""``frame()``: page config and the shared sidebar (grouped page links, device, seed, workspace).
+
+Every page starts with ``settings = ui.frame("Title")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from core.device import describe_device, resolve_device
+from core.zoo import default_workspace
+
+from . import state
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# section -> [(page file, label, icon)]; pages that do not exist yet are not linked
+SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
+    ("Workbench", [("app.py", "Home", ":material/home:"),
+                   ("pages/1_Model_Zoo.py", "Model Zoo", ":material/inventory_2:")]),
+    ("Merging", [("pages/2_Merge_Lab.py", "Merge Lab", ":material/merge:"),
+                 ("pages/3_Interpolation.py", "Interpolation", ":material/timeline:")]),
+    ("Mixing", [("pages/4_Mixup_Gallery.py", "Mixup Gallery", ":material/photo_library:"),
+                ("pages/5_Mixup_Training.py", "Mixup Training", ":material/model_training:")]),
+    ("Geometry", [("pages/6_Feature_Geometry.py", "Feature Geometry", ":material/scatter_plot:"),
+                  ("pages/7_Clustering.py", "Clustering", ":material/bubble_chart:")]),
+    ("Output", [("pages/8_Figures.py", "Figures", ":material/image:")]),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Global choices from the sidebar."""
+
+    device: str  # "auto", "cpu" or "cuda"
+    seed: int
+    workspace: str  # absolute path
+
+    @property
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+
+def _links() -> None:
+    for section, pages in SECTIONS:
+        present = [(f, label, icon) for f, label, icon in pages if (ROOT / f).exists()]
+        if not present:
+            continue
+        st.sidebar.caption(section.upper())
+        for f, label, icon in present:
+            st.sidebar.page_link(f, label=label, icon=icon)
+
+
+def _workspace_ok(path: str) -> str | None:
+    """Error message for an unusable workspace path, else None."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        return f"{p} is a file, not a folder"
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot create {p}: {err.strerror}"
+    return None
+
+
+def frame(title: str, *, icon: str = ":material/science:", wide: bool = True) -> Settings:
+    """Set the page config, draw the shared sidebar and the page title; return the settings."""
+    st.set_page_config(page_title=f"{title} · Mixmerge Workbench", page_icon=icon,
+                       layout="wide" if wide else "centered")  # fmt: skip
+    ss = st.session_state
+    ss.setdefault(state.DEVICE, "auto")
+    ss.setdefault(state.SEED, 0)
+    ss.setdefault(state.WORKSPACE, str(default_workspace()))
+    st.sidebar.markdown("### Mixmerge Workbench")
+    _links()
+    st.sidebar.divider()
+    with st.sidebar.expander("Settings", expanded=False):
+        devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        if ss[state.DEVICE] not in devices:
+            ss[state.DEVICE] = "auto"
+        st.selectbox("Device", devices, key=state.DEVICE, help="'auto' uses CUDA when present")
+        st.number_input("Global seed", min_value=0, max_value=2**31 - 1, step=1, key=state.SEED)
+        new_ws = st.text_input(
+            "Workspace folder",
+            value=ss[state.WORKSPACE],
+            help="models, index and figures live here",
+        )
+        if new_ws != ss[state.WORKSPACE]:
+            err = _workspace_ok(new_ws)
+            if err:
+                st.error(f"Workspace not changed: {err}")
+            else:
+                ss[state.WORKSPACE] = str(Path(new_ws).expanduser().resolve())
+    dev = resolve_device(ss[state.DEVICE])
+    st.sidebar.caption(f"Device: **{describe_device(dev)}**  \nSeed: **{ss[state.SEED]}**  \n"
+                       f"Workspace: `{ss[state.WORKSPACE]}`")  # fmt: skip
+    st.title(title)
+    return Settings(
+        device=ss[state.DEVICE], seed=int(ss[state.SEED]), workspace=ss[state.WORKSPACE]
+    )
