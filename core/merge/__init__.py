@@ -1,0 +1,127 @@
+"""Model merging: one file per method/paper, registered in :data:`METHODS`.
+
+``merge(method, models, base=base, **hyperparameters)`` validates the inputs and returns the
+merged state dict. Each registry entry carries its paper link and its hyperparameters
+(:class:`core._registry.Hyper`: kind, default, range, step, help), from which the UI builds its
+sliders. Tags on entries:
+
+* ``needs_base`` — the method works on task vectors and needs the pre-trained ``base``;
+* ``per_tensor`` — the method works key by key (:data:`TENSOR_METHODS` has its kernel);
+* ``data_dependent`` — it takes data-derived arguments (evaluation function, Fisher diagonals,
+  Gram matrices, unlabeled batches) computed by separate functions in the same file;
+* ``two_models`` — it merges exactly two models.
+
+Integer tensors (BatchNorm's ``num_batches_tracked``) are never averaged: they are copied from
+the base (or the first model). Half-precision tensors are merged in float32 and cast back.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..params import StateDict, check_compatible, is_mergeable
+from . import average as _average  # noqa: F401  (registers)
+from . import task_arithmetic as _task_arithmetic  # noqa: F401
+from ._base import METHODS, TAGS, TENSOR_METHODS, MergeFn, TensorFn
+
+__all__ = ["METHODS", "TAGS", "TENSOR_METHODS", "MergeFn", "TensorFn", "merge", "method_arguments"]
+
+_FRAMEWORK_ARGS = ("base", "generator")
+
+
+def merge(
+    method: str,
+    models: Sequence[Mapping[str, Tensor]],
+    *,
+    base: Mapping[str, Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    **hyperparameters: Any,
+) -> StateDict:
+    """Merge state dicts with a registered method.
+
+    Args:
+        method: a name in :data:`METHODS` (e.g. "average", "task_arithmetic", "ties").
+        models: the state dicts to merge (fine-tuned models for task-vector methods), all with
+            the same keys, shapes and dtypes.
+        base: the pre-trained state dict θ₀ (required by methods tagged ``needs_base``).
+        generator: seeds the random methods (DARE); the same seed gives the same result.
+        **hyperparameters: the method's hyperparameters (``weights``, ``scale``, ``density``,
+            ``drop``, ``t``, ...) and data-dependent arguments; see ``METHODS[method].params``
+            and :func:`method_arguments`.
+
+    Returns:
+        A new state dict with the keys, shapes and dtypes of ``models[0]``; inputs unchanged.
+    """
+    entry = METHODS[method]
+    sds = _check_models(models)
+    if base is not None:
+        check_compatible([base, *sds], ["base", *[f"models[{i}]" for i in range(len(sds))]])
+    if "needs_base" in entry.tags and base is None:
+        raise ValueError(f"method {method!r} needs base= (the pre-trained state dict), got None")
+    if "two_models" in entry.tags and len(sds) != 2:
+        raise ValueError(f"method {method!r} merges exactly 2 models, got {len(sds)}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    _check_arguments(method, entry.fn, hyperparameters)
+    base_sd = None if base is None else dict(base)
+    _check_finite(sds, base_sd)
+    merged = entry.fn(sds, base=base_sd, generator=generator, **hyperparameters)
+    ref = base_sd if base_sd is not None else sds[0]
+    out: StateDict = {}
+    for k, v in sds[0].items():
+        if v.is_floating_point():
+            out[k] = merged[k].detach().to(v.dtype)
+        else:
+            out[k] = ref[k].detach().clone()
+    return out
+
+
+def method_arguments(method: str) -> dict[str, bool]:
+    """Keyword arguments a method accepts (besides ``base`` and ``generator``) -> required."""
+    return _keyword_arguments(METHODS[method].fn)
+
+
+def _keyword_arguments(fn: MergeFn) -> dict[str, bool]:
+    sig = inspect.signature(fn)
+    return {
+        name: p.default is inspect.Parameter.empty
+        for name, p in sig.parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _FRAMEWORK_ARGS
+    }
+
+
+def _check_arguments(method: str, fn: MergeFn, given: Mapping[str, Any]) -> None:
+    accepted = _keyword_arguments(fn)
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter(s) {unknown} for method {method!r}; "
+            f"expected some of {sorted(accepted)}"
+        )
+    missing = sorted(k for k, required in accepted.items() if required and k not in given)
+    if missing:
+        raise ValueError(f"method {method!r} needs argument(s) {missing}, got none")
+
+
+def _check_models(models: object) -> list[StateDict]:
+    if isinstance(models, Mapping) or not isinstance(models, Sequence):
+        raise TypeError(f"models must be a list of state dicts, got {type(models).__name__}")
+    if len(models) == 0:
+        raise ValueError("models must hold at least one state dict, got 0")
+    check_compatible(models)
+    return [dict(m) for m in models]
+
+
+def _check_finite(models: Sequence[StateDict], base: StateDict | None) -> None:
+    named = [(f"models[{i}]", m) for i, m in enumerate(models)]
+    if base is not None:
+        named.append(("base", base))
+    for name, sd in named:
+        for k, v in sd.items():
+            if is_mergeable(v) and not bool(torch.isfinite(v).all()):
+                raise ValueError(f"{name}[{k!r}] has NaN/Inf values; expected finite tensors")
