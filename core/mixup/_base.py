@@ -1,0 +1,141 @@
+"""Shared pieces of every mixer: the result record, the registry, λ and partner sampling.
+
+A mixer file defines ``sample_<name>(...) -> <Name>Params`` (all randomness, from an explicit
+``torch.Generator``) and a deterministic ``apply_<name>(x, y, params) -> MixResult``, then
+registers a small function that chains the two. ``y`` given to ``apply_*`` is always soft targets
+(N, C) whose rows sum to 1; the mixed targets are ``lam * y + (1 - lam) * y[partner]`` with
+``lam`` the exact share of each row's own input (the mask mean for mask-based mixers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._checks import check_range, check_tensor
+from .._registry import Registry
+
+
+@dataclass(frozen=True)
+class MixResult:
+    """A mixed batch.
+
+    Attributes:
+        x: (N, ...) mixed inputs. For ``manifold_mixup`` the inputs themselves: the mixing
+            happens inside the model on its next forward pass.
+        y: (N, C) soft targets; every row sums to 1.
+        lam: (N,) weight of each row's own label (y_a); 1 - lam goes to the partner's label.
+        partner: (N,) int64 partner index of each row (a permutation of 0..N-1).
+        mask: (N, 1, H, W) share of each pixel taken from the row's own image (1 = own,
+            0 = partner), for mask-based mixers; None otherwise. May be an expanded view.
+        lam_x: (N,) share of the input taken from the row's own image; equals ``lam`` unless a
+            separate label λ was asked for.
+        mixed: (N,) bool, rows that the probability gate let through.
+        info: small extras (box corners, chosen layer...), for figures.
+    """
+
+    x: Tensor
+    y: Tensor
+    lam: Tensor
+    partner: Tensor
+    mask: Tensor | None = None
+    lam_x: Tensor | None = None
+    mixed: Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def with_(self, **changes: Any) -> MixResult:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+MixerFn = Callable[..., MixResult]
+MIXERS: Registry[MixerFn] = Registry("mixer")
+
+
+def check_images(name: str, x: Tensor) -> Tensor:
+    """Check an (N, C, H, W) floating image batch with at least one row."""
+    return check_tensor(name, x, ndim=4, floating=True, min_len=1)
+
+
+def check_targets(name: str, y: Tensor, n: int) -> Tensor:
+    """Check (N, C) floating soft targets with N = ``n``."""
+    check_tensor(name, y, ndim=2, floating=True)
+    if y.shape[0] != n:
+        raise ValueError(f"{name} must have {n} rows (one per input), got shape {tuple(y.shape)}")
+    return y
+
+
+def check_generator(generator: Any) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator
+
+
+def sample_partner(n: int, generator: torch.Generator) -> Tensor:
+    """(n,) int64 random permutation: row i is paired with row ``perm[i]``."""
+    return torch.randperm(n, generator=check_generator(generator))
+
+
+def sample_beta(alpha: float, size: int, generator: torch.Generator) -> Tensor:
+    """(size,) float32 draws from Beta(alpha, alpha), seeded from ``generator``.
+
+    torch's Beta sampler takes no generator, so a numpy generator is seeded with one draw from
+    ``generator``: the same torch generator state gives the same λ.
+    """
+    check_range("alpha", alpha, 0.0, None, low_inclusive=False)
+    seed = int(torch.randint(0, 2**62, (1,), generator=check_generator(generator)))
+    draws = np.random.default_rng(seed).beta(alpha, alpha, size=size)
+    return torch.from_numpy(draws).float()
+
+
+def sample_lam(
+    n: int,
+    *,
+    alpha: float = 1.0,
+    lam: float | None = None,
+    per_sample: bool = False,
+    generator: torch.Generator,
+) -> Tensor:
+    """(n,) float32 mixing ratios: ``lam`` if given, else Beta(α, α), one per batch or per row."""
+    if lam is not None:
+        check_range("lam", lam, 0.0, 1.0)
+        return torch.full((n,), float(lam))
+    draws = sample_beta(alpha, n if per_sample else 1, generator)
+    return draws if per_sample else draws.expand(n).clone()
+
+
+def mix_targets(y: Tensor, partner: Tensor, lam: Tensor) -> Tensor:
+    """(N, C) ``lam * y + (1 - lam) * y[partner]`` (exact at lam = 1 and lam = 0)."""
+    w = lam.to(y.dtype).unsqueeze(1)  # (N, 1)
+    return torch.lerp(y.index_select(0, partner), y, w)
+
+
+def mask_mix(x: Tensor, mask: Tensor, partner: Tensor) -> Tensor:
+    """Binary-mask mix: own pixel where ``mask`` is 1, the partner's pixel elsewhere.
+
+    Args:
+        x: (N, C, H, W) images.
+        mask: (N or 1, 1, H, W) in {0, 1}.
+        partner: (N,) partner index.
+    """
+    return torch.where(mask.bool(), x, x.index_select(0, partner))
+
+
+def box_mask(boxes: Tensor, h: int, w: int) -> Tensor:
+    """(N, 1, H, W) float mask, 0 inside each row's box (y0, y1, x0, x1), 1 outside."""
+    rows = torch.arange(h).view(1, h, 1)  # (1, H, 1)
+    cols = torch.arange(w).view(1, 1, w)  # (1, 1, W)
+    y0, y1, x0, x1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))  # (N, 1, 1) each
+    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)  # (N, H, W)
+    return (~inside).float().unsqueeze(1)
+
+
+def box_lam(boxes: Tensor, h: int, w: int) -> Tensor:
+    """(N,) share of the image outside each box: 1 - box area / (H W)."""
+    area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])  # (N,)
+    return 1.0 - area.float() / float(h * w)
