@@ -1,0 +1,88 @@
+"""ui.widgets.hyperparameter_form builds widgets from Hyper metadata (AppTest)."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core._registry import Hyper, Registry
+from ui.widgets import default_weight
+
+
+def _form_script() -> None:
+    import streamlit as st
+
+    from core._registry import Hyper, Registry
+    from ui.widgets import hyperparameter_form
+
+    reg: Registry = Registry("demo")
+    reg.register(
+        "a",
+        params=(
+            Hyper("scale", "float", 0.3, 0.0, 2.0, 0.05, help="λ"),
+            Hyper("k", "int", 3, 1, 9, 1),
+            Hyper("exact", "bool", True),
+            Hyper("scope", "choice", "global", choices=("global", "tensor")),
+            Hyper("weights", "floats", None, -1.0, 2.0, 0.05),
+        ),
+    )(lambda: None)
+    reg.register(
+        "b",
+        params=(
+            Hyper("scale", "float", 1.0, 0.0, 1.0, 0.1),
+            Hyper("scope", "choice", "row", choices=("row", "tensor")),
+        ),
+    )(lambda: None)
+    which = st.radio("method", ["a", "b"], key="demo.method")
+    values = hyperparameter_form(reg[which], "demo", 3, labels=["x", "y", "z"])
+    st.session_state["demo.values"] = values
+
+
+def test_form_builds_widgets_from_metadata() -> None:
+    at = AppTest.from_function(_form_script).run()
+    assert not at.exception
+    values = at.session_state["demo.values"]
+    assert values == {
+        "scale": 0.3, "k": 3, "exact": True, "scope": "global", "weights": [1.0, 1.0, 1.0]
+    }  # fmt: skip
+    assert at.slider(key="demo.scale").min == 0.0 and at.slider(key="demo.scale").max == 2.0
+    assert [at.slider(key=f"demo.weights.{i}").label for i in range(3)] == ["x", "y", "z"]
+    at.slider(key="demo.scale").set_value(1.5)
+    at.slider(key="demo.weights.1").set_value(0.25)
+    at.checkbox(key="demo.exact").uncheck()
+    at.selectbox(key="demo.scope").set_value("tensor").run()
+    values = at.session_state["demo.values"]
+    assert values["scale"] == 1.5 and values["weights"] == [1.0, 0.25, 1.0]
+    assert values["exact"] is False and values["scope"] == "tensor"
+
+
+def test_switching_entry_redraws_and_drops_invalid_values() -> None:
+    at = AppTest.from_function(_form_script).run()
+    at.slider(key="demo.scale").set_value(1.5).run()
+    at.radio(key="demo.method").set_value("b").run()
+    assert not at.exception
+    values = at.session_state["demo.values"]
+    # 1.5 is outside b's range [0, 1] and "global" is not one of b's choices: defaults return
+    assert values == {"scale": 1.0, "scope": "row"}
+    assert len(at.slider) == 1 and len(at.checkbox) == 0
+
+
+def test_bad_arguments_are_named() -> None:
+    from ui.widgets import hyperparameter_form
+
+    reg: Registry = Registry("demo")
+    reg.register("bad", params=(Hyper("x", "matrix"),))(lambda: None)
+    with pytest.raises(ValueError, match="kind"):
+        hyperparameter_form(reg["bad"], "p", 1)
+    with pytest.raises(ValueError, match="n_models"):
+        hyperparameter_form(reg["bad"], "p", 0)
+    with pytest.raises(ValueError, match="key_prefix"):
+        hyperparameter_form(reg["bad"], "", 1)
+    with pytest.raises(TypeError, match="entry"):
+        hyperparameter_form(object(), "p", 1)  # type: ignore[arg-type]
+
+
+def test_default_weight() -> None:
+    assert default_weight(Hyper("w", "floats", None, 0.0, 0.5), 2) == [0.5, 0.5]
+    assert default_weight(Hyper("w", "floats", 0.3, 0.0, 1.0), 3) == [0.3, 0.3, 0.3]
+    assert default_weight(Hyper("w", "floats", (0.1, 0.9)), 2) == [0.1, 0.9]
