@@ -201,6 +201,18 @@ class Zoo:
                     if now - f.stat().st_mtime > older_than_s:
                         f.unlink()
 
+    def _inside(self, rel: str) -> bool:
+        """True when ``rel`` (an index ``file`` entry) names a file inside ``models/``."""
+        return (self.root / rel).resolve().parent == self.models_dir.resolve()
+
+    def _file_path(self, rel: str) -> Path:
+        if not self._inside(rel):
+            raise ValueError(
+                f"index entry file must lie inside {self.models_dir}, got {rel!r} (outside the "
+                "workspace: the index was edited by hand or comes from an untrusted source)"
+            )
+        return self.root / rel
+
     def _row(self, row: sqlite3.Row) -> ModelRecord:
         d = dict(row)
         for k in _JSON_FIELDS:
@@ -234,7 +246,7 @@ class Zoo:
         )
         with self._connect() as con:
             rows = [self._row(r) for r in con.execute(sql, args)]
-        return [r for r in rows if (self.root / r.file).exists()]
+        return [r for r in rows if self._inside(r.file) and (self.root / r.file).exists()]
 
     def table(self) -> Any:
         """The index as a pandas DataFrame (one row per model) for display."""
@@ -282,7 +294,7 @@ class Zoo:
         from safetensors.torch import load_file
 
         rec = self.get(model_id)
-        path = self.root / rec.file
+        path = self._file_path(rec.file)
         if verify and _sha256(path) != rec.sha256:
             raise ValueError(
                 f"checkpoint of {model_id!r} is corrupt: sha256 differs from the index"
@@ -397,8 +409,9 @@ class Zoo:
             if row is None:
                 raise KeyError(f"model_id {model_id!r} is not in the zoo")
             con.execute("DELETE FROM models WHERE id=?", (model_id,))
-        with contextlib.suppress(FileNotFoundError):
-            (self.root / row[0]).unlink()
+        if self._inside(row[0]):  # a tampered index never deletes outside the workspace
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / row[0]).unlink()
 
     # ------------------------------------------------------------------ generic records
     def put_record(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
