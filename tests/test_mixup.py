@@ -36,7 +36,7 @@ def _hyper(name: str) -> dict[str, Any]:
 
 def _mix(name: str, x: torch.Tensor, y: torch.Tensor, seed: int = 0, **kw: Any):
     return mix(name, x, y, generator=torch.Generator().manual_seed(seed), n_classes=K,
-               **_hyper(name), **kw)  # fmt: skip
+               **{**_hyper(name), **kw})  # fmt: skip
 
 
 ALL = MIXERS.names()
@@ -91,10 +91,10 @@ def test_label_weight_equals_exact_pixel_share(name: str, per_sample: bool) -> N
         mask = res.mask.expand(N, 1, H, W)
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
         # each output pixel is exactly the own pixel where mask=1, the partner's elsewhere
-        own = x
-        other = x[res.partner]
-        expect = torch.where(mask.bool(), own, other)
-        assert torch.equal(res.x, expect)
+        if "resized" in MIXERS[name].tags:  # the partner is shrunk into the box
+            assert torch.equal(res.x * mask, x * mask)
+        else:
+            assert torch.equal(res.x, torch.where(mask.bool(), x, x[res.partner]))
         torch.testing.assert_close(res.lam, mask.mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
         ya, yb = to_soft_targets(y, K), to_soft_targets(y[res.partner], K)
         torch.testing.assert_close(res.y, res.lam[:, None] * ya + (1 - res.lam[:, None]) * yb)
@@ -204,3 +204,106 @@ def test_property_mask_share_and_targets(
     assert res.mask is not None
     torch.testing.assert_close(res.lam, res.mask.expand(n, 1, side, side).mean((1, 2, 3)),
                                atol=1e-6, rtol=0)  # fmt: skip
+
+
+def test_fmix_masks_hit_lam_within_one_pixel_per_row() -> None:
+    from core.mixup import fmix_masks
+
+    lam = torch.tensor([0.0, 0.13, 0.5, 0.77, 1.0])
+    for h, w in ((32, 32), (17, 23)):
+        masks = fmix_masks(lam, h, w, generator=torch.Generator().manual_seed(0))
+        assert masks.shape == (5, 1, h, w)
+        assert ((masks.mean((1, 2, 3)) - lam).abs() <= 1 / (h * w)).all()
+    # low frequency: neighbouring pixels agree far more often than chance
+    m = fmix_masks(torch.full((8,), 0.5), 32, 32, generator=torch.Generator().manual_seed(1))
+    agree = (m[..., 1:, :] == m[..., :-1, :]).float().mean()
+    assert agree > 0.85
+
+
+def test_resizemix_pastes_the_shrunk_partner() -> None:
+    import torch.nn.functional as F
+
+    from core.mixup import apply_resizemix, sample_resizemix
+
+    x, y = _batch()
+    p = sample_resizemix(x.shape, lam=0.75, generator=torch.Generator().manual_seed(0))
+    res = apply_resizemix(x, to_soft_targets(y, K), p)
+    small = F.interpolate(x[res.partner], size=(8, 8), mode="nearest")  # τ = 0.5
+    for i in range(N):
+        y0, y1, x0, x1 = p.boxes[i].tolist()
+        assert (y1 - y0, x1 - x0) == (8, 8) and 0 <= y0 and y1 <= H and 0 <= x0 and x1 <= W
+        assert torch.equal(res.x[i, :, y0:y1, x0:x1], small[i])
+    torch.testing.assert_close(res.lam, torch.full((N,), 0.75))
+    taus = [(1 - float(_mix("resizemix", x, y, seed=s).lam[0])) ** 0.5 for s in range(30)]
+    assert 0.1 - 0.05 <= min(taus) and max(taus) <= 0.8 + 0.05
+
+
+def test_maskmix_lam_is_count_over_cells() -> None:
+    x, y = _batch()
+    res = _mix("maskmix", x, y, lam=0.3, grid=4)  # round(0.3 * 16) = 5 cells
+    torch.testing.assert_close(res.lam, torch.full((N,), 5 / 16))
+    assert res.mask is not None
+    cells = res.mask[:, 0, ::4, ::4]  # (N, 4, 4): one pixel per cell
+    assert (cells.sum((1, 2)) == 5).all()
+    assert not all(torch.equal(cells[0], cells[i]) for i in range(1, N))  # subsets differ per row
+
+
+def test_saliencymix_box_sits_on_partner_peak_and_model_is_untouched() -> None:
+    from core.mixup import input_saliency
+
+    x, y = _batch()
+    model = create_model("cnn", width=4, n_classes=K, in_channels=C, image_size=H).train()
+    bn_before = model.trunk.bn0.running_mean.clone()
+    sal = input_saliency(model, x, y)
+    assert sal.shape == (N, H, W) and (sal >= 0).all() and sal.sum() > 0
+    res = _mix("saliencymix", x, y, lam=0.75, model=model)
+    assert model.training and torch.equal(model.trunk.bn0.running_mean, bn_before)
+    assert all(p.grad is None for p in model.parameters())
+    sal = res.info["saliency"]
+    for i in range(N):
+        j = int(res.partner[i])
+        peak = int(sal[j].argmax())
+        cy, cx = divmod(peak, W)
+        y0, y1, x0, x1 = res.info["boxes"][i].tolist()
+        assert y0 <= cy <= y1 and x0 <= cx <= x1
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet20"])
+def test_manifold_mixup_mixes_hidden_state_once(arch: str) -> None:
+    from core.mixup import mix_layers
+
+    model = create_model(arch, width=4 if arch != "mlp" else 16, n_classes=K, in_channels=C,
+                         image_size=H).eval()  # fmt: skip
+    layers = mix_layers(model)
+    assert layers[0] == "input" and len(layers) >= 2
+    x, y = _batch()
+    layer = layers[1]
+    captured: dict[str, torch.Tensor] = {}
+    module = model.get_submodule(layer)
+    h = module.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    res = _mix("manifold_mixup", x, y, lam=0.25, layers=[layer], model=model)
+    assert res.x is x and res.info["layer"] == layer
+    out = {}
+    h2 = module.register_forward_hook(lambda m, i, o: out.__setitem__("h", o))
+    with torch.no_grad():
+        model(x)
+    h2.remove()
+    hid = captured["h"]
+    torch.testing.assert_close(out["h"], 0.25 * hid + 0.75 * hid[res.partner])
+    with torch.no_grad():  # the hook fired once and is gone
+        torch.testing.assert_close(model(x), model(x))
+    assert getattr(model, "_pending_hidden_mix", None) is None
+
+
+def test_manifold_mixup_trains_through_core_train() -> None:
+    from core.train import TrainConfig, train
+
+    x = torch.rand(48, 1, 8, 8)
+    y = torch.arange(48) % K
+    model = create_model("cnn", width=4, n_classes=K, image_size=8)
+    hist = train(model, x, y, TrainConfig(epochs=1, batch_size=16),
+                 mix_fn=mix_fn("manifold_mixup", n_classes=K, model=model), device="cpu")  # fmt: skip
+    assert len(hist.train_loss) == 1 and hist.train_loss[0] > 0

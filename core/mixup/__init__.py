@@ -12,6 +12,7 @@ here, per batch or per row.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -22,21 +23,65 @@ from torch import Tensor
 from .._checks import check_choice, check_int, check_range, check_tensor
 from ._base import MIXERS, MixResult, mix_targets, sample_partner
 from .cutmix import CutMixParams, apply_cutmix, cutmix, sample_cutmix
+from .fmix import FMixParams, apply_fmix, fmix, fmix_masks, sample_fmix
+from .manifold_mixup import (
+    HiddenMix,
+    ManifoldMixupParams,
+    apply_manifold_mixup,
+    manifold_mixup,
+    mix_layers,
+    sample_manifold_mixup,
+)
+from .maskmix import MaskMixParams, apply_maskmix, maskmix, sample_maskmix
 from .mixup import MixupParams, apply_mixup, mixup, sample_mixup
+from .resizemix import ResizeMixParams, apply_resizemix, resizemix, sample_resizemix
+from .saliencymix import (
+    SaliencyMixParams,
+    apply_saliencymix,
+    contrast_saliency,
+    input_saliency,
+    saliencymix,
+    sample_saliencymix,
+)
 
 __all__ = [
     "MIXERS",
     "CutMixParams",
+    "FMixParams",
+    "HiddenMix",
+    "ManifoldMixupParams",
+    "MaskMixParams",
     "MixResult",
     "MixupParams",
+    "ResizeMixParams",
+    "SaliencyMixParams",
     "apply_cutmix",
+    "apply_fmix",
+    "apply_manifold_mixup",
+    "apply_maskmix",
     "apply_mixup",
+    "apply_resizemix",
+    "apply_saliencymix",
+    "contrast_saliency",
     "cutmix",
+    "fmix",
+    "fmix_masks",
+    "input_saliency",
+    "manifold_mixup",
+    "maskmix",
     "mix",
     "mix_fn",
+    "mix_layers",
     "mixup",
+    "resizemix",
+    "saliencymix",
     "sample_cutmix",
+    "sample_fmix",
+    "sample_manifold_mixup",
+    "sample_maskmix",
     "sample_mixup",
+    "sample_resizemix",
+    "sample_saliencymix",
     "to_soft_targets",
 ]
 
@@ -124,7 +169,8 @@ def mix(
         check_range("alpha", alpha, 0.0, None, low_inclusive=False)
     if lam_y is not None:
         check_range("lam_y", lam_y, 0.0, 1.0)
-    known = {p.name for p in entry.params} | {"model", "saliency", "layers"}
+    standard = {"x", "y", "alpha", "lam", "per_sample", "generator"}
+    known = set(inspect.signature(entry.fn).parameters) - standard
     unknown = sorted(set(hyper) - known)
     if unknown:
         raise TypeError(

@@ -64,6 +64,13 @@ def sample_boxes(
         return torch.stack([y0, y0 + cut_h, x0, x0 + cut_w], dim=1)
     cy = torch.randint(0, h, (m,), generator=generator)
     cx = torch.randint(0, w, (m,), generator=generator)
+    return clipped_boxes(cy, cx, lam, h, w)
+
+
+def clipped_boxes(cy: Tensor, cx: Tensor, lam: Tensor, h: int, w: int) -> Tensor:
+    """(M, 4) int64 boxes of sides ⌊H √(1-λ)⌋, ⌊W √(1-λ)⌋ centred at (cy, cx), clipped."""
+    ratio = torch.sqrt(1.0 - lam.double())  # (M,)
+    cut_h, cut_w = torch.floor(h * ratio).long(), torch.floor(w * ratio).long()
     y0 = (cy - cut_h // 2).clamp(0, h)
     y1 = (cy + cut_h // 2).clamp(0, h)
     x0 = (cx - cut_w // 2).clamp(0, w)
