@@ -1,0 +1,303 @@
+"""mergekit's YAML merge configuration, read so that existing configs run unchanged.
+
+Supported (mergekit README / ``config.py`` semantics)::
+
+    merge_method: ties            # linear, task_arithmetic, ties, dare_ties, dare_linear,
+                                  # breadcrumbs, slerp, model_stock (whatever core.merge has)
+    base_model: ./base            # folder with *.safetensors (+ index) or one .safetensors file
+    models:
+      - model: ./ft-a
+        parameters: {weight: 1.0, density: 0.5}
+      - model: ./ft-b
+        parameters:
+          weight: [0.2, 0.8]      # gradient: interpolated over normalised layer depth
+          density:
+            - filter: mlp         # first entry whose filter is a substring of the tensor name
+              value: 0.3
+            - value: 0.6          # no filter: the fallback
+    parameters: {lambda: 1.0, normalize: true}   # global; a model's own value wins
+    dtype: float32                # working dtype (inputs are cast to it)
+    out_dtype: bfloat16           # stored dtype (default: dtype, else the inputs')
+    tokenizer_source: base        # which model's non-weight files are copied
+
+Workbench extensions (ignored by mergekit): ``parameters: {trim: global}`` selects the TIES
+paper's model-wide trim instead of mergekit's per-tensor one; ``disjoint: sum``.
+
+Not supported, with a clear error: ``slices`` / ``modules`` (layer-range frankenmerges) and
+models given as Hugging Face hub ids (nothing is downloaded: point at a local folder).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .st_io import StreamError
+
+# mergekit name -> (workbench method, needs a base, default normalize, default trim)
+METHOD_ALIASES: dict[str, str] = {
+    "linear": "average",
+    "task_arithmetic": "task_arithmetic",
+    "ties": "ties",
+    "dare_ties": "dare_ties",
+    "dare_linear": "dare",
+    "breadcrumbs": "breadcrumbs",
+    "slerp": "slerp",
+    "model_stock": "model_stock",
+}
+NEEDS_BASE = {"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "slerp",
+              "model_stock"}  # fmt: skip
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float64": torch.float64,
+}
+_TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
+             "tokenizer_source", "tokenizer", "chat_template", "name"}  # fmt: skip
+_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One input model: the reference as written, its resolved path and its parameters."""
+
+    model: str
+    path: Path
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """A parsed merge configuration.
+
+    Attributes:
+        merge_method: the mergekit method name as written ("linear", "ties", ...).
+        models: the input models in config order (may include the base model).
+        base: the base model entry, or None.
+        parameters: global parameters (model parameters take precedence).
+        dtype: working dtype, or None (the inputs' own).
+        out_dtype: stored dtype, or None (``dtype``, else the inputs').
+        tokenizer_source: model whose non-weight files are copied, or None (base, else first).
+        raw: the configuration as read (written beside the output as the recipe).
+    """
+
+    merge_method: str
+    models: tuple[ModelEntry, ...]
+    base: ModelEntry | None
+    parameters: dict[str, Any]
+    dtype: torch.dtype | None
+    out_dtype: torch.dtype | None
+    tokenizer_source: Path | None
+    raw: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        """The core.merge method that runs this config."""
+        return METHOD_ALIASES[self.merge_method]
+
+    def merged_models(self) -> list[ModelEntry]:
+        """The models whose tensors enter the method (the base excluded for task-vector
+        methods; for slerp the base first, then the other model)."""
+        if self.merge_method == "linear" or self.base is None:
+            return list(self.models)
+        others = [m for m in self.models if m.path != self.base.path]
+        if self.merge_method == "slerp":
+            return others
+        return others
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any], *, root: str | Path | None = None
+) -> MergeConfig:
+    """Read a mergekit-style merge configuration.
+
+    Args:
+        source: a YAML file path, or the already-parsed mapping.
+        root: folder that relative model paths are resolved against when they do not exist
+            relative to the working directory (default: the YAML file's folder).
+
+    Raises:
+        StreamError: unknown keys or method, unsupported features, missing models, bad dtypes.
+    """
+    if isinstance(source, Mapping):
+        raw = dict(source)
+        base_dir = Path(root) if root is not None else Path.cwd()
+    elif isinstance(source, str | Path):
+        p = Path(source)
+        if not p.is_file():
+            raise StreamError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise StreamError(f"{p} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise StreamError(f"{p} must hold a mapping at the top level, got {type(raw).__name__}")
+        base_dir = Path(root) if root is not None else p.parent
+    else:
+        raise TypeError(f"source must be a path or a mapping, got {type(source).__name__}")
+    for key in ("slices", "modules"):
+        if raw.get(key) is not None:
+            raise StreamError(
+                f"config key {key!r} (layer-range merges) is not supported by the streaming "
+                "engine; list whole models under 'models:'"
+            )
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise StreamError(f"unknown config key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")
+    method = raw.get("merge_method")
+    if method not in METHOD_ALIASES:
+        raise StreamError(f"merge_method must be one of {sorted(METHOD_ALIASES)}, got {method!r}")
+    models_raw = raw.get("models")
+    if not isinstance(models_raw, list) or not models_raw:
+        raise StreamError(
+            "config needs 'models:', a non-empty list of {model: PATH, parameters: {...}}"
+        )
+    models = tuple(_entry(m, i, base_dir) for i, m in enumerate(models_raw))
+    base = None
+    if raw.get("base_model") is not None:
+        base = ModelEntry(
+            str(raw["base_model"]), _resolve(str(raw["base_model"]), base_dir, "base_model")
+        )
+    elif method in NEEDS_BASE:
+        raise StreamError(f"merge_method {method!r} needs base_model, got none")
+    params = raw.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise StreamError(f"parameters must be a mapping, got {type(params).__name__}")
+    tok = raw.get("tokenizer_source")
+    tok_path = None
+    if tok is not None and tok not in ("base", "union"):
+        tok_path = _resolve(str(tok), base_dir, "tokenizer_source")
+    elif tok == "base" and base is not None:
+        tok_path = base.path
+    cfg = MergeConfig(
+        merge_method=method,
+        models=models,
+        base=base,
+        parameters=dict(params),
+        dtype=_dtype(raw.get("dtype"), "dtype"),
+        out_dtype=_dtype(raw.get("out_dtype"), "out_dtype"),
+        tokenizer_source=tok_path,
+        raw=raw,
+    )
+    n = len(cfg.merged_models())
+    if method == "slerp" and n != 1:
+        raise StreamError(f"slerp merges base_model with exactly 1 other model, got {n}")
+    if n == 0:
+        raise StreamError("config lists no model to merge besides base_model")
+    return cfg
+
+
+def _entry(m: object, i: int, base_dir: Path) -> ModelEntry:
+    if isinstance(m, str):
+        m = {"model": m}
+    if not isinstance(m, dict) or "model" not in m:
+        raise StreamError(f"models[{i}] must be a mapping with a 'model' key, got {m!r}")
+    params = m.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise StreamError(f"models[{i}].parameters must be a mapping, got {type(params).__name__}")
+    ref = str(m["model"])
+    return ModelEntry(ref, _resolve(ref, base_dir, f"models[{i}].model"), dict(params))
+
+
+def _resolve(ref: str, base_dir: Path, what: str) -> Path:
+    if "+" in ref and not Path(ref).exists():
+        raise StreamError(f"{what}: LoRA references ('model+lora') are not supported, got {ref!r}")
+    p = Path(ref).expanduser()
+    for cand in (p, base_dir / p):
+        if cand.exists():
+            return cand.resolve()
+    raise StreamError(
+        f"{what}: {ref!r} not found (looked in {Path.cwd()} and {base_dir}); models must be local "
+        "folders with .safetensors weights or .safetensors files (nothing is downloaded)"
+    )
+
+
+def _dtype(name: object, what: str) -> torch.dtype | None:
+    if name is None:
+        return None
+    if name not in DTYPE_NAMES:
+        raise StreamError(f"{what} must be one of {sorted(DTYPE_NAMES)}, got {name!r}")
+    return DTYPE_NAMES[str(name)]
+
+
+def evaluate_setting(setting: Any, tensor_name: str, t: float) -> Any:
+    """Resolve one parameter setting for a tensor.
+
+    A scalar is itself; a list of numbers is a gradient, linearly interpolated at ``t``
+    (normalised layer depth in [0, 1]); a ``{filter, value}`` mapping or a list of them picks
+    the first whose filter is absent, ``"*"`` or a substring of ``tensor_name`` (None when
+    nothing matches).
+    """
+    if isinstance(setting, dict):
+        setting = [setting]
+    if isinstance(setting, bool | int | float | str) or setting is None:
+        return setting
+    if not isinstance(setting, list):
+        raise StreamError(
+            f"parameter value must be a scalar, list or filter mapping, got {setting!r}"
+        )
+    if not setting:
+        return None
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in setting):
+        scaled = t * (len(setting) - 1)
+        i0 = min(int(math.floor(scaled)), len(setting) - 1)
+        i1 = min(len(setting) - 1, i0 + 1)
+        frac = scaled - i0
+        return (1 - frac) * float(setting[i0]) + frac * float(setting[i1])
+    if all(isinstance(v, dict) for v in setting):
+        for cond in setting:
+            f = cond.get("filter")
+            if f is None or f == "*" or f in tensor_name:
+                if "value" not in cond:
+                    raise StreamError(f"filter entry {cond!r} has no 'value'")
+                return evaluate_setting(cond["value"], tensor_name, t)
+        return None
+    if all(isinstance(v, bool | str) for v in setting):
+        return setting[int(t * (len(setting) - 1))]
+    raise StreamError(f"cannot mix numbers and filter entries in one parameter: {setting!r}")
+
+
+def layer_depths(names: Sequence[str]) -> dict[str, float]:
+    """Normalised layer depth t per tensor name, as mergekit assigns it.
+
+    The layer index comes from ``...layers.<i>.`` (also ``h``, ``blocks``, ``layer``,
+    ``block``); with L layers a tensor of layer i gets i / (L − 1) (1 when L = 1). Tensors
+    outside the layer stack (embeddings, final norm, head) get 0, like mergekit's pre/post
+    weights.
+    """
+    idx: dict[str, int] = {}
+    for n in names:
+        m = _LAYER.search(n)
+        if m:
+            idx[n] = int(m.group(1))
+    n_layers = max(idx.values()) + 1 if idx else 0
+    out = {}
+    for n in names:
+        if n not in idx:
+            out[n] = 0.0
+        else:
+            out[n] = idx[n] / (n_layers - 1) if n_layers > 1 else 1.0
+    return out
+
+
+def parameter(cfg: MergeConfig, model: ModelEntry | None, key: str, tensor: str, t: float,
+              default: Any) -> Any:  # fmt: skip
+    """A parameter for one tensor: the model's own setting, else the global one, else default."""
+    for source in ((model.parameters if model is not None else {}), cfg.parameters):
+        if key in source:
+            value = evaluate_setting(source[key], tensor, t)
+            if value is not None:
+                return value
+    return default

@@ -1,0 +1,639 @@
+"""Streaming merge: tensor by tensor from safetensors shards into a new sharded checkpoint.
+
+Memory: per output tensor, each input model's tensor (plus the base's) is read into memory,
+merged by the per-tensor kernel of :data:`core.merge.TENSOR_METHODS` and written at its planned
+offset. One key is prefetched while the current one is merged and one result is written in the
+background, so the peak is about ``2 · (models + 1) + 2`` tensors of the largest size plus the
+kernels' chunk-sized temporaries — never a whole model.
+
+Output safety: everything is written into ``OUT.partial-<id>`` beside ``OUT``; the
+``model.safetensors.index.json`` is written last and the folder is renamed to ``OUT`` only at the
+end, so an interrupted run never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import json
+import math
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from ..io import CheckpointError, hf_folder_tensors
+from .config import MergeConfig, ModelEntry, layer_depths, load_config, parameter
+from .st_io import (
+    DiskFullError,
+    OutTensor,
+    ShardReader,
+    ShardWriter,
+    StreamError,
+    TensorInfo,
+    plan_shards,
+    read_header,
+)
+
+DEFAULT_SHARD_SIZE = 5 * 10**9  # bytes, mergekit's default "5B"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+INDEX_NAME = "model.safetensors.index.json"
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class MergeReport:
+    """What a streaming merge did.
+
+    Attributes:
+        out_dir: the finished output folder.
+        n_tensors: tensors written.
+        bytes_read: input bytes read (all passes).
+        bytes_written: output tensor bytes.
+        seconds: wall time.
+        thresholds: the global TIES |τ| thresholds per model (global trim only).
+        shards: output shard file names.
+    """
+
+    out_dir: Path
+    n_tensors: int
+    bytes_read: int
+    bytes_written: int
+    seconds: float
+    thresholds: list[float] | None = None
+    shards: list[str] = field(default_factory=list)
+
+
+def model_tensors(path: Path) -> dict[str, TensorInfo]:
+    """Every tensor of a model: a .safetensors file or a folder (with or without an index).
+
+    Raises:
+        StreamError: missing shard files, names the index lists but the shards lack, a tensor
+            stored twice, or no safetensors weights.
+    """
+    p = Path(path)
+    if p.is_file():
+        if p.suffix != ".safetensors":
+            raise StreamError(f"{p}: only .safetensors weights are streamed, got {p.suffix!r}")
+        return read_header(p)
+    if not p.is_dir():
+        raise StreamError(f"model not found: {p}")
+    try:
+        files = hf_folder_tensors(p)
+    except CheckpointError as err:
+        raise StreamError(str(err)) from None
+    out: dict[str, TensorInfo] = {}
+    for f in files:
+        for name, info in read_header(f).items():
+            if name in out:
+                raise StreamError(
+                    f"{p}: tensor {name!r} is stored in both {out[name].path.name} and {f.name}"
+                )
+            out[name] = info
+    index = p / INDEX_NAME
+    if index.exists():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        absent = sorted(n for n in weight_map if n not in out)
+        if absent:
+            raise StreamError(
+                f"{p}: the index lists {len(absent)} tensor(s) missing from the shards: {_cut(absent)}"
+            )
+    return out
+
+
+def check_inputs(
+    named: Sequence[tuple[str, Mapping[str, TensorInfo]]], *, allow_dtype_mix: bool
+) -> None:
+    """Same tensor names and shapes in every model; same dtypes unless ``allow_dtype_mix``.
+
+    Raises:
+        StreamError: listing, per model, the missing and unexpected names, then the shape and
+            dtype mismatches.
+    """
+    ref_name, ref = named[0]
+    problems = []
+    for nm, infos in named[1:]:
+        missing = sorted(set(ref) - set(infos))
+        extra = sorted(set(infos) - set(ref))
+        if missing:
+            problems.append(f"{nm} lacks {len(missing)} tensor(s) of {ref_name}: {_cut(missing)}")
+        if extra:
+            problems.append(f"{nm} has {len(extra)} tensor(s) {ref_name} lacks: {_cut(extra)}")
+        shapes = [f"{k} {list(ref[k].shape)} vs {list(infos[k].shape)}" for k in ref
+                  if k in infos and ref[k].shape != infos[k].shape]  # fmt: skip
+        if shapes:
+            problems.append(f"{nm} differs from {ref_name} in shape: {_cut(shapes)}")
+        if not allow_dtype_mix:
+            dts = [f"{k} {ref[k].dtype} vs {infos[k].dtype}" for k in ref
+                   if k in infos and ref[k].dtype != infos[k].dtype]  # fmt: skip
+            if dts:
+                problems.append(
+                    f"{nm} differs from {ref_name} in dtype (set 'dtype:' in the config to cast "
+                    f"all inputs): {_cut(dts)}"
+                )
+    if problems:
+        raise StreamError("the models do not match: " + "; ".join(problems))
+
+
+def _cut(xs: Sequence[str], limit: int = 8) -> str:
+    more = f" (+{len(xs) - limit} more)" if len(xs) > limit else ""
+    return ", ".join(xs[:limit]) + more
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``"5B"`` (billion, as mergekit), ``"500M"``, ``"2GB"``, ``"1GiB"`` or an int."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        s = str(text).strip().upper().replace(" ", "")
+        units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6,
+                 "GB": 10**9, "TB": 10**12, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}  # fmt: skip
+        for u, mult in units.items():
+            if s.endswith(u) and s[: -len(u)].replace(".", "", 1).isdigit():
+                value = int(float(s[: -len(u)]) * mult)
+                break
+        else:
+            if not s.isdigit():
+                raise ValueError(f"shard_size must be bytes like '5B', '500M', '2GB', got {text!r}")
+            value = int(s)
+    if value <= 0:
+        raise ValueError(f"shard_size must be > 0 bytes, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# per-tensor hyperparameters from the config
+
+
+def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, Any], bool]:
+    """The core.merge kernel, its keyword arguments and whether it takes the base tensor.
+
+    Follows mergekit's parameter names and defaults: ``weight`` (1), ``density`` (1),
+    ``lambda`` (1), ``normalize`` (linear and ties true, others false), ``t`` for slerp.
+    """
+    mk = cfg.merge_method
+    models = cfg.merged_models()
+
+    def g(key: str, default: Any) -> Any:
+        return parameter(cfg, None, key, name, t, default)
+
+    def per(key: str, default: Any) -> list[Any]:
+        return [parameter(cfg, m, key, name, t, default) for m in models]
+
+    w = [float(x) for x in per("weight", 1.0)]
+    if mk == "linear":
+        if g("normalize", True):
+            return "average", {"weights": w}, False
+        return "task_arithmetic", {"weights": w, "scale": 1.0}, False
+    if mk == "slerp":
+        return "slerp", {"t": float(g("t", 0.5))}, False
+    if mk == "model_stock":
+        return "model_stock", {}, True
+    lam = float(g("lambda", 1.0))
+    if mk == "task_arithmetic":
+        if g("normalize", False):
+            w = _normalise(w)
+        return "task_arithmetic", {"weights": w, "scale": lam}, True
+    dens = [float(x) for x in per("density", 1.0)]
+    if mk == "dare_linear":
+        if g("normalize", False):
+            w = _normalise(w)
+        return (
+            "dare",
+            {"weights": w, "scale": lam, "drop": 1.0 - _uniform(dens, "density", mk)},
+            True,
+        )
+    if mk == "ties":
+        hyper: dict[str, Any] = {
+            "weights": w, "scale": lam, "trim": str(g("trim", "tensor")),
+            "disjoint": str(g("disjoint", "mean" if g("normalize", True) else "sum")),
+        }  # fmt: skip
+        if len(set(dens)) == 1:
+            hyper["density"] = dens[0]
+        else:
+            hyper["_densities"] = dens  # per-model trim: thresholds computed per tensor
+        return "ties", hyper, True
+    if mk == "dare_ties":
+        hyper = {"weights": w, "scale": lam, "drop": 1.0 - _uniform(dens, "density", mk),
+                 "disjoint": str(g("disjoint", "mean" if g("normalize", False) else "sum")),
+                 "density": 1.0, "trim": "tensor"}  # fmt: skip
+        return "dare_ties", hyper, True
+    if mk == "breadcrumbs":
+        hyper = {"weights": w, "scale": lam, "density": _uniform(dens, "density", mk),
+                 "gamma": float(g("gamma", 0.01))}  # fmt: skip
+        return "breadcrumbs", hyper, True
+    raise StreamError(f"merge_method {mk!r} is not supported")  # pragma: no cover
+
+
+def _normalise(w: list[float]) -> list[float]:
+    s = sum(w)
+    return [x / s for x in w] if s != 0 else w
+
+
+def _uniform(values: list[float], key: str, method: str) -> float:
+    if len(set(values)) != 1:
+        raise StreamError(f"{method}: {key} must be the same for every model here, got {values}")
+    return values[0]
+
+
+def _kernel(method: str) -> Callable[..., Tensor]:
+    from ..merge import TENSOR_METHODS
+
+    if method not in TENSOR_METHODS:
+        raise StreamError(
+            f"core.merge has no per-tensor kernel {method!r} (available: {sorted(TENSOR_METHODS)})"
+        )
+    return TENSOR_METHODS[method]
+
+
+def _accepted(fn: Callable[..., Any], hyper: dict[str, Any]) -> dict[str, Any]:
+    """Drop keyword arguments the kernel does not take (e.g. ``trim`` for a DARE-TIES kernel
+    without a trim step); unknown names starting with '_' are engine-internal."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return {k: v for k, v in hyper.items() if not k.startswith("_")}
+    return {k: v for k, v in hyper.items() if k in params}
+
+
+# ---------------------------------------------------------------------------------------------
+# the merge
+
+
+@dataclass
+class _Inputs:
+    cfg: MergeConfig
+    merged: list[ModelEntry]
+    infos: list[dict[str, TensorInfo]]  # per merged model
+    base_infos: dict[str, TensorInfo] | None
+    keys: list[str]  # output order
+
+
+def _open_inputs(cfg: MergeConfig) -> _Inputs:
+    merged = cfg.merged_models()
+    if cfg.merge_method == "slerp" and cfg.base is not None:
+        merged = [cfg.base, *merged]  # slerp(t) goes from the base (t = 0) to the other model
+    infos = [model_tensors(m.path) for m in merged]
+    named: list[tuple[str, Mapping[str, TensorInfo]]] = [
+        (f"{m.model!r}", inf) for m, inf in zip(merged, infos, strict=True)
+    ]
+    base_infos = None
+    if cfg.base is not None and cfg.merge_method not in ("linear", "slerp"):
+        base_infos = model_tensors(cfg.base.path)
+        named.insert(0, (f"base_model {cfg.base.model!r}", base_infos))
+    check_inputs(named, allow_dtype_mix=cfg.dtype is not None)
+    first = infos[0]
+    keys = sorted(first, key=lambda k: (str(first[k].path), first[k].start))
+    return _Inputs(cfg, merged, infos, base_infos, keys)
+
+
+def stream_merge(
+    config: MergeConfig | str | Path | Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    overwrite: bool = False,
+    shard_size: int | str = DEFAULT_SHARD_SIZE,
+    seed: int = 0,
+    progress: bool | ProgressFn = True,
+) -> MergeReport:
+    """Merge the models of a mergekit-style config tensor by tensor into ``out_dir``.
+
+    Args:
+        config: a :class:`MergeConfig`, a YAML path or a parsed mapping.
+        out_dir: output folder (must not exist unless ``overwrite``).
+        device: where the arithmetic runs ("cpu", "cuda", "cuda:1", "auto").
+        overwrite: replace an existing ``out_dir`` (only once the new one is complete).
+        shard_size: most bytes of tensor data per output shard ("5B", "500M", int).
+        seed: seeds the random methods (DARE); tensors draw in output order, so the result
+            equals :func:`core.merge.merge` on the same models with the same seed.
+        progress: show a tqdm bar (True), nothing (False), or call ``fn(info)`` per tensor with
+            ``done``, ``total``, ``name``, ``bytes_read``, ``seconds``.
+
+    Returns:
+        A :class:`MergeReport`.
+
+    Raises:
+        StreamError: bad config, mismatched models, missing shards, existing ``out_dir``.
+        DiskFullError: the disk filled up (the partial output is removed).
+    """
+    t0 = time.perf_counter()
+    cfg = config if isinstance(config, MergeConfig) else load_config(config)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
+    size = parse_size(shard_size)
+    dev = _device(device)
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not overwrite:
+        raise StreamError(
+            f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    inp = _open_inputs(cfg)
+    depth = layer_depths(inp.keys)
+    ref = inp.infos[0]
+    out_specs = [OutTensor(k, _out_dtype(cfg, ref[k]), ref[k].shape) for k in inp.keys]
+    plans = plan_shards(out_specs, size)
+    total_out = sum(p.size for p in plans)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out.parent).free
+    if total_out > free:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"not enough space for the merged model in {out.parent}: needs "
+            f"{total_out / 1e9:.2f} GB, {free / 1e9:.2f} GB free",
+        )
+    calls = {k: tensor_call(cfg, k, depth[k]) for k in inp.keys}
+    reader = ShardReader()
+    stats = {"read": 0}
+    thresholds = None
+    global_trim = any(m == "ties" and h.get("trim") == "global" for m, h, _ in calls.values())
+    if global_trim:
+        dens = [float(parameter(cfg, m, "density", "", 0.0, 1.0)) for m in inp.merged]
+        thresholds = global_thresholds(inp, reader, dens, dev, stats)
+        for m, h, _ in calls.values():
+            if m == "ties":
+                h["threshold"] = thresholds
+    partial = out.parent / f"{out.name}.partial-{os.getpid()}-{secrets.token_hex(3)}"
+    partial.mkdir()
+    try:
+        writer = ShardWriter(partial, plans)
+        _run(inp, calls, reader, writer, plans, dev, seed, progress, stats)
+        writer.close()
+        _finish(cfg, inp, partial, plans, thresholds, seed)
+        _publish(partial, out, overwrite)
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        if err.errno == errno.ENOSPC:
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"disk full while writing the merged model into {out.parent} (needs "
+                f"{total_out / 1e9:.2f} GB); the partial output was removed",
+            ) from None
+        raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        reader.close()
+    return MergeReport(out, len(inp.keys), stats["read"], sum(s.nbytes for s in out_specs),
+                       time.perf_counter() - t0, thresholds, [p.filename for p in plans])  # fmt: skip
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
+    return dev
+
+
+def _out_dtype(cfg: MergeConfig, info: TensorInfo) -> torch.dtype:
+    if not info.dtype.is_floating_point:
+        return info.dtype
+    return cfg.out_dtype or cfg.dtype or info.dtype
+
+
+def _load_key(inp: _Inputs, reader: ShardReader, key: str, use_base: bool, pin: bool
+              ) -> tuple[list[Tensor], Tensor | None]:  # fmt: skip
+    tensors = [reader.read(infos[key], pin=pin) for infos in inp.infos]
+    base = None
+    if use_base and inp.base_infos is not None:
+        base = reader.read(inp.base_infos[key], pin=pin)
+    return tensors, base
+
+
+def _prefetched(items: Sequence[str], load: Callable[[str], Any]) -> Iterator[tuple[str, Any]]:
+    """Yield ``(item, load(item))`` with the next item's load running in a thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-read") as pool:
+        nxt: Future | None = pool.submit(load, items[0]) if items else None
+        for i, item in enumerate(items):
+            assert nxt is not None
+            value = nxt.result()
+            nxt = pool.submit(load, items[i + 1]) if i + 1 < len(items) else None
+            yield item, value
+            del value
+
+
+def _run(inp: _Inputs, calls: dict[str, tuple[str, dict[str, Any], bool]], reader: ShardReader,
+         writer: ShardWriter, plans: list, dev: torch.device, seed: int,
+         progress: bool | ProgressFn, stats: dict[str, int]) -> None:  # fmt: skip
+    from tqdm import tqdm
+
+    cfg = inp.cfg
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    pin = dev.type == "cuda"
+    bar = tqdm(total=len(inp.keys), unit="tensor", desc="merge", disable=progress is not True)
+    last_of = {p.tensors[-1].name: p.filename for p in plans}
+    t0 = time.perf_counter()
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-write") as wpool:
+        loads = _prefetched(inp.keys, lambda k: _load_key(inp, reader, k, calls[k][2], pin))
+        for done, (key, (tensors, base)) in enumerate(loads, start=1):
+            stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
+            method, hyper, _ = calls[key]
+            out_dtype = _out_dtype(cfg, inp.infos[0][key])
+            if not tensors[0].is_floating_point():
+                merged = (base if base is not None else tensors[0]).clone()
+            else:
+                merged = _merge_one(method, hyper, tensors, base, cfg, dev, gen).to(out_dtype)
+                merged = merged.cpu() if merged.device.type != "cpu" else merged
+            del tensors, base
+            if pending is not None:
+                pending.result()  # at most one write in flight
+            pending = wpool.submit(_write, writer, key, merged, last_of.get(key))
+            del merged
+            secs = time.perf_counter() - t0
+            if progress is True:
+                bar.update(1)
+                bar.set_postfix_str(f"{stats['read'] / max(secs, 1e-9) / 1e9:.2f} GB/s read")
+            elif callable(progress):
+                progress({"done": done, "total": len(inp.keys), "name": key,
+                          "bytes_read": stats["read"], "seconds": secs})  # fmt: skip
+        if pending is not None:
+            pending.result()
+    bar.close()
+
+
+def _write(writer: ShardWriter, key: str, t: Tensor, last_in_shard: str | None) -> None:
+    writer.write(key, t)
+    if last_in_shard is not None:
+        writer.finish(last_in_shard)
+
+
+def _merge_one(method: str, hyper: dict[str, Any], tensors: list[Tensor], base: Tensor | None,
+               cfg: MergeConfig, dev: torch.device, gen: torch.Generator) -> Tensor:  # fmt: skip
+    work = cfg.dtype
+    tensors = [x.to(dev, dtype=work or x.dtype, non_blocking=True) for x in tensors]
+    if base is not None:
+        base = base.to(dev, dtype=work or base.dtype, non_blocking=True)
+    fn = _kernel(method)
+    kw = dict(hyper)
+    dens = kw.pop("_densities", None)
+    if dens is not None:
+        from ..merge._blocks import magnitude_threshold
+
+        kw["threshold"] = [
+            magnitude_threshold([x], [base], d) for x, d in zip(tensors, dens, strict=True)
+        ]
+        kw["density"] = 1.0
+    return fn(tensors, base, generator=gen, **_accepted(fn, kw))
+
+
+# ---------------------------------------------------------------------------------------------
+# global TIES trim: the model-wide |τ| threshold per model, exact, in two streaming passes
+
+
+SAMPLE = 65536
+
+
+def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[float],
+                      dev: torch.device, stats: dict[str, int]) -> list[float]:  # fmt: skip
+    """Per model, the k-th largest |τ| over all its floating-point entries, k = ⌊density·n⌋.
+
+    Exact, and equal to :func:`core.merge._blocks.magnitude_threshold` over the whole model:
+    pass 1 takes a strided sample of |τ| (about 65 536 entries) whose order statistics bracket
+    the answer with a margin of 4√j + 8 sample ranks; pass 2 counts the entries above the
+    bracket and keeps those inside it (about 1-2 % of all entries); ``kthvalue`` on those gives
+    the exact value. If the bracket misses (very unlikely), pass 2 is repeated for that model
+    with the bracket opened on the missing side, so the answer stays exact.
+    """
+    keys = [k for k in inp.keys if inp.infos[0][k].dtype.is_floating_point]
+    n = sum(inp.infos[0][k].numel for k in keys)
+    m_count = len(inp.infos)
+    if n == 0:
+        return [0.0] * m_count
+    from ..merge._blocks import keep_count
+
+    ks = [keep_count(n, d) if d < 1.0 else n for d in densities]
+    stride = max(1, n // SAMPLE)
+    work = inp.cfg.dtype
+
+    def deltas(key: str, pair: tuple[list[Tensor], Tensor | None]) -> list[Tensor]:
+        tensors, base = pair
+        stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
+        dt = work or tensors[0].dtype
+        dt = torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
+        b = None if base is None else base.to(dev).reshape(-1).to(dt)
+        out = []
+        for x in tensors:
+            d = x.to(dev).reshape(-1).to(dt)
+            out.append(d if b is None else d - b)
+        return out
+
+    pin = dev.type == "cuda"
+
+    def load(k: str) -> tuple[list[Tensor], Tensor | None]:
+        return _load_key(inp, reader, k, True, pin)
+
+    samples: list[list[Tensor]] = [[] for _ in range(m_count)]
+    for key, pair in _prefetched(keys, load):
+        for i, d in enumerate(deltas(key, pair)):
+            samples[i].append(d[::stride].abs())
+    brackets = []
+    for i in range(m_count):
+        s = torch.sort(torch.cat(samples[i]), descending=True).values  # (m,)
+        m = s.numel()
+        j = ks[i] * m / n
+        margin = 4.0 * math.sqrt(max(j, 1.0)) + 8.0
+        hi_i, lo_i = math.floor(j - margin), math.ceil(j + margin)
+        brackets.append(
+            (0.0 if lo_i >= m else float(s[lo_i]), math.inf if hi_i < 0 else float(s[hi_i]))
+        )
+    del samples
+    result: list[float | None] = [None if ks[i] < n else 0.0 for i in range(m_count)]
+    todo = [i for i in range(m_count) if result[i] is None]
+    while todo:
+        above = dict.fromkeys(todo, 0)
+        inside: dict[int, list[Tensor]] = {i: [] for i in todo}
+        for key, pair in _prefetched(keys, load):
+            ds = deltas(key, pair)
+            for i in todo:
+                a = ds[i].abs_()
+                lo, hi = brackets[i]
+                above[i] += int((a > hi).sum())
+                inside[i].append(a[(a <= hi) & (a >= lo)].cpu())
+        nxt = []
+        for i in todo:
+            cand = torch.cat(inside[i])
+            need = ks[i] - above[i]
+            if 1 <= need <= cand.numel():
+                result[i] = float(cand.kthvalue(cand.numel() - need + 1).values)
+            else:  # open the bracket on the side that missed and go again
+                lo, hi = brackets[i]
+                brackets[i] = (lo, math.inf) if need < 1 else (0.0, hi)
+                nxt.append(i)
+        todo = nxt
+    return [float(r) for r in result if r is not None]
+
+
+# ---------------------------------------------------------------------------------------------
+# finishing: non-weight files, recipe, index last, then the rename
+
+
+def _finish(cfg: MergeConfig, inp: _Inputs, folder: Path, plans: list, thresholds: list[float] | None,
+            seed: int) -> None:  # fmt: skip
+    src = cfg.tokenizer_source or (cfg.base.path if cfg.base is not None else inp.merged[0].path)
+    if src.is_dir():
+        for f in sorted(src.iterdir()):
+            if (
+                f.is_file()
+                and not f.name.endswith(WEIGHT_SUFFIXES)
+                and not f.name.endswith(".index.json")
+            ):
+                shutil.copy2(f, folder / f.name)
+    conf = folder / "config.json"
+    out_dt = cfg.out_dtype or cfg.dtype
+    if conf.exists() and out_dt is not None:
+        try:
+            data = json.loads(conf.read_text())
+            if isinstance(data, dict) and "torch_dtype" in data:
+                data["torch_dtype"] = str(out_dt).removeprefix("torch.")
+                conf.write_text(json.dumps(data, indent=2))
+        except json.JSONDecodeError:
+            pass
+    (folder / "mergekit_config.yml").write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
+    recipe = {
+        "engine": "mixmerge-workbench core.stream",
+        "config": cfg.raw,
+        "method": cfg.method,
+        "inputs": [str(m.path) for m in inp.merged],
+        "base_model": None if cfg.base is None else str(cfg.base.path),
+        "seed": seed,
+        "global_thresholds": thresholds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (folder / "merge_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))
+    weight_map = {t.name: p.filename for p in plans for t in p.tensors}
+    total = sum(t.nbytes for p in plans for t in p.tensors)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    tmp = folder / (INDEX_NAME + ".tmp")
+    tmp.write_text(json.dumps(index, indent=2))
+    os.replace(tmp, folder / INDEX_NAME)  # the index is the last file written
+
+
+def _publish(partial: Path, out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not overwrite:
+            raise StreamError(f"output folder {out} appeared during the merge; not overwritten")
+        old = out.parent / f"{out.name}.old-{secrets.token_hex(3)}"
+        os.replace(out, old)
+        os.replace(partial, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, out)

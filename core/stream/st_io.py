@@ -1,0 +1,270 @@
+"""Safetensors shards read and written with positioned I/O, one tensor at a time.
+
+The format (https://huggingface.co/docs/safetensors) is an 8-byte little-endian header length,
+a JSON header mapping names to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets
+relative to the byte buffer after the header) and the raw little-endian tensor bytes.
+
+Why not ``safe_open``: it memory-maps the whole file, and every page a merge touches then counts
+in the process's resident memory until the file is closed (measured: reading a 512 MB shard
+tensor by tensor through ``safe_open`` peaks at +512 MB RSS, positioned reads at +20 MB). Here a
+tensor is read with ``readinto`` straight into a tensor the caller owns, so resident memory is
+the tensors in flight, and the page cache stays the kernel's business.
+
+Writing plans every shard's header up front (names, dtypes and shapes are known before any
+arithmetic), so each merged tensor is written at its offset as soon as it is computed and no
+output shard is ever buffered whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+# safetensors dtype code <-> torch dtype
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+CODES = {v: k for k, v in DTYPES.items()}
+MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
+
+
+class StreamError(ValueError):
+    """A streaming merge cannot run: bad inputs, config or output folder (message says why)."""
+
+
+class DiskFullError(OSError):
+    """The output disk filled up while writing (ENOSPC); the partial output was removed."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: shard file, dtype, shape and absolute byte range."""
+
+    name: str
+    path: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int  # absolute offset in the file
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse a safetensors header into ``name -> TensorInfo`` (file order).
+
+    Raises:
+        StreamError: not a safetensors file, unsupported dtype, or offsets past the file end.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise StreamError(f"{p} is not a safetensors file: shorter than 8 bytes")
+            n = int.from_bytes(raw, "little")
+            if n > MAX_HEADER or n + 8 > size:
+                raise StreamError(f"{p} is not a safetensors file: header length {n} is invalid")
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise StreamError(f"shard file not found: {p}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StreamError(f"{p} is not a safetensors file: bad JSON header ({err})") from None
+    out: dict[str, TensorInfo] = {}
+    items = [(k, v) for k, v in header.items() if k != "__metadata__"]
+    items.sort(key=lambda kv: kv[1]["data_offsets"][0])
+    for name, meta in items:
+        code = meta.get("dtype")
+        if code not in DTYPES:
+            raise StreamError(
+                f"{p}: tensor {name!r} has dtype {code!r}; supported: {sorted(DTYPES)}"
+            )
+        begin, end = (int(x) for x in meta["data_offsets"])
+        shape = tuple(int(s) for s in meta["shape"])
+        info = TensorInfo(name, p, DTYPES[code], shape, 8 + n + begin, end - begin)
+        if info.numel * DTYPES[code].itemsize != info.nbytes or 8 + n + end > size:
+            raise StreamError(
+                f"{p}: tensor {name!r} byte range [{begin}, {end}) does not fit its shape "
+                f"{shape} / dtype {code} or the file size {size} (truncated shard?)"
+            )
+        out[name] = info
+    return out
+
+
+def _as_bytes(t: Tensor) -> memoryview:
+    """A writable byte view of a contiguous CPU tensor."""
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()).cast("B")  # type: ignore[arg-type]
+
+
+class ShardReader:
+    """Reads tensors from shard files with positioned reads; keeps one handle per file."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, int] = {}
+
+    def read(self, info: TensorInfo, *, pin: bool = False) -> Tensor:
+        """A new CPU tensor holding ``info``'s data (pinned memory if ``pin``)."""
+        t = torch.empty(info.shape, dtype=info.dtype, pin_memory=pin)
+        if info.nbytes == 0:
+            return t
+        fd = self._files.get(info.path)
+        if fd is None:
+            try:
+                fd = os.open(info.path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise StreamError(f"shard file disappeared during the merge: {info.path}") from None
+            self._files[info.path] = fd
+        buf = _as_bytes(t)
+        done = 0
+        while done < info.nbytes:
+            got = os.preadv(fd, [buf[done:]], info.start + done)
+            if got <= 0:
+                raise StreamError(f"{info.path}: unexpected end of file reading {info.name!r}")
+            done += got
+        return t
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    """One planned output tensor."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = self.dtype.itemsize
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass
+class ShardPlan:
+    """One output shard: file name, tensors in write order, header bytes and offsets."""
+
+    filename: str
+    tensors: list[OutTensor]
+    header: bytes
+    offsets: dict[str, int]  # absolute file offset of each tensor
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + sum(t.nbytes for t in self.tensors)
+
+
+def plan_shards(tensors: Sequence[OutTensor], shard_size: int) -> list[ShardPlan]:
+    """Split ``tensors`` (in order) into shards of at most ``shard_size`` bytes of data
+    (a tensor larger than that gets a shard of its own), named like Hugging Face's
+    ``model-0000k-of-0000n.safetensors`` (``model.safetensors`` when there is one shard)."""
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be > 0 bytes, got {shard_size}")
+    groups: list[list[OutTensor]] = [[]]
+    used = 0
+    for t in tensors:
+        if groups[-1] and used + t.nbytes > shard_size:
+            groups.append([])
+            used = 0
+        groups[-1].append(t)
+        used += t.nbytes
+    n = len(groups)
+    plans = []
+    for i, group in enumerate(groups):
+        name = "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+        pos = 0
+        for t in group:
+            header[t.name] = {
+                "dtype": CODES[t.dtype],
+                "shape": list(t.shape),
+                "data_offsets": [pos, pos + t.nbytes],
+            }
+            pos += t.nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # align the data buffer to 8 bytes
+        head = len(raw).to_bytes(8, "little") + raw
+        offsets = {}
+        pos = len(head)
+        for t in group:
+            offsets[t.name] = pos
+            pos += t.nbytes
+        plans.append(ShardPlan(name, group, head, offsets))
+    return plans
+
+
+class ShardWriter:
+    """Writes planned shards into a folder, each tensor at its offset as it arrives."""
+
+    def __init__(self, folder: Path, plans: Iterable[ShardPlan]):
+        self.folder = folder
+        self._where: dict[str, tuple[ShardPlan, int]] = {}
+        self._fds: dict[str, int] = {}
+        for plan in plans:
+            for t in plan.tensors:
+                self._where[t.name] = (plan, plan.offsets[t.name])
+
+    def _fd(self, plan: ShardPlan) -> int:
+        fd = self._fds.get(plan.filename)
+        if fd is None:
+            fd = os.open(self.folder / plan.filename, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fds[plan.filename] = fd
+            _pwrite_all(fd, memoryview(plan.header), 0)
+        return fd
+
+    def write(self, name: str, t: Tensor) -> None:
+        """Write tensor ``name`` (already in its planned dtype and shape, on the CPU)."""
+        plan, offset = self._where[name]
+        if t.numel() == 0:
+            self._fd(plan)
+            return
+        _pwrite_all(self._fd(plan), _as_bytes(t.contiguous()), offset)
+
+    def finish(self, filename: str) -> None:
+        """Close one shard file (no fsync: the final rename is what marks completion)."""
+        fd = self._fds.pop(filename, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        try:
+            done += os.pwrite(fd, data[done:], offset + done)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise DiskFullError(errno.ENOSPC, "no space left on the output disk") from None
+            raise

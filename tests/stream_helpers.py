@@ -1,0 +1,63 @@
+"""Small sharded safetensors checkpoints built locally for the streaming-merge tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from core.params import StateDict
+
+
+def make_state(seed: int, *, n_layers: int = 3, width: int = 24, scale: float = 1.0,
+               base: StateDict | None = None, dtype: torch.dtype = torch.float32) -> StateDict:  # fmt: skip
+    """A small LLM-shaped state dict; with ``base``, base + scale·noise (a fine-tune)."""
+    g = torch.Generator().manual_seed(seed)
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (50, width)}
+    for i in range(n_layers):
+        shapes[f"model.layers.{i}.self_attn.q_proj.weight"] = (width, width)
+        shapes[f"model.layers.{i}.mlp.up_proj.weight"] = (2 * width, width)
+        shapes[f"model.layers.{i}.input_layernorm.weight"] = (width,)
+    shapes["lm_head.weight"] = (50, width)
+    sd = {}
+    for k, shp in shapes.items():
+        noise = torch.randn(shp, generator=g)
+        sd[k] = (noise if base is None else base[k].float() + scale * noise).to(dtype)
+    sd["model.step"] = torch.tensor([7], dtype=torch.int64)
+    return sd
+
+
+def write_sharded(sd: StateDict, folder: Path, n_shards: int = 3, extra_files: bool = True) -> Path:
+    """Write ``sd`` as a Hugging Face folder: n shards + model.safetensors.index.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = list(sd)
+    per = -(-len(keys) // n_shards)
+    weight_map = {}
+    for i in range(n_shards):
+        part = keys[i * per : (i + 1) * per]
+        name = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
+        save_file({k: sd[k].contiguous() for k in part}, str(folder / name))
+        weight_map.update(dict.fromkeys(part, name))
+    total = sum(v.numel() * v.element_size() for v in sd.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
+    if extra_files:
+        (folder / "config.json").write_text(
+            json.dumps({"model_type": "toy", "torch_dtype": "float32"})
+        )
+        (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def make_family(
+    root: Path, n_models: int = 3, **kw
+) -> tuple[StateDict, list[StateDict], Path, list[Path]]:
+    """A base and ``n_models`` fine-tunes written as sharded folders under ``root``."""
+    base = make_state(0, **kw)
+    fts = [make_state(10 + i, base=base, scale=0.05 * (i + 1), **kw) for i in range(n_models)]
+    bpath = write_sharded(base, root / "base")
+    paths = [write_sharded(sd, root / f"ft{i}") for i, sd in enumerate(fts)]
+    return base, fts, bpath, paths
