@@ -11,3 +11,10 @@ __all__ = ["PALETTE", "PAPER", "SIZES", "apply_paper", "history_figure", "size_p
 from .export import FORMATS, ExportError, export, figure_data, provenance  # noqa: E402
 
 __all__ += ["FORMATS", "ExportError", "export", "figure_data", "provenance"]
+
+# Figures and export: rendering for download buttons, names, the figure store
+from .export import MIME, render, safe_name, static_available, stop_server, to_html  # noqa: E402
+from .theme import SIZE_LABELS, png_px  # noqa: E402
+
+__all__ += ["MIME", "SIZE_LABELS", "png_px", "render", "safe_name", "static_available",
+            "stop_server", "to_html"]  # fmt: skip
