@@ -53,6 +53,12 @@ def _zoo(args: argparse.Namespace) -> int:
 
 COMMANDS["zoo"] = _zoo_parser
 
+# Streaming merges and sweeps (core/stream/cli.py; heavy imports happen inside the commands)
+from .stream.cli import add_merge_parser, add_sweep_parser  # noqa: E402
+
+COMMANDS["merge"] = add_merge_parser
+COMMANDS["sweep"] = add_sweep_parser
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
