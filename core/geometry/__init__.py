@@ -24,6 +24,8 @@ from .projection import (
     umap_embed,
     warm_up_umap,
 )
+from .report import feature_report, mixup_report, projection_report, sample_rows
+from .runs import nc_histories, runs_with_nc, train_nc_comparison
 
 __all__ = [
     "NC_KEYS",
@@ -33,7 +35,10 @@ __all__ = [
     "Projection",
     "linear_basis",
     "mixup_geometry",
+    "nc_histories",
     "project",
+    "runs_with_nc",
+    "train_nc_comparison",
     "tsne_embed",
     "umap_embed",
     "warm_up_umap",
@@ -41,6 +46,10 @@ __all__ = [
     "class_stats",
     "etf_distance",
     "extract_features",
+    "feature_report",
+    "mixup_report",
+    "projection_report",
+    "sample_rows",
     "layer_features",
     "layer_names",
     "neural_collapse",
