@@ -1,15 +1,37 @@
-"""``show_figure``: render a figure and offer its export (every page's figures go through here)."""
+"""``show_figure``: render a figure and offer its export (every page's figures go through here).
+
+Downloads are generated when the button is clicked (Streamlit's deferred ``data`` callable), so
+a page pays nothing for its export panel until someone exports.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.figures import apply_paper, figure_data, provenance
+from core.figures import MIME, SIZE_LABELS, SIZES, render, safe_name, static_available
+from core.figures.store import FigureStore
+from core.zoo import default_workspace
+
+from . import state
+from .errors import shown_errors
+
+STATIC_LABELS = {"png": "PNG (300 dpi)", "svg": "SVG", "pdf": "PDF"}
+
+
+def _deferred(fn: Callable[[], bytes]) -> Callable[[], bytes]:
+    """A download callable that never raises into Streamlit's download thread."""
+
+    def call() -> bytes:
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - the download gets the message instead
+            return f"Export failed: {type(err).__name__}: {err}".encode()
+
+    return call
 
 
 def show_figure(
@@ -19,25 +41,67 @@ def show_figure(
     stem: str,
     data: Any = None,
     meta: Mapping[str, Any] | None = None,
+    recipe: Mapping[str, Any] | None = None,
+    caption: str = "",
 ) -> None:
-    """Draw ``fig`` and, under it, download buttons for its HTML, data (CSV) and provenance (JSON).
+    """Draw ``fig`` and, under it, an export panel: PNG/SVG/PDF/HTML/CSV/JSON downloads in a
+    chosen print size, a notebook that recomputes it (with ``recipe``), and "Add to figures".
 
     Args:
         fig: a figure from ``core.figures``.
         key: unique widget key prefix ("<page>.<name>").
-        stem: file name stem for downloads, e.g. "merge_lab_accuracy".
+        stem: file name stem for downloads, e.g. "merge_lab_accuracy" (made file-name safe).
         data: the DataFrame behind the figure (default: extracted from the traces).
-        meta: provenance (model ids, method, hyperparameters, seed...).
+        meta: provenance (model ids under "models", method, hyperparameters, seed...).
+        recipe: ``{"kind": ..., "args": {...}}`` for ``core.notebook_export``; enables the
+            notebook download and is stored with the figure.
+        caption: default caption when the figure is added to the Figures page.
     """
+    if not isinstance(fig, go.Figure):
+        raise TypeError(f"fig must be a plotly.graph_objects.Figure, got {type(fig).__name__}")
+    stem = safe_name(stem)
     st.plotly_chart(fig, key=f"{key}.chart", config={"displaylogo": False})
     with st.expander("Export", expanded=False):
-        c1, c2, c3 = st.columns(3)
-        html = apply_paper(go.Figure(fig)).to_html(include_plotlyjs=True, full_html=True)
-        c1.download_button(
-            "HTML", html, file_name=f"{stem}.html", mime="text/html", key=f"{key}.html"
+        _export_panel(fig, key=key, stem=stem, data=data, meta=meta, recipe=recipe, caption=caption)
+
+
+def _export_panel(fig: go.Figure, *, key: str, stem: str, data: Any, meta: Mapping[str, Any] | None,
+                  recipe: Mapping[str, Any] | None, caption: str) -> None:  # fmt: skip
+    size = st.selectbox("Size", list(SIZES), format_func=lambda s: SIZE_LABELS.get(s, s),
+                        key=f"{key}.size")  # fmt: skip
+    frozen = go.Figure(fig)  # the callables below must not see later changes to ``fig``
+    workspace = st.session_state.get(state.WORKSPACE) or str(default_workspace())
+    can_static = static_available()
+    cols = st.columns(7 if recipe else 6)
+    for col, fmt in zip(cols, ("png", "svg", "pdf", "html", "csv", "json"), strict=False):
+        label = STATIC_LABELS.get(
+            fmt, {"html": "HTML", "csv": "Data (CSV)", "json": "Provenance"}.get(fmt, fmt)
         )
-        df = data if data is not None else figure_data(fig)
-        c2.download_button("Data (CSV)", df.to_csv(index=False), file_name=f"{stem}.csv", mime="text/csv",
-                           key=f"{key}.csv")  # fmt: skip
-        c3.download_button("Provenance (JSON)", json.dumps(provenance(meta), indent=2, default=str),
-                           file_name=f"{stem}.json", mime="application/json", key=f"{key}.json")  # fmt: skip
+
+        def make(fmt: str = fmt) -> bytes:
+            return render(frozen, fmt, size=size, data=data, meta=meta, workspace=workspace)
+
+        col.download_button(label, _deferred(make), file_name=f"{stem}.{fmt}", mime=MIME[fmt],
+                            key=f"{key}.{fmt}", on_click="ignore",
+                            disabled=fmt in STATIC_LABELS and not can_static)  # fmt: skip
+    if recipe:
+        from core.notebook_export import notebook_bytes
+
+        def make_nb() -> bytes:
+            return notebook_bytes(recipe, workspace=workspace, title=caption or stem)
+
+        cols[6].download_button("Notebook", _deferred(make_nb), file_name=f"{stem}.ipynb",
+                                mime="application/x-ipynb+json", key=f"{key}.ipynb", on_click="ignore",
+                                help="A runnable notebook that recomputes this figure from the workspace")  # fmt: skip
+    if not can_static:
+        st.caption("PNG, SVG and PDF need Chromium (`sudo apt-get install chromium fonts-open-sans`); "
+                   "HTML, CSV and JSON work without it.")  # fmt: skip
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    text = c1.text_input(
+        "Caption", value=caption, key=f"{key}.caption", placeholder="Caption for the paper"
+    )
+    if c2.button("Add to figures", key=f"{key}.add", icon=":material/add_photo_alternate:"):
+        with shown_errors("Adding the figure"):
+            entry = FigureStore(workspace).add(fig, caption=text, stem=stem, data=data, meta=meta,
+                                               recipe=recipe, page=key.split(".")[0], size=size)  # fmt: skip
+            st.success(f"Added **{entry.id}** to the Figures page.")

@@ -1,0 +1,205 @@
+"""From dashboard to notebook: a figure's recipe becomes a small runnable Jupyter notebook.
+
+A recipe is a plain dict ``{"kind": <template name>, "args": {...}}`` that a page passes to
+``show_figure(..., recipe=...)``. Each kind maps to a template here: a function from the args
+to notebook cells that recompute exactly that figure from the workspace through the public
+API (same models, method, hyperparameters and seed) and leave it in a variable ``fig``.
+
+Areas add their own kinds with :func:`register`::
+
+    @register("merge_accuracy", description="per-task accuracy of a merge", requires=("method",))
+    def _merge_cells(args):
+        return [code("from core.merge import merge\\n...\\nfig = ...")]
+
+Templates registered in any ``core.figures.<area>`` module are found too (those modules are
+imported before a lookup).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import pprint
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Cell = tuple[str, str]  # ("markdown" | "code", source)
+CellsFn = Callable[[Mapping[str, Any]], list[Cell]]
+
+
+@dataclass(frozen=True)
+class Template:
+    """How one kind of figure is recomputed in a notebook."""
+
+    kind: str
+    description: str
+    build: CellsFn
+    requires: tuple[str, ...] = ()
+
+
+TEMPLATES: dict[str, Template] = {}
+
+
+def register(
+    kind: str, *, description: str, requires: tuple[str, ...] = ()
+) -> Callable[[CellsFn], CellsFn]:
+    """Decorator: register ``fn(args) -> cells`` as the notebook template of ``kind``."""
+    if not isinstance(kind, str) or not kind.isidentifier():
+        raise ValueError(f"kind must be an identifier-like name, got {kind!r}")
+
+    def deco(fn: CellsFn) -> CellsFn:
+        if not callable(fn):
+            raise TypeError(f"a template must be callable, got {type(fn).__name__}")
+        TEMPLATES[kind] = Template(kind, description, fn, tuple(requires))
+        return fn
+
+    return deco
+
+
+def code(source: str) -> Cell:
+    return ("code", source.strip("\n"))
+
+
+def markdown(source: str) -> Cell:
+    return ("markdown", source.strip("\n"))
+
+
+def literal(value: Any) -> str:
+    """``value`` (JSON-like) as Python source."""
+    return pprint.pformat(value, width=88, sort_dicts=False)
+
+
+_loaded = False
+
+
+def _load_providers() -> None:
+    """Import every ``core.figures`` submodule so that area templates register themselves."""
+    global _loaded
+    if _loaded:
+        return
+    import core.figures as figures_pkg
+
+    for mod in pkgutil.iter_modules(figures_pkg.__path__):
+        if not mod.name.startswith("_") and mod.name != "vendor":
+            try:
+                importlib.import_module(f"core.figures.{mod.name}")
+            except ImportError:  # an area module that is still being written must not break this
+                continue
+    _loaded = True
+
+
+def check_recipe(recipe: Any) -> tuple[Template, dict[str, Any]]:
+    """Validate a recipe; return its template and its args.
+
+    Raises:
+        TypeError: not a mapping, or args not a mapping / not JSON-serialisable.
+        ValueError: unknown kind or missing required args.
+    """
+    if not isinstance(recipe, Mapping):
+        raise TypeError(
+            f"recipe must be a mapping with 'kind' and 'args', got {type(recipe).__name__}"
+        )
+    _load_providers()
+    kind = recipe.get("kind")
+    if kind not in TEMPLATES:
+        raise ValueError(f"recipe kind must be one of {sorted(TEMPLATES)}, got {kind!r}")
+    args = recipe.get("args", {})
+    if not isinstance(args, Mapping):
+        raise TypeError(f"recipe args must be a mapping, got {type(args).__name__}")
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"recipe args must be JSON-serialisable (ids and numbers, never tensors): {err}"
+        ) from err
+    tpl = TEMPLATES[kind]
+    missing = [a for a in tpl.requires if a not in args]
+    if missing:
+        raise ValueError(
+            f"recipe of kind {kind!r} needs args {list(tpl.requires)}, missing {missing}"
+        )
+    return tpl, dict(args)
+
+
+def notebook_for(
+    recipe: Mapping[str, Any], *, workspace: str | Path | None = None, title: str | None = None
+) -> Any:
+    """The notebook (an ``nbformat`` v4 node, no outputs) that recomputes the recipe's figure.
+
+    Args:
+        recipe: ``{"kind": ..., "args": {...}}``.
+        workspace: the workspace holding the models (default: ``core.zoo.default_workspace()``
+            at run time).
+        title: first heading of the notebook (e.g. the figure's caption).
+    """
+    import nbformat
+
+    tpl, args = check_recipe(recipe)
+    ws = literal(str(Path(workspace).expanduser().resolve())) if workspace is not None else None
+    heading = title or tpl.description
+    cells: list[Cell] = [
+        markdown(
+            f"# {heading}\n\nGenerated by Mixmerge Workbench from the recipe below: it recomputes "
+            "the figure from the workspace through the public `core` API (same models, method, "
+            f"hyperparameters and seed).\n\n```json\n{json.dumps(dict(recipe), indent=2)}\n```"
+        ),
+        code(
+            "import torch\n\nfrom core.device import configure_threads\nfrom core.zoo import Zoo"
+            + ("" if ws else ", default_workspace")
+            + f"\n\nconfigure_threads()\nWORKSPACE = {ws or 'default_workspace()'}\n"
+            f"zoo = Zoo(WORKSPACE)\nARGS = {literal(args)}"
+        ),
+        *tpl.build(args),
+        code("from core.figures import figure_data\n\nfig.show()\nfigure_data(fig).head()"),
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.metadata["mixmerge"] = {"recipe": dict(recipe)}
+    for kind, src in cells:
+        nb.cells.append(
+            nbformat.v4.new_code_cell(src) if kind == "code" else nbformat.v4.new_markdown_cell(src)
+        )
+    nbformat.validate(nb)
+    return nb
+
+
+def notebook_bytes(recipe: Mapping[str, Any], **kwargs: Any) -> bytes:
+    """:func:`notebook_for` serialised as ``.ipynb`` bytes (for download buttons)."""
+    import nbformat
+
+    return str(nbformat.writes(notebook_for(recipe, **kwargs))).encode()
+
+
+def write_notebook(recipe: Mapping[str, Any], path: str | Path, **kwargs: Any) -> Path:
+    """Write :func:`notebook_for` to ``path`` (``.ipynb`` added if missing); return the path."""
+    from core.zoo import atomic_write_bytes
+
+    p = Path(path)
+    if p.suffix != ".ipynb":
+        p = p.with_name(p.name + ".ipynb")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(p, notebook_bytes(recipe, **kwargs))
+    return p
+
+
+# ---------------------------------------------------------------------------- built-in templates
+@register("training_history", description="Training history of zoo models", requires=("models",))
+def _training_history(args: Mapping[str, Any]) -> list[Cell]:
+    title = args.get("title", "Training")
+    return [
+        markdown(
+            "Loss and test accuracy per epoch, as stored in the zoo when each model was trained."
+        ),
+        code(
+            "from core.figures import history_figure\n\n"
+            'histories = {mid: zoo.get(mid).metrics["history"] for mid in ARGS["models"]}\n'
+            f"fig = history_figure(histories, title={title!r})"
+        ),
+    ]
