@@ -1,0 +1,38 @@
+"""Permutation alignment of hidden units (git re-basin).
+
+* :class:`PermutationSpec` / :func:`spec_for` — which permutation acts on which tensor axis,
+  declared for every zoo architecture (mlp, cnn with BatchNorm, resnet20 with shared
+  residual-stream permutations).
+* :func:`apply_permutation` — reorder units without changing the function.
+* :func:`weight_matching` — coordinate descent over linear assignment problems (no data).
+* :func:`activation_matching` — correlation of activations on data.
+"""
+
+from .activation_matching import activation_matching
+from .permute import (
+    Permutation,
+    apply_permutation,
+    check_permutation,
+    identity_permutation,
+    invert_permutation,
+    random_permutation,
+)
+from .spec import PermutationSpec, cnn_spec, mlp_spec, resnet_spec, spec_for
+from .weight_matching import MatchingInfo, weight_matching
+
+__all__ = [
+    "MatchingInfo",
+    "Permutation",
+    "PermutationSpec",
+    "activation_matching",
+    "apply_permutation",
+    "check_permutation",
+    "cnn_spec",
+    "identity_permutation",
+    "invert_permutation",
+    "mlp_spec",
+    "random_permutation",
+    "resnet_spec",
+    "spec_for",
+    "weight_matching",
+]
