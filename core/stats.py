@@ -149,7 +149,12 @@ def _percentiles(reps: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def bootstrap_ci(
-    correct: Any, *, n_boot: int = 2000, level: float = 0.95, random_state: RandomState = 0
+    correct: Any,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    random_state: RandomState = 0,
+    groups: Any = None,
 ) -> BootstrapCI:
     """Percentile bootstrap confidence interval of an accuracy.
 
@@ -158,17 +163,37 @@ def bootstrap_ci(
         n_boot: bootstrap replicates.
         level: confidence level in (0, 1).
         random_state: seed or numpy Generator.
+        groups: optional (N,) integer group of each sample (e.g. its task). The statistic is
+            then the mean of the per-group accuracies (the "average accuracy" over tasks),
+            and samples are resampled within each group (stratified bootstrap).
 
     Returns:
-        :class:`BootstrapCI` with the accuracy as ``estimate``.
+        :class:`BootstrapCI` with the accuracy (or mean per-group accuracy) as ``estimate``.
     """
     c = as_correctness("correct", correct)
     _check_boot(n_boot, level)
     rng = _rng(random_state)
-    n, k = c.size, int(c.sum())
-    reps = rng.binomial(n, k / n, size=n_boot) / n  # (n_boot,) resampled accuracies
-    lo, hi = _percentiles(reps, level)
-    return BootstrapCI(k / n, lo, hi, float(level), n_boot, n)
+    if groups is None:
+        n, k = c.size, int(c.sum())
+        reps = rng.binomial(n, k / n, size=n_boot) / n  # (n_boot,) resampled accuracies
+        lo, hi = _percentiles(reps, level)
+        return BootstrapCI(k / n, lo, hi, float(level), n_boot, n)
+    g = _groups(groups, c.size)
+    sizes = np.array([int((g == u).sum()) for u in np.unique(g)])  # (G,)
+    hits = np.array([int(c[g == u].sum()) for u in np.unique(g)])  # (G,)
+    reps = rng.binomial(sizes, hits / sizes, size=(n_boot, sizes.size)) / sizes  # (n_boot, G)
+    lo, hi = _percentiles(reps.mean(axis=1), level)
+    return BootstrapCI(float((hits / sizes).mean()), lo, hi, float(level), n_boot, c.size)
+
+
+def _groups(groups: Any, n: int) -> np.ndarray:
+    g = groups.detach().cpu().numpy() if isinstance(groups, torch.Tensor) else np.asarray(groups)
+    if g.shape != (n,) or not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(
+            f"groups must be ({n},) integers (one group per sample), got shape {g.shape} "
+            f"dtype {g.dtype}"
+        )
+    return g
 
 
 def paired_bootstrap_ci(

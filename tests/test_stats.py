@@ -118,6 +118,24 @@ def test_bootstrap_seeded_and_level() -> None:
         bootstrap_ci(c, random_state=0.5)  # type: ignore[arg-type]
 
 
+def test_stratified_bootstrap_matches_resampling_within_groups() -> None:
+    rng = np.random.default_rng(5)
+    groups = np.repeat([0, 1, 2], [300, 100, 50])
+    c = rng.random(groups.size) < np.array([0.9, 0.6, 0.3])[groups]
+    ci = bootstrap_ci(c, groups=groups, n_boot=20_000, random_state=0)
+    per_task = [c[groups == k].mean() for k in range(3)]
+    assert ci.estimate == pytest.approx(np.mean(per_task))  # task average, not pooled
+    reps = np.zeros(20_000)
+    for k in range(3):
+        ck = c[groups == k]
+        reps += ck[rng.integers(0, ck.size, size=(20_000, ck.size))].mean(1) / 3
+    ref = np.quantile(reps, [0.025, 0.975])
+    assert ci.low == pytest.approx(ref[0], abs=0.006)
+    assert ci.high == pytest.approx(ref[1], abs=0.006)
+    with pytest.raises(ValueError, match="groups"):
+        bootstrap_ci(c, groups=groups[:-1])
+
+
 def test_paired_bootstrap_matches_index_resampling() -> None:
     a, b = _pair(300, 40, 20, 40)
     perm = np.random.default_rng(0).permutation(a.size)
