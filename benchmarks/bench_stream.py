@@ -1,0 +1,253 @@
+"""Streaming merges vs mergekit: wall time and peak RSS on the same sharded checkpoints.
+
+Setup (mergekit lives in its own virtualenv, never in the workbench's)::
+
+    python3 -m venv .venv-mergekit
+    .venv-mergekit/bin/pip install torch==2.13.0 mergekit     # mergekit 0.1.5, CPU torch
+
+Run::
+
+    .venv/bin/python benchmarks/bench_stream.py            # base + 3 models of ~134M float32
+    .venv/bin/python benchmarks/bench_stream.py --quick    # ~17M params per model
+
+The script writes a Llama-shaped base model and three fine-tunes (base + 0.01·noise) as
+3-shard safetensors folders with an index, warms the page cache, then runs each merge as a
+fresh subprocess through the same measuring wrapper (wall time and ``RUSAGE_CHILDREN`` peak
+RSS): ``mergekit-yaml CONFIG OUT --lazy-unpickle`` and ``python -m core merge CONFIG OUT``, with
+the *same* YAML file. It also measures the read+write bound: reading every input byte with
+``readinto`` into a reused buffer plus writing one output-sized file, and checks that the two
+tools agree on linear and task arithmetic (where their definitions coincide).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WRAP = r"""
+import resource, subprocess, sys, time
+t0 = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
+wall = time.perf_counter() - t0
+print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, rc)
+"""
+
+
+def llama_shapes(hidden: int, inter: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for n in ("q", "k", "v", "o"):
+            shapes[p + f"self_attn.{n}_proj.weight"] = (hidden, hidden)
+        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
+        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
+        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
+        shapes[p + "input_layernorm.weight"] = (hidden,)
+        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def write_models(root: Path, quick: bool) -> tuple[Path, list[Path], int]:
+    """Base + 3 fine-tunes, 3 shards each; returns paths and parameters per model."""
+    import torch
+    from safetensors.torch import save_file
+
+    hidden, inter, layers, vocab = (512, 1408, 4, 8000) if quick else (1024, 2816, 8, 15488)
+    shapes = llama_shapes(hidden, inter, layers, vocab)
+    n_params = sum(int(torch.Size(s).numel()) for s in shapes.values())
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+           "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 8,
+           "num_key_value_heads": 8, "vocab_size": vocab, "max_position_embeddings": 2048,
+           "rms_norm_eps": 1e-5, "torch_dtype": "float32", "tie_word_embeddings": False}  # fmt: skip
+    keys = list(shapes)
+    groups = [
+        keys[: len(keys) // 3],
+        keys[len(keys) // 3 : 2 * len(keys) // 3],
+        keys[2 * len(keys) // 3 :],
+    ]
+    paths = []
+    for m in range(4):
+        folder = root / ("base" if m == 0 else f"ft{m}")
+        folder.mkdir(parents=True)
+        weight_map = {}
+        for s, group in enumerate(groups):
+            name = f"model-{s + 1:05d}-of-00003.safetensors"
+            sd = {}
+            for k in group:
+                g = torch.Generator().manual_seed(zlib.crc32(k.encode()))
+                t = torch.randn(shapes[k], generator=g) * 0.02
+                if m:
+                    g2 = torch.Generator().manual_seed(zlib.crc32(f"{k}:{m}".encode()))
+                    t += 0.002 * torch.randn(shapes[k], generator=g2)
+                sd[k] = t
+            save_file(sd, str(folder / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(group, name))
+            del sd
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": n_params * 4}, "weight_map": weight_map})
+        )
+        (folder / "config.json").write_text(json.dumps(cfg))
+        paths.append(folder)
+    return paths[0], paths[1:], n_params
+
+
+def configs(base: Path, fts: list[Path]) -> dict[str, dict]:
+    def models(params: dict) -> list[dict]:
+        return [{"model": str(p), "parameters": dict(params)} for p in fts]
+
+    return {
+        "linear": {"merge_method": "linear", "models": models({"weight": 1.0}), "dtype": "float32"},
+        "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": str(base),
+                            "models": models({"weight": 1.0}), "parameters": {"lambda": 0.5},
+                            "dtype": "float32"},
+        "ties": {"merge_method": "ties", "base_model": str(base),
+                 "models": models({"weight": 1.0, "density": 0.2}), "parameters": {"lambda": 1.0},
+                 "dtype": "float32"},
+        "dare_ties": {"merge_method": "dare_ties", "base_model": str(base),
+                      "models": models({"weight": 1.0, "density": 0.5}), "parameters": {"lambda": 1.0},
+                      "dtype": "float32"},
+    }  # fmt: skip
+
+
+def measure(cmd: list[str]) -> tuple[float, int]:
+    res = subprocess.run([sys.executable, "-c", WRAP, *cmd], capture_output=True, text=True)
+    wall, rss, rc = res.stdout.split()
+    if int(rc) != 0:
+        raise RuntimeError(f"{cmd[:3]} failed (rc {rc}): {res.stderr[-2000:]}")
+    return float(wall), int(rss)
+
+
+def warm(paths: list[Path]) -> int:
+    total = 0
+    for p in paths:
+        for f in sorted(p.glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    total += len(chunk)
+    return total
+
+
+def bound(inputs: list[Path], out_bytes: int, tmp: Path) -> float:
+    """Seconds to read every input byte into a reused buffer and write one output-sized file."""
+    buf = bytearray(1 << 26)
+    view = memoryview(buf)
+    t0 = time.perf_counter()
+    for p in inputs:
+        for f in sorted(p.glob("*.safetensors")):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.readinto(view):
+                    pass
+    with open(tmp / "bound.bin", "wb", buffering=0) as fh:
+        left = out_bytes
+        while left > 0:
+            n = min(left, len(buf))
+            fh.write(view[:n])
+            left -= n
+    dt = time.perf_counter() - t0
+    (tmp / "bound.bin").unlink()
+    return dt
+
+
+def max_diff(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    def load(folder: Path) -> dict:
+        out = {}
+        for f in sorted(folder.glob("*.safetensors")):
+            out.update(load_file(str(f)))
+        return out
+
+    x, y = load(a), load(b)
+    return max(float((x[k].float() - y[k].float()).abs().max()) for k in x)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="~17M parameters per model")
+    ap.add_argument("--mergekit", default=str(ROOT / ".venv-mergekit" / "bin" / "mergekit-yaml"))
+    ap.add_argument(
+        "--workdir", default=None, help="where the checkpoints go (default: a temp dir)"
+    )
+    ap.add_argument("--methods", default="linear,task_arithmetic,ties,dare_ties")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-mergekit", action="store_true")
+    args = ap.parse_args()
+    import yaml
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_stream_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        t0 = time.perf_counter()
+        base, fts, n_params = write_models(work / "models", args.quick)
+        print(f"wrote base + 3 models of {n_params / 1e6:.1f}M float32 params "
+              f"({n_params * 4 / 1e6:.0f} MB each, 3 shards) in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        cfgs = configs(base, fts)
+        runs = [m for m in args.methods.split(",") if m]
+        rows = []
+        ours_cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "core", "merge"]
+        has_mk = not args.no_mergekit and Path(args.mergekit).exists()
+        for method in runs + (["ties"] if "ties" in runs else []):
+            glob = method == "ties" and any(r["method"] == "ties" for r in rows)
+            cfg = json.loads(json.dumps(cfgs[method]))
+            if glob:
+                cfg["parameters"]["trim"] = "global"
+            cpath = work / f"{method}{'_global' if glob else ''}.yml"
+            cpath.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            inputs = ([] if method == "linear" else [base]) + fts
+            warm(inputs)
+            b = bound(inputs, n_params * 4, work)
+            out_ours = work / "out_ours"
+            w_ours, r_ours = measure(
+                [*ours_cmd, str(cpath), str(out_ours), "--quiet", "--device", args.device]
+            )
+            row = {"method": method + (" (global trim)" if glob else ""), "ours": w_ours, "rss_ours": r_ours,
+                   "bound": b, "mk": None, "rss_mk": None, "diff": None}  # fmt: skip
+            if has_mk and not glob:
+                out_mk = work / "out_mk"
+                w_mk, r_mk = measure([args.mergekit, str(cpath), str(out_mk), "--lazy-unpickle",
+                                      "--random-seed", "0", "--no-copy-tokenizer", "--quiet"])  # fmt: skip
+                row.update(mk=w_mk, rss_mk=r_mk)
+                if method in ("linear", "task_arithmetic"):
+                    row["diff"] = max_diff(out_ours, out_mk)
+                shutil.rmtree(out_mk, ignore_errors=True)
+            shutil.rmtree(out_ours, ignore_errors=True)
+            rows.append(row)
+            print(f"  {row['method']}: ours {w_ours:.2f} s, mergekit "
+                  f"{'-' if row['mk'] is None else f'{row[chr(109) + chr(107)]:.2f} s'}, bound {b:.2f} s", flush=True)  # fmt: skip
+        print()
+        print(
+            "| method | workbench s | mergekit s | speed-up | workbench / bound | bound s "
+            "| workbench peak RSS | mergekit peak RSS | max diff |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            mk = "—" if r["mk"] is None else f"{r['mk']:.2f}"
+            sp = "—" if r["mk"] is None else f"{r['mk'] / r['ours']:.1f}x"
+            rm = "—" if r["rss_mk"] is None else f"{r['rss_mk'] / 2**30:.2f} GiB"
+            diff = "—" if r["diff"] is None else f"{r['diff']:.1e}"
+            print(f"| {r['method']} | {r['ours']:.2f} | {mk} | {sp} | {r['ours'] / r['bound']:.1f}x "
+                  f"| {r['bound']:.2f} | {r['rss_ours'] / 2**30:.2f} GiB | {rm} | {diff} |")  # fmt: skip
+        per = next((r for r in rows if r["method"] == "ties"), None)
+        glo = next((r for r in rows if r["method"] == "ties (global trim)"), None)
+        if per and glo:
+            print(f"\nglobal-trim TIES / per-tensor TIES: {glo['ours'] / per['ours']:.2f}x")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
