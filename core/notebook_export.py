@@ -147,7 +147,7 @@ def notebook_for(
             f"hyperparameters and seed).\n\n```json\n{json.dumps(dict(recipe), indent=2)}\n```"
         ),
         code(
-            "import torch\n\nfrom core.device import configure_threads\nfrom core.zoo import Zoo"
+            "from core.device import configure_threads\nfrom core.zoo import Zoo"
             + ("" if ws else ", default_workspace")
             + f"\n\nconfigure_threads()\nWORKSPACE = {ws or 'default_workspace()'}\n"
             f"zoo = Zoo(WORKSPACE)\nARGS = {literal(args)}"
