@@ -35,3 +35,69 @@ def model(workspace: str, model_id: str, sha256: str, device: str = "cpu") -> Cl
     """A zoo model in eval mode; ``sha256`` keys the cache so a replaced checkpoint reloads.
     Treat it as read-only."""
     return zoo(workspace).load_model(model_id, device=device)
+
+
+# ## Feature geometry and clustering (pages 6 and 7). Results are numpy records keyed by ids.
+
+
+@st.cache_data(max_entries=8, show_spinner="Computing features and neural-collapse metrics…")
+def geometry_report(workspace: str, model_id: str, sha256: str, task_name: str, split: str, n: int,
+                    seed: int, device: str = "cpu") -> dict:  # fmt: skip
+    """Features, NC metrics and ETF comparison of a zoo model on ``n`` rows of a task split."""
+    from core.geometry import feature_report, sample_rows
+
+    ds = task(task_name)
+    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
+    xs, ys = sample_rows(x, y, n, random_state=seed)
+    return feature_report(model(workspace, model_id, sha256, device), xs, ys, device=device)
+
+
+@st.cache_data(max_entries=16, show_spinner="Projecting…")
+def geometry_projection(workspace: str, model_id: str, sha256: str, task_name: str, split: str, n: int,
+                        seed: int, method: str, device: str = "cpu") -> dict:  # fmt: skip
+    """2-D projection (PCA / class plane / UMAP / t-SNE) of :func:`geometry_report`'s features."""
+    from core.geometry import projection_report
+
+    rep = geometry_report(workspace, model_id, sha256, task_name, split, n, seed, device)
+    return projection_report(rep, method, random_state=seed)
+
+
+@st.cache_data(max_entries=8, show_spinner="Mixing and computing features…")
+def geometry_mixup(workspace: str, model_id: str, sha256: str, task_name: str, n: int, seed: int, mixer: str,
+                   alpha: float, classes: tuple[int, ...], device: str = "cpu") -> dict:  # fmt: skip
+    """Features of mixed training samples of chosen classes, projected on the class plane."""
+    from core.geometry import mixup_report
+
+    ds = task(task_name)
+    return mixup_report(model(workspace, model_id, sha256, device), ds.x_train, ds.y_train, mixer=mixer,
+                        alpha=alpha, classes=list(classes) or None, n=n, random_state=seed, device=device)  # fmt: skip
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def umap_warm_up() -> bool:
+    """Start UMAP's one-off JIT warm-up in a background thread (once per server process)."""
+    from core.geometry import warm_up_umap
+
+    warm_up_umap(background=True)
+    return True
+
+
+@st.cache_data(max_entries=8, show_spinner="Clustering…")
+def cluster_data(workspace: str, source: str, model_id: str, sha256: str, task_name: str, n: int, seed: int,
+                 k_max: int, n_seeds: int, device: str = "cpu") -> dict:  # fmt: skip
+    """PPP, BIC/AIC selection and a PCA view of model features (``source="features"``) or raw
+    pixels (``source="pixels"``) of ``n`` training rows."""
+    from core.cluster import agreement, ppp
+    from core.geometry import extract_features, project, sample_rows
+
+    ds = task(task_name)
+    xs, ys = sample_rows(ds.x_train, ds.y_train, n, random_state=seed)
+    if source == "features":
+        data = extract_features(model(workspace, model_id, sha256, device), xs, device=device)
+    else:
+        data = xs.flatten(1)
+    res = ppp(data, k_max=k_max, random_state=seed, n_seeds=n_seeds, device=device)
+    coords = project(data.float(), "pca").coords
+    return {"k": res.k, "ks": res.ks, "scores": res.scores, "labels": res.labels, "truth": ys.numpy(),
+            "posterior": res.posterior, "coords": coords, "agreement": agreement(ys.numpy(), res.labels),
+            "stability": res.scores["stability"][res.ks.index(res.k)], "dim": int(data.shape[1])}  # fmt: skip
