@@ -203,3 +203,31 @@ def _training_history(args: Mapping[str, Any]) -> list[Cell]:
             f"fig = history_figure(histories, title={title!r})"
         ),
     ]
+
+
+@register(
+    "merge_accuracy",
+    description="Per-task accuracy of a merged model",
+    requires=("models", "method"),
+)
+def _merge_accuracy(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` (zoo ids), ``base`` (id or None), ``method``, ``hyperparameters``,
+    ``seed``, ``n_per_task``, ``random_state``, ``full``, ``recompute_bn``, ``title``."""
+    title = args.get("title", "Per-task accuracy")
+    return [
+        markdown(
+            "Merge the models with the recipe's method and hyperparameters and evaluate each task "
+            "on the same seeded evaluation subset as the Merge Lab (or the full test sets)."
+        ),
+        code(
+            "from core.figures.merge import task_accuracy_figure\n"
+            "from core.merge_eval import DEFAULT_N_PER_TASK, lab_from_zoo\n\n"
+            'lab = lab_from_zoo(zoo, ARGS["models"], base_id=ARGS.get("base"),\n'
+            '                   n_per_task=ARGS.get("n_per_task", DEFAULT_N_PER_TASK),\n'
+            '                   random_state=ARGS.get("random_state", 0), device="cpu")\n'
+            "# data-dependent inputs (Fisher, Gram matrices...) are computed by the lab as on the page\n"
+            'result = lab.run(ARGS["method"], ARGS.get("hyperparameters", {}), full=ARGS.get("full", False),\n'
+            '                 seed=ARGS.get("seed", 0), recompute_bn=ARGS.get("recompute_bn", False))\n'
+            f"fig = task_accuracy_figure(result, title={title!r})"
+        ),
+    ]

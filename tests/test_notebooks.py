@@ -104,3 +104,23 @@ def test_notebook_for_points_at_the_workspace(tmp_path: Path) -> None:
     src = "\n".join(c.source for c in nb.cells)
     assert repr(str(tmp_path.resolve())) in src and "ARGS = {'models': ['a']}" in src
     assert json.loads(nbformat.writes(nb))["nbformat"] == 4
+
+
+def test_generated_notebook_reproduces_a_merge_figure(tiny_zoo_dir: Path, tmp_path: Path) -> None:
+    from core.figures.merge import task_accuracy_figure
+    from core.merge_eval import lab_from_zoo
+
+    args = {"models": ["mlp-ft-mnist", "mlp-ft-digits"], "base": "mlp-base", "method": "task_arithmetic",
+            "hyperparameters": {"scale": 0.7}, "seed": 3, "n_per_task": 60, "random_state": 5}  # fmt: skip
+    lab = lab_from_zoo(
+        Zoo(tiny_zoo_dir), args["models"], base_id="mlp-base", n_per_task=60, random_state=5
+    )
+    fig = task_accuracy_figure(lab.run("task_arithmetic", {"scale": 0.7}, seed=3))
+    nb = notebook_for({"kind": "merge_accuracy", "args": args}, workspace=tiny_zoo_dir)
+    out = tmp_path / "fig.csv"
+    nb.cells.append(nbformat.v4.new_code_cell(csv_of_fig_cell(out)))
+    execute(nb, tmp_path, timeout=300)
+    want = pd.read_csv(io.StringIO(figure_data(fig).to_csv(index=False)))
+    pd.testing.assert_frame_equal(pd.read_csv(out), want)
+    other = task_accuracy_figure(lab.run("task_arithmetic", {"scale": 0.1}, seed=3))
+    assert not figure_data(other).equals(figure_data(fig))  # the check can fail
