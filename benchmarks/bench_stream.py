@@ -195,9 +195,15 @@ def main() -> int:
               f"({n_params * 4 / 1e6:.0f} MB each, 3 shards) in {time.perf_counter() - t0:.1f} s")  # fmt: skip
         cfgs = configs(base, fts)
         runs = [m for m in args.methods.split(",") if m]
-        rows = []
+        rows: list[dict] = []
         ours_cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "core", "merge"]
         has_mk = not args.no_mergekit and Path(args.mergekit).exists()
+        start_ours, _ = measure([ours_cmd[0], "-c", "import core.stream, core.merge"])
+        start_mk = measure([args.mergekit, "--help"])[0] if has_mk else float("nan")
+        print(
+            f"start-up (interpreter + imports, included below): workbench {start_ours:.2f} s, "
+            f"mergekit {start_mk:.2f} s"
+        )
         for method in runs + (["ties"] if "ties" in runs else []):
             glob = method == "ties" and any(r["method"] == "ties" for r in rows)
             cfg = json.loads(json.dumps(cfgs[method]))
