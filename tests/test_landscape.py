@@ -200,6 +200,7 @@ def test_random_directions_centre_is_the_model() -> None:
     assert len(surf.loss["train"]) == 3 and surf.loss["test"][1][1] == pytest.approx(ref.loss, rel=1e-5)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_bezier_curve_keeps_endpoints_and_lowers_the_path() -> None:
     model, sa, sb = _pair("mlp", width=16, depth=1)
     data = _data(128, 64)

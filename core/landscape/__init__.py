@@ -13,6 +13,7 @@ results report it); ``max_examples=None`` gives the exact full-data numbers.
 """
 
 from ._eval import EvalData, has_batchnorm, prepare_data, reset_batchnorm
+from .compare import METHODS, align, compare_paths
 from .curves import CurveResult, bezier_curve, bezier_point
 from .path import BARRIER_COLUMNS, BarrierReport, PathResult, barrier, interpolate
 from .plane import PlaneResult, filter_normalized_direction, plane, random_directions
@@ -22,11 +23,14 @@ __all__ = [
     "BarrierReport",
     "CurveResult",
     "EvalData",
+    "METHODS",
     "PathResult",
     "PlaneResult",
+    "align",
     "barrier",
     "bezier_curve",
     "bezier_point",
+    "compare_paths",
     "filter_normalized_direction",
     "has_batchnorm",
     "interpolate",
