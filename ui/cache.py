@@ -6,6 +6,11 @@ result records. Pages call these instead of core directly when the result is wor
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
 import streamlit as st
 
 from core.data import Dataset, available_tasks, get_task
@@ -129,3 +134,107 @@ def mixup_gallery(
         "grid": lam_grid(method, images[:2], grid_lams, seed=seed),
         "methods": methods_side_by_side(images[:2], lam=0.5 if lam is None else lam, seed=seed),
     }
+
+
+# ---------------------------------------------------------------- Interpolation and alignment
+# Landscape results take seconds to minutes and report progress while they run, which
+# st.cache_data cannot do (elements drawn inside a cached function are replayed, and a progress
+# bar created outside it cannot be). They are kept in a small bounded LRU instead, keyed by every
+# argument that changes the result; the progress callback is not part of the key.
+_LANDSCAPE: OrderedDict[tuple, Any] = OrderedDict()
+_LANDSCAPE_MAX = 24
+_LANDSCAPE_LOCK = threading.Lock()
+
+
+def _landscape_cached(key: tuple, compute: Callable[[], Any]) -> Any:
+    with _LANDSCAPE_LOCK:
+        if key in _LANDSCAPE:
+            _LANDSCAPE.move_to_end(key)
+            return _LANDSCAPE[key]
+    value = compute()
+    with _LANDSCAPE_LOCK:
+        _LANDSCAPE[key] = value
+        while len(_LANDSCAPE) > _LANDSCAPE_MAX:
+            _LANDSCAPE.popitem(last=False)
+    return value
+
+
+def landscape_is_cached(key: tuple) -> bool:
+    """True when a landscape result with this key is already computed."""
+    with _LANDSCAPE_LOCK:
+        return key in _LANDSCAPE
+
+
+def interpolation_paths(workspace: str, id_a: str, sha_a: str, id_b: str, sha_b: str, task_name: str,
+                        methods: tuple[str, ...], n_points: int, recompute_bn: bool,
+                        max_examples: int | None, seed: int, device: str = "cpu",
+                        progress: Callable[[int, int], None] | None = None) -> dict:  # fmt: skip
+    """Naive / weight-matched / activation-matched paths between two zoo models (PathResults)."""
+    import torch
+
+    from core.landscape import compare_paths
+
+    key = ("paths", workspace, id_a, sha_a, id_b, sha_b, task_name, methods, n_points, recompute_bn, max_examples, seed, device)  # fmt: skip
+    z = zoo(workspace)
+    return _landscape_cached(key, lambda: compare_paths(
+        model(workspace, id_a, sha_a, device), z.state_dict(id_a), z.state_dict(id_b), task(task_name),
+        methods=methods, n_points=n_points, recompute_bn=recompute_bn, max_examples=max_examples,
+        generator=torch.Generator().manual_seed(seed), device=device, progress=progress))  # fmt: skip
+
+
+def landscape_plane(workspace: str, ids: tuple[str, str, str], shas: tuple[str, str, str], task_name: str,
+                    resolution: int, recompute_bn: bool, max_examples: int | None, seed: int,
+                    device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+                    on_level: Callable[[Any], None] | None = None) -> Any:  # fmt: skip
+    """PlaneResult through three zoo models; the third id may be ``"wm:<B>"`` (B weight-matched
+    to A) or ``"am:<B>"`` (activation-matched)."""
+    import torch
+
+    from core.landscape import align, plane
+
+    key = ("plane", workspace, ids, shas, task_name, resolution, recompute_bn, max_examples, seed, device)  # fmt: skip
+    z = zoo(workspace)
+
+    def compute() -> Any:
+        net = model(workspace, ids[0], shas[0], device)
+        sds, labels = [], []
+        for mid in ids:
+            if mid[:3] in ("wm:", "am:"):
+                method = "weight matching" if mid.startswith("wm:") else "activation matching"
+                sd = align(net, z.state_dict(ids[0]), z.state_dict(mid[3:]), method, data=task(task_name),
+                           generator=torch.Generator().manual_seed(seed), device=device)  # fmt: skip
+                sds.append(sd)
+                labels.append(f"π({mid[3:]})")
+            else:
+                sds.append(z.state_dict(mid))
+                labels.append(mid)
+        return plane(net, sds, task(task_name), resolution=resolution, labels=labels, recompute_bn=recompute_bn,
+                     max_examples=max_examples, device=device, progress=progress, on_level=on_level)  # fmt: skip
+
+    return _landscape_cached(key, compute)
+
+
+def landscape_bezier(workspace: str, id_a: str, sha_a: str, id_b: str, sha_b: str, task_name: str, aligned: bool,
+                     steps: int, lr: float, n_points: int, max_examples: int | None, seed: int,
+                     device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> Any:  # fmt: skip
+    """CurveResult: a quadratic Bezier curve between two zoo models (B weight-matched first when
+    ``aligned``) and the straight line."""
+    import torch
+
+    from core.landscape import align, bezier_curve
+
+    key = ("bezier", workspace, id_a, sha_a, id_b, sha_b, task_name, aligned, steps, lr, n_points, max_examples, seed, device)  # fmt: skip
+    z = zoo(workspace)
+
+    def compute() -> Any:
+        net = model(workspace, id_a, sha_a, device)
+        sd_a, sd_b = z.state_dict(id_a), z.state_dict(id_b)
+        if aligned:
+            sd_b = align(
+                net, sd_a, sd_b, "weight matching", generator=torch.Generator().manual_seed(seed)
+            )
+        return bezier_curve(net, sd_a, sd_b, task(task_name), steps=steps, lr=lr, n_points=n_points,
+                            generator=torch.Generator().manual_seed(seed), max_examples=max_examples,
+                            device=device, progress=progress)  # fmt: skip
+
+    return _landscape_cached(key, compute)
