@@ -25,11 +25,44 @@ import torch
 from torch import Tensor
 
 from ..params import StateDict, check_compatible, is_mergeable
-from . import average as _average  # noqa: F401  (registers)
+from . import adamerging as _adamerging  # noqa: F401
+from . import average as _average  # noqa: F401  (registers; order = menu order)
+from . import breadcrumbs as _breadcrumbs  # noqa: F401
+from . import dare as _dare  # noqa: F401
+from . import dare_ties as _dare_ties  # noqa: F401
+from . import fisher as _fisher  # noqa: F401
+from . import greedy_soup as _greedy_soup  # noqa: F401
+from . import model_stock as _model_stock  # noqa: F401
+from . import pcb as _pcb  # noqa: F401
+from . import regmean as _regmean  # noqa: F401
+from . import slerp as _slerp  # noqa: F401
 from . import task_arithmetic as _task_arithmetic  # noqa: F401
+from . import ties as _ties  # noqa: F401
 from ._base import METHODS, TAGS, TENSOR_METHODS, MergeFn, TensorFn
+from .adamerging import AdaMergingResult, adamerging_coefficients
+from .bn import recompute_batchnorm
+from .fisher import fisher_diagonal
+from .greedy_soup import GreedySoupResult, greedy_soup_search
+from .regmean import gram_matrices
+from .ties import ties_thresholds
 
-__all__ = ["METHODS", "TAGS", "TENSOR_METHODS", "MergeFn", "TensorFn", "merge", "method_arguments"]
+__all__ = [
+    "METHODS",
+    "TAGS",
+    "TENSOR_METHODS",
+    "AdaMergingResult",
+    "GreedySoupResult",
+    "MergeFn",
+    "TensorFn",
+    "adamerging_coefficients",
+    "fisher_diagonal",
+    "gram_matrices",
+    "greedy_soup_search",
+    "merge",
+    "method_arguments",
+    "recompute_batchnorm",
+    "ties_thresholds",
+]
 
 _FRAMEWORK_ARGS = ("base", "generator")
 

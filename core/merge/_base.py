@@ -93,14 +93,6 @@ def chunks(n: int, size: int = CHUNK) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def delta_chunk(t: Tensor, base: Tensor | None, s: slice, dtype: torch.dtype) -> Tensor:
-    """τ = t − base on the flat slice ``s`` (base None counts as zero)."""
-    x = t.reshape(-1)[s].to(dtype)  # (C,)
-    if base is None:
-        return x
-    return x - base.reshape(-1)[s].to(dtype)  # (C,)
-
-
 def apply_per_tensor(
     fn: TensorFn,
     models: Sequence[StateDict],

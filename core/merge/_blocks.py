@@ -20,6 +20,8 @@ from ._base import CHUNK, chunks, compute_dtype
 
 # Chunk of the bandwidth-bound sums: small enough that the output chunk stays in cache.
 SUM_CHUNK = 1 << 18
+# Chunk of the TIES kernel: its ten scratch rows stay in L2.
+TIES_CHUNK = 1 << 15
 
 
 def weighted_sum(
@@ -62,85 +64,186 @@ def keep_count(n: int, density: float) -> int:
     return n if density >= 1.0 else max(1, math.floor(density * n))
 
 
-def kth_largest_abs(x: Tensor, k: int) -> float:
-    """The k-th largest |x| of a tensor (k in [1, numel]), without a full sort.
+def magnitude_threshold(
+    tensors: Sequence[Tensor], bases: Sequence[Tensor | None] | None, density: float
+) -> float:
+    """Threshold on |τ| that keeps the top ``density`` fraction of all entries taken together.
 
-    A strided sample brackets the answer; the exact value is then the k'-th largest among the
-    few entries inside the bracket. Falls back to ``kthvalue`` when the bracket misses.
+    τ = tensorsⱼ − basesⱼ (a None base counts as zero). One tensor gives the per-tensor scope;
+    all tensors of a model give the global scope of the TIES paper. Entries with
+    ``|τ| >= threshold`` are kept (ties may keep a few more); density 1 gives 0. No sort and no
+    full-size temporary: a strided sample brackets the answer, one chunked pass counts the
+    entries above the bracket and collects those inside, and ``kthvalue`` on those few is exact.
     """
-    a = x.detach().reshape(-1).abs()  # (P,)
-    n = a.numel()
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, {n}], got {k}")
-    if n <= CHUNK:
-        return float(a.kthvalue(n - k + 1).values)
-    sample = torch.sort(a[:: max(1, n // 65536)], descending=True).values  # (m,)
-    m = sample.numel()
-    j = k * m / n
-    margin = 4.0 * math.sqrt(max(j, 1.0)) + 8.0
-    hi_i, lo_i = math.floor(j - margin), math.ceil(j + margin)
-    hi = float("inf") if hi_i < 0 else float(sample[hi_i])
-    lo = 0.0 if lo_i >= m else float(sample[lo_i])
-    above = 0
-    inside = []
-    for s in chunks(n):
-        c = a[s]  # (C,)
-        above += int((c > hi).sum())
-        inside.append(c[(c <= hi) & (c >= lo)])
-    cand = torch.cat(inside)  # (M,) entries in the bracket
-    need = k - above
-    if need < 1 or need > cand.numel():
-        return float(a.kthvalue(n - k + 1).values)
-    return float(cand.kthvalue(cand.numel() - need + 1).values)
-
-
-def magnitude_threshold(tensors: Sequence[Tensor], density: float) -> float:
-    """Threshold on |x| keeping the top ``density`` fraction of all entries of ``tensors``
-    taken together (one tensor: per-tensor scope; a model's tensors: global scope).
-    Entries with ``|x| >= threshold`` are kept; density 1 gives 0 (everything)."""
+    bases = list(bases) if bases is not None else [None] * len(tensors)
     n = sum(t.numel() for t in tensors)
     if density >= 1.0 or n == 0:
         return 0.0
-    flat = (
-        tensors[0].reshape(-1) if len(tensors) == 1 else torch.cat([t.reshape(-1) for t in tensors])
-    )
-    return kth_largest_abs(flat, keep_count(n, density))
+    k = keep_count(n, density)
+    dtype = compute_dtype(tensors[0])
+    stride = max(1, n // 65536)
+    sample = torch.cat(
+        [
+            _delta(t.reshape(-1)[::stride], _flat(b, slice(None, None, stride)), dtype).abs()
+            for t, b in zip(tensors, bases, strict=True)
+        ]
+    )  # (m,) about 65536 entries
+    sample = torch.sort(sample, descending=True).values  # (m,)
+    m = sample.numel()
+    j = k * m / n  # expected rank of the answer in the sample
+    margin = 4.0 * math.sqrt(max(j, 1.0)) + 8.0
+    hi_i, lo_i = math.floor(j - margin), math.ceil(j + margin)
+    hi = math.inf if hi_i < 0 else float(sample[hi_i])
+    lo = 0.0 if lo_i >= m else float(sample[lo_i])
+    above, inside = 0.0, []
+    c = min(CHUNK, n)
+    buf = torch.empty(2, c, dtype=dtype, device=tensors[0].device)  # (2, C) scratch
+    for t, b in zip(tensors, bases, strict=True):
+        copy = b is not None or t.dtype != dtype
+        for s in chunks(t.numel()):
+            a, f = buf[:, : s.stop - s.start].unbind(0)  # (C,) each
+            x = delta_into(a, t, b, s) if copy else t.reshape(-1)[s]  # (C,)
+            torch.abs(x, out=a)
+            above += float(torch.gt(a, hi, out=f).sum())  # count in float: no bool temporary
+            inside.append(a[(a >= lo) & (a <= hi)])  # (M,) the few inside the bracket
+    above = round(above)
+    cand = torch.cat(inside)  # (M,) the entries inside the bracket
+    need = k - above
+    if 1 <= need <= cand.numel():
+        return float(cand.kthvalue(cand.numel() - need + 1).values)
+    full = torch.cat(
+        [_delta(t.reshape(-1), _flat(b), dtype).abs() for t, b in zip(tensors, bases, strict=True)]
+    )  # (P,) rare fallback: the bracket missed
+    return float(full.kthvalue(n - k + 1).values)
 
 
-def elect_sign(trimmed: Tensor) -> Tensor:
-    """Sign per coordinate by total mass: sign(Σᵢ τᵢ); an exact tie counts as +.
+def delta_into(buf: Tensor, t: Tensor, base: Tensor | None, s: slice) -> Tensor:
+    """Write τ = t − base on the flat slice ``s`` into ``buf`` (never a view of the input)."""
+    buf.copy_(t.reshape(-1)[s])
+    if base is not None:
+        buf.sub_(base.reshape(-1)[s])
+    return buf
+
+
+def _flat(b: Tensor | None, s: slice = slice(None)) -> Tensor | None:
+    return None if b is None else b.reshape(-1)[s]
+
+
+def _delta(x: Tensor, b: Tensor | None, dtype: torch.dtype) -> Tensor:
+    return x.to(dtype) if b is None else x.to(dtype) - b.to(dtype)
+
+
+def ties_kernel(
+    tensors: Sequence[Tensor],
+    base: Tensor | None,
+    thresholds: Sequence[float],
+    *,
+    scale: float,
+    weights: Sequence[float],
+    disjoint: str,
+    drop: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """θ₀ + λ · disjoint_merge(elect(trim(dare(τᵢ)))) of one tensor, streamed in chunks.
+
+    Per chunk, each model's trimmed τᵢ is folded into four running sums (Σ τ, Σ |τ|,
+    Σ sign τ, Σ kept): with s the elected sign (the sign of Σ τ, total mass; 0 counts as +),
+    the agreeing entries sum to (Σ τ + s Σ |τ|)/2 and number (Σ kept + s Σ sign τ)/2. Nothing
+    N-times the tensor's size is allocated: the peak is the inputs, the output and a few
+    cache-sized buffers.
 
     Args:
-        trimmed: (N, C) trimmed task vectors.
+        tensors: N fine-tuned tensors (task vectors when ``base`` is None).
+        base: θ₀ or None (zero).
+        thresholds: per model, keep |τᵢ| >= thresholdᵢ (0 keeps every non-zero entry).
+        scale: λ.
+        weights: per model, applied after the sign election.
+        disjoint: "mean" (divide by the number of agreeing entries) or "sum".
+        drop: DARE drop rate applied before the trim (0: none).
+        generator: seeds the DARE draws.
 
     Returns:
-        (C,) tensor of ±1 in the input dtype.
+        The merged tensor, shaped like the inputs, in the compute dtype.
     """
-    total = trimmed.sum(dim=0)  # (C,)
-    return torch.where(total >= 0, 1.0, -1.0).to(trimmed.dtype)  # (C,)
+    ref = tensors[0]
+    dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
+    out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
+    weighted = any(w != 1.0 for w in weights)
+    bufs = torch.empty(10, min(TIES_CHUNK, size), dtype=dtype, device=dev)  # (10, C) scratch
+    copy = base is not None or drop > 0.0 or ref.dtype != dtype
+    for s in chunks(size, TIES_CHUNK):
+        b = bufs[:, : s.stop - s.start]  # (10, C)
+        b[:6].zero_()
+        tot, mag, sgn, cnt, wtot, wmag, d, a, m, tmp = b.unbind(0)  # (C,) each
+        for t, thr, w in zip(tensors, thresholds, weights, strict=True):
+            x = delta_into(d, t, base, s) if copy else t.reshape(-1)[s]  # (C,) τᵢ chunk
+            if drop > 0.0:
+                dare_mask_(x, drop, generator, rescale=True)
+            torch.abs(x, out=a)
+            if thr > 0.0:
+                torch.ge(a, thr, out=m)  # (C,) 1.0 where kept
+            else:
+                torch.ne(x, 0.0, out=m)
+            tot.addcmul_(x, m)
+            mag.addcmul_(a, m)
+            sgn.addcmul_(torch.sign(x, out=tmp), m)
+            cnt.add_(m)
+            if weighted:
+                m.mul_(w)
+                wtot.addcmul_(x, m)
+                wmag.addcmul_(a, m)
+        elected = torch.where(tot >= 0, 1.0, -1.0).to(dtype)  # (C,) elected sign
+        num, den = (wtot, wmag) if weighted else (tot, mag)
+        merged = torch.addcmul(num, elected, den).mul_(0.5)  # (C,) Σ over agreeing entries
+        if disjoint == "mean":
+            merged.div_(torch.addcmul(cnt, elected, sgn).mul_(0.5).clamp_(min=1.0))
+        if base is None:
+            torch.mul(merged, scale, out=out[s])
+        else:
+            torch.add(base.reshape(-1)[s], merged, alpha=scale, out=out[s])
+    return out.view(ref.shape)
 
 
-def disjoint_merge(trimmed: Tensor, sign: Tensor, weights: Tensor | None, mode: str) -> Tensor:
-    """Merge only the non-zero entries whose sign agrees with the elected sign.
+def dare_kernel(
+    tensors: Sequence[Tensor],
+    base: Tensor | None,
+    weights: Sequence[float],
+    *,
+    drop: float,
+    generator: torch.Generator | None,
+    rescale: bool = True,
+) -> Tensor:
+    """θ₀ + Σᵢ wᵢ · DARE(τᵢ) of one tensor, streamed in chunks (no N-sized temporaries).
 
-    Args:
-        trimmed: (N, C) trimmed task vectors.
-        sign: (C,) elected signs (±1).
-        weights: (N, 1) per-model weights applied after the election, or None.
-        mode: "mean" (divide by the number of agreeing entries) or "sum".
+    The drops are drawn chunk by chunk, model by model, from ``generator``; drop 0 draws
+    nothing.
 
     Returns:
-        (C,) merged task vector.
+        The merged tensor, shaped like the inputs, in the compute dtype.
     """
-    agree = (trimmed * sign) > 0  # (N, C) non-zero and same sign
-    kept = trimmed * agree  # (N, C)
-    if weights is not None:
-        kept = kept * weights  # (N, C)
-    total = kept.sum(dim=0)  # (C,)
-    if mode == "sum":
-        return total
-    count = agree.sum(dim=0).clamp_(min=1)  # (C,)
-    return total / count  # (C,)
+    ref = tensors[0]
+    dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
+    out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
+    c = min(SUM_CHUNK, size)
+    dbuf = torch.empty(c, dtype=dtype, device=dev)  # (C,) one task-vector chunk
+    ubuf = torch.empty(c, dtype=torch.float32, device=dev)  # (C,) uniform draws
+    mbuf = torch.empty(c, dtype=torch.bool, device=dev)  # (C,) drop mask
+    factor = 1.0 / (1.0 - drop) if rescale else 1.0
+    flat_base = None if base is None else base.reshape(-1)
+    for s in chunks(size, SUM_CHUNK):
+        n = s.stop - s.start
+        acc = out[s]  # (C,) view into the output
+        if flat_base is None:
+            acc.zero_()
+        else:
+            acc.copy_(flat_base[s])
+        for t, w in zip(tensors, weights, strict=True):
+            d = delta_into(dbuf[:n], t, base, s)  # (C,)
+            if drop > 0.0:
+                u = ubuf[:n].uniform_(generator=generator)  # (C,)
+                d.masked_fill_(torch.lt(u, drop, out=mbuf[:n]), 0.0)
+            acc.add_(d, alpha=w * factor)
+    return out.view(ref.shape)
 
 
 def dare_mask_(

@@ -1,0 +1,154 @@
+"""Contract tests run over every registered merge method (a new method is tested the moment it
+is registered): keys/shapes/dtypes kept, inputs untouched, same seed -> same output, integer
+buffers copied, one model returns itself where that is meaningful, and every method runs on
+the tiny zoo's fine-tuned MLPs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from core.merge import METHODS, fisher_diagonal, gram_matrices, merge
+from core.params import StateDict, clone
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 6)
+        self.bn = nn.BatchNorm1d(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.bn(self.fc(x))))
+
+
+def _models(n: int = 3) -> tuple[nn.Module, StateDict, list[StateDict]]:
+    torch.manual_seed(0)
+    net = Tiny()
+    base = clone(net.state_dict())
+    g = torch.Generator().manual_seed(1)
+    models = []
+    for i in range(n):
+        sd = {k: v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v + i
+              for k, v in base.items()}  # fmt: skip
+        sd["bn.running_var"] = sd["bn.running_var"].abs() + 0.5
+        models.append(sd)
+    return net, base, models
+
+
+def _data_args(name: str, net: nn.Module, models: list[StateDict]) -> dict[str, Any]:
+    x = torch.randn(32, 5, generator=torch.Generator().manual_seed(2))
+    y = torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(3))
+    if name == "greedy_soup":
+        return {"evaluate": lambda sd: -float(sum(v.float().abs().sum() for v in sd.values()))}
+    if name == "fisher":
+        out = []
+        for sd in models:
+            net.load_state_dict(sd)
+            out.append(fisher_diagonal(net, x, y, n_examples=16))
+        return {"fishers": out}
+    if name == "regmean":
+        out = []
+        for sd in models:
+            net.load_state_dict(sd)
+            out.append(gram_matrices(net, x))
+        return {"grams": out}
+    if name == "adamerging":
+        return {"model": net, "x": x, "steps": 3}
+    return {}
+
+
+def _run(name: str, models: list[StateDict], base: StateDict, net: nn.Module, seed: int = 0):
+    kw = _data_args(name, net, models)
+    if "two_models" in METHODS[name].tags:
+        models = models[:2]
+    b = base if "needs_base" in METHODS[name].tags else None
+    return merge(name, models, base=b, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_keys_shapes_dtypes_and_integer_buffers(name: str) -> None:
+    net, base, models = _models()
+    out = _run(name, models, base, net)
+    assert list(out) == list(models[0])
+    for k, v in out.items():
+        assert v.shape == models[0][k].shape and v.dtype == models[0][k].dtype, k
+        assert torch.isfinite(v.float()).all(), k
+    ref = base if "needs_base" in METHODS[name].tags else None
+    expect = ref["bn.num_batches_tracked"] if ref is not None else None
+    got = out["bn.num_batches_tracked"]
+    if expect is not None:
+        assert torch.equal(got, expect)
+    else:
+        assert int(got) in {int(m["bn.num_batches_tracked"]) for m in models}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_inputs_untouched_and_seeded(name: str) -> None:
+    net, base, models = _models()
+    before = [clone(m) for m in models], clone(base)
+    a = _run(name, models, base, net, seed=5)
+    b = _run(name, models, base, net, seed=5)
+    for m, m0 in zip(models, before[0], strict=True):
+        assert all(torch.equal(m[k], m0[k]) for k in m)
+    assert all(torch.equal(base[k], before[1][k]) for k in base)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# Methods for which merging one fine-tuned model alone must return it: every method whose
+# one-model case is the identity (TIES/DARE/breadcrumbs/PCB sparsify by design; SLERP needs 2).
+IDENTITY = {"average": {}, "task_arithmetic": {"scale": 1.0}, "ties": {"density": 1.0},
+            "dare": {"drop": 0.0, "scale": 1.0}, "dare_ties": {"drop": 0.0, "density": 1.0},
+            "breadcrumbs": {"density": 1.0, "gamma": 0.0}, "model_stock": {},
+            "fisher": {}, "regmean": {"alpha": 1.0}, "greedy_soup": {}}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(IDENTITY))
+def test_one_model_with_weight_one_returns_it(name: str) -> None:
+    net, base, models = _models(1)
+    kw = {**_data_args(name, net, models), **IDENTITY[name]}
+    b = base if "needs_base" in METHODS[name].tags else None
+    out = merge(name, models, base=b, **kw)
+    for k, v in models[0].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(out[k], v, atol=1e-5, rtol=1e-5, msg=k)
+
+
+@pytest.mark.slow  # the session's tiny zoo takes minutes to build on a shared 2-core machine
+@pytest.mark.parametrize("name", METHODS.names())
+def test_runs_on_tiny_zoo_finetunes(name: str, tiny_zoo: Any) -> None:
+    ids = ["mlp-ft-mnist", "mlp-ft-mnist_inverted", "mlp-ft-mnist_rotated"]
+    models = [tiny_zoo.state_dict(i) for i in ids]
+    base = tiny_zoo.state_dict("mlp-base")
+    net = tiny_zoo.load_model("mlp-base")
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    kw: dict[str, Any] = {}
+    if name == "greedy_soup":
+        kw = {"evaluate": lambda sd: -float(sd["head.bias"].abs().sum())}
+    elif name == "fisher":
+        y = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(1))
+        kw = {"fishers": [_fisher(net, sd, x, y) for sd in models]}
+    elif name == "regmean":
+        kw = {"grams": [_grams(net, sd, x) for sd in models]}
+    elif name == "adamerging":
+        kw = {"model": net, "x": x, "steps": 2}
+    if "two_models" in METHODS[name].tags:
+        models = models[:2]
+    b = base if "needs_base" in METHODS[name].tags else None
+    out = merge(name, models, base=b, generator=torch.Generator().manual_seed(0), **kw)
+    net.load_state_dict(out)
+    assert torch.isfinite(net(x)).all()
+
+
+def _fisher(net: nn.Module, sd: StateDict, x: torch.Tensor, y: torch.Tensor) -> StateDict:
+    net.load_state_dict(sd)
+    return fisher_diagonal(net, x, y, n_examples=8)
+
+
+def _grams(net: nn.Module, sd: StateDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    net.load_state_dict(sd)
+    return gram_matrices(net, x)
