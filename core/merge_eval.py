@@ -34,12 +34,13 @@ from torch.func import functional_call
 from ._checks import check_int, check_range
 from .data import get_task
 from .device import resolve_device
-from .merge import METHODS, merge
+from .merge import METHODS, fisher_diagonal, gram_matrices, merge, recompute_batchnorm
 from .models import create_model
 from .params import StateDict, check_compatible, is_mergeable
 from .stats import bootstrap_ci, mcnemar
 
 DEFAULT_N_PER_TASK = 250  # evaluation subset per task on the slider path
+DATA_N_PER_TASK = 256  # training examples per task for Fisher, Gram matrices, BN statistics
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -154,6 +155,16 @@ class MergeEval:
         """Mean of the per-task normalised accuracies (the literature's "normalized accuracy")."""
         return float(np.nanmean(self.normalized))
 
+    @property
+    def base_average(self) -> float | None:
+        """Mean per-task accuracy of the base model (None without a base)."""
+        return None if self.base is None else float(np.mean(self.base))
+
+    def average_ci(self, *, n_boot: int = 2000, level: float = 0.95, random_state: int = 0) -> Any:
+        """Bootstrap CI of the average accuracy, resampling within each task."""
+        return bootstrap_ci(self.correct, groups=self.groups, n_boot=n_boot, level=level,
+                            random_state=random_state)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         """Numbers only (no per-sample arrays), JSON-ready."""
         return {
@@ -165,6 +176,64 @@ class MergeEval:
             "average": self.average, "average_normalized": self.average_normalized,
             "full": self.full, "n": int(self.correct.size),
         }  # fmt: skip
+
+
+def applicable_methods(has_base: bool, n_models: int) -> list[str]:
+    """Registered merge methods usable with (or without) a base and ``n_models`` models.
+
+    Methods tagged ``needs_base`` need a base; ``two_models`` ones need exactly 2 models.
+    """
+    check_int("n_models", n_models, 0)
+    out = []
+    for e in METHODS.entries():
+        if "needs_base" in e.tags and not has_base:
+            continue
+        if "two_models" in e.tags and n_models != 2:
+            continue
+        out.append(e.name)
+    return out
+
+
+def effective_coefficients(
+    method: str, hyperparameters: Mapping[str, Any], n_models: int
+) -> list[float] | None:
+    """λ·wᵢ of each task vector for task arithmetic (where it is a point of the coefficient
+    landscape), else None."""
+    if method != "task_arithmetic":
+        return None
+    scale = float(hyperparameters.get("scale", METHODS[method].defaults().get("scale", 1.0)))
+    weights = hyperparameters.get("weights") or [1.0] * n_models
+    if len(weights) != n_models:
+        raise ValueError(f"weights must have {n_models} entries, got {len(weights)}")
+    return [scale * float(w) for w in weights]
+
+
+def linear_grid(low: float, high: float, n_points: int) -> tuple[float, ...]:
+    """``n_points`` evenly spaced values from ``low`` to ``high`` (a landscape axis)."""
+    check_range("low", low)
+    check_range("high", high)
+    check_int("n_points", n_points, 2, 1000)
+    if not low < high:
+        raise ValueError(f"low must be below high, got low={low}, high={high}")
+    return tuple(float(v) for v in np.linspace(low, high, n_points))
+
+
+def sweep_values(method: str, param: str, n_points: int = 11) -> list[float]:
+    """``n_points`` evenly spaced values over a hyperparameter's slider range."""
+    check_int("n_points", n_points, 2, 1000)
+    hyper = {p.name: p for p in METHODS[method].params}
+    if param not in hyper or hyper[param].kind not in ("float", "int"):
+        numeric = [n for n, p in hyper.items() if p.kind in ("float", "int")]
+        raise ValueError(
+            f"param must be a numeric hyperparameter of {method!r} ({numeric}), got {param!r}"
+        )
+    p = hyper[param]
+    if p.low is None or p.high is None:
+        raise ValueError(f"hyperparameter {param!r} of {method!r} has no range to sweep")
+    vals = np.linspace(float(p.low), float(p.high), n_points)
+    if p.kind == "int":
+        vals = np.unique(np.round(vals))
+    return [float(v) for v in vals]
 
 
 # ----------------------------------------------------------------------------- the lab
@@ -239,6 +308,8 @@ class MergeLab:
         self._sets: dict[bool, EvalSet] = {}
         self._refs: dict[bool, tuple[tuple[float, ...], tuple[float, ...] | None]] = {}
         self._lock = threading.RLock()
+        self._data: dict[str, dict[str, Any]] = {}
+        self._train: dict[str, tuple[Tensor, Tensor]] = {}
 
     # ---------------------------------------------------------------- properties
     @property
@@ -252,14 +323,7 @@ class MergeLab:
 
     def available_methods(self) -> list[str]:
         """Registered methods that apply here (base present, model count)."""
-        out = []
-        for e in METHODS.entries():
-            if "needs_base" in e.tags and self.base is None:
-                continue
-            if "two_models" in e.tags and self.n_models != 2:
-                continue
-            out.append(e.name)
-        return out
+        return applicable_methods(self.base is not None, self.n_models)
 
     def eval_set(self, full: bool = False) -> EvalSet:
         """The fast-path subset (``full=False``) or the full test sets, built once."""
@@ -277,20 +341,109 @@ class MergeLab:
         *,
         data_args: Mapping[str, Any] | None = None,
         seed: int = 0,
+        recompute_bn: bool = False,
     ) -> StateDict:
         """Merge the source models with ``method`` (see :func:`core.merge.merge`).
 
         Args:
             method: a registered method that applies here (:meth:`available_methods`).
             hyperparameters: the method's hyperparameters (from the sliders).
-            data_args: data-dependent arguments (Fisher diagonals, Gram matrices, ...).
+            data_args: data-dependent arguments (Fisher diagonals, Gram matrices, ...); for
+                a ``data_dependent`` method without them, :meth:`data_arguments` computes
+                (and caches) them.
             seed: seeds the random methods (DARE).
+            recompute_bn: re-estimate BatchNorm statistics on training inputs after merging.
         """
         if method not in self.available_methods():
             raise ValueError(f"method must be one of {self.available_methods()} for this selection, got {method!r}")  # fmt: skip
+        if data_args is None and "data_dependent" in METHODS[method].tags:
+            data_args = self.data_arguments(method)
         hyper = {**dict(hyperparameters or {}), **dict(data_args or {})}
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        return merge(method, list(self.models), base=self.base, generator=gen, **hyper)
+        out = merge(method, list(self.models), base=self.base, generator=gen, **hyper)
+        if recompute_bn:
+            x = torch.cat([self.train_data(t)[0] for t in self.tasks])
+            out = recompute_batchnorm(self._fresh_module(), out, x)
+        return out
+
+    @property
+    def has_batchnorm(self) -> bool:
+        """Whether the architecture has BatchNorm statistics (merging then shifts them)."""
+        return any("running_mean" in k for k in self.models[0])
+
+    def _fresh_module(self) -> torch.nn.Module:
+        return create_model(self.arch, seed=None, **self.arch_kwargs).to(self.device).eval()
+
+    def train_data(self, task: str) -> tuple[Tensor, Tensor]:
+        """A seeded subset of ``task``'s training split (DATA_N_PER_TASK examples), cached."""
+        if task not in self._train:
+            ds = get_task(task)
+            gen = torch.Generator().manual_seed(
+                self.random_state * 1_000_003 + zlib.crc32(task.encode()) + 1
+            )
+            idx = torch.randperm(len(ds.y_train), generator=gen)[:DATA_N_PER_TASK].sort().values
+            self._train[task] = (ds.x_train[idx].to(self.device), ds.y_train[idx].to(self.device))
+        return self._train[task]
+
+    def has_data_arguments(self, method: str) -> bool:
+        """Whether the data-dependent inputs of ``method`` are computed (or not needed)."""
+        return "data_dependent" not in METHODS[method].tags or method in self._data
+
+    def data_arguments(self, method: str, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+        """The data-dependent inputs of ``method``, computed once and cached in the lab.
+
+        * fisher: empirical diagonal Fisher of each model on its task's training subset;
+        * regmean: input Gram matrices of each model's linear layers on the same data;
+        * greedy_soup: ``evaluate(sd)`` = average accuracy over the lab's tasks on the
+          training subsets (the zoo keeps no validation split; the test sets stay unseen);
+        * adamerging: the unlabeled fast-path test inputs of each task, as in the paper;
+        * other methods: ``{}``.
+        """
+        if method in self._data:
+            return self._data[method]
+        n = self.n_models
+        report = progress or (lambda d, t, m: None)
+        out: dict[str, Any]
+        if method in ("fisher", "regmean"):
+            items = []
+            for i, (sd, task) in enumerate(zip(self.models, self.model_tasks, strict=True)):
+                report(i, n, f"{method}: {self.model_ids[i]}")
+                module = self._fresh_module()
+                module.load_state_dict(sd)
+                x, y = self.train_data(task)
+                if method == "fisher":
+                    items.append(fisher_diagonal(module, x, y, n_examples=len(y)))
+                else:
+                    items.append(gram_matrices(module, x))
+            out = {"fishers": items} if method == "fisher" else {"grams": items}
+        elif method == "greedy_soup":
+            held = [self.train_data(t) for t in self.tasks]
+            out = {"evaluate": lambda sd: self._held_out_accuracy(sd, held)}
+        elif method == "adamerging":
+            es = self.eval_set(False)
+            bounds = np.cumsum([0, *es.sizes])
+            xs = [es.x[bounds[k] : bounds[k + 1]] for k in range(len(es.tasks))]
+            out = {"model": self._fresh_module(), "x": xs}
+        else:
+            out = {}
+        report(n, n, f"{method}: inputs ready")
+        self._data[method] = out
+        return out
+
+    @torch.inference_mode()
+    def _held_out_accuracy(
+        self, sd: Mapping[str, Tensor], held: Sequence[tuple[Tensor, Tensor]]
+    ) -> float:
+        params = {k: v.to(self.device) for k, v in sd.items()}
+        accs = []
+        with self._lock:
+            for x, y in held:
+                accs.append(
+                    float(
+                        (functional_call(self.module, params, (x,)).argmax(1) == y).float().mean()
+                    )
+                )
+        return float(np.mean(accs))
 
     def combine(self, coefficients: Sequence[float]) -> StateDict:
         """θ₀ + Σᵢ cᵢ τᵢ from the cached task vectors (the landscape's fast path)."""
@@ -373,10 +526,13 @@ class MergeLab:
         full: bool = False,
         data_args: Mapping[str, Any] | None = None,
         seed: int = 0,
+        recompute_bn: bool = False,
     ) -> MergeEval:
         """Merge with ``method`` and evaluate: the slider path."""
         t0 = time.perf_counter()
-        sd = self.merge(method, hyperparameters, data_args=data_args, seed=seed)
+        sd = self.merge(
+            method, hyperparameters, data_args=data_args, seed=seed, recompute_bn=recompute_bn
+        )
         ev = self.evaluate(sd, full=full)
         return _with_seconds(ev, time.perf_counter() - t0)
 
@@ -439,23 +595,26 @@ def save_merged(
     *,
     name: str | None = None,
     seed: int = 0,
-    data_args: Mapping[str, Any] | None = None,
+    recompute_bn: bool = False,
     note: str = "",
 ) -> Any:
     """Merge, evaluate on the full test sets and store the result in the zoo (role "merged").
 
-    The recipe records the method, its hyperparameters, the source ids and the base id, so the
-    model can be rebuilt; metrics hold the per-task and average accuracy.
+    The recipe records the method, its hyperparameters, the source ids, the base id, the seed
+    and which data-dependent inputs were used, so the model can be rebuilt; metrics hold the
+    per-task, average and normalised accuracy on the full test sets.
 
     Returns:
         The stored :class:`core.zoo.ModelRecord`.
     """
     hyper = dict(hyperparameters)
-    sd = lab.merge(method, hyper, data_args=data_args, seed=seed)
+    sd = lab.merge(method, hyper, seed=seed, recompute_bn=recompute_bn)
     ev = lab.evaluate(sd, full=True)
+    data = sorted(lab.data_arguments(method)) if "data_dependent" in METHODS[method].tags else []
     recipe = {"method": method, "hyperparameters": hyper, "source_ids": list(lab.model_ids),
               "base_id": lab.base_id, "seed": seed, "setting": lab.setting,
-              "data_dependent": sorted(data_args or {})}  # fmt: skip
+              "recompute_bn": recompute_bn, "data_inputs": data,
+              "data_n_per_task": DATA_N_PER_TASK if data or recompute_bn else None}  # fmt: skip
     metrics = {"test_accuracy": ev.average, "task_accuracy": dict(zip(ev.tasks, ev.accuracy, strict=True)),
                "normalized_accuracy": ev.average_normalized}  # fmt: skip
     return zoo.add(
@@ -565,6 +724,7 @@ def sweep(
     full: bool = False,
     data_args: Mapping[str, Any] | None = None,
     seed: int = 0,
+    recompute_bn: bool = False,
     progress: ProgressFn | None = None,
 ) -> SweepResult:
     """Accuracy of ``method`` as ``param`` takes each of ``values`` (density or scale sweeps).
@@ -586,7 +746,9 @@ def sweep(
     ref: tuple[float, ...] = ()
     for k, v in enumerate(vals):
         hyper = {**dict(hyperparameters or {}), param: float(v)}
-        ev = lab.run(method, hyper, full=full, data_args=data_args, seed=seed)
+        ev = lab.run(
+            method, hyper, full=full, data_args=data_args, seed=seed, recompute_bn=recompute_bn
+        )
         acc[:, k], norm[k], ref = ev.accuracy, ev.average_normalized, ev.reference
         if progress is not None:
             progress(k + 1, vals.size, f"{param}={v:g}")
@@ -727,6 +889,10 @@ def compare_methods(
 
 __all__ = [
     "DEFAULT_N_PER_TASK",
+    "applicable_methods",
+    "effective_coefficients",
+    "linear_grid",
+    "sweep_values",
     "ComparisonResult",
     "ComparisonRow",
     "EvalSet",

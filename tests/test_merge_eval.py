@@ -187,3 +187,30 @@ def test_lab_from_zoo_and_save(tiny_zoo_dir: Path, tmp_path: Path) -> None:
         lab_from_zoo(zoo, ["mlp-mnist-s1", "cnn-mnist-s1"])
     with pytest.raises(ValueError, match="base_id"):
         lab_from_zoo(zoo, FT, base_id="mlp-ft-mnist")
+
+
+def test_data_dependent_inputs_are_computed_once_and_used(synthetic_lab: MergeLab) -> None:
+    from core.merge import fisher_diagonal
+
+    lab = synthetic_lab
+    assert not lab.has_data_arguments("fisher") and lab.has_data_arguments("task_arithmetic")
+    steps: list[str] = []
+    args = lab.data_arguments("fisher", progress=lambda d, n, m: steps.append(m))
+    assert len(steps) == 3 and lab.has_data_arguments("fisher")
+    assert lab.data_arguments("fisher") is args  # cached
+    module = create_model("mlp", seed=None, width=32, depth=1)
+    module.load_state_dict(lab.models[1])
+    x, y = lab.train_data("digits")
+    ref = fisher_diagonal(module, x, y, n_examples=len(y))
+    assert params.allclose(args["fishers"][1], ref, atol=1e-7)
+    ev = lab.run("fisher", {"floor": 1e-6})
+    merged = merge("fisher", list(lab.models), fishers=args["fishers"], floor=1e-6)
+    assert ev.accuracy == pytest.approx(lab.evaluate(merged).accuracy)
+
+
+def test_greedy_soup_uses_training_subsets(synthetic_lab: MergeLab) -> None:
+    """The held-out score is on training subsets; the soup is never below its best model."""
+    lab = synthetic_lab
+    soup = lab.merge("greedy_soup", {})
+    score = lab.data_arguments("greedy_soup")["evaluate"]
+    assert score(soup) >= max(score(m) for m in lab.models)
