@@ -409,23 +409,51 @@ def _out_dtype(cfg: MergeConfig, info: TensorInfo) -> torch.dtype:
     return cfg.out_dtype or cfg.dtype or info.dtype
 
 
-def _load_key(inp: _Inputs, reader: ShardReader, key: str, use_base: bool, pin: bool
-              ) -> tuple[list[Tensor], Tensor | None]:  # fmt: skip
-    tensors = [reader.read(infos[key], pin=pin) for infos in inp.infos]
+class _Buffers:
+    """Two sets of reusable read buffers (one per input model and the base), used in turn by
+    the prefetching reader: key i reads into set i % 2 while key i − 1 is merged from the other."""
+
+    def __init__(self, inp: _Inputs, pin: bool):
+        slots = [*inp.infos, *([inp.base_infos] if inp.base_infos is not None else [])]
+        self.size = [max((x.nbytes for x in infos.values()), default=0) for infos in slots]
+        self.pin = pin
+        self.sets: list[list[Tensor | None]] = [[None] * len(slots), [None] * len(slots)]
+
+    def get(self, phase: int, slot: int) -> Tensor:
+        buf = self.sets[phase][slot]
+        if buf is None:
+            buf = torch.empty(self.size[slot], dtype=torch.uint8, pin_memory=self.pin)
+            self.sets[phase][slot] = buf
+        return buf
+
+
+def _load_key(inp: _Inputs, reader: ShardReader, key: str, use_base: bool, pin: bool,
+              bufs: _Buffers | None = None, phase: int = 0) -> tuple[list[Tensor], Tensor | None]:  # fmt: skip
+    def into(slot: int) -> Tensor | None:
+        return None if bufs is None else bufs.get(phase, slot)
+
+    tensors = [reader.read(infos[key], pin=pin, into=into(i)) for i, infos in enumerate(inp.infos)]
     base = None
     if use_base and inp.base_infos is not None:
-        base = reader.read(inp.base_infos[key], pin=pin)
+        base = reader.read(inp.base_infos[key], pin=pin, into=into(len(inp.infos)))
     return tensors, base
 
 
-def _prefetched(items: Sequence[str], load: Callable[[str], Any]) -> Iterator[tuple[str, Any]]:
-    """Yield ``(item, load(item))`` with the next item's load running in a thread."""
+def _owned(t: Tensor, inputs: Sequence[Tensor | None]) -> Tensor:
+    """``t``, cloned if it shares memory with an input buffer that will be reused."""
+    ptrs = {x.untyped_storage().data_ptr() for x in inputs if x is not None}
+    return t.clone() if t.untyped_storage().data_ptr() in ptrs else t
+
+
+def _prefetched(items: Sequence[str], load: Callable[[str, int], Any]) -> Iterator[tuple[str, Any]]:
+    """Yield ``(item, load(item, i % 2))`` with the next item's load running in a thread
+    (the phase ``i % 2`` picks the buffer set, so a load never overwrites the item in use)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-read") as pool:
-        nxt: Future | None = pool.submit(load, items[0]) if items else None
+        nxt: Future | None = pool.submit(load, items[0], 0) if items else None
         for i, item in enumerate(items):
             assert nxt is not None
             value = nxt.result()
-            nxt = pool.submit(load, items[i + 1]) if i + 1 < len(items) else None
+            nxt = pool.submit(load, items[i + 1], (i + 1) % 2) if i + 1 < len(items) else None
             yield item, value
             del value
 
@@ -443,7 +471,10 @@ def _run(inp: _Inputs, calls: dict[str, tuple[str, dict[str, Any], bool]], reade
     t0 = time.perf_counter()
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-write") as wpool:
-        loads = _prefetched(inp.keys, lambda k: _load_key(inp, reader, k, calls[k][2], pin))
+        bufs = _Buffers(inp, pin)
+        loads = _prefetched(
+            inp.keys, lambda k, ph: _load_key(inp, reader, k, calls[k][2], pin, bufs, ph)
+        )
         for done, (key, (tensors, base)) in enumerate(loads, start=1):
             stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
             method, hyper, _ = calls[key]
@@ -453,6 +484,7 @@ def _run(inp: _Inputs, calls: dict[str, tuple[str, dict[str, Any], bool]], reade
             else:
                 merged = _merge_one(method, hyper, tensors, base, cfg, dev, gen).to(out_dtype)
                 merged = merged.cpu() if merged.device.type != "cpu" else merged
+                merged = _owned(merged, [*tensors, base])
             del tensors, base
             if pending is not None:
                 pending.result()  # at most one write in flight
@@ -538,8 +570,10 @@ def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[flo
 
     pin = dev.type == "cuda"
 
-    def load(k: str) -> tuple[list[Tensor], Tensor | None]:
-        return _load_key(inp, reader, k, True, pin)
+    bufs = _Buffers(inp, pin)
+
+    def load(k: str, phase: int) -> tuple[list[Tensor], Tensor | None]:
+        return _load_key(inp, reader, k, True, pin, bufs, phase)
 
     samples: list[list[Tensor]] = [[] for _ in range(m_count)]
     for key, pair in _prefetched(keys, load):

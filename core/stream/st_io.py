@@ -124,9 +124,14 @@ class ShardReader:
     def __init__(self) -> None:
         self._files: dict[Path, int] = {}
 
-    def read(self, info: TensorInfo, *, pin: bool = False) -> Tensor:
-        """A new CPU tensor holding ``info``'s data (pinned memory if ``pin``)."""
-        t = torch.empty(info.shape, dtype=info.dtype, pin_memory=pin)
+    def read(self, info: TensorInfo, *, pin: bool = False, into: Tensor | None = None) -> Tensor:
+        """A CPU tensor holding ``info``'s data: new (pinned memory if ``pin``), or a view of
+        ``into`` (a flat uint8 buffer of at least ``info.nbytes`` that the caller reuses, which
+        saves the page faults of a fresh allocation per tensor)."""
+        if into is not None and into.numel() >= info.nbytes and info.nbytes > 0:
+            t = into[: info.nbytes].view(info.dtype).view(info.shape)
+        else:
+            t = torch.empty(info.shape, dtype=info.dtype, pin_memory=pin)
         if info.nbytes == 0:
             return t
         fd = self._files.get(info.path)
