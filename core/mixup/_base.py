@@ -123,7 +123,7 @@ def mask_mix(x: Tensor, mask: Tensor, partner: Tensor) -> Tensor:
         mask: (N or 1, 1, H, W) in {0, 1}.
         partner: (N,) partner index.
     """
-    return torch.where(mask.bool(), x, x.index_select(0, partner))
+    return torch.where(mask.bool(), x, x[partner])
 
 
 def box_mask(boxes: Tensor, h: int, w: int) -> Tensor:

@@ -114,11 +114,11 @@ def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
         y0, y1, x0, x1 = (int(v) for v in params.boxes[0])
         out = x.clone()
         if y1 > y0 and x1 > x0:
-            out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].index_select(0, partner)
+            out[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]
         mask = box_mask(params.boxes[:1], h, w).to(x.device).expand(n, 1, h, w)
     else:
         mask = box_mask(params.boxes, h, w).to(x.device)  # (N, 1, H, W)
-        out = torch.where(mask.bool(), x, x.index_select(0, partner))
+        out = torch.where(mask.bool(), x, x[partner])
     lam = box_lam(params.boxes, h, w)  # (N,) exact own-pixel share
     return MixResult(x=out, y=mix_targets(y, partner, lam.to(y.device)), lam=lam,
                      partner=params.partner, mask=mask, lam_x=lam,

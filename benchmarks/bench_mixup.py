@@ -1,0 +1,158 @@
+"""Mixup / CutMix batch throughput against torchvision.transforms.v2 and timm; FMix masks
+per sample in torch against the reference per-sample numpy approach.
+
+torchvision and timm do not import beside the pinned torch 2.13.0, so this runs in a separate
+environment (core is imported through an editable install)::
+
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 timm numpy
+    .venv-bench/bin/pip install -e . --no-deps
+    .venv-bench/bin/python benchmarks/bench_mixup.py [--batch 128] [--size 224] [--repeats 7]
+
+Without torchvision/timm the peers are skipped and only core's numbers and the copy floor print.
+All mixers see the same float32 batch (N, 3, S, S) and integer labels; timm mixes in place, so it
+runs on its own scratch copy made once (its time then excludes any clone, as in its training use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from core.mixup import fmix_masks, mix
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def numpy_fmix_mask(
+    lam: float, shape: tuple[int, int], decay: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Reference FMix mask, one sample (after ecs-vlc/FMix ``sample_mask``): scaled complex
+    Gaussian spectrum, irfftn, min-max normalise, argsort, top ⌈λN⌉ or ⌊λN⌋ pixels set to 1."""
+    h, w = shape
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[: w // 2 + 2] if w % 2 == 1 else np.fft.fftfreq(w)[: w // 2 + 1]
+    freqs = np.sqrt(fx[None, :] ** 2 + fy**2)
+    scale = 1.0 / np.maximum(freqs, np.array([1.0 / max(h, w)])) ** decay
+    param = rng.standard_normal((2, *freqs.shape))
+    spectrum = scale * (param[0] + 1j * param[1])
+    grey = np.real(np.fft.irfftn(spectrum, s=shape, axes=(0, 1)))[:h, :w]
+    grey = (grey - grey.min()) / (grey.max() - grey.min())
+    n = h * w
+    num = int(np.ceil(lam * n)) if rng.random() > 0.5 else int(np.floor(lam * n))
+    order = grey.reshape(-1).argsort()[::-1]
+    mask = np.zeros(n)
+    mask[order[:num]] = 1.0
+    return mask.reshape(h, w)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    n, s, k = args.batch, args.size, 1000
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, s, s, generator=g).to(dev)
+    y = torch.randint(0, k, (n,), generator=g).to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def run(fn: Callable[[], object]) -> Callable[[], None]:
+        def f() -> None:
+            fn()
+            sync()
+
+        return f
+
+    rows: dict[str, dict[str, float]] = {"mixup": {}, "cutmix": {}}
+    copy_ms = timed(run(lambda: x.clone()), args.repeats)
+    for name in rows:
+        rows[name]["core"] = timed(
+            run(lambda name=name: mix(name, x, y, generator=g, n_classes=k)), args.repeats
+        )
+    try:
+        from torchvision.transforms import v2
+
+        tv = {
+            "mixup": v2.MixUp(alpha=1.0, num_classes=k),
+            "cutmix": v2.CutMix(alpha=1.0, num_classes=k),
+        }
+        for name, t in tv.items():
+            rows[name]["torchvision"] = timed(run(lambda t=t: t(x, y)), args.repeats)
+    except ImportError as err:
+        print(f"torchvision unavailable ({err}); skipped")
+    try:
+        from timm.data import Mixup
+
+        scratch = x.clone()
+        timm_fns = {
+            "mixup": Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, num_classes=k, label_smoothing=0.0),
+            "cutmix": Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, num_classes=k, label_smoothing=0.0),
+        }
+        for name, t in timm_fns.items():
+            rows[name]["timm"] = timed(run(lambda t=t: t(scratch, y)), args.repeats)
+    except ImportError as err:
+        print(f"timm unavailable ({err}); skipped")
+
+    cpu = "unknown CPU"
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    print(
+        f"\n{cpu}, {args.threads} threads, torch {torch.__version__}, {platform.python_version()}, "
+        f"device {dev}; batch {n}x3x{s}x{s} float32, median of {args.repeats}\n"
+    )
+    print(
+        "| mixer | core (ms) | torchvision (ms) | timm (ms) | plain copy (ms) | tv / core | timm / core | core / copy |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        c = r["core"]
+        tvs = r.get("torchvision")
+        tms = r.get("timm")
+        print(f"| {name} | {c:.1f} | {tvs if tvs is None else f'{tvs:.1f}'} | "
+              f"{tms if tms is None else f'{tms:.1f}'} | {copy_ms:.1f} | "
+              f"{'-' if tvs is None else f'{tvs / c:.2f}x'} | {'-' if tms is None else f'{tms / c:.2f}x'} | "
+              f"{c / copy_ms:.2f}x |")  # fmt: skip
+
+    print("\n| FMix masks, per sample | torch (ms) | numpy reference (ms) | numpy / torch |")
+    print("|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for side in (32, 224):
+        lam = torch.rand(n, generator=g)
+        t_ms = timed(run(lambda side=side, lam=lam: fmix_masks(lam.to(dev), side, side, generator=g)),
+                     args.repeats)  # fmt: skip
+        lam_np = lam.numpy()
+        np_ms = timed(lambda side=side, lam_np=lam_np: [numpy_fmix_mask(float(v), (side, side), 3.0, rng) for v in lam_np],
+                      max(3, args.repeats // 2), warmup=1)  # fmt: skip
+        print(f"| {n} x {side}x{side} | {t_ms:.1f} | {np_ms:.1f} | {np_ms / t_ms:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
