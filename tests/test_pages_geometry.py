@@ -28,7 +28,7 @@ def test_feature_geometry_shows_nc_metrics_projection_and_etf(workspace_env: Pat
     # the class-mean plane projection, then the mixup geometry panel on request
     at.radio(key="geometry.method").set_value("class_plane").run()
     assert not at.exception
-    at.button[0].click()  # first form button: mixup geometry
+    [b for b in at.button if b.label == "Show mixed features"][0].click()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) >= 3
