@@ -163,6 +163,7 @@ def train(
     n_classes: int | None = None,
     eval_data: tuple[Tensor, Tensor] | None = None,
     mix_fn: MixFn | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     device: str | torch.device = "auto",
     progress: ProgressFn | None = None,
     epoch_callback: Callable[[nn.Module, int], dict[str, Any] | None] | None = None,
@@ -177,6 +178,8 @@ def train(
         n_classes: size of the label space (default: the model's ``n_classes``).
         eval_data: optional (x_test, y_test) evaluated after each epoch.
         mix_fn: optional mixer returning mixed inputs and soft targets.
+        loss_fn: ``fn(logits, soft_targets) -> scalar`` (default :func:`soft_cross_entropy`),
+            e.g. the decoupled mixup loss.
         device: "auto", "cpu" or "cuda".
         progress: called after every epoch (and every ~20 steps) with a dict of
             ``epoch``, ``epochs``, ``step``, ``steps``, ``train_loss``, ``test_accuracy``...
@@ -251,7 +254,7 @@ def train(
                 yb.to(dev),
             )
             logits = model(xb, **head_kw)
-            loss = soft_cross_entropy(logits, target)
+            loss = (loss_fn or soft_cross_entropy)(logits, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from core.data import get_task
 from core.models import create_model
-from core.train import TrainConfig, TrainingCancelled, evaluate, train
+from core.train import TrainConfig, TrainingCancelled, evaluate, soft_cross_entropy, train
 
 
 def _small():
@@ -80,3 +80,20 @@ def test_bad_config_and_data() -> None:
         train(m, torch.randn(4, 1, 28, 28), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"y must lie in \[0, 10\)"):
         train(m, torch.randn(4, 1, 28, 28), torch.full((4,), 12))
+
+
+def test_custom_loss_fn_is_used() -> None:
+    x, y, *_ = _small()
+    seen = []
+
+    def loss(logits, target):
+        seen.append(target.shape)
+        return soft_cross_entropy(logits, target) * 0.0 + logits.pow(2).mean()
+
+    m = create_model("mlp", width=16, depth=1, seed=0)
+    train(m, x, y, TrainConfig(epochs=1, batch_size=200), loss_fn=loss, device="cpu")
+    assert seen == [(200, 10), (200, 10)]
+    with torch.no_grad():
+        # the only objective was shrinking the logits: they end up smaller than a fresh model's
+        fresh = create_model("mlp", width=16, depth=1, seed=0)
+        assert m(x).pow(2).mean() < fresh(x).pow(2).mean()
