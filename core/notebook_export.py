@@ -231,3 +231,27 @@ def _merge_accuracy(args: Mapping[str, Any]) -> list[Cell]:
             f"fig = task_accuracy_figure(result, title={title!r})"
         ),
     ]
+
+
+@register(
+    "mixup_gallery",
+    description="Mixed photos with their label weights",
+    requires=("method", "images"),
+)
+def _mixup_gallery(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``method`` (a pixel mixer), ``images`` (photo names from ``core.data.load_photos``),
+    ``alpha``, ``lam`` (None: drawn from Beta(α, α)), ``per_sample``, ``seed``, ``size``."""
+    return [
+        markdown("Mix the same photos with the same mixer, α / λ and seed as the Mixup Gallery."),
+        code(
+            "import torch\n\n"
+            "from core.data import load_photos\n"
+            "from core.figures.mixup import gallery_figure\n"
+            "from core.mixup.gallery import gallery\n\n"
+            'photos = load_photos(ARGS.get("size", 96))\n'
+            'images = torch.stack([photos[n] for n in ARGS["images"]])  # (N, 3, H, W)\n'
+            'data = gallery(ARGS["method"], images, ARGS["images"], alpha=ARGS.get("alpha", 1.0),\n'
+            '               lam=ARGS.get("lam"), per_sample=ARGS.get("per_sample", True), seed=ARGS.get("seed", 0))\n'
+            "fig = gallery_figure(data)"
+        ),
+    ]
