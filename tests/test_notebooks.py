@@ -35,6 +35,15 @@ def csv_of_fig_cell(path: Path) -> str:
     )
 
 
+def assert_reproduces(nb: nbformat.NotebookNode, fig: object, tmp_path: Path) -> None:
+    """Run ``nb`` and check its ``fig`` has exactly the data of ``fig`` (through CSV both)."""
+    out = tmp_path / "fig.csv"
+    nb.cells.append(nbformat.v4.new_code_cell(csv_of_fig_cell(out)))
+    execute(nb, tmp_path, timeout=300)
+    want = pd.read_csv(io.StringIO(figure_data(fig).to_csv(index=False)))  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(pd.read_csv(out), want)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_stored_without_outputs(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
@@ -114,11 +123,7 @@ def test_generated_notebook_reproduces_a_merge_figure(tiny_zoo_dir: Path, tmp_pa
     )
     fig = task_accuracy_figure(lab.run("task_arithmetic", {"scale": 0.7}, seed=3))
     nb = notebook_for({"kind": "merge_accuracy", "args": args}, workspace=tiny_zoo_dir)
-    out = tmp_path / "fig.csv"
-    nb.cells.append(nbformat.v4.new_code_cell(csv_of_fig_cell(out)))
-    execute(nb, tmp_path, timeout=300)
-    want = pd.read_csv(io.StringIO(figure_data(fig).to_csv(index=False)))
-    pd.testing.assert_frame_equal(pd.read_csv(out), want)
+    assert_reproduces(nb, fig, tmp_path)
     other = task_accuracy_figure(lab.run("task_arithmetic", {"scale": 0.1}, seed=3))
     assert not figure_data(other).equals(figure_data(fig))  # the check can fail
 
@@ -140,10 +145,6 @@ def test_generated_notebook_reproduces_a_mixup_gallery(tmp_path: Path) -> None:
     images = torch.stack([photos[n] for n in args["images"]])
     fig = gallery_figure(gallery("mixup", images, args["images"], alpha=0.4, seed=11))
     nb = notebook_for({"kind": "mixup_gallery", "args": args}, workspace=tmp_path)
-    out = tmp_path / "fig.csv"
-    nb.cells.append(nbformat.v4.new_code_cell(csv_of_fig_cell(out)))
-    execute(nb, tmp_path, timeout=300)
-    want = pd.read_csv(io.StringIO(figure_data(fig).to_csv(index=False)))
-    pd.testing.assert_frame_equal(pd.read_csv(out), want)
+    assert_reproduces(nb, fig, tmp_path)
     other = gallery_figure(gallery("mixup", images, args["images"], alpha=0.4, seed=12))
     assert not figure_data(other).equals(figure_data(fig))  # a different seed gives other data
