@@ -40,6 +40,10 @@ from .params import StateDict, check_compatible, is_mergeable
 from .stats import bootstrap_ci, mcnemar
 
 DEFAULT_N_PER_TASK = 250  # evaluation subset per task on the slider path
+# Methods whose result is θ₀ + λ·f(τ; other hyperparameters): a move of the λ slider alone
+# reuses the cached merged task vector f (tests/test_merge_eval.py checks the identity).
+SCALE_LINEAR = frozenset({"task_arithmetic", "ties", "dare", "dare_ties", "breadcrumbs", "pcb"})
+MERGED_TV_CACHE = 8  # merged task vectors kept per lab
 DATA_N_PER_TASK = 256  # training examples per task for Fisher, Gram matrices, BN statistics
 ProgressFn = Callable[[int, int, str], None]
 
@@ -309,6 +313,7 @@ class MergeLab:
         self._refs: dict[bool, tuple[tuple[float, ...], tuple[float, ...] | None]] = {}
         self._lock = threading.RLock()
         self._data: dict[str, dict[str, Any]] = {}
+        self._merged_tv: dict[tuple[Any, ...], StateDict] = {}
         self._train: dict[str, tuple[Tensor, Tensor]] = {}
 
     # ---------------------------------------------------------------- properties
@@ -342,8 +347,15 @@ class MergeLab:
         data_args: Mapping[str, Any] | None = None,
         seed: int = 0,
         recompute_bn: bool = False,
+        exact: bool = False,
     ) -> StateDict:
         """Merge the source models with ``method`` (see :func:`core.merge.merge`).
+
+        The slider path is incremental where the method allows it: task arithmetic is
+        θ₀ + Σ λwᵢ τᵢ from the cached task vectors, and for the methods in
+        :data:`SCALE_LINEAR` a change of λ alone rescales the cached merged task vector.
+        The result equals :func:`core.merge.merge` up to float rounding; ``exact=True``
+        always calls it (saving does).
 
         Args:
             method: a registered method that applies here (:meth:`available_methods`).
@@ -359,11 +371,43 @@ class MergeLab:
         if data_args is None and "data_dependent" in METHODS[method].tags:
             data_args = self.data_arguments(method)
         hyper = {**dict(hyperparameters or {}), **dict(data_args or {})}
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        out = merge(method, list(self.models), base=self.base, generator=gen, **hyper)
+        if not exact and not data_args and self.base is not None and method in SCALE_LINEAR:
+            out = self._incremental(method, hyper, seed)
+        else:
+            gen = torch.Generator(device="cpu").manual_seed(int(seed))
+            out = merge(method, list(self.models), base=self.base, generator=gen, **hyper)
         if recompute_bn:
             x = torch.cat([self.train_data(t)[0] for t in self.tasks])
             out = recompute_batchnorm(self._fresh_module(), out, x)
+        return out
+
+    def _incremental(self, method: str, hyper: Mapping[str, Any], seed: int) -> StateDict:
+        """θ₀ + λ·f(τ) with f cached per (method, other hyperparameters, seed)."""
+        assert self.base is not None
+        scale = check_range(
+            "scale", hyper.get("scale", METHODS[method].defaults().get("scale", 1.0))
+        )
+        rest = {k: v for k, v in hyper.items() if k != "scale"}
+        if method == "task_arithmetic":
+            return self.combine(
+                effective_coefficients(method, {**rest, "scale": scale}, self.n_models) or []
+            )
+        key = (method, repr(sorted(rest.items())), int(seed))
+        with self._lock:
+            tau = self._merged_tv.get(key)
+        if tau is None:
+            gen = torch.Generator(device="cpu").manual_seed(int(seed))
+            merged = merge(
+                method, list(self.models), base=self.base, generator=gen, scale=1.0, **rest
+            )
+            tau = {k: merged[k] - self.base[k] for k in self._keys}
+            with self._lock:
+                self._merged_tv[key] = tau
+                while len(self._merged_tv) > MERGED_TV_CACHE:
+                    self._merged_tv.pop(next(iter(self._merged_tv)))
+        out = dict(self.base)
+        for k in self._keys:
+            out[k] = torch.add(self.base[k], tau[k], alpha=scale)
         return out
 
     @property
@@ -608,7 +652,7 @@ def save_merged(
         The stored :class:`core.zoo.ModelRecord`.
     """
     hyper = dict(hyperparameters)
-    sd = lab.merge(method, hyper, seed=seed, recompute_bn=recompute_bn)
+    sd = lab.merge(method, hyper, seed=seed, recompute_bn=recompute_bn, exact=True)
     ev = lab.evaluate(sd, full=True)
     data = sorted(lab.data_arguments(method)) if "data_dependent" in METHODS[method].tags else []
     recipe = {"method": method, "hyperparameters": hyper, "source_ids": list(lab.model_ids),

@@ -13,6 +13,7 @@ from core import params
 from core.data import get_task
 from core.merge import merge
 from core.merge_eval import (
+    SCALE_LINEAR,
     MergeLab,
     coefficient_landscape,
     compare_methods,
@@ -214,3 +215,20 @@ def test_greedy_soup_uses_training_subsets(synthetic_lab: MergeLab) -> None:
     soup = lab.merge("greedy_soup", {})
     score = lab.data_arguments("greedy_soup")["evaluate"]
     assert score(soup) >= max(score(m) for m in lab.models)
+
+
+@pytest.mark.parametrize("method", sorted(SCALE_LINEAR))
+def test_incremental_scale_path_equals_merge(synthetic_lab: MergeLab, method: str) -> None:
+    """θ₀ + λ·f(τ) from the cache equals a fresh core.merge.merge at that λ."""
+    lab = synthetic_lab
+    hyper = {"density": 0.5} if method in ("ties", "breadcrumbs", "pcb") else {}
+    if method in ("dare", "dare_ties"):
+        hyper = {"drop": 0.3, **({"density": 0.5} if method == "dare_ties" else {})}
+    for scale in (0.7, 1.3):
+        fast = lab.merge(method, {**hyper, "scale": scale}, seed=3)
+        gen = torch.Generator().manual_seed(3)
+        ref = merge(method, list(lab.models), base=lab.base, generator=gen, scale=scale, **hyper)
+        assert params.allclose(fast, ref, atol=1e-6, rtol=1e-5), method
+    assert params.allclose(
+        lab.merge(method, {**hyper, "scale": 1.3}, seed=3, exact=True), ref, atol=0
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import streamlit as st
 
@@ -238,3 +238,80 @@ def landscape_bezier(workspace: str, id_a: str, sha_a: str, id_b: str, sha_b: st
                             device=device, progress=progress)  # fmt: skip
 
     return _landscape_cached(key, compute)
+
+
+# ---------------------------------------------------------------- Merge Lab (page 2)
+class MergeLabKey(NamedTuple):
+    """Everything that identifies a Merge Lab selection (checkpoint hashes included)."""
+
+    workspace: str
+    model_ids: tuple[str, ...]
+    base_id: str | None
+    shas: tuple[str, ...]  # of model_ids, then base_id
+    n_per_task: int
+    seed: int
+    device: str
+
+
+def merge_lab_key(workspace: str, model_ids: tuple[str, ...], base_id: str | None, n_per_task: int,
+                  seed: int, device: str = "cpu") -> MergeLabKey:  # fmt: skip
+    """The cache key of a selection; a replaced checkpoint (new sha256) gives a new key."""
+    z = zoo(workspace)
+    ids = (*model_ids, *([base_id] if base_id else []))
+    return MergeLabKey(workspace, tuple(model_ids), base_id, tuple(z.get(i).sha256 for i in ids),
+                       int(n_per_task), int(seed), device)  # fmt: skip
+
+
+@st.cache_resource(
+    max_entries=4, show_spinner="Preparing the merge lab (task vectors, evaluation data)…"
+)
+def merge_lab(key: MergeLabKey) -> Any:
+    """A :class:`core.merge_eval.MergeLab` (source models, task vectors, evaluation subset)."""
+    from core.merge_eval import lab_from_zoo
+
+    return lab_from_zoo(zoo(key.workspace), list(key.model_ids), base_id=key.base_id,
+                        n_per_task=key.n_per_task, random_state=key.seed, device=key.device)  # fmt: skip
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def merge_eval(
+    key: MergeLabKey, method: str, hyper: dict, seed: int, recompute_bn: bool, full: bool
+) -> Any:
+    """Merge and evaluate (the slider path): a :class:`core.merge_eval.MergeEval`."""
+    return merge_lab(key).run(method, hyper, seed=seed, recompute_bn=recompute_bn, full=full)
+
+
+def merge_data_inputs(
+    key: MergeLabKey, method: str, progress: Callable[[int, int, str], None] | None = None
+) -> None:
+    """Compute (once per lab) the data-dependent inputs of ``method`` (Fisher, Grams, ...)."""
+    merge_lab(key).data_arguments(method, progress=progress)
+
+
+def merge_landscape(key: MergeLabKey, pair: tuple[int, int], lams: tuple[float, ...], full: bool,
+                    progress: Callable[[int, int, str], None] | None = None) -> Any:  # fmt: skip
+    """LandscapeResult over θ₀ + λ1 τ_i + λ2 τ_j."""
+    from core.merge_eval import coefficient_landscape
+
+    return _landscape_cached(("merge-landscape", key, pair, lams, full), lambda: coefficient_landscape(
+        merge_lab(key), pair, lams=lams, full=full, progress=progress))  # fmt: skip
+
+
+def merge_sweep(key: MergeLabKey, method: str, param: str, values: tuple[float, ...], hyper: dict, seed: int,
+                recompute_bn: bool, progress: Callable[[int, int, str], None] | None = None) -> Any:  # fmt: skip
+    """SweepResult of one hyperparameter of ``method``."""
+    from core.merge_eval import sweep
+
+    frozen = tuple(sorted((k, str(v)) for k, v in hyper.items()))
+    return _landscape_cached(("merge-sweep", key, method, param, values, frozen, seed, recompute_bn), lambda: sweep(
+        merge_lab(key), method, param, values, hyper, seed=seed, recompute_bn=recompute_bn, progress=progress))  # fmt: skip
+
+
+def merge_comparison(key: MergeLabKey, methods: tuple[str, ...], hyper: dict, full: bool, seed: int,
+                     progress: Callable[[int, int, str], None] | None = None) -> Any:  # fmt: skip
+    """ComparisonResult: every method in ``methods`` on the same samples, CI + McNemar."""
+    from core.merge_eval import compare_methods
+
+    frozen = tuple(sorted((m, str(h)) for m, h in hyper.items()))
+    return _landscape_cached(("merge-compare", key, methods, frozen, full, seed), lambda: compare_methods(
+        merge_lab(key), list(methods), hyperparameters=hyper, full=full, random_state=seed, progress=progress))  # fmt: skip

@@ -1,0 +1,256 @@
+"""Merge Lab: pick models and a merge method, drag its sliders, see per-task accuracy at once."""
+
+import streamlit as st
+
+import ui
+from ui import cache
+from ui.errors import shown_errors
+from ui.figure_panel import show_figure
+from ui.widgets import hyperparameter_form
+from core.figures.merge import (
+    comparison_figure,
+    comparison_task_figure,
+    landscape_figure,
+    sweep_figure,
+    task_accuracy_figure,
+    task_radar_figure,
+)
+from core.merge import METHODS
+from core.merge_eval import (
+    applicable_methods,
+    effective_coefficients,
+    linear_grid,
+    save_merged,
+    sweep_values,
+)
+
+SETTINGS = {
+    "task_vectors": "Task vectors: base + fine-tuned models",
+    "independent": "Independently trained models",
+}
+
+settings = ui.frame("Merge Lab", icon=":material/merge:")
+zoo = cache.zoo(settings.workspace)
+records = zoo.list()
+if not records:
+    st.info(
+        "The zoo is empty. Build the default zoo on the **Home** page (one click): it holds a base "
+        "MLP, one fine-tune per digit domain (task vectors) and independently trained models."
+    )
+    st.page_link("app.py", label="Go to Home", icon=":material/home:")
+    st.stop()
+
+by_id = {r.id: r for r in records}
+
+# ------------------------------------------------------------------ selection
+setting = st.radio(
+    "Setting", list(SETTINGS), format_func=SETTINGS.get, horizontal=True, key="merge.setting"
+)
+if setting == "task_vectors":
+    bases = [r.id for r in records if r.role == "base"] or [r.id for r in records]
+    c1, c2 = st.columns([1, 3])
+    base_id = c1.selectbox("Base model θ₀", bases, key="merge.base")
+    tuned = [r.id for r in records if r.base_id == base_id or r.parent_id == base_id]
+    tuned = [i for i in tuned if by_id[i].role != "merged"] or [i for i in by_id if i != base_id]
+    model_ids = c2.multiselect("Fine-tuned models (one task vector each)", tuned, default=tuned[:4],
+                               key="merge.models")  # fmt: skip
+else:
+    base_id = None
+    pool = [
+        r.id for r in records if r.role in ("independent", "custom", "imported", "merged")
+    ] or list(by_id)
+    first_arch = by_id[pool[0]].arch
+    default = [i for i in pool if by_id[i].arch == first_arch][:2]
+    model_ids = st.multiselect(
+        "Models to merge (same architecture)", pool, default=default, key="merge.independent_models"
+    )
+
+if not model_ids:
+    st.info("Pick at least one model to merge.")
+    st.stop()
+
+methods = applicable_methods(base_id is not None, len(model_ids))
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+preferred = "task_arithmetic" if "task_arithmetic" in methods else "average"
+method = c1.selectbox("Merge method", methods, index=methods.index(preferred) if preferred in methods else 0,
+                      format_func=lambda m: METHODS[m].title, key="merge.method")  # fmt: skip
+n_eval = c2.select_slider("Eval. samples / task", [100, 250, 500, 1000], value=250, key="merge.n_eval",
+                          help="fixed, seeded subset of each test set for live updates")  # fmt: skip
+merge_seed = c3.number_input("Merge seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="merge.seed",
+                             help="seeds the random methods (DARE)")  # fmt: skip
+entry = METHODS[method]
+st.caption(
+    f"**{entry.title}** — {entry.doc}" + (f" · [paper]({entry.paper})" if entry.paper else "")
+)
+
+key, lab = None, None
+with shown_errors("Loading the models"):
+    key = cache.merge_lab_key(
+        settings.workspace, tuple(model_ids), base_id, int(n_eval), settings.seed, "cpu"
+    )
+    lab = cache.merge_lab(key)
+if key is None or lab is None:
+    st.stop()
+recompute_bn = c4.checkbox("Recompute BN", value=False, key="merge.recompute_bn", disabled=not lab.has_batchnorm,
+                           help="re-estimate BatchNorm statistics on training data after merging")  # fmt: skip
+
+hyper = hyperparameter_form(entry, "merge", len(model_ids), labels=list(model_ids))
+
+# ------------------------------------------------------------------ data-dependent inputs
+if not lab.has_data_arguments(method):
+    st.info(f"{entry.title} needs inputs computed from data (training subsets of each task).")
+    if st.button(f"Compute inputs for {entry.title}", key="merge.compute_inputs", type="primary"):
+        bar = st.progress(0.0, text="Computing…")
+        with shown_errors("Computing the inputs"):
+            cache.merge_data_inputs(
+                key, method, lambda d, n, m: bar.progress(min(d / max(n, 1), 1.0), text=m)
+            )
+            bar.progress(1.0, text="ready")
+            st.rerun()
+    st.stop()
+
+# ------------------------------------------------------------------ live result
+ev = None
+with shown_errors("Merging"):
+    ev = cache.merge_eval(key, method, hyper, int(merge_seed), bool(recompute_bn), False)
+if ev is None:
+    st.stop()
+
+base_avg = ev.base_average
+m1, m2, m3 = st.columns(3)
+m1.metric("Average accuracy", f"{ev.average:.3f}",
+          delta=None if base_avg is None else f"{ev.average - base_avg:+.3f} vs base")  # fmt: skip
+m2.metric(
+    "Normalised accuracy",
+    f"{ev.average_normalized:.3f}",
+    help="merged / fine-tuned, per task, averaged",
+)
+m3.metric("Merge + evaluation", f"{ev.seconds * 1000:.0f} ms")
+cols = st.columns(len(ev.tasks))
+for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, strict=True):
+    col.metric(f"acc · {task_name}", f"{acc:.3f}", delta=f"{acc - ref:+.3f} vs fine-tuned")
+
+meta = {"method": method, "hyperparameters": hyper, "models": list(model_ids), "base": base_id,
+        "n_eval_per_task": n_eval, "seed": settings.seed, "merge_seed": int(merge_seed)}  # fmt: skip
+chart = st.segmented_control("Chart", ["bars", "radar"], default="bars", key="merge.chart")
+if chart == "radar" and len(ev.tasks) >= 3:
+    fig = task_radar_figure(ev)
+else:
+    fig = task_accuracy_figure(ev)
+show_figure(fig, key="merge.live", stem=f"merge_lab_{method}", meta=meta)
+
+# ------------------------------------------------------------------ panels
+tab_land, tab_sweep, tab_cmp, tab_full, tab_save = st.tabs(
+    ["Coefficient landscape", "Sweeps", "Method comparison", "Exact evaluation", "Save to zoo"]
+)
+
+with tab_land:
+    if base_id is None or len(model_ids) < 2:
+        st.caption(
+            "The landscape needs the task-vector setting and at least two fine-tuned models."
+        )
+    else:
+        c1, c2, c3, c4 = st.columns(4)
+        a = c1.selectbox("τ for λ1", list(model_ids), index=0, key="merge.land_a")
+        b = c2.selectbox("τ for λ2", list(model_ids), index=1, key="merge.land_b")
+        lo, hi = c3.slider("λ range", -1.0, 2.0, (0.0, 1.0), 0.05, key="merge.land_range")
+        res = c4.slider("Grid points per axis", 3, 21, 9, key="merge.land_res")
+        req = (a, b, lo, hi, res)
+        if st.button("Compute landscape", key="merge.land_go"):
+            st.session_state["merge.land_req"] = req
+        if st.session_state.get("merge.land_req") == req:
+            with shown_errors("The landscape"):
+                if a == b:
+                    raise ValueError("pick two different models for λ1 and λ2")
+                bar = st.progress(0.0, text="Evaluating the grid…")
+                lams = linear_grid(lo, hi, res)
+                pair = (model_ids.index(a), model_ids.index(b))
+                land = cache.merge_landscape(key, pair, lams, False,
+                                             lambda d, n, m: bar.progress(d / n, text=m))  # fmt: skip
+                bar.empty()
+                coeffs = effective_coefficients(method, hyper, len(model_ids))
+                point = None if coeffs is None else (coeffs[pair[0]], coeffs[pair[1]])
+                metric = st.selectbox(
+                    "Colour by", ["average", "normalized", *land.tasks], key="merge.land_metric"
+                )
+                best = land.best()
+                st.caption(f"Best grid point: λ1 = {best[0]:.2f}, λ2 = {best[1]:.2f}, average accuracy {best[2]:.3f}"
+                           + ("" if point else " · the ✕ marks the sliders for task arithmetic"))  # fmt: skip
+                show_figure(landscape_figure(land, point=point, metric=metric), key="merge.land",
+                            stem="merge_lab_landscape", meta={**meta, "pair": [a, b], "lams": list(lams)})  # fmt: skip
+
+with tab_sweep:
+    numeric = [p.name for p in entry.params if p.kind in ("float", "int") and p.low is not None]
+    if not numeric:
+        st.caption(f"{entry.title} has no numeric hyperparameter to sweep.")
+    else:
+        c1, c2 = st.columns(2)
+        param = c1.selectbox("Hyperparameter", numeric, key="merge.sweep_param")
+        n_points = c2.slider("Points", 3, 25, 11, key="merge.sweep_n")
+        req = (method, param, n_points)
+        if st.button("Run sweep", key="merge.sweep_go"):
+            st.session_state["merge.sweep_req"] = req
+        if st.session_state.get("merge.sweep_req") == req:
+            with shown_errors("The sweep"):
+                bar = st.progress(0.0, text="Sweeping…")
+                values = tuple(sweep_values(method, param, n_points))
+                result = cache.merge_sweep(key, method, param, values, hyper, int(merge_seed), bool(recompute_bn),
+                                           lambda d, n, m: bar.progress(d / n, text=m))  # fmt: skip
+                bar.empty()
+                show_figure(sweep_figure(result, current=hyper.get(param)), key="merge.sweep",
+                            stem=f"merge_lab_sweep_{method}_{param}", meta={**meta, "param": param})  # fmt: skip
+
+with tab_cmp:
+    st.caption("Every method on the same models and samples, default hyperparameters (the current sliders for "
+               "the selected method); bootstrap 95% CI (stratified by task) and McNemar p-value against task "
+               "arithmetic.")  # fmt: skip
+    c1, c2 = st.columns([3, 1])
+    chosen = c1.multiselect("Methods", methods, default=methods, format_func=lambda m: METHODS[m].title,
+                            key="merge.cmp_methods")  # fmt: skip
+    full_cmp = c2.checkbox("Full test sets", value=True, key="merge.cmp_full")
+    req = (tuple(chosen), full_cmp, method, str(hyper))
+    if st.button("Compare methods", key="merge.cmp_go", disabled=not chosen):
+        st.session_state["merge.cmp_req"] = req
+    if chosen and st.session_state.get("merge.cmp_req") == req:
+        with shown_errors("The comparison"):
+            bar = st.progress(0.0, text="Comparing…")
+            cmp = cache.merge_comparison(key, tuple(chosen), {method: hyper}, full_cmp, settings.seed,
+                                         lambda d, n, m: bar.progress(d / n, text=m))  # fmt: skip
+            bar.empty()
+            st.dataframe(cmp.table(), hide_index=True, width="stretch", key="merge.cmp_table")
+            show_figure(comparison_figure(cmp), key="merge.cmp", stem="merge_lab_comparison",
+                        data=None, meta={**meta, "methods": list(chosen), "full": full_cmp})  # fmt: skip
+            show_figure(
+                comparison_task_figure(cmp),
+                key="merge.cmp_tasks",
+                stem="merge_lab_comparison_tasks",
+                meta=meta,
+            )
+
+with tab_full:
+    st.caption(
+        "The live numbers use a seeded subset of each test set; this evaluates on the full test sets."
+    )
+    if st.button("Evaluate on the full test sets", key="merge.full_go"):
+        st.session_state["merge.full_req"] = (key, method, str(hyper))
+    if st.session_state.get("merge.full_req") == (key, method, str(hyper)):
+        with shown_errors("The full evaluation"):
+            full = cache.merge_eval(key, method, hyper, int(merge_seed), bool(recompute_bn), True)
+            ci = full.average_ci(random_state=settings.seed)
+            st.metric("Average accuracy (full test sets)", f"{full.average:.4f}",
+                      help=f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}], n = {ci.n}")  # fmt: skip
+            st.caption(
+                f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}] · normalised {full.average_normalized:.4f}"
+            )
+            show_figure(task_accuracy_figure(full), key="merge.full", stem=f"merge_lab_{method}_full",
+                        meta={**meta, "full": True})  # fmt: skip
+
+with tab_save:
+    name = st.text_input("Name in the zoo", value=f"merged-{method}", key="merge.save_name")
+    if st.button("Save merged model to zoo", key="merge.save", type="primary"):
+        with shown_errors("Saving"):
+            rec = save_merged(zoo, lab, method, hyper, name=name or None, seed=int(merge_seed),
+                              recompute_bn=bool(recompute_bn))  # fmt: skip
+            st.success(
+                f"Stored **{rec.id}** · full-test average accuracy {rec.metrics['test_accuracy']:.3f}"
+            )

@@ -1,0 +1,109 @@
+"""AppTest: the Merge Lab page renders, reacts to sliders and methods, saves, and handles errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.merge_eval import lab_from_zoo
+from core.zoo import Zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+PAGE = "pages/2_Merge_Lab.py"
+FT = ["mlp-ft-mnist", "mlp-ft-mnist_inverted", "mlp-ft-mnist_rotated", "mlp-ft-digits"]
+
+
+def _lab_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page(PAGE).run()
+    return at
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_page_renders_on_tiny_zoo(workspace_env: Path) -> None:
+    at = _lab_page()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="merge.method").value == "task_arithmetic"
+    assert at.multiselect(key="merge.models").value == FT
+    metrics = _metrics(at)
+    assert {"Average accuracy", "Normalised accuracy", "acc · mnist", "acc · digits"} <= set(
+        metrics
+    )
+    # the shown numbers are the lab's numbers at the default λ = 0.3
+    lab = lab_from_zoo(Zoo(workspace_env), FT, base_id="mlp-base")
+    expected = lab.run("task_arithmetic", {"scale": 0.3, "weights": [1.0] * 4})
+    assert metrics["Average accuracy"] == f"{expected.average:.3f}"
+    assert metrics["acc · mnist_rotated"] == f"{expected.accuracy[2]:.3f}"
+
+
+def test_scale_slider_changes_accuracies(workspace_env: Path) -> None:
+    at = _lab_page()
+    at.slider(key="merge.scale").set_value(0.0).run()
+    assert not at.exception
+    at0 = _metrics(at)
+    # λ = 0 is the base model: no change against the base
+    assert [m.delta for m in at.metric if m.label == "Average accuracy"] == ["+0.000 vs base"]
+    at.slider(key="merge.scale").set_value(1.0).run()
+    at1 = _metrics(at)
+    assert at0 != at1
+    lab = lab_from_zoo(Zoo(workspace_env), FT, base_id="mlp-base")
+    assert at1["Average accuracy"] == f"{lab.run('task_arithmetic', {'scale': 1.0}).average:.3f}"
+
+
+def test_switching_method_redraws_sliders(workspace_env: Path) -> None:
+    at = _lab_page()
+    at.selectbox(key="merge.method").set_value("ties").run()
+    assert not at.exception
+    keys = {s.key for s in at.slider}
+    assert {"merge.density", "merge.scale"} <= keys
+    at.selectbox(key="merge.method").set_value("dare").run()
+    assert not at.exception
+    assert "merge.drop" in {s.key for s in at.slider}
+    assert "Average accuracy" in _metrics(at)
+
+
+def test_independent_setting_and_bad_selection(workspace_env: Path) -> None:
+    at = _lab_page()
+    at.radio(key="merge.setting").set_value("independent").run()
+    assert not at.exception
+    assert at.multiselect(key="merge.independent_models").value == ["mlp-mnist-s1", "mlp-mnist-s2"]
+    assert "task_arithmetic" not in at.selectbox(key="merge.method").options
+    assert at.selectbox(key="merge.method").value == "average"
+    assert "Average accuracy" in _metrics(at)
+    at.multiselect(key="merge.independent_models").set_value(["mlp-mnist-s1", "cnn-mnist-s1"]).run()
+    assert not at.exception
+    assert any("architecture" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_save_merged_model_to_zoo(
+    tiny_zoo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_zoo_dir, ws)
+    monkeypatch.setenv("MIXMERGE_WORKSPACE", str(ws))
+    at = _lab_page()
+    at.slider(key="merge.scale").set_value(0.5).run()
+    at.text_input(key="merge.save_name").set_value("ta-half").run()
+    at.button(key="merge.save").click().run()
+    assert not at.exception
+    assert any("ta-half" in s.value for s in at.success), [e.value for e in at.error]
+    rec = Zoo(ws).get("ta-half")
+    assert rec.role == "merged" and rec.base_id == "mlp-base"
+    assert rec.recipe["method"] == "task_arithmetic"
+    assert rec.recipe["hyperparameters"]["scale"] == 0.5 and rec.recipe["source_ids"] == FT
+
+
+def test_empty_zoo_shows_hint(empty_workspace: Path) -> None:
+    at = _lab_page()
+    assert not at.exception
+    assert any("Home" in i.value for i in at.info)
+    assert len(at.slider) == 0
