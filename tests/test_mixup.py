@@ -307,3 +307,58 @@ def test_manifold_mixup_trains_through_core_train() -> None:
     hist = train(model, x, y, TrainConfig(epochs=1, batch_size=16),
                  mix_fn=mix_fn("manifold_mixup", n_classes=K, model=model), device="cpu")  # fmt: skip
     assert len(hist.train_loss) == 1 and hist.train_loss[0] > 0
+
+
+# --- fast paths pinned to the straightforward computation -------------------------------------
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_mixup_row_loop_equals_gather_then_lerp(per_sample: bool) -> None:
+    from core.mixup import apply_mixup, sample_mixup
+    from core.mixup.mixup import _ROW_LOOP_MIN
+
+    x = torch.randn(5, 3, 80, 80, generator=torch.Generator().manual_seed(0))
+    assert x[0].numel() >= _ROW_LOOP_MIN  # the row-by-row path
+    p = sample_mixup(5, per_sample=per_sample, generator=torch.Generator().manual_seed(1))
+    res = apply_mixup(x, to_soft_targets(torch.arange(5) % K, K), p)
+    expect = torch.lerp(x[p.partner], x, p.lam.view(5, 1, 1, 1))  # reference: one gather + lerp
+    assert torch.equal(res.x, expect)
+    x_cl = x.to(memory_format=torch.channels_last)  # non-contiguous rows give the same values
+    assert torch.equal(apply_mixup(x_cl, res.y, p).x, expect)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("inside", [False, True])
+def test_cutmix_box_paste_equals_mask_where(per_sample: bool, inside: bool) -> None:
+    from core.mixup import apply_cutmix, sample_cutmix
+
+    for seed in range(5):
+        x = torch.randn(7, 2, 13, 11, generator=torch.Generator().manual_seed(seed))
+        p = sample_cutmix(x.shape, per_sample=per_sample, inside=inside,
+                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        res = apply_cutmix(x, to_soft_targets(torch.arange(7) % K, K), p)
+        assert res.mask is not None
+        assert torch.equal(res.x, torch.where(res.mask.bool(), x, x[p.partner]))
+    empty = sample_cutmix(x.shape, lam=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(apply_cutmix(x, res.y, empty).x, x)  # empty box: the input itself
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_fmix_threshold_equals_top_k_by_rank(tied: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    fm = importlib.import_module("core.mixup.fmix")  # the attribute core.mixup.fmix is the mixer
+    grey_fn = fm._grey_noise
+    if tied:  # few distinct grey values: the k-th largest repeats, rank must decide
+        monkeypatch.setattr(fm, "_grey_noise", lambda *a: grey_fn(*a).div(10).round())
+    lam = torch.rand(40, generator=torch.Generator().manual_seed(2))
+    lam[:3] = torch.tensor([0.0, 1.0, 0.5])
+    for h, w in ((16, 16), (9, 14)):
+        masks = fm.fmix_masks(lam, h, w, generator=torch.Generator().manual_seed(3))
+        grey = fm._grey_noise(40, h, w, 3.0, torch.Generator().manual_seed(3))
+        k = torch.round(lam.double() * h * w).long()
+        expect = torch.zeros(40, h * w)
+        for i in range(40):  # reference: sort each row, keep the first k by rank
+            expect[i, torch.argsort(grey[i], descending=True, stable=True)[: k[i]]] = 1.0
+        assert torch.equal(masks.view(40, -1), expect)
+        assert torch.equal(masks.view(40, -1).sum(1).long(), k)

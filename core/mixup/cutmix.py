@@ -111,18 +111,47 @@ def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
                          f"got {tuple(params.boxes.shape)} and {tuple(params.partner.shape)}")  # fmt: skip
     partner = params.partner.to(x.device)
     if params.shared_box:
+        mask = box_mask(params.boxes[:1], h, w).to(x.device).expand(n, 1, h, w)
+    else:
+        mask = box_mask(params.boxes, h, w).to(x.device)  # (N, 1, H, W)
+    if x.device.type == "cpu":
+        out = _paste_boxes(x, params.boxes, params.partner)
+    elif params.shared_box:
         y0, y1, x0, x1 = (int(v) for v in params.boxes[0])
         out = x.clone()
         if y1 > y0 and x1 > x0:
             out[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]
-        mask = box_mask(params.boxes[:1], h, w).to(x.device).expand(n, 1, h, w)
     else:
-        mask = box_mask(params.boxes, h, w).to(x.device)  # (N, 1, H, W)
         out = torch.where(mask.bool(), x, x[partner])
     lam = box_lam(params.boxes, h, w)  # (N,) exact own-pixel share
     return MixResult(x=out, y=mix_targets(y, partner, lam.to(y.device)), lam=lam,
                      partner=params.partner, mask=mask, lam_x=lam,
                      info={"boxes": params.boxes})  # fmt: skip
+
+
+def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor) -> Tensor:
+    """(N, C, H, W) ``x`` with each row's box (y0, y1, x0, x1) taken from its partner.
+
+    One pass over the batch: every output pixel is written once, straight from the row that
+    owns it (the bands above, below, left and right of the box from the row itself, the box from
+    the partner), with no clone-then-overwrite and no gathered partner batch.
+    """
+    n, _, h, w = x.shape
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for i, (j, (y0, y1, x0, x1)) in enumerate(zip(partner.tolist(), boxes.tolist(), strict=True)):
+        if y1 <= y0 or x1 <= x0:
+            out[i] = x[i]
+            continue
+        if y0 > 0:
+            out[i, :, :y0] = x[i, :, :y0]
+        if y1 < h:
+            out[i, :, y1:] = x[i, :, y1:]
+        if x0 > 0:
+            out[i, :, y0:y1, :x0] = x[i, :, y0:y1, :x0]
+        if x1 < w:
+            out[i, :, y0:y1, x1:] = x[i, :, y0:y1, x1:]
+        out[i, :, y0:y1, x0:x1] = x[j, :, y0:y1, x0:x1]
+    return out
 
 
 @MIXERS.register(

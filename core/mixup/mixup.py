@@ -55,25 +55,37 @@ def sample_mixup(
 def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
     """Mix ``x`` (N, ...) and soft targets ``y`` (N, C) with ``params``; inputs are not changed.
 
-    One gather of the partner rows, then one in-place ``lerp_`` towards ``x`` (no further copies).
-    λ = 1 returns ``x`` bit-exactly, λ = 0 returns ``x[partner]``.
+    ``out = lerp(x[partner], x, λ)``. On the CPU with large rows the output is written in one
+    pass, row by row, from views of the two source rows (no gathered ``x[partner]`` temporary);
+    otherwise one gather and one in-place ``lerp_``. Both evaluate the same ``lerp`` per element,
+    so the results are identical. λ = 1 returns ``x`` bit-exactly, λ = 0 returns ``x[partner]``.
     """
     check_tensor("x", x, floating=True, min_len=1)
     n = x.shape[0]
     check_targets("y", y, n)
     _check_params(params, n)
     partner = params.partner.to(x.device)
-    out = x[partner]  # (N, ...) partner rows, a fresh tensor (faster than index_select on CPU)
-    if bool((params.lam == params.lam[0]).all()):  # one λ per batch: scalar weight
-        out.lerp_(x, float(params.lam[0]))
-    else:
-        w = params.lam.to(device=x.device, dtype=x.dtype).view(n, *([1] * (x.ndim - 1)))  # (N,1,..)
-        out.lerp_(x, w)
     lam = params.lam.float()
+    if x.device.type == "cpu" and x[0].numel() >= _ROW_LOOP_MIN:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        for i, (j, w) in enumerate(zip(params.partner.tolist(), lam.tolist(), strict=True)):
+            torch.lerp(x[j], x[i], w, out=out[i])  # one read of each source, one write
+    else:
+        out = x[partner]  # (N, ...) partner rows, a fresh tensor (faster than index_select)
+        if bool((params.lam == params.lam[0]).all()):  # one λ per batch: scalar weight
+            out.lerp_(x, float(params.lam[0]))
+        else:
+            w = params.lam.to(device=x.device, dtype=x.dtype).view(n, *([1] * (x.ndim - 1)))
+            out.lerp_(x, w)  # w (N, 1, ...)
     return MixResult(
         x=out, y=mix_targets(y, partner, lam.to(y.device)), lam=lam, partner=params.partner,
         lam_x=lam,
     )  # fmt: skip
+
+
+# Rows with at least this many elements are mixed row by row on the CPU (the per-call overhead,
+# a few µs, is then small next to the row's memory traffic).
+_ROW_LOOP_MIN = 1 << 14
 
 
 def _check_params(params: MixupParams, n: int) -> None:
