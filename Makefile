@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-dev lint typecheck fast bench zoo clean
+.PHONY: run test setup setup-dev lint typecheck fast bench zoo screenshots clean
 
 setup:
 	scripts/setup.sh
@@ -33,6 +33,12 @@ fast: setup-dev
 
 zoo: setup
 	$(PY) -m core zoo build
+
+# refresh docs/screenshots/ from the real default zoo in ./workspace
+screenshots: setup-dev
+	$(PY) -m core zoo build
+	MIXMERGE_SCREENSHOTS=$(CURDIR)/docs/screenshots MIXMERGE_SCREENSHOT_WORKSPACE=$(CURDIR)/workspace \
+		$(PY) -m pytest -q tests/test_browser.py -k "home or every_page"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,9 @@
 """End to end in a real browser: the Streamlit server on a free loopback port, driven by
 Playwright with the system Chromium (never ``playwright install``).
 
-Screenshots of every page go to docs/screenshots/ (the README shows home.png).
+Screenshots of every page go to a temporary folder, or to ``$MIXMERGE_SCREENSHOTS`` when set
+(``make screenshots`` refreshes docs/screenshots/ from a workspace holding the real default zoo,
+``$MIXMERGE_SCREENSHOT_WORKSPACE``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import pytest
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("MIXMERGE_SCREENSHOTS") or os.environ.get("TMPDIR", "/tmp")) / (
+    "" if os.environ.get("MIXMERGE_SCREENSHOTS") else "mixmerge-screenshots"
+)
 CHROMIUM = os.environ.get("BROWSER_PATH", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
@@ -46,7 +50,8 @@ def server(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         pytest.fail(f"browser tests need Chromium at {CHROMIUM} (scripts/setup.sh installs it)")
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "MIXMERGE_WORKSPACE": str(tiny_zoo_dir)}
+    workspace = os.environ.get("MIXMERGE_SCREENSHOT_WORKSPACE") or str(tiny_zoo_dir)
+    env = {**os.environ, "MIXMERGE_WORKSPACE": workspace}
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1",
            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]  # fmt: skip
