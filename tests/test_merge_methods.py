@@ -226,3 +226,48 @@ def test_recompute_batchnorm_matches_data_statistics() -> None:
     torch.testing.assert_close(out["1.running_mean"], h.mean(0))
     torch.testing.assert_close(out["1.running_var"], h.var(0, unbiased=True))
     assert torch.equal(net.state_dict()["1.running_mean"], sd["1.running_mean"])
+
+
+def test_dare_quantised_draws_match_the_straightforward_computation() -> None:
+    import sys
+
+    from core.merge._blocks import dare_factor, draw_keep, quantised_drop
+
+    assert quantised_drop(0.5) == 2**14 and dare_factor(0.5) == 2.0
+    assert quantised_drop(0.7) == round(0.7 * 2**15) and quantised_drop(0.999999) == 2**15 - 1
+    assert quantised_drop(1e-6) == 0  # quantises to "keep all": nothing is drawn
+    n, drop = 1001, 0.37
+    words = torch.empty((n + 3) // 4, dtype=torch.int64)
+    keep = draw_keep(torch.empty(n, dtype=torch.bool), words, drop,
+                     torch.Generator().manual_seed(5))  # fmt: skip
+    ref_words = torch.empty((n + 3) // 4, dtype=torch.int64)
+    ref_words.random_(generator=torch.Generator().manual_seed(5))
+    order = range(4) if sys.byteorder == "little" else range(3, -1, -1)
+    u = torch.stack([(ref_words >> (16 * j)) & 0x7FFF for j in order], 1).reshape(-1)[:n]
+    assert torch.equal(keep, u >= quantised_drop(drop))
+    # the merge: Σ wᵢ τᵢ · keepᵢ / (1 − p_q), the models drawn one after another
+    taus = [torch.randn(n, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    g = torch.Generator().manual_seed(9)
+    got = TENSOR_METHODS["dare"](taus, None, drop=drop, scale=0.5, weights=[1.0, 2.0, -1.0],
+                                 generator=g)  # fmt: skip
+    g = torch.Generator().manual_seed(9)
+    expect = torch.zeros(n)
+    for t, w in zip(taus, [1.0, 2.0, -1.0], strict=True):
+        k = draw_keep(torch.empty(n, dtype=torch.bool), words, drop, g)
+        expect += 0.5 * w * dare_factor(drop) * t * k
+    torch.testing.assert_close(got, expect)
+
+
+def test_dare_quantised_drop_rate_is_unbiased() -> None:
+    from core.merge._blocks import dare_factor, quantised_drop
+
+    drop = 0.123456789  # not a multiple of 2⁻¹⁵: the rescale must use the quantised rate
+    q = quantised_drop(drop) / 2**15
+    assert q != drop and dare_factor(drop) == 1 / (1 - q)
+    tau = torch.ones(2_000_000)
+    out = TENSOR_METHODS["dare"]([tau], None, drop=drop, scale=1.0,
+                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+    kept = float((out != 0).double().mean())
+    sigma = (q * (1 - q) / tau.numel()) ** 0.5
+    assert abs(kept - (1 - q)) < 5 * sigma  # each entry kept with probability 1 − p_q
+    assert abs(float(out.double().mean()) - 1.0) < 5 * sigma / (1 - q)  # E = τ

@@ -204,6 +204,43 @@ def ties_kernel(
     return out.view(ref.shape)
 
 
+# DARE draws: 15 uniform bits per entry, four entries per 63-bit integer draw from the generator
+# (one draw per entry as a float was most of DARE's time). The drop rate is quantised to
+# multiples of 2⁻¹⁵ and survivors are rescaled by the exact 1/(1 − p_q), so E[DARE(τ)] = τ.
+DROP_BITS = 15
+_DROP_LEVELS = 1 << DROP_BITS
+
+
+def quantised_drop(drop: float) -> int:
+    """The drop rate p as m / 2¹⁵: m = round(p · 2¹⁵), clamped to [0, 2¹⁵ − 1] (p_q < 1)."""
+    return min(round(drop * _DROP_LEVELS), _DROP_LEVELS - 1)
+
+
+def dare_factor(drop: float) -> float:
+    """1/(1 − p_q): the rescale that keeps DARE unbiased at the quantised drop rate."""
+    return _DROP_LEVELS / (_DROP_LEVELS - quantised_drop(drop))
+
+
+def draw_keep(
+    keep: Tensor, words: Tensor, drop: float, generator: torch.Generator | None
+) -> Tensor:
+    """Fill ``keep`` (C,) bool with independent draws that are True with probability 1 − p_q.
+
+    Args:
+        keep: (C,) bool output.
+        words: (≥ ⌈C/4⌉,) int64 scratch for the random integers.
+        drop: p; the entries are dropped with probability p_q = :func:`quantised_drop` / 2¹⁵.
+        generator: the source of the draws (⌈C/4⌉ 63-bit integers).
+
+    Returns:
+        ``keep``.
+    """
+    n = keep.numel()
+    r = words[: (n + 3) // 4].random_(generator=generator)  # uniform in [0, 2⁶³)
+    u = r.view(torch.int16)[:n].bitwise_and_(_DROP_LEVELS - 1)  # (C,) 15 uniform bits each
+    return torch.ge(u, quantised_drop(drop), out=keep)
+
+
 def dare_kernel(
     tensors: Sequence[Tensor],
     base: Tensor | None,
@@ -215,8 +252,9 @@ def dare_kernel(
 ) -> Tensor:
     """θ₀ + Σᵢ wᵢ · DARE(τᵢ) of one tensor, streamed in chunks (no N-sized temporaries).
 
-    The drops are drawn chunk by chunk, model by model, from ``generator``; drop 0 draws
-    nothing.
+    The drops are drawn chunk by chunk, model by model, from ``generator`` (see
+    :func:`draw_keep`: the drop rate is quantised to 2⁻¹⁵ and the rescale is the exact
+    1/(1 − p_q)); a drop rate that quantises to 0 draws nothing.
 
     Returns:
         The merged tensor, shaped like the inputs, in the compute dtype.
@@ -226,9 +264,10 @@ def dare_kernel(
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
     c = min(SUM_CHUNK, size)
     dbuf = torch.empty(c, dtype=dtype, device=dev)  # (C,) one task-vector chunk
-    ubuf = torch.empty(c, dtype=torch.float32, device=dev)  # (C,) uniform draws
-    mbuf = torch.empty(c, dtype=torch.bool, device=dev)  # (C,) drop mask
-    factor = 1.0 / (1.0 - drop) if rescale else 1.0
+    wbuf = torch.empty((c + 3) // 4, dtype=torch.int64, device=dev)  # (C/4,) random words
+    mbuf = torch.empty(c, dtype=torch.bool, device=dev)  # (C,) keep mask
+    dropping = quantised_drop(drop) > 0
+    factor = dare_factor(drop) if rescale else 1.0
     flat_base = None if base is None else base.reshape(-1)
     for s in chunks(size, SUM_CHUNK):
         n = s.stop - s.start
@@ -238,24 +277,30 @@ def dare_kernel(
         else:
             acc.copy_(flat_base[s])
         for t, w in zip(tensors, weights, strict=True):
-            d = delta_into(dbuf[:n], t, base, s)  # (C,)
-            if drop > 0.0:
-                u = ubuf[:n].uniform_(generator=generator)  # (C,)
-                d.masked_fill_(torch.lt(u, drop, out=mbuf[:n]), 0.0)
-            acc.add_(d, alpha=w * factor)
+            if base is None and t.dtype == dtype:
+                d = t.reshape(-1)[s]  # (C,) read only
+            else:
+                d = delta_into(dbuf[:n], t, base, s)  # (C,)
+            if dropping:
+                keep = draw_keep(mbuf[:n], wbuf, drop, generator)  # (C,)
+                acc.addcmul_(d, keep, value=w * factor)
+            else:
+                acc.add_(d, alpha=w)
     return out.view(ref.shape)
 
 
 def dare_mask_(
     tau: Tensor, drop: float, generator: torch.Generator | None, rescale: bool
 ) -> Tensor:
-    """Drop each entry of ``tau`` with probability ``drop`` and rescale survivors by
-    1/(1−drop), in place on ``tau`` (a chunk the caller owns). Returns ``tau``."""
-    if drop == 0.0:
+    """Drop each entry of ``tau`` with probability p_q (``drop`` quantised to 2⁻¹⁵, see
+    :func:`draw_keep`) and rescale survivors by 1/(1 − p_q), in place on ``tau`` (a chunk the
+    caller owns). Returns ``tau``."""
+    if quantised_drop(drop) == 0:
         return tau
-    u = torch.rand(tau.shape, generator=generator, dtype=torch.float32, device=tau.device)  # (..)
-    keep = u >= drop  # (..) kept with probability 1 − drop
-    tau.mul_(keep)
+    n = tau.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=tau.device)  # (C/4,)
+    keep = draw_keep(torch.empty(n, dtype=torch.bool, device=tau.device), words, drop, generator)
+    tau.mul_(keep.view(tau.shape))
     if rescale:
-        tau.mul_(1.0 / (1.0 - drop))
+        tau.mul_(dare_factor(drop))
     return tau
