@@ -8,6 +8,7 @@ folders are read through their safetensors files.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ def load_checkpoint(path: str | Path) -> StateDict:
         CheckpointError: unknown suffix, a file that is not a checkpoint, or a pickle that
             needs code to load (refused, nothing is executed).
     """
+    if not isinstance(path, str | os.PathLike) or isinstance(path, bytes):
+        raise TypeError(f"path must be a str or Path, got {type(path).__name__} {path!r}")
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint file not found: {p}")
@@ -99,8 +102,10 @@ def load_checkpoint(path: str | Path) -> StateDict:
                 f"from the file). Convert it to safetensors in a trusted environment. Details: "
                 f"{str(err).splitlines()[0]}"
             ) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as err:
-            raise CheckpointError(f"{p.name} is not a readable PyTorch checkpoint: {err}") from None
+        except Exception as err:  # noqa: BLE001 - corrupt files raise many types in torch.load
+            raise CheckpointError(
+                f"{p.name} is not a readable PyTorch checkpoint: {type(err).__name__}: {err}"
+            ) from None
         return _unwrap(obj, p.name)
     raise CheckpointError(
         f"checkpoint must end in {SAFETENSORS_SUFFIXES + TORCH_SUFFIXES}, got {p.name!r}"

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_range
+
 StateDict = dict[str, Tensor]
 
 
@@ -20,8 +22,9 @@ def is_mergeable(t: Tensor) -> bool:
     return t.is_floating_point() or t.is_complex()
 
 
-def check_state_dict(name: str, sd: object) -> StateDict:
-    """Check that ``sd`` is a mapping of str -> Tensor; return it as a dict."""
+def check_state_dict(name: str, sd: object, *, allow_empty: bool = False) -> StateDict:
+    """Check that ``sd`` is a mapping of str -> Tensor (non-empty unless ``allow_empty``);
+    return it as a dict."""
     if not isinstance(sd, Mapping):
         raise TypeError(
             f"{name} must be a state dict (mapping of str to Tensor), got {type(sd).__name__}"
@@ -29,9 +32,18 @@ def check_state_dict(name: str, sd: object) -> StateDict:
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, Tensor):
             raise TypeError(f"{name} must map str to Tensor; key {k!r} has {type(v).__name__}")
-    if not sd:
+    if not sd and not allow_empty:
         raise ValueError(f"{name} is empty: expected at least one tensor")
     return dict(sd)
+
+
+def _check_keys(name: str, keys: object, sd: Mapping[str, Tensor], sd_name: str) -> list[str]:
+    if isinstance(keys, str) or not isinstance(keys, Sequence):
+        raise TypeError(f"{name} must be a sequence of key names, got {type(keys).__name__}")
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        raise ValueError(f"{name} must be keys of {sd_name}; not found: {missing[:5]}")
+    return list(keys)
 
 
 def check_compatible(
@@ -42,8 +54,10 @@ def check_compatible(
     Raises:
         ValueError: listing missing/extra keys or shape/dtype mismatches (first few).
     """
+    if isinstance(sds, Mapping) or not isinstance(sds, Sequence):
+        raise TypeError(f"sds must be a sequence of state dicts, got {type(sds).__name__}")
     if len(sds) == 0:
-        raise ValueError("expected at least one state dict, got 0")
+        raise ValueError("sds must hold at least one state dict, got 0")
     names = list(names) if names is not None else [f"models[{i}]" for i in range(len(sds))]
     ref = check_state_dict(names[0], sds[0])
     for nm, sd in zip(names[1:], sds[1:], strict=True):
@@ -70,11 +84,13 @@ def check_compatible(
 
 def clone(sd: Mapping[str, Tensor]) -> StateDict:
     """Deep copy (detached, same device)."""
+    sd = check_state_dict("sd", sd, allow_empty=True)
     return {k: v.detach().clone() for k, v in sd.items()}
 
 
 def to_device(sd: Mapping[str, Tensor], device: torch.device | str) -> StateDict:
     """Copy of ``sd`` on ``device``."""
+    sd = check_state_dict("sd", sd, allow_empty=True)
     return {k: v.detach().to(device) for k, v in sd.items()}
 
 
@@ -90,6 +106,7 @@ def apply_task_vector(
     """θ = θ_base + scale · τ. Keys absent from τ (integer buffers) are copied from base."""
     base = check_state_dict("base", base)
     tv = check_state_dict("tv", tv)
+    scale = check_range("scale", scale)
     extra = sorted(set(tv) - set(base))
     if extra:
         raise ValueError(f"tv has keys not in base: {extra[:5]}")
@@ -115,17 +132,24 @@ def add(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> StateDict:
 def scale(a: Mapping[str, Tensor], factor: float) -> StateDict:
     """factor · a over floating tensors; integer tensors copied."""
     a = check_state_dict("a", a)
+    factor = check_range("factor", factor)
     return {k: v * factor if is_mergeable(v) else v.clone() for k, v in a.items()}
 
 
 def lerp(a: Mapping[str, Tensor], b: Mapping[str, Tensor], t: float) -> StateDict:
     """(1 − t)·a + t·b over floating tensors; integer tensors from a."""
     check_compatible([a, b], ["a", "b"])
+    t = check_range("t", t)
     return {k: torch.lerp(a[k], b[k], t) if is_mergeable(a[k]) else a[k].clone() for k in a}
 
 
 def weighted_sum(sds: Sequence[Mapping[str, Tensor]], weights: Sequence[float]) -> StateDict:
     """Σ w_i · sd_i over floating tensors; integer tensors from the first."""
+    if isinstance(sds, Mapping) or not isinstance(sds, Sequence):
+        raise TypeError(f"sds must be a sequence of state dicts, got {type(sds).__name__}")
+    if isinstance(weights, str) or not isinstance(weights, Sequence):
+        raise TypeError(f"weights must be a sequence of numbers, got {type(weights).__name__}")
+    weights = [check_range(f"weights[{i}]", w) for i, w in enumerate(weights)]
     if len(sds) != len(weights):
         raise ValueError(
             f"weights must have one entry per state dict ({len(sds)}), got {len(weights)}"
@@ -133,11 +157,11 @@ def weighted_sum(sds: Sequence[Mapping[str, Tensor]], weights: Sequence[float]) 
     check_compatible(sds)
     out: StateDict = {}
     for k, v in sds[0].items():
-        if is_mergeable(v):
-            acc = torch.zeros_like(v)
+        if is_mergeable(v):  # accumulate in at least float32 (half would overflow on alpha)
+            acc = torch.zeros_like(v, dtype=torch.promote_types(v.dtype, torch.float32))
             for sd, w in zip(sds, weights, strict=True):
-                acc.add_(sd[k], alpha=float(w))
-            out[k] = acc
+                acc.add_(sd[k].to(acc.dtype), alpha=float(w))
+            out[k] = acc.to(v.dtype)
         else:
             out[k] = v.clone()
     return out
@@ -145,7 +169,12 @@ def weighted_sum(sds: Sequence[Mapping[str, Tensor]], weights: Sequence[float]) 
 
 def flatten(sd: Mapping[str, Tensor], keys: Sequence[str] | None = None) -> Tensor:
     """Concatenate the floating tensors of ``sd`` (in ``keys`` order) into one 1-D vector."""
-    keys = list(keys) if keys is not None else [k for k, v in sd.items() if is_mergeable(v)]
+    sd = check_state_dict("sd", sd)
+    keys = (
+        _check_keys("keys", keys, sd, "sd")
+        if keys is not None
+        else [k for k, v in sd.items() if is_mergeable(v)]
+    )
     if not keys:
         raise ValueError("sd has no floating-point tensors to flatten")
     return torch.cat([sd[k].reshape(-1) for k in keys])  # (P,)
@@ -156,7 +185,14 @@ def unflatten(
 ) -> StateDict:
     """Inverse of :func:`flatten`: split ``vec`` into tensors shaped as in ``like``.
     Keys of ``like`` not in ``keys`` are copied from ``like``."""
-    keys = list(keys) if keys is not None else [k for k, v in like.items() if is_mergeable(v)]
+    if not isinstance(vec, Tensor):
+        raise TypeError(f"vec must be a Tensor, got {type(vec).__name__}")
+    like = check_state_dict("like", like)
+    keys = (
+        _check_keys("keys", keys, like, "like")
+        if keys is not None
+        else [k for k, v in like.items() if is_mergeable(v)]
+    )
     total = sum(like[k].numel() for k in keys)
     if vec.ndim != 1 or vec.numel() != total:
         raise ValueError(f"vec must be 1-D with {total} elements, got shape {tuple(vec.shape)}")
@@ -174,6 +210,7 @@ def unflatten(
 
 def n_params(sd: Mapping[str, Tensor]) -> int:
     """Number of floating-point values in ``sd``."""
+    sd = check_state_dict("sd", sd, allow_empty=True)
     return sum(v.numel() for v in sd.values() if is_mergeable(v))
 
 
@@ -181,6 +218,8 @@ def allclose(
     a: Mapping[str, Tensor], b: Mapping[str, Tensor], *, atol: float = 1e-6, rtol: float = 1e-5
 ) -> bool:
     """Same keys and all tensors close."""
+    a = check_state_dict("a", a, allow_empty=True)
+    b = check_state_dict("b", b, allow_empty=True)
     if set(a) != set(b):
         return False
     return all(

@@ -113,6 +113,11 @@ def slugify(text: str) -> str:
     return s[:80] or "model"
 
 
+def _check_id(model_id: object) -> None:
+    if not isinstance(model_id, str):
+        raise TypeError(f"model_id must be a str, got {type(model_id).__name__} {model_id!r}")
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -225,6 +230,8 @@ class Zoo:
             return int(con.execute("SELECT COUNT(*) FROM models").fetchone()[0])
 
     def __contains__(self, model_id: object) -> bool:
+        if not isinstance(model_id, str):
+            return False
         with self._connect() as con:
             return (
                 con.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone() is not None
@@ -279,7 +286,9 @@ class Zoo:
 
         Raises:
             KeyError: no such model (message lists a few ids that exist).
+            TypeError: ``model_id`` is not a str.
         """
+        _check_id(model_id)
         with self._connect() as con:
             row = con.execute("SELECT * FROM models WHERE id=?", (model_id,)).fetchone()
         if row is None:
@@ -295,11 +304,16 @@ class Zoo:
 
         rec = self.get(model_id)
         path = self._file_path(rec.file)
-        if verify and _sha256(path) != rec.sha256:
-            raise ValueError(
-                f"checkpoint of {model_id!r} is corrupt: sha256 differs from the index"
-            )
-        return dict(load_file(str(path)))
+        try:
+            if verify and _sha256(path) != rec.sha256:
+                raise ValueError(
+                    f"checkpoint of {model_id!r} is corrupt: sha256 differs from the index"
+                )
+            return dict(load_file(str(path)))
+        except FileNotFoundError:
+            raise KeyError(
+                f"model_id {model_id!r} was deleted (its checkpoint file is gone)"
+            ) from None
 
     def load_model(self, model_id: str, *, device: str | torch.device = "cpu") -> Classifier:
         """Rebuild the architecture from the index and load the checkpoint (eval mode)."""
@@ -391,6 +405,7 @@ class Zoo:
 
     def update_metrics(self, model_id: str, metrics: Mapping[str, Any]) -> ModelRecord:
         """Merge ``metrics`` into the stored metrics of ``model_id``."""
+        _check_id(model_id)
         with self.transaction() as con:
             row = con.execute("SELECT metrics FROM models WHERE id=?", (model_id,)).fetchone()
             if row is None:
@@ -404,6 +419,7 @@ class Zoo:
 
     def delete(self, model_id: str) -> None:
         """Remove a model from the index, then its file. Children keep their (dangling) parent id."""
+        _check_id(model_id)
         with self.transaction() as con:
             row = con.execute("SELECT file FROM models WHERE id=?", (model_id,)).fetchone()
             if row is None:
