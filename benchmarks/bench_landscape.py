@@ -111,13 +111,7 @@ def main() -> None:
                     mlp(xb)
 
     rows: list[tuple[str, str, float, str]] = []
-    t_floor = _timeit(floor, args.repeats)
-    t_ours = _timeit(ours, args.repeats)
-    rows.append(
-        ("path, 25 points, 10k inputs", "25 plain forward passes (floor)", t_floor, "1.00x")
-    )
-    rows.append(("path, 25 points, 10k inputs", "core.landscape.interpolate (train+test, endpoints)", t_ours,
-                 f"{t_ours / t_floor:.2f}x floor"))  # fmt: skip
+    contenders = {"floor": floor, "ours": ours}
     try:
         import loss_landscapes
         from loss_landscapes.metrics import Loss
@@ -125,13 +119,29 @@ def main() -> None:
         end = create_model("mlp", seed=0, **mlp.spec.kwargs).eval()
         end.load_state_dict(sd_b)
         metric = Loss(F.cross_entropy, x_all, y_all)
-        t_ll = _timeit(lambda: loss_landscapes.linear_interpolation(mlp, end, metric, steps=25, deepcopy_model=True), args.repeats)  # fmt: skip
-        rows.append(("path, 25 points, 10k inputs", "loss-landscapes linear_interpolation (one metric, no t=0)",
-                     t_ll, f"ours {t_ours / t_ll:.2f}x"))  # fmt: skip
+        contenders["ll"] = lambda: loss_landscapes.linear_interpolation(mlp, end, metric, steps=25, deepcopy_model=True)  # fmt: skip
     except ImportError:
+        pass
+    # interleaved repeats, so drifting load on a shared machine hits every contender alike
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(args.repeats):
+        for k, fn in contenders.items():
+            times[k].append(_timeit(fn, 1))
+    t_floor, t_ours = statistics.median(times["floor"]), statistics.median(times["ours"])
+    rows.append(
+        ("path, 25 points, 10k inputs", "25 plain forward passes (floor)", t_floor, "1.00x")
+    )
+    rows.append(("path, 25 points, 10k inputs", "core.landscape.interpolate (train+test, endpoints)", t_ours,
+                 f"{t_ours / t_floor:.2f}x floor"))  # fmt: skip
+    if "ll" in times:
+        t_ll = statistics.median(times["ll"])
+        rows.append(("path, 25 points, 10k inputs", "loss-landscapes linear_interpolation (one metric, no t=0)",
+                     t_ll, f"ours {t_ours / t_ll:.2f}x; {t_ll / t_floor:.2f}x floor"))  # fmt: skip
+    else:
         rows.append(
             ("path, 25 points, 10k inputs", "loss-landscapes (not installed)", float("nan"), "")
         )
+    print("path times (s):", {k: [round(t, 2) for t in v] for k, v in times.items()}, flush=True)
 
     spec = spec_for(mlp)
     info = MatchingInfo()

@@ -70,7 +70,7 @@ bn_reset = o3.toggle("BN reset at every point", key="interp.bn_reset",
                      help="Re-estimate BatchNorm statistics from 2,000 training images at every point (REPAIR-style reset). "
                           "No effect on models without BatchNorm.")  # fmt: skip
 exact = o4.toggle("All examples (exact)", key="interp.exact",
-                  help="Off: a fixed seeded subset (5,000 per split for paths, 1,000 for planes) — reported on every figure.")  # fmt: skip
+                  help="Off: a fixed seeded subset (5,000 per split for paths, 500 per split for planes) — reported on every figure.")  # fmt: skip
 meta = {
     "models": [id_a, id_b],
     "task": task_name,
@@ -157,7 +157,7 @@ with tab_plane:
             ids3 = (id_a, id_b, third)
             shas = tuple(by_id[i].sha256 if i in by_id else by_id[id_b].sha256 for i in ids3)
             res = cache.landscape_plane(settings.workspace, ids3, shas, task_name, resolution, bn_reset,
-                                        None if exact else 1000, settings.seed, device,
+                                        None if exact else 500, settings.seed, device,
                                         progress=cb, on_level=show_level)  # fmt: skip
             bar.empty()
             preview.empty()

@@ -63,7 +63,8 @@ def weight_matching(
         generator: orders the permutations in each sweep; None uses a generator seeded with 0.
         max_iter: most sweeps.
         init_perm: starting permutation (default identity).
-        info: filled with the number of sweeps and the objective after each.
+        info: filled with the number of sweeps and the objective after each (computing the
+            objective costs time, so it is only done when ``info`` is given).
 
     Returns:
         ``perm`` such that ``apply_permutation(spec, perm, sd_b)`` is as close to ``sd_a`` as
@@ -92,12 +93,22 @@ def weight_matching(
             a_rows[(key, axis)] = _rows(sd_a[key].detach().float().cpu(), axis)  # (n, rest)
             b_w[key] = sd_b[key].detach().float().cpu()
     names = spec.names
-    info = info if info is not None else MatchingInfo()
+    # p's cost matrix depends only on the permutations sharing a tensor with it: when none of
+    # them changed since p was last solved, its LAP would return the same answer, so skip it.
+    neighbours = {p: {q for key, _ in pairs for q in spec.axes_to_perm[key] if q not in (None, p)}
+                  for p, pairs in spec.perm_to_axes.items()}  # fmt: skip
+    changed_at: dict[str, int] = {}
+    solved_at: dict[str, int] = {}
+    clock = 0
     for _ in range(max_iter):
         improved = False
         for i in torch.randperm(len(names), generator=gen).tolist():
             p = names[i]
             n = spec.sizes[p]
+            clock += 1
+            if p in solved_at and all(changed_at.get(q, -1) < solved_at[p] for q in neighbours[p]):
+                continue
+            solved_at[p] = clock
             cost = torch.zeros(n, n)  # (n_A, n_B) similarity of unit i of A and unit j of B
             for key, axis in spec.perm_to_axes[p]:
                 if (key, axis) not in a_rows:
@@ -110,11 +121,14 @@ def weight_matching(
             new = float(c[np.arange(n), col].sum())
             if new > old + 1e-12 * max(1.0, abs(old)):
                 perm[p] = torch.as_tensor(col, dtype=torch.int64)
+                changed_at[p] = clock
                 improved = True
-        info.sweeps += 1
-        info.objective.append(_objective(spec, perm, a_rows, b_w))
+        if info is not None:
+            info.sweeps += 1
+            info.objective.append(_objective(spec, perm, a_rows, b_w))
         if not improved:
-            info.converged = True
+            if info is not None:
+                info.converged = True
             break
     return perm
 

@@ -153,7 +153,7 @@ def plane(
     margin: float = 0.2,
     labels: Sequence[str] | None = None,
     recompute_bn: bool = False,
-    max_examples: int | None = 1000,
+    max_examples: int | None = 500,
     bn_examples: int = 1000,
     batch_size: int = 2048,
     device: str | torch.device = "cpu",
