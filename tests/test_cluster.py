@@ -94,3 +94,15 @@ def test_stability_and_agreement_hand_checked(blobs) -> None:
     assert canonical_labels(np.array([7, 7, 2, 9, 2])).tolist() == [0, 0, 1, 2, 1]
     with pytest.raises(ValueError, match="same non-zero length"):
         agreement([0, 1], [0])
+
+
+def test_kmeans_fast_paths_equal_the_straightforward_computation() -> None:
+    from core.cluster.kmeans import _mean_variance, _nearest, _sq_dist
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 7, generator=g, dtype=torch.float64) + 5.0
+    c = torch.randn(6, 7, generator=g, dtype=torch.float64) + 5.0
+    ref = ((x[:, None, :] - c[None, :, :]) ** 2).sum(2)  # (N, K) by definition
+    torch.testing.assert_close(_sq_dist(x, c, (x * x).sum(1)), ref)
+    assert torch.equal(_nearest(x, c), ref.argmin(1))
+    assert _mean_variance(x) == pytest.approx(float(x.var(0, unbiased=False).mean()), rel=1e-12)
