@@ -263,3 +263,20 @@ def test_umap_and_tsne_projections_run() -> None:
     assert u.coords.shape == (60, 2) and u.anchors["class_means"].shape == (3, 2)
     t = project(x, "tsne", labels=y, random_state=0)
     assert t.coords.shape == (60, 2) and np.isfinite(t.coords).all()
+
+
+def test_collapse_metrics_match_reference_across_chunks() -> None:
+    # 5,003 rows: the deviation pass streams several full chunks and a partial one through
+    # its reused buffer; float64 matches the reference tightly, float32 to float32 accuracy
+    h, y, w, b = _collapsed(c=4, d=40, n=1000)
+    h, y = torch.cat([h, h[:3]]), torch.cat([y, y[:3]])
+    gen = torch.Generator().manual_seed(5)
+    h = h + 0.5 * torch.randn(h.shape, generator=gen, dtype=torch.float64)
+    perm = torch.randperm(len(y), generator=gen)
+    h, y = h[perm], y[perm]
+    ref = _reference_nc(h, y, w, b)
+    ours = neural_collapse(h, y, (w, b))
+    ours32 = neural_collapse(h.float(), y, (w.float(), b.float()))
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        assert ours32[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
