@@ -39,8 +39,12 @@ if missing:
         f"(task vectors), and {len(DEFAULT_PLAN.independent_seeds)} independently trained models per "
         "architecture (mode connectivity). It trains in about a minute on a laptop CPU."
     )
+    if st.session_state.get("home.cancel"):
+        st.warning("Build cancelled: finished models are kept, the build resumes where it stopped.")
     if st.button("Build default zoo", type="primary", key="home.build"):
         bar = st.progress(0.0, text="Starting…")
+        # any click interrupts this run at the next progress update; a model is stored only when done
+        st.button("Cancel", key="home.cancel")
         with shown_errors("Building the default zoo"):
 
             def on_progress(info: dict) -> None:

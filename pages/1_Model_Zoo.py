@@ -30,6 +30,8 @@ tab_train, tab_import, tab_details, tab_delete = st.tabs(
 )
 
 with tab_train:
+    if st.session_state.get("zoo.cancel"):
+        st.warning("Training cancelled: nothing was stored (a model is stored only when done).")
     with st.form("zoo.train_form"):
         c1, c2 = st.columns(2)
         arch = c1.selectbox("Architecture", ARCHITECTURES.names(), key="zoo.arch")
@@ -45,6 +47,8 @@ with tab_train:
         submitted = st.form_submit_button("Train", type="primary")
     if submitted:
         bar = st.progress(0.0, text="Training…")
+        # any click interrupts this run at the next progress update, before anything is stored
+        st.button("Cancel training", key="zoo.cancel")
 
         def on_progress(info: dict) -> None:
             frac = info["step"] / max(info["steps"], 1)

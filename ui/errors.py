@@ -10,8 +10,10 @@ from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, Stop
 
 from core.data import DatasetUnavailable
 from core.io import CheckpointError
+from core.train import TrainingCancelled
 
-EXPECTED = (ValueError, TypeError, KeyError, FileNotFoundError, DatasetUnavailable, CheckpointError)
+EXPECTED = (ValueError, TypeError, KeyError, FileNotFoundError, DatasetUnavailable, CheckpointError,
+            TrainingCancelled)  # fmt: skip
 
 
 def message_of(err: BaseException) -> str:

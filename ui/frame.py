@@ -95,10 +95,15 @@ def frame(title: str, *, icon: str = ":material/science:", wide: bool = True) ->
                 st.error(f"Workspace not changed: {err}")
             else:
                 ss[state.WORKSPACE] = str(Path(new_ws).expanduser().resolve())
+    bad_ws = _workspace_ok(ss[state.WORKSPACE])
     dev = resolve_device(ss[state.DEVICE])
     st.sidebar.caption(f"Device: **{describe_device(dev)}**  \nSeed: **{ss[state.SEED]}**  \n"
                        f"Workspace: `{ss[state.WORKSPACE]}`")  # fmt: skip
     st.title(title)
+    if bad_ws:  # e.g. MIXMERGE_WORKSPACE names a file: say so instead of a traceback
+        st.error(f"The workspace cannot be used: {bad_ws}. Choose another folder under "
+                 "**Settings** in the sidebar, or set MIXMERGE_WORKSPACE.")  # fmt: skip
+        st.stop()
     return Settings(
         device=ss[state.DEVICE], seed=int(ss[state.SEED]), workspace=ss[state.WORKSPACE]
     )
