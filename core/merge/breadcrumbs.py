@@ -94,6 +94,8 @@ def breadcrumbs_tensor(
 def middle_mask(tau: Tensor, density: float, gamma: float) -> Tensor:
     """Per row of the last dimension: True for the entries ranked ⌊γ·D⌋ .. ⌊γ·D⌋ + kept − 1
     by magnitude (largest first)."""
+    if tau.numel() == 0:  # an empty tensor has nothing to mask (reshape(-1, 0) is ambiguous)
+        return torch.zeros_like(tau, dtype=torch.bool)
     rows = tau.reshape(1, -1) if tau.ndim <= 1 else tau.reshape(-1, tau.shape[-1])  # (R, D)
     d = rows.shape[1]
     n_top = math.floor(gamma * d)

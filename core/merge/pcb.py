@@ -59,6 +59,8 @@ def pcb(
 def pcb_task_vector(taus: Tensor, density: float) -> Tensor:
     """The PCB-merged task vector τ_m of (N, P) flattened task vectors."""
     n = taus.shape[0]
+    if taus.shape[1] == 0:  # no parameters (empty tensors): nothing to merge
+        return taus.sum(dim=0)  # (0,)
     mag = _clamp_rows(taus.abs(), CLIP, 1.0 - CLIP)  # (N, P)
     clipped = taus.sign() * mag  # (N, P)
     intra = torch.exp(n * _minmax_rows(mag) ** 2)  # (N, P)
