@@ -97,3 +97,32 @@ def test_loss_errors_name_the_argument() -> None:
         mixup_cross_entropy(logits, ya.float(), yb, lam)
     with pytest.raises(ValueError, match="mode"):
         decoupled_mixup_loss(logits, ya, yb, lam, mode="all")
+
+
+def test_decoupled_soft_target_loss_equals_the_index_form() -> None:
+    from core.mixup.losses import decoupled_loss_fn, decoupled_soft_target_loss, smooth_targets
+
+    g = torch.Generator().manual_seed(0)
+    n, c = 12, 6
+    logits = torch.randn(n, c, generator=g, dtype=torch.float64)
+    ya = torch.randint(0, c, (n,), generator=g)
+    yb = (ya + torch.randint(1, c, (n,), generator=g)) % c  # a different class
+    yb[:2] = ya[:2]  # same-class pairs: no extra term
+    lam = torch.rand(n, generator=g, dtype=torch.float64)
+    lam[2], lam[3] = 1.0, 0.0  # unmixed rows
+    target = lam[:, None] * F.one_hot(ya, c) + (1 - lam[:, None]) * F.one_hot(yb, c)
+    for mode in ("both", "more", "less"):
+        got = decoupled_soft_target_loss(logits, target, eta=0.7, mode=mode, power=2.0,
+                                         reduction="none")  # fmt: skip
+        ref = decoupled_mixup_loss(logits, ya, yb, lam.float(), eta=0.7, mode=mode, power=2.0,
+                                   reduction="none")  # fmt: skip
+        torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    # a smoothing floor cancels in λ: extra term as without smoothing, base on smoothed targets
+    s = smooth_targets(target, 0.1)
+    extra = (decoupled_mixup_loss(logits, ya, yb, lam.float(), eta=1.0, reduction="none")
+             - mixup_cross_entropy(logits, ya, yb, lam, reduction="none"))  # fmt: skip
+    expect = soft_target_cross_entropy(logits, s, reduction="none") + extra
+    got = decoupled_soft_target_loss(logits, s, eta=1.0, reduction="none")
+    torch.testing.assert_close(got, expect, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(decoupled_loss_fn(eta=0.7)(logits, target),
+                               decoupled_soft_target_loss(logits, target, eta=0.7))  # fmt: skip

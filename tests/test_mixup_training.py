@@ -67,3 +67,34 @@ def test_train_mixers_validates(tmp_path: Path) -> None:
         MixMethod("nope")
     with pytest.raises(ValueError, match="distinct labels"):
         train_mixers(zoo, task="digits", methods=[MixMethod(), MixMethod()])
+
+
+def test_train_mixers_with_the_decoupled_mixup_loss(tmp_path: Path) -> None:
+    zoo = Zoo(tmp_path / "ws")
+    methods = [MixMethod("mixup", {"alpha": 1.0}, label="ce"),
+               MixMethod("mixup", {"alpha": 1.0}, loss="decoupled", loss_params={"eta": 0.0},
+                         label="dm0"),
+               MixMethod("mixup", {"alpha": 1.0}, loss="decoupled", loss_params={"eta": 1.0})]  # fmt: skip
+    rec = train_mixers(zoo, task="digits", methods=methods, arch="mlp",
+                       arch_kwargs={"width": 16, "depth": 1}, n_train=64,
+                       config=TrainConfig(epochs=1, batch_size=32, seed=1), device="cpu")  # fmt: skip
+    assert set(rec["methods"]) == {"ce", "dm0", "mixup α=1 + DM η=1"}
+    sd = {k: zoo.state_dict(v["model_id"]) for k, v in rec["methods"].items()}
+    # η = 0 is the soft-target CE: the same model; η = 1 trains a different one
+    assert all(torch.allclose(sd["ce"][k], sd["dm0"][k], atol=1e-6) for k in sd["ce"])
+    assert any(not torch.allclose(sd["ce"][k], sd["mixup α=1 + DM η=1"][k]) for k in sd["ce"])
+    model_rec = zoo.get(rec["methods"]["mixup α=1 + DM η=1"]["model_id"])
+    assert model_rec.recipe["loss"] == "decoupled" and model_rec.recipe["loss_params"] == {
+        "eta": 1.0
+    }
+
+
+def test_mix_method_checks_the_loss() -> None:
+    with pytest.raises(ValueError, match="loss"):
+        MixMethod("mixup", loss="focal")
+    with pytest.raises(ValueError, match="loss_params"):
+        MixMethod("mixup", loss_params={"eta": 1.0})
+    with pytest.raises(ValueError, match="eta"):
+        MixMethod("mixup", loss="decoupled", loss_params={"eta": -1.0})
+    with pytest.raises(TypeError):
+        MixMethod("mixup", loss="decoupled", loss_params={"gamma": 1.0})

@@ -14,6 +14,8 @@ smoothing, targets with a separate label λ, and the Decoupled Mixup loss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -118,8 +120,68 @@ def decoupled_mixup_loss(
     check_choice("mode", mode, ("both", "more", "less"))
     check_range("power", power, 0.0, 10.0)
     base = mixup_cross_entropy(logits, y_a, y_b, lam, reduction="none")  # (N,)
+    lam_t = _lam_rows(lam, logits.shape[0], logits)
+    return _reduce(base + eta * _decoupled_term(logits, y_a, y_b, lam_t, mode, power), reduction)
+
+
+def decoupled_soft_target_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    eta: float = 0.1,
+    mode: str = "both",
+    power: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """The Decoupled Mixup loss read from soft targets (``core.train``'s ``loss_fn`` form).
+
+    Soft-target CE + η (g(λ) DCE_a + g(1 - λ) DCE_b), where a and b are each row's two
+    largest target classes and λ = (t_a − m) / (t_a + t_b − 2m) with m the row's smallest
+    entry, so a label-smoothing floor s/C cancels: for t = (1 − s)(λ e_a + (1 − λ) e_b) + s/C
+    this is the λ that was mixed. Rows with a single class above the floor get no extra term.
+    On unsmoothed two-class targets it equals :func:`decoupled_mixup_loss`.
+
+    Args:
+        logits: (N, C).
+        target: (N, C) soft targets (e.g. :attr:`MixResult.y`); C ≥ 2.
+        eta, mode, power, reduction: as in :func:`decoupled_mixup_loss`.
+    """
+    check_range("eta", eta, 0.0, None)
+    check_choice("mode", mode, ("both", "more", "less"))
+    check_range("power", power, 0.0, 10.0)
+    base = soft_target_cross_entropy(logits, target, reduction="none")  # (N,) checks shapes
+    if target.shape[1] < 2:
+        raise ValueError(f"target must have at least 2 classes, got shape {tuple(target.shape)}")
+    top = target.topk(2, dim=1)  # values, indices (N, 2): the two mixed classes
+    floor = target.min(dim=1).values  # (N,) smoothing floor (0 without smoothing)
+    wa, wb = top.values[:, 0] - floor, top.values[:, 1] - floor  # (N,)
+    y_a = top.indices[:, 0]
+    y_b = torch.where(wb > 0, top.indices[:, 1], y_a)  # one class only: no extra term
+    lam_t = (wa / (wa + wb).clamp_min(torch.finfo(wa.dtype).tiny)).clamp(0.0, 1.0).float()
+    return _reduce(base + eta * _decoupled_term(logits, y_a, y_b, lam_t, mode, power), reduction)
+
+
+def decoupled_loss_fn(
+    *, eta: float = 0.1, mode: str = "both", power: float = 1.0
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """``loss_fn(logits, soft_targets)`` for :func:`core.train.train`: the Decoupled Mixup loss
+    (:func:`decoupled_soft_target_loss`, mean over the batch), arguments checked now."""
+    check_range("eta", eta, 0.0, None)
+    check_choice("mode", mode, ("both", "more", "less"))
+    check_range("power", power, 0.0, 10.0)
+
+    def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
+        return decoupled_soft_target_loss(logits, target, eta=eta, mode=mode, power=power)
+
+    loss_fn.__name__ = f"decoupled_eta{eta:g}"
+    return loss_fn
+
+
+def _decoupled_term(
+    logits: Tensor, y_a: Tensor, y_b: Tensor, lam_t: Tensor, mode: str, power: float
+) -> Tensor:
+    """(N,) g(λ) DCE_a + g(1 - λ) DCE_b per row; 0 on rows that are not mixed."""
     n = logits.shape[0]
-    lam_t = _lam_rows(lam, n, logits)
     mixed = (y_a != y_b) & (lam_t > 0) & (lam_t < 1)  # (N,) rows with two distinct classes
     others = torch.ones_like(logits, dtype=torch.bool)  # (N, C) classes outside the mix
     others[torch.arange(n), y_a] = False
@@ -135,8 +197,7 @@ def decoupled_mixup_loss(
         w_a, w_b = torch.where(lam_t >= 0.5, w_a, 0.0), torch.where(lam_t < 0.5, w_b, 0.0)
     elif mode == "less":
         w_a, w_b = torch.where(lam_t < 0.5, w_a, 0.0), torch.where(lam_t >= 0.5, w_b, 0.0)
-    extra = torch.where(mixed, w_a * dce(y_a) + w_b * dce(y_b), torch.zeros_like(base))
-    return _reduce(base + eta * extra, reduction)
+    return torch.where(mixed, w_a * dce(y_a) + w_b * dce(y_b), torch.zeros_like(lam_t))
 
 
 def _reduce(per_row: Tensor, reduction: str) -> Tensor:

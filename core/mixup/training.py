@@ -17,17 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from ..calibration import model_reliability
 from ..models import ARCHITECTURES, create_model
 from ..train import TrainConfig, evaluate, train
 from ..zoo import Zoo, slugify
 from . import MIXERS, mix_fn
+from .losses import decoupled_loss_fn
 
 RUN_KIND = "mixup_run"
 ERM = "erm"
+LOSSES = ("soft_ce", "decoupled")
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,17 @@ class MixMethod:
         hyper: keyword arguments for :func:`core.mixup.mix` (``alpha``, ``prob``, ``lam_y``,
             the mixer's own hyperparameters...).
         mix_until_epoch: early-stopped mixup: mixing off from this epoch on (None = always).
+        loss: "soft_ce" (soft-target cross-entropy) or "decoupled" (the Decoupled Mixup loss,
+            :func:`core.mixup.losses.decoupled_soft_target_loss`).
+        loss_params: keyword arguments of the loss ("decoupled": ``eta``, ``mode``, ``power``).
         label: display name (default built from the above).
     """
 
     mixer: str | None = None
     hyper: Mapping[str, Any] = field(default_factory=dict)
     mix_until_epoch: int | None = None
+    loss: str = "soft_ce"
+    loss_params: Mapping[str, Any] = field(default_factory=dict)
     label: str = ""
 
     def __post_init__(self) -> None:
@@ -52,18 +59,32 @@ class MixMethod:
             MIXERS[self.mixer]
         if self.mix_until_epoch is not None:
             check_int("mix_until_epoch", self.mix_until_epoch, 0)
+        check_choice("loss", self.loss, LOSSES)
+        if self.loss == "soft_ce" and self.loss_params:
+            raise ValueError(f"loss_params must be empty for loss='soft_ce', "
+                             f"got {sorted(self.loss_params)}")  # fmt: skip
+        self.loss_fn()  # checks loss_params now, not at the first batch
         if not self.label:
             name = self.mixer or ERM
             if self.mixer and "alpha" in self.hyper:
                 name += f" α={self.hyper['alpha']:g}"
+            if self.loss == "decoupled":
+                name += f" + DM η={self.loss_params.get('eta', 0.1):g}"
             if self.mix_until_epoch is not None and self.mixer:
                 name += f" (off at {self.mix_until_epoch})"
             object.__setattr__(self, "label", name)
 
+    def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """The ``loss_fn`` for :func:`core.train.train` (None: soft-target cross-entropy)."""
+        if self.loss == "decoupled":
+            return decoupled_loss_fn(**self.loss_params)
+        return None
+
     def recipe(self) -> dict[str, Any]:
         hyper = {k: v for k, v in self.hyper.items() if not isinstance(v, nn.Module | torch.Tensor)}
         return {"mixer": self.mixer or ERM, "hyperparameters": hyper,
-                "mix_until_epoch": self.mix_until_epoch}  # fmt: skip
+                "mix_until_epoch": self.mix_until_epoch, "loss": self.loss,
+                "loss_params": dict(self.loss_params)}  # fmt: skip
 
 
 def train_mixers(
@@ -140,7 +161,7 @@ def train_mixers(
                 progress({**info, "method": k + 1, "methods": len(methods), "label": label})
 
         hist = train(model, x, y, cfg, n_classes=ds.n_classes, eval_data=(ds.x_test, ds.y_test),
-                     mix_fn=fn, device=device, progress=report, epoch_callback=epoch_callback,
+                     mix_fn=fn, loss_fn=method.loss_fn(), device=device, progress=report, epoch_callback=epoch_callback,
                      should_stop=should_stop)  # fmt: skip
         model = model.cpu().eval()
         ev = evaluate(model, ds.x_test, ds.y_test, device="cpu")
