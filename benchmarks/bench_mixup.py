@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 from collections.abc import Callable
 
@@ -28,16 +27,21 @@ import torch
 from core.mixup import fmix_masks, mix
 
 
-def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(warmup):
+def timed_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best wall time of each ``fn`` in milliseconds, the candidates run in turn each round.
+
+    On a shared machine the load moves during a run; interleaving lets every candidate see the
+    same conditions and the minimum is the least disturbed measurement.
+    """
+    for fn in fns.values():
         fn()
-    times = []
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) * 1e3)
+    return best
 
 
 def numpy_fmix_mask(
@@ -85,12 +89,9 @@ def main() -> None:
 
         return f
 
-    rows: dict[str, dict[str, float]] = {"mixup": {}, "cutmix": {}}
-    copy_ms = timed(run(lambda: x.clone()), args.repeats)
-    for name in rows:
-        rows[name]["core"] = timed(
-            run(lambda name=name: mix(name, x, y, generator=g, n_classes=k)), args.repeats
-        )
+    fns: dict[str, Callable[[], object]] = {"copy": run(lambda: x.clone())}
+    for name in ("mixup", "cutmix"):
+        fns[f"{name}/core"] = run(lambda name=name: mix(name, x, y, generator=g, n_classes=k))
     try:
         from torchvision.transforms import v2
 
@@ -99,7 +100,7 @@ def main() -> None:
             "cutmix": v2.CutMix(alpha=1.0, num_classes=k),
         }
         for name, t in tv.items():
-            rows[name]["torchvision"] = timed(run(lambda t=t: t(x, y)), args.repeats)
+            fns[f"{name}/torchvision"] = run(lambda t=t: t(x, y))
     except ImportError as err:
         print(f"torchvision unavailable ({err}); skipped")
     try:
@@ -111,9 +112,16 @@ def main() -> None:
             "cutmix": Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, num_classes=k, label_smoothing=0.0),
         }
         for name, t in timm_fns.items():
-            rows[name]["timm"] = timed(run(lambda t=t: t(scratch, y)), args.repeats)
+            fns[f"{name}/timm"] = run(lambda t=t: t(scratch, y))
     except ImportError as err:
         print(f"timm unavailable ({err}); skipped")
+    best = timed_interleaved(fns, args.repeats)
+    copy_ms = best["copy"]
+    rows: dict[str, dict[str, float]] = {"mixup": {}, "cutmix": {}}
+    for key, ms in best.items():
+        if "/" in key:
+            name, who = key.split("/")
+            rows[name][who] = ms
 
     cpu = "unknown CPU"
     try:
@@ -126,7 +134,7 @@ def main() -> None:
         pass
     print(
         f"\n{cpu}, {args.threads} threads, torch {torch.__version__}, {platform.python_version()}, "
-        f"device {dev}; batch {n}x3x{s}x{s} float32, median of {args.repeats}\n"
+        f"device {dev}; batch {n}x3x{s}x{s} float32, best of {args.repeats} interleaved\n"
     )
     print(
         "| mixer | core (ms) | torchvision (ms) | timm (ms) | plain copy (ms) | tv / core | timm / core | core / copy |"
@@ -146,11 +154,15 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for side in (32, 224):
         lam = torch.rand(n, generator=g)
-        t_ms = timed(run(lambda side=side, lam=lam: fmix_masks(lam.to(dev), side, side, generator=g)),
-                     args.repeats)  # fmt: skip
         lam_np = lam.numpy()
-        np_ms = timed(lambda side=side, lam_np=lam_np: [numpy_fmix_mask(float(v), (side, side), 3.0, rng) for v in lam_np],
-                      max(3, args.repeats // 2), warmup=1)  # fmt: skip
+        best = timed_interleaved(
+            {
+                "torch": run(lambda side=side, lam=lam: fmix_masks(lam.to(dev), side, side, generator=g)),
+                "numpy": lambda side=side, lam_np=lam_np: [numpy_fmix_mask(float(v), (side, side), 3.0, rng) for v in lam_np],
+            },
+            max(3, args.repeats // 2),
+        )  # fmt: skip
+        t_ms, np_ms = best["torch"], best["numpy"]
         print(f"| {n} x {side}x{side} | {t_ms:.1f} | {np_ms:.1f} | {np_ms / t_ms:.2f}x |")
 
 
