@@ -83,7 +83,6 @@ def test_independent_setting_and_bad_selection(workspace_env: Path) -> None:
     assert any("architecture" in e.value for e in at.error)
 
 
-@pytest.mark.slow
 def test_save_merged_model_to_zoo(
     tiny_zoo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,6 +99,36 @@ def test_save_merged_model_to_zoo(
     assert rec.role == "merged" and rec.base_id == "mlp-base"
     assert rec.recipe["method"] == "task_arithmetic"
     assert rec.recipe["hyperparameters"]["scale"] == 0.5 and rec.recipe["source_ids"] == FT
+
+
+def test_panels_landscape_sweep_comparison_full(workspace_env: Path) -> None:
+    at = _lab_page()
+    at.slider(key="merge.land_res").set_value(3)
+    at.button(key="merge.land_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Best grid point" in c.value for c in at.caption)
+    at.slider(key="merge.sweep_n").set_value(3)
+    at.button(key="merge.sweep_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.multiselect(key="merge.cmp_methods").set_value(["task_arithmetic", "average", "ties"])
+    at.checkbox(key="merge.cmp_full").uncheck()
+    at.button(key="merge.cmp_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = next(d.value for d in at.dataframe if "ci_low" in d.value.columns)
+    assert list(table["method"]) == ["task_arithmetic", "average", "ties"]
+    assert table["ci_low"].le(table["average"]).all()
+    at.button(key="merge.full_go").click().run()
+    assert "Average accuracy (full test sets)" in _metrics(at)
+
+
+def test_data_dependent_method_computes_inputs_on_demand(workspace_env: Path) -> None:
+    at = _lab_page()
+    at.selectbox(key="merge.method").set_value("fisher").run()
+    assert not at.exception
+    assert "Average accuracy" not in _metrics(at)
+    at.button(key="merge.compute_inputs").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Average accuracy" in _metrics(at)
 
 
 def test_empty_zoo_shows_hint(empty_workspace: Path) -> None:
