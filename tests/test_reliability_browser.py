@@ -71,8 +71,10 @@ def test_cancel_training_from_the_ui_stores_nothing(tmp_path: Path) -> None:
             slider.focus()
             slider.press("End")  # 30 epochs: far longer than the test waits
             page.get_by_role("button", name="Train", exact=True).click()
-            expect(page.get_by_text("epoch 1/30").first).to_be_visible(timeout=60_000)
-            page.get_by_role("button", name="Cancel training").click()
+            cancel = page.get_by_role("button", name="Cancel training")
+            cancel.wait_for(timeout=60_000)
+            page.wait_for_timeout(3000)  # training is under way
+            cancel.click()
             expect(page.get_by_text("Training cancelled").first).to_be_visible(timeout=60_000)
             browser.close()
         time.sleep(1.0)  # the interrupted run has unwound
