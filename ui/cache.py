@@ -130,7 +130,9 @@ def mixup_gallery(
         labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[:n_images])]
     grid_lams = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
     return {
-        "gallery": gallery(method, images, labels, alpha=alpha, lam=lam, per_sample=per_sample, seed=seed),
+        "gallery": gallery(
+            method, images, labels, alpha=alpha, lam=lam, per_sample=per_sample, seed=seed
+        ),
         "grid": lam_grid(method, images[:2], grid_lams, seed=seed),
         "methods": methods_side_by_side(images[:2], lam=0.5 if lam is None else lam, seed=seed),
     }
