@@ -84,7 +84,7 @@ def _push(at: AppTest, end: str) -> None:
     its last option and every text input to hostile text (widgets not disabled)."""
     for w in at.number_input:
         if not w.disabled:
-            v = w.min_value if end == "min" else w.max_value
+            v = w.min if end == "min" else w.max
             if v is not None:
                 w.set_value(v)
     for w in at.slider:

@@ -211,7 +211,10 @@ def test_neural_collapse_never_crashes(
     if ok:
         assert set(res) >= {"nc1", "nc2_equinorm", "nc2_equiangular"}
         if kind == "normal":
-            assert all(not math.isnan(v) for v in res.values() if isinstance(v, float)), res
+            # metrics that need a classifier (nc3, nc4, ...) are NaN without one, by design
+            assert all(
+                not math.isnan(res[k]) for k in ("nc1", "nc2_equinorm", "nc2_equiangular")
+            ), res
 
 
 # ----------------------------------------------------------------------------- clustering
