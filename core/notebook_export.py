@@ -212,15 +212,20 @@ def _training_history(args: Mapping[str, Any]) -> list[Cell]:
 )
 def _merge_accuracy(args: Mapping[str, Any]) -> list[Cell]:
     """args: ``models`` (zoo ids), ``base`` (id or None), ``method``, ``hyperparameters``,
-    ``seed``, ``n_per_task``, ``random_state``, ``full``, ``recompute_bn``, ``title``."""
+    ``seed``, ``n_per_task``, ``random_state``, ``full``, ``recompute_bn``, ``title``,
+    ``chart`` ("bars", the default, or "radar")."""
     title = args.get("title", "Per-task accuracy")
+    chart = args.get("chart", "bars")
+    if chart not in ("bars", "radar"):
+        raise ValueError(f"recipe args['chart'] must be 'bars' or 'radar', got {chart!r}")
+    figure_fn = "task_radar_figure" if chart == "radar" else "task_accuracy_figure"
     return [
         markdown(
             "Merge the models with the recipe's method and hyperparameters and evaluate each task "
             "on the same seeded evaluation subset as the Merge Lab (or the full test sets)."
         ),
         code(
-            "from core.figures.merge import task_accuracy_figure\n"
+            f"from core.figures.merge import {figure_fn}\n"
             "from core.merge_eval import DEFAULT_N_PER_TASK, lab_from_zoo\n\n"
             'lab = lab_from_zoo(zoo, ARGS["models"], base_id=ARGS.get("base"),\n'
             '                   n_per_task=ARGS.get("n_per_task", DEFAULT_N_PER_TASK),\n'
@@ -228,30 +233,234 @@ def _merge_accuracy(args: Mapping[str, Any]) -> list[Cell]:
             "# data-dependent inputs (Fisher, Gram matrices...) are computed by the lab as on the page\n"
             'result = lab.run(ARGS["method"], ARGS.get("hyperparameters", {}), full=ARGS.get("full", False),\n'
             '                 seed=ARGS.get("seed", 0), recompute_bn=ARGS.get("recompute_bn", False))\n'
-            f"fig = task_accuracy_figure(result, title={title!r})"
+            f"fig = {figure_fn}(result, title={title!r})"
         ),
     ]
 
 
 @register(
     "mixup_gallery",
-    description="Mixed photos with their label weights",
+    description="Mixed images with their label weights",
     requires=("method", "images"),
 )
 def _mixup_gallery(args: Mapping[str, Any]) -> list[Cell]:
-    """args: ``method`` (a pixel mixer), ``images`` (photo names from ``core.data.load_photos``),
-    ``alpha``, ``lam`` (None: drawn from Beta(α, α)), ``per_sample``, ``seed``, ``size``."""
+    """args: ``method`` (a pixel mixer), ``images`` (photo names from ``core.data.load_photos``;
+    with ``source="dataset"`` only a record of the labels), ``alpha``, ``lam`` (None: drawn
+    from Beta(α, α)), ``per_sample``, ``seed``, ``size``; ``source`` ("photos", the default, or
+    "dataset": the first ``n_images`` test images of ``task``, as on the page)."""
+    source = args.get("source", "photos")
+    if source == "photos":
+        load = (
+            "from core.data import photo_batch\n\n"
+            'images, labels = photo_batch(list(ARGS["images"]), size=ARGS.get("size", 96))  # (N, 3, H, W)\n'
+        )
+    elif source == "dataset":
+        _need_str(args, "task")
+        _need_int(args, "n_images", 2)
+        load = (
+            "from core.data import denormalize, get_task\n\n"
+            'ds = get_task(ARGS["task"])\n'
+            'images = denormalize(ds.x_test[: ARGS["n_images"]])  # (N, 1, 28, 28) in [0, 1]\n'
+            'labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[: ARGS["n_images"]])]\n'
+        )
+    else:
+        raise ValueError(f"recipe args['source'] must be 'photos' or 'dataset', got {source!r}")
     return [
-        markdown("Mix the same photos with the same mixer, α / λ and seed as the Mixup Gallery."),
+        markdown("Mix the same images with the same mixer, α / λ and seed as the Mixup Gallery."),
         code(
-            "import torch\n\n"
-            "from core.data import load_photos\n"
-            "from core.figures.mixup import gallery_figure\n"
+            load + "\nfrom core.figures.mixup import gallery_figure\n"
             "from core.mixup.gallery import gallery\n\n"
-            'photos = load_photos(ARGS.get("size", 96))\n'
-            'images = torch.stack([photos[n] for n in ARGS["images"]])  # (N, 3, H, W)\n'
-            'data = gallery(ARGS["method"], images, ARGS["images"], alpha=ARGS.get("alpha", 1.0),\n'
+            'data = gallery(ARGS["method"], images, labels, alpha=ARGS.get("alpha", 1.0),\n'
             '               lam=ARGS.get("lam"), per_sample=ARGS.get("per_sample", True), seed=ARGS.get("seed", 0))\n'
             "fig = gallery_figure(data)"
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- argument checks
+def _need_str(args: Mapping[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"recipe args[{name!r}] must be a non-empty string, got {value!r}")
+    return value
+
+
+def _need_int(args: Mapping[str, Any], name: str, low: int) -> int:
+    value = args.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"recipe args[{name!r}] must be an int >= {low}, got {value!r}")
+    return value
+
+
+def _need_ids(args: Mapping[str, Any], name: str, n: int) -> list[str]:
+    value = args.get(name)
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != n
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise ValueError(f"recipe args[{name!r}] must be a list of {n} model ids, got {value!r}")
+    return list(value)
+
+
+def _device_cell() -> Cell:
+    """``DEVICE``: the page's device, or the CPU where the notebook runs without that GPU."""
+    return code(
+        "import torch\n\n"
+        'DEVICE = ARGS.get("device", "cpu")\n'
+        'if DEVICE.startswith("cuda") and not torch.cuda.is_available():\n'
+        '    DEVICE = "cpu"  # computed on a GPU: numbers may differ in the last digits'
+    )
+
+
+# ---------------------------------------------------------------------------- interpolation
+@register(
+    "interpolation_paths",
+    description="Loss and accuracy along the paths between two models",
+    requires=("models", "task"),
+)
+def _interpolation_paths(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` ([A, B] zoo ids), ``task``, ``methods`` (any of "naive", "weight
+    matching", "activation matching"), ``n_points``, ``recompute_bn``, ``max_examples``
+    (None: all examples), ``seed`` (weight-matching order), ``device``, ``title``."""
+    _need_ids(args, "models", 2)
+    _need_str(args, "task")
+    methods = args.get("methods", ["naive", "weight matching", "activation matching"])
+    if not isinstance(methods, (list, tuple)) or not methods:
+        raise ValueError(f"recipe args['methods'] must be a non-empty list, got {methods!r}")
+    a, b = args["models"]
+    title = args.get("title", f"{a} → {b} on {args['task']}")
+    return [
+        markdown(
+            "Align B to A with each method and evaluate the straight line from A to B on the same "
+            "seeded subset of each split as the Interpolation page (or all examples)."
+        ),
+        _device_cell(),
+        code(
+            "from core.data import get_task\n"
+            "from core.figures.landscape import path_figure\n"
+            "from core.landscape import compare_paths\n\n"
+            'id_a, id_b = ARGS["models"]\n'
+            "model = zoo.load_model(id_a, device=DEVICE)\n"
+            "paths = compare_paths(\n"
+            '    model, zoo.state_dict(id_a), zoo.state_dict(id_b), get_task(ARGS["task"]),\n'
+            '    methods=tuple(ARGS.get("methods", ("naive", "weight matching", "activation matching"))),\n'
+            '    n_points=ARGS.get("n_points", 25), recompute_bn=ARGS.get("recompute_bn", False),\n'
+            '    max_examples=ARGS.get("max_examples", 5000),\n'
+            '    generator=torch.Generator().manual_seed(ARGS.get("seed", 0)), device=DEVICE,\n'
+            ")\n"
+            f"fig = path_figure(paths, title={title!r})"
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- feature geometry
+def _geometry_report_cells(args: Mapping[str, Any]) -> list[Cell]:
+    _need_str(args, "model")
+    _need_str(args, "task")
+    _need_int(args, "n", 1)
+    split = args.get("split", "train")
+    if split not in ("train", "test"):
+        raise ValueError(f"recipe args['split'] must be 'train' or 'test', got {split!r}")
+    return [
+        markdown(
+            "Features of the model on the same seeded rows of the split as the Feature Geometry "
+            "page, with their neural-collapse metrics (`report['nc']`)."
+        ),
+        _device_cell(),
+        code(
+            "from core.data import get_task\n"
+            "from core.geometry import feature_report, projection_report, sample_rows\n\n"
+            'ds = get_task(ARGS["task"])\n'
+            'x, y = (ds.x_train, ds.y_train) if ARGS.get("split", "train") == "train" else (ds.x_test, ds.y_test)\n'
+            'xs, ys = sample_rows(x, y, ARGS["n"], random_state=ARGS.get("seed", 0))\n'
+            'model = zoo.load_model(ARGS["model"], device=DEVICE)\n'
+            "report = feature_report(model, xs, ys, device=DEVICE)\n"
+            'report["nc"]'
+        ),
+    ]
+
+
+@register(
+    "geometry_projection",
+    description="2-D projection of a model's features with class means and classifier directions",
+    requires=("model", "task", "n"),
+)
+def _geometry_projection(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``model`` (zoo id), ``task``, ``split`` ("test" or "train"), ``n`` (rows),
+    ``seed`` (rows and projection), ``method`` ("pca", "class_plane", "umap", "tsne"),
+    ``device``, ``title``."""
+    method = args.get("method", "pca")
+    if method not in ("pca", "class_plane", "umap", "tsne"):
+        raise ValueError(
+            f"recipe args['method'] must be one of pca, class_plane, umap, tsne, got {method!r}"
+        )
+    title = args.get("title", f"{args.get('model')} features on {args.get('task')} ({method})")
+    return [
+        *_geometry_report_cells(args),
+        code(
+            "from core.figures.geometry import projection_figure\n\n"
+            'proj = projection_report(report, ARGS.get("method", "pca"), random_state=ARGS.get("seed", 0))\n'
+            'fig = projection_figure(proj["coords"], report["labels"], class_names=list(ds.class_names),\n'
+            '                        anchors=proj["anchors"], anchor_classes=report["classes"].tolist(),\n'
+            f"                        title={title!r})"
+        ),
+    ]
+
+
+@register(
+    "geometry_etf",
+    description="Class-mean geometry of a model's features vs the simplex ETF",
+    requires=("model", "task", "n"),
+)
+def _geometry_etf(args: Mapping[str, Any]) -> list[Cell]:
+    """args: as ``geometry_projection`` without ``method``."""
+    return [
+        *_geometry_report_cells(args),
+        code(
+            "from core.figures.geometry import etf_figure\n\n"
+            'fig = etf_figure(report["gram"], report["ideal"],\n'
+            '                 class_names=[ds.class_names[c] for c in report["classes"]])'
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- clustering
+@register(
+    "cluster_k_selection",
+    description="Choosing the number of clusters with PPP, BIC and AIC",
+    requires=("source", "task", "n"),
+)
+def _cluster_k_selection(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``source`` ("features" of ``model``, or "pixels"), ``model`` (zoo id), ``task``,
+    ``n`` (training rows), ``seed`` (rows and k-means seeds), ``k_max``, ``n_seeds``, ``device``."""
+    source = args.get("source")
+    if source not in ("features", "pixels"):
+        raise ValueError(f"recipe args['source'] must be 'features' or 'pixels', got {source!r}")
+    if source == "features":
+        _need_str(args, "model")
+    _need_str(args, "task")
+    _need_int(args, "n", 1)
+    return [
+        markdown(
+            "PPP on the same seeded training rows as the Clustering page: k-means from several "
+            "seeds per k, each validated by a Gaussian mixture; BIC and AIC beside it."
+        ),
+        _device_cell(),
+        code(
+            "from core.cluster import agreement, ppp\n"
+            "from core.data import get_task\n"
+            "from core.figures.cluster import k_selection_figure\n"
+            "from core.geometry import extract_features, sample_rows\n\n"
+            'ds = get_task(ARGS["task"])\n'
+            'xs, ys = sample_rows(ds.x_train, ds.y_train, ARGS["n"], random_state=ARGS.get("seed", 0))\n'
+            'if ARGS["source"] == "features":\n'
+            '    data = extract_features(zoo.load_model(ARGS["model"], device=DEVICE), xs, device=DEVICE)\n'
+            "else:\n"
+            "    data = xs.flatten(1)  # raw pixels\n"
+            'res = ppp(data, k_max=ARGS.get("k_max", 12), random_state=ARGS.get("seed", 0),\n'
+            '          n_seeds=ARGS.get("n_seeds", 4), device=DEVICE)\n'
+            'print(f"chosen k = {res.k}", agreement(ys.numpy(), res.labels))\n'
+            "fig = k_selection_figure(res.ks, res.scores, chosen=res.k)"
         ),
     ]

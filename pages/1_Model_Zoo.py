@@ -8,6 +8,7 @@ import streamlit as st
 import ui
 from ui import cache
 from ui.errors import shown_errors
+from ui.figure_panel import show_figure
 from core.figures import history_figure
 from core.io import check_against, load_checkpoint, CheckpointError
 from core.models import ARCHITECTURES, create_model
@@ -101,9 +102,10 @@ with tab_details:
         rec = zoo.get(pick)
         hist = rec.metrics.get("history")
         if hist and hist.get("epoch"):
-            st.plotly_chart(
-                history_figure({rec.id: hist}, title=f"Training of {rec.id}"), key="zoo.history"
-            )
+            title = f"Training of {rec.id}"
+            show_figure(history_figure({rec.id: hist}, title=title), key="zoo.history",
+                        stem=f"training_{rec.id}", meta={"models": [rec.id]},
+                        recipe={"kind": "training_history", "args": {"models": [rec.id], "title": title}})  # fmt: skip
         st.json(
             {k: v for k, v in rec.to_dict().items() if k != "metrics"}
             | {"metrics": {k: v for k, v in rec.metrics.items() if k != "history"}},

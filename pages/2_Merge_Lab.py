@@ -132,12 +132,14 @@ for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, s
 
 meta = {"method": method, "hyperparameters": hyper, "models": list(model_ids), "base": base_id,
         "n_eval_per_task": n_eval, "seed": settings.seed, "merge_seed": int(merge_seed)}  # fmt: skip
+recipe_args = {"models": list(model_ids), "base": base_id, "method": method, "hyperparameters": hyper,
+               "seed": int(merge_seed), "n_per_task": int(n_eval), "random_state": settings.seed,
+               "recompute_bn": bool(recompute_bn)}  # fmt: skip
 chart = st.segmented_control("Chart", ["bars", "radar"], default="bars", key="merge.chart")
-if chart == "radar" and len(ev.tasks) >= 3:
-    fig = task_radar_figure(ev)
-else:
-    fig = task_accuracy_figure(ev)
-show_figure(fig, key="merge.live", stem=f"merge_lab_{method}", meta=meta)
+radar = chart == "radar" and len(ev.tasks) >= 3
+fig = task_radar_figure(ev) if radar else task_accuracy_figure(ev)
+show_figure(fig, key="merge.live", stem=f"merge_lab_{method}", meta=meta,
+            recipe={"kind": "merge_accuracy", "args": recipe_args | {"chart": "radar" if radar else "bars"}})  # fmt: skip
 
 # ------------------------------------------------------------------ panels
 tab_land, tab_sweep, tab_cmp, tab_full, tab_save = st.tabs(
@@ -243,7 +245,8 @@ with tab_full:
                 f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}] · normalised {full.average_normalized:.4f}"
             )
             show_figure(task_accuracy_figure(full), key="merge.full", stem=f"merge_lab_{method}_full",
-                        meta={**meta, "full": True})  # fmt: skip
+                        meta={**meta, "full": True},
+                        recipe={"kind": "merge_accuracy", "args": recipe_args | {"full": True}})  # fmt: skip
 
 with tab_save:
     name = st.text_input("Name in the zoo", value=f"merged-{method}", key="merge.save_name")

@@ -104,13 +104,12 @@ with tab_paths:
                                               settings.seed, device, progress=cb)  # fmt: skip
             bar.empty()
             fig = path_figure(paths, title=f"{id_a} → {id_b} on {task_name}")
-            show_figure(
-                fig,
-                key="interp.paths",
-                stem=f"interpolation_{id_a}_{id_b}",
-                data=path_data(paths),
-                meta=meta,
-            )
+            recipe = {"kind": "interpolation_paths", "args": {
+                "models": [id_a, id_b], "task": task_name, "methods": list(methods), "n_points": n_points,
+                "recompute_bn": bn_reset, "max_examples": None if exact else 5000, "seed": settings.seed,
+                "device": device, "title": f"{id_a} → {id_b} on {task_name}"}}  # fmt: skip
+            show_figure(fig, key="interp.paths", stem=f"interpolation_{id_a}_{id_b}", data=path_data(paths),
+                        meta=meta, recipe=recipe)  # fmt: skip
             reports = [barrier(p) for p in paths.values()]
             st.subheader("Barriers")
             st.dataframe(barrier_table(reports), hide_index=True, key="interp.barriers")

@@ -54,8 +54,10 @@ else:
                 "images": list(data["gallery"]["names"])}  # fmt: skip
         tab_g, tab_l, tab_m = st.tabs(["Gallery", "λ grid (one pair)", "All methods (one pair)"])
         with tab_g:
+            recipe = {"kind": "mixup_gallery", "args": meta | {"source": source, "task": task_name,
+                                                               "n_images": n_images}}  # fmt: skip
             show_figure(gallery_figure(data["gallery"]), key="mixup_gallery.gallery",
-                        stem=f"mixup_gallery_{method}", meta=meta)  # fmt: skip
+                        stem=f"mixup_gallery_{method}", meta=meta, recipe=recipe)  # fmt: skip
         with tab_l:
             show_figure(lam_grid_figure(data["grid"]), key="mixup_gallery.grid",
                         stem=f"mixup_lam_grid_{method}", meta=meta)  # fmt: skip

@@ -45,6 +45,7 @@ split = c3.radio("Split", ["train", "test"], horizontal=True, key="geometry.spli
                  help="Neural collapse is defined on the training set")  # fmt: skip
 n = c4.select_slider("Samples", [500, 1000, 2000, 5000], value=1000, key="geometry.n")
 meta = {"model": model_id, "task": task_name, "split": split, "n": n, "seed": settings.seed}
+recipe_args = meta | {"n": int(n), "device": device}
 
 report = None
 with shown_errors("Computing the features"):
@@ -84,12 +85,10 @@ with tab_proj:
             fig = projection_figure(proj["coords"], report["labels"], class_names=names, anchors=proj["anchors"],
                                     anchor_classes=report["classes"].tolist(),
                                     title=f"{model_id} features on {task_name} ({method})")  # fmt: skip
-            show_figure(
-                fig,
-                key="geometry.projection",
-                stem=f"geometry_{model_id}_{method}",
-                meta=meta | {"method": method},
-            )
+            show_figure(fig, key="geometry.projection", stem=f"geometry_{model_id}_{method}",
+                        meta=meta | {"method": method},
+                        recipe={"kind": "geometry_projection", "args": recipe_args | {"method": method,
+                                "title": f"{model_id} features on {task_name} ({method})"}})  # fmt: skip
             if not slow:
                 st.caption(f"The two axes keep {proj['explained']:.0%} of the variance. Arrows: classifier rows "
                            "w_c from the global mean (scaled to the mean class-mean norm).")  # fmt: skip
@@ -98,7 +97,8 @@ with tab_etf:
     fig = etf_figure(
         report["gram"], report["ideal"], class_names=[names[c] for c in report["classes"]]
     )
-    show_figure(fig, key="geometry.etf", stem=f"geometry_etf_{model_id}", meta=meta)
+    show_figure(fig, key="geometry.etf", stem=f"geometry_etf_{model_id}", meta=meta,
+                recipe={"kind": "geometry_etf", "args": recipe_args})  # fmt: skip
 
 with tab_mix:
     with st.form("geometry.mix_form"):
