@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,21 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.align import MatchingInfo, apply_permutation, spec_for, weight_matching  # noqa: E402
 from core.data import get_task  # noqa: E402
-from core.device import configure_threads  # noqa: E402
+from core.device import configure_threads, cpu_model  # noqa: E402
 from core.landscape import interpolate, plane  # noqa: E402
 from core.models import create_model  # noqa: E402
 from core.train import TrainConfig, train  # noqa: E402
 from core.zoo import DEFAULT_PLAN, Zoo  # noqa: E402
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _models(workspace: Path) -> dict[str, tuple[torch.nn.Module, dict]]:
@@ -175,7 +164,7 @@ def main() -> None:
     rows.append(("plane 21x21, 3 MLPs", f"coarse 5x5 picture ({n_sub} inputs per point)", marks["coarse"], "target < 1 s"))  # fmt: skip
     rows.append(("plane 21x21, 3 MLPs", "full grid (441 points)", total, "target < 15 s"))
 
-    print(f"\nMachine: {_cpu()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    print(f"\nMachine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {n_in} inputs; median of {args.repeats}\n")  # fmt: skip
     print("| task | tool | seconds | ratio |\n|---|---|---|---|")
     for task, tool, sec, ratio in rows:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.data import get_task  # noqa: E402
-from core.device import configure_threads  # noqa: E402
+from core.device import configure_threads, cpu_model  # noqa: E402
 from core.merge import merge  # noqa: E402
 from core.merge_eval import lab_from_zoo  # noqa: E402
 from core.models import create_model  # noqa: E402
@@ -39,16 +38,6 @@ from core.train import evaluate  # noqa: E402
 from core.zoo import Zoo, default_zoo_ids, ensure_default  # noqa: E402
 
 FT = ["mlp-ft-mnist", "mlp-ft-mnist_inverted", "mlp-ft-mnist_rotated", "mlp-ft-digits"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def moves(

@@ -8,25 +8,14 @@ measured time / 60 s.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from datetime import date
 
 import torch
 
-from core.device import configure_threads
+from core.device import configure_threads, cpu_model
 from core.zoo import Zoo, ensure_default
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
