@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._checks import check_int
 from .._registry import Hyper
 from ._base import (
     MIXERS,
+    LazyMask,
     MixResult,
     box_lam,
     box_mask,
+    check_image_shape,
     check_images,
     check_targets,
     mix_targets,
@@ -88,9 +89,7 @@ def sample_cutmix(
     generator: torch.Generator,
 ) -> CutMixParams:
     """Draw partners and boxes for a batch of ``shape`` (N, C, H, W)."""
-    if len(shape) != 4:
-        raise ValueError(f"shape must be (N, C, H, W), got {tuple(shape)}")
-    n, _, h, w = (check_int(f"shape[{i}]", int(s), 1) for i, s in enumerate(shape))
+    n, _, h, w = check_image_shape("shape", shape)
     partner = sample_partner(n, generator)
     lams = sample_lam(n if per_sample else 1, alpha=alpha, lam=lam, per_sample=per_sample,
                       generator=generator)  # fmt: skip
@@ -100,7 +99,11 @@ def sample_cutmix(
 
 
 def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
-    """Paste each row's box from its partner; targets weighted by the exact pixel shares."""
+    """Paste each row's box from its partner; targets weighted by the exact pixel shares.
+
+    The mask of the result is built only when it is read (galleries, the per-row gate): the
+    output is written without it.
+    """
     check_images("x", x)
     n, _, h, w = x.shape
     check_targets("y", y, n)
@@ -110,47 +113,38 @@ def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
         raise ValueError(f"params must hold boxes (N, 4) and partner (N,) for N={n}, "
                          f"got {tuple(params.boxes.shape)} and {tuple(params.partner.shape)}")  # fmt: skip
     partner = params.partner.to(x.device)
+    out = _paste_boxes(x, params.boxes, partner, shared=params.shared_box)
+    boxes, device = params.boxes, x.device
     if params.shared_box:
-        mask = box_mask(params.boxes[:1], h, w).to(x.device).expand(n, 1, h, w)
+        mask = LazyMask(lambda: box_mask(boxes[:1], h, w).to(device).expand(n, 1, h, w))
     else:
-        mask = box_mask(params.boxes, h, w).to(x.device)  # (N, 1, H, W)
-    if x.device.type == "cpu":
-        out = _paste_boxes(x, params.boxes, params.partner)
-    elif params.shared_box:
-        y0, y1, x0, x1 = (int(v) for v in params.boxes[0])
-        out = x.clone()
-        if y1 > y0 and x1 > x0:
-            out[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]
-    else:
-        out = torch.where(mask.bool(), x, x[partner])
+        mask = LazyMask(lambda: box_mask(boxes, h, w).to(device))  # (N, 1, H, W)
     lam = box_lam(params.boxes, h, w)  # (N,) exact own-pixel share
     return MixResult(x=out, y=mix_targets(y, partner, lam.to(y.device)), lam=lam,
                      partner=params.partner, mask=mask, lam_x=lam,
                      info={"boxes": params.boxes})  # fmt: skip
 
 
-def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor) -> Tensor:
+def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor, *, shared: bool) -> Tensor:
     """(N, C, H, W) ``x`` with each row's box (y0, y1, x0, x1) taken from its partner.
 
-    One pass over the batch: every output pixel is written once, straight from the row that
-    owns it (the bands above, below, left and right of the box from the row itself, the box from
-    the partner), with no clone-then-overwrite and no gathered partner batch.
+    A copy of the batch, then the boxes copied in place from the partners' rows: no gathered
+    partner batch and no mask. One box for the whole batch (``shared``) is one ``index_select``
+    into the box view; boxes per row are one small slice copy each.
     """
-    n, _, h, w = x.shape
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    out = x.clone()
+    if shared:
+        y0, y1, x0, x1 = boxes[0].tolist()
+        if y1 > y0 and x1 > x0:
+            src, dst = x[:, :, y0:y1, x0:x1], out[:, :, y0:y1, x0:x1]
+            if dst.device.type == "cpu":
+                torch.index_select(src, 0, partner, out=dst)  # writes through the view
+            else:
+                dst.copy_(src.index_select(0, partner))
+        return out
     for i, (j, (y0, y1, x0, x1)) in enumerate(zip(partner.tolist(), boxes.tolist(), strict=True)):
-        if y1 <= y0 or x1 <= x0:
-            out[i] = x[i]
-            continue
-        if y0 > 0:
-            out[i, :, :y0] = x[i, :, :y0]
-        if y1 < h:
-            out[i, :, y1:] = x[i, :, y1:]
-        if x0 > 0:
-            out[i, :, y0:y1, :x0] = x[i, :, y0:y1, :x0]
-        if x1 < w:
-            out[i, :, y0:y1, x1:] = x[i, :, y0:y1, x1:]
-        out[i, :, y0:y1, x0:x1] = x[j, :, y0:y1, x0:x1]
+        if i != j and y1 > y0 and x1 > x0:
+            out[i, :, y0:y1, x0:x1] = x[j, :, y0:y1, x0:x1]
     return out
 
 
@@ -175,6 +169,7 @@ def cutmix(
     generator: torch.Generator,
 ) -> MixResult:
     """Paste a box from the partner; λ = exact share of own pixels after clipping."""
+    check_image_shape("x", check_images("x", x).shape)
     params = sample_cutmix(x.shape, alpha=alpha, lam=lam, per_sample=per_sample, inside=inside,
                            generator=generator)  # fmt: skip
     return apply_cutmix(x, y, params)
