@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import pkgutil
 import pprint
 from collections.abc import Callable, Mapping
@@ -189,94 +190,6 @@ def write_notebook(recipe: Mapping[str, Any], path: str | Path, **kwargs: Any) -
     return p
 
 
-# ---------------------------------------------------------------------------- built-in templates
-@register("training_history", description="Training history of zoo models", requires=("models",))
-def _training_history(args: Mapping[str, Any]) -> list[Cell]:
-    title = args.get("title", "Training")
-    return [
-        markdown(
-            "Loss and test accuracy per epoch, as stored in the zoo when each model was trained."
-        ),
-        code(
-            "from core.figures import history_figure\n\n"
-            'histories = {mid: zoo.get(mid).metrics["history"] for mid in ARGS["models"]}\n'
-            f"fig = history_figure(histories, title={title!r})"
-        ),
-    ]
-
-
-@register(
-    "merge_accuracy",
-    description="Per-task accuracy of a merged model",
-    requires=("models", "method"),
-)
-def _merge_accuracy(args: Mapping[str, Any]) -> list[Cell]:
-    """args: ``models`` (zoo ids), ``base`` (id or None), ``method``, ``hyperparameters``,
-    ``seed``, ``n_per_task``, ``random_state``, ``full``, ``recompute_bn``, ``title``,
-    ``chart`` ("bars", the default, or "radar")."""
-    title = args.get("title", "Per-task accuracy")
-    chart = args.get("chart", "bars")
-    if chart not in ("bars", "radar"):
-        raise ValueError(f"recipe args['chart'] must be 'bars' or 'radar', got {chart!r}")
-    figure_fn = "task_radar_figure" if chart == "radar" else "task_accuracy_figure"
-    return [
-        markdown(
-            "Merge the models with the recipe's method and hyperparameters and evaluate each task "
-            "on the same seeded evaluation subset as the Merge Lab (or the full test sets)."
-        ),
-        code(
-            f"from core.figures.merge import {figure_fn}\n"
-            "from core.merge_eval import DEFAULT_N_PER_TASK, lab_from_zoo\n\n"
-            'lab = lab_from_zoo(zoo, ARGS["models"], base_id=ARGS.get("base"),\n'
-            '                   n_per_task=ARGS.get("n_per_task", DEFAULT_N_PER_TASK),\n'
-            '                   random_state=ARGS.get("random_state", 0), device="cpu")\n'
-            "# data-dependent inputs (Fisher, Gram matrices...) are computed by the lab as on the page\n"
-            'result = lab.run(ARGS["method"], ARGS.get("hyperparameters", {}), full=ARGS.get("full", False),\n'
-            '                 seed=ARGS.get("seed", 0), recompute_bn=ARGS.get("recompute_bn", False))\n'
-            f"fig = {figure_fn}(result, title={title!r})"
-        ),
-    ]
-
-
-@register(
-    "mixup_gallery",
-    description="Mixed images with their label weights",
-    requires=("method", "images"),
-)
-def _mixup_gallery(args: Mapping[str, Any]) -> list[Cell]:
-    """args: ``method`` (a pixel mixer), ``images`` (photo names from ``core.data.load_photos``;
-    with ``source="dataset"`` only a record of the labels), ``alpha``, ``lam`` (None: drawn
-    from Beta(α, α)), ``per_sample``, ``seed``, ``size``; ``source`` ("photos", the default, or
-    "dataset": the first ``n_images`` test images of ``task``, as on the page)."""
-    source = args.get("source", "photos")
-    if source == "photos":
-        load = (
-            "from core.data import photo_batch\n\n"
-            'images, labels = photo_batch(list(ARGS["images"]), size=ARGS.get("size", 96))  # (N, 3, H, W)\n'
-        )
-    elif source == "dataset":
-        _need_str(args, "task")
-        _need_int(args, "n_images", 2)
-        load = (
-            "from core.data import denormalize, get_task\n\n"
-            'ds = get_task(ARGS["task"])\n'
-            'images = denormalize(ds.x_test[: ARGS["n_images"]])  # (N, 1, 28, 28) in [0, 1]\n'
-            'labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[: ARGS["n_images"]])]\n'
-        )
-    else:
-        raise ValueError(f"recipe args['source'] must be 'photos' or 'dataset', got {source!r}")
-    return [
-        markdown("Mix the same images with the same mixer, α / λ and seed as the Mixup Gallery."),
-        code(
-            load + "\nfrom core.figures.mixup import gallery_figure\n"
-            "from core.mixup.gallery import gallery\n\n"
-            'data = gallery(ARGS["method"], images, labels, alpha=ARGS.get("alpha", 1.0),\n'
-            '               lam=ARGS.get("lam"), per_sample=ARGS.get("per_sample", True), seed=ARGS.get("seed", 0))\n'
-            "fig = gallery_figure(data)"
-        ),
-    ]
-
-
 # ---------------------------------------------------------------------------- argument checks
 def _need_str(args: Mapping[str, Any], name: str) -> str:
     value = args.get(name)
@@ -292,6 +205,13 @@ def _need_int(args: Mapping[str, Any], name: str, low: int) -> int:
     return value
 
 
+def _need_number(args: Mapping[str, Any], name: str) -> float:
+    value = args.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"recipe args[{name!r}] must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _need_ids(args: Mapping[str, Any], name: str, n: int) -> list[str]:
     value = args.get(name)
     if (
@@ -301,6 +221,32 @@ def _need_ids(args: Mapping[str, Any], name: str, n: int) -> list[str]:
     ):
         raise ValueError(f"recipe args[{name!r}] must be a list of {n} model ids, got {value!r}")
     return list(value)
+
+
+def _need_names(args: Mapping[str, Any], name: str) -> list[str]:
+    """A non-empty list of non-empty strings (model ids, method names)."""
+    value = args.get(name)
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise ValueError(f"recipe args[{name!r}] must be a non-empty list of names, got {value!r}")
+    return list(value)
+
+
+def _choice(args: Mapping[str, Any], name: str, choices: tuple[Any, ...], default: Any) -> Any:
+    value = args.get(name, default)
+    if value not in choices:
+        raise ValueError(f"recipe args[{name!r}] must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _optional(args: Mapping[str, Any], **lows: int) -> None:
+    """Check the optional int args that are present (``name=lowest value``)."""
+    for name, low in lows.items():
+        if args.get(name) is not None:
+            _need_int(args, name, low)
 
 
 def _device_cell() -> Cell:
@@ -313,23 +259,306 @@ def _device_cell() -> Cell:
     )
 
 
-# ---------------------------------------------------------------------------- interpolation
+# ---------------------------------------------------------------------------- model zoo
+@register("training_history", description="Training history of zoo models", requires=("models",))
+def _training_history(args: Mapping[str, Any]) -> list[Cell]:
+    title = args.get("title", "Training")
+    return [
+        markdown(
+            "Loss and test accuracy per epoch, as stored in the zoo when each model was trained."
+        ),
+        code(
+            "from core.figures import history_figure\n\n"
+            'histories = {mid: zoo.get(mid).metrics["history"] for mid in ARGS["models"]}\n'
+            f"fig = history_figure(histories, title={title!r})"
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- merge lab
+def _merge_lab_cells(args: Mapping[str, Any], what: str) -> list[Cell]:
+    """Check the lab args and build ``lab``: the Merge Lab's models, base and seeded subset.
+
+    args: ``models`` (zoo ids), ``base`` (id or None), ``n_per_task``, ``random_state``."""
+    _need_names(args, "models")
+    if args.get("base") is not None:
+        _need_str(args, "base")
+    _optional(args, n_per_task=1, random_state=0)
+    return [
+        markdown(
+            f"{what} The models and the seeded evaluation subset of each task are those of the "
+            "Merge Lab; data-dependent inputs (Fisher, Gram matrices...) are computed by the lab "
+            "as on the page."
+        ),
+        code(
+            "from core.merge_eval import DEFAULT_N_PER_TASK, lab_from_zoo\n\n"
+            'lab = lab_from_zoo(zoo, ARGS["models"], base_id=ARGS.get("base"),\n'
+            '                   n_per_task=ARGS.get("n_per_task", DEFAULT_N_PER_TASK),\n'
+            '                   random_state=ARGS.get("random_state", 0), device="cpu")'
+        ),
+    ]
+
+
 @register(
-    "interpolation_paths",
-    description="Loss and accuracy along the paths between two models",
-    requires=("models", "task"),
+    "merge_accuracy",
+    description="Per-task accuracy of a merged model",
+    requires=("models", "method"),
 )
-def _interpolation_paths(args: Mapping[str, Any]) -> list[Cell]:
-    """args: ``models`` ([A, B] zoo ids), ``task``, ``methods`` (any of "naive", "weight
-    matching", "activation matching"), ``n_points``, ``recompute_bn``, ``max_examples``
-    (None: all examples), ``seed`` (weight-matching order), ``device``, ``title``."""
+def _merge_accuracy(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` (zoo ids), ``base`` (id or None), ``method``, ``hyperparameters``,
+    ``seed``, ``n_per_task``, ``random_state``, ``full``, ``recompute_bn``, ``title``,
+    ``chart`` ("bars", the default, or "radar")."""
+    title = args.get("title", "Per-task accuracy")
+    chart = _choice(args, "chart", ("bars", "radar"), "bars")
+    figure_fn = "task_radar_figure" if chart == "radar" else "task_accuracy_figure"
+    return [
+        *_merge_lab_cells(args, "Merge the models with the recipe's method and hyperparameters."),
+        code(
+            f"from core.figures.merge import {figure_fn}\n\n"
+            'result = lab.run(ARGS["method"], ARGS.get("hyperparameters", {}), full=ARGS.get("full", False),\n'
+            '                 seed=ARGS.get("seed", 0), recompute_bn=ARGS.get("recompute_bn", False))\n'
+            f"fig = {figure_fn}(result, title={title!r})"
+        ),
+    ]
+
+
+@register(
+    "merge_landscape",
+    description="Accuracy over the λ1 × λ2 grid of two task vectors",
+    requires=("models", "base", "pair", "low", "high", "n_points"),
+)
+def _merge_landscape(args: Mapping[str, Any]) -> list[Cell]:
+    """args: the lab's (``models``, ``base``, ``n_per_task``, ``random_state``), ``pair`` (the
+    two model ids on the λ1 and λ2 axes), ``low``, ``high``, ``n_points`` (the grid of both
+    axes), ``full``, ``metric`` ("average", "normalized" or a task name); ``method`` and
+    ``hyperparameters`` mark the sliders' point for task arithmetic."""
+    cells = _merge_lab_cells(args, "Evaluate θ₀ + λ1·τ_i + λ2·τ_j over the grid.")
+    _need_str(args, "base")
+    pair = _need_ids(args, "pair", 2)
+    if pair[0] == pair[1] or not set(pair) <= set(args["models"]):
+        raise ValueError(
+            f"recipe args['pair'] must be two different ids of args['models'], got {pair!r}"
+        )
+    if not _need_number(args, "low") < _need_number(args, "high"):
+        raise ValueError(
+            f"recipe args['low'] must be below args['high'], got {args['low']!r}, {args['high']!r}"
+        )
+    _need_int(args, "n_points", 2)
+    return [
+        *cells,
+        code(
+            "from core.figures.merge import landscape_figure\n"
+            "from core.merge_eval import coefficient_landscape, effective_coefficients, linear_grid\n\n"
+            'pair = tuple(ARGS["models"].index(m) for m in ARGS["pair"])\n'
+            'lams = linear_grid(ARGS["low"], ARGS["high"], ARGS["n_points"])\n'
+            'land = coefficient_landscape(lab, pair, lams=lams, full=ARGS.get("full", False))\n'
+            'coeffs = effective_coefficients(ARGS.get("method", ""), ARGS.get("hyperparameters", {}), len(ARGS["models"]))\n'
+            "point = None if coeffs is None else (coeffs[pair[0]], coeffs[pair[1]])\n"
+            'print("best grid point (λ1, λ2, average accuracy):", land.best())\n'
+            'fig = landscape_figure(land, point=point, metric=ARGS.get("metric", "average"))'
+        ),
+    ]
+
+
+@register(
+    "merge_sweep",
+    description="Accuracy of a merge as one hyperparameter varies",
+    requires=("models", "method", "param", "n_points"),
+)
+def _merge_sweep(args: Mapping[str, Any]) -> list[Cell]:
+    """args: the lab's, ``method``, ``param`` (the swept hyperparameter), ``n_points`` (over
+    its slider range), ``hyperparameters`` (the others; ``param``'s value is the marked
+    current one), ``seed``, ``recompute_bn``."""
+    cells = _merge_lab_cells(args, "Sweep one hyperparameter over its slider range.")
+    _need_str(args, "method")
+    _need_str(args, "param")
+    _need_int(args, "n_points", 2)
+    _optional(args, seed=0)
+    return [
+        *cells,
+        code(
+            "from core.figures.merge import sweep_figure\n"
+            "from core.merge_eval import sweep, sweep_values\n\n"
+            'hyper = ARGS.get("hyperparameters", {})\n'
+            'values = sweep_values(ARGS["method"], ARGS["param"], ARGS["n_points"])\n'
+            'result = sweep(lab, ARGS["method"], ARGS["param"], values, hyper, seed=ARGS.get("seed", 0),\n'
+            '               recompute_bn=ARGS.get("recompute_bn", False))\n'
+            'fig = sweep_figure(result, current=hyper.get(ARGS["param"]))'
+        ),
+    ]
+
+
+@register(
+    "merge_comparison",
+    description="Merge methods compared: accuracy with bootstrap CI and McNemar p-values",
+    requires=("models", "methods"),
+)
+def _merge_comparison(args: Mapping[str, Any]) -> list[Cell]:
+    """args: the lab's, ``methods``, ``hyperparameters`` (method -> its hyperparameters; the
+    others use their defaults), ``full`` (full test sets, the default), ``seed`` (merge seed
+    and bootstrap), ``chart`` ("methods": averages with CIs, the default; "tasks": per task)."""
+    cells = _merge_lab_cells(args, "Run every method on the same models and samples.")
+    _need_names(args, "methods")
+    hyper = args.get("hyperparameters", {})
+    if not isinstance(hyper, Mapping) or not all(isinstance(h, Mapping) for h in hyper.values()):
+        raise ValueError(
+            f"recipe args['hyperparameters'] must map method names to dicts, got {hyper!r}"
+        )
+    _optional(args, seed=0)
+    chart = _choice(args, "chart", ("methods", "tasks"), "methods")
+    figure_fn = "comparison_task_figure" if chart == "tasks" else "comparison_figure"
+    return [
+        *cells,
+        code(
+            "import pandas as pd\n\n"
+            f"from core.figures.merge import {figure_fn}\n"
+            "from core.merge_eval import compare_methods\n\n"
+            'cmp = compare_methods(lab, ARGS["methods"], hyperparameters=ARGS.get("hyperparameters", {}),\n'
+            '                      full=ARGS.get("full", True), random_state=ARGS.get("seed", 0))\n'
+            f"fig = {figure_fn}(cmp)\n"
+            "pd.DataFrame(cmp.table())"
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- mixup gallery
+def _mixup_images_cells(args: Mapping[str, Any], what: str) -> list[Cell]:
+    """``images`` and ``labels`` as the Mixup Gallery loads them, after checking the args."""
+    _need_str(args, "method")
+    _optional(args, seed=0)
+    source = _choice(args, "source", ("photos", "dataset"), "photos")
+    if source == "photos":
+        load = (
+            "from core.data import photo_batch\n\n"
+            'images, labels = photo_batch(list(ARGS["images"]), size=ARGS.get("size", 96))  # (N, 3, H, W)'
+        )
+    else:
+        _need_str(args, "task")
+        _need_int(args, "n_images", 2)
+        load = (
+            "from core.data import denormalize, get_task\n\n"
+            'ds = get_task(ARGS["task"])\n'
+            'images = denormalize(ds.x_test[: ARGS["n_images"]])  # (N, 1, 28, 28) in [0, 1]\n'
+            'labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[: ARGS["n_images"]])]'
+        )
+    return [markdown(f"{what} Same images, seed and λ as the Mixup Gallery."), code(load)]
+
+
+@register(
+    "mixup_gallery",
+    description="Mixed images with their label weights",
+    requires=("method", "images"),
+)
+def _mixup_gallery(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``method`` (a pixel mixer), ``images`` (photo names from ``core.data.load_photos``;
+    with ``source="dataset"`` only a record of the labels), ``alpha``, ``lam`` (None: drawn
+    from Beta(α, α)), ``per_sample``, ``seed``, ``size``; ``source`` ("photos", the default, or
+    "dataset": the first ``n_images`` test images of ``task``, as on the page)."""
+    return [
+        *_mixup_images_cells(args, "Mix the images with the recipe's mixer and α / λ."),
+        code(
+            "from core.figures.mixup import gallery_figure\n"
+            "from core.mixup.gallery import gallery\n\n"
+            'data = gallery(ARGS["method"], images, labels, alpha=ARGS.get("alpha", 1.0),\n'
+            '               lam=ARGS.get("lam"), per_sample=ARGS.get("per_sample", True), seed=ARGS.get("seed", 0))\n'
+            "fig = gallery_figure(data)"
+        ),
+    ]
+
+
+@register(
+    "mixup_lam_grid",
+    description="One pair of images mixed at each λ of a grid",
+    requires=("method", "images", "lams"),
+)
+def _mixup_lam_grid(args: Mapping[str, Any]) -> list[Cell]:
+    """args: as ``mixup_gallery`` (the first two images are the pair) plus ``lams`` (the
+    requested λ values)."""
+    lams = args.get("lams")
+    if not isinstance(lams, (list, tuple)) or not lams:
+        raise ValueError(f"recipe args['lams'] must be a non-empty list of λ values, got {lams!r}")
+    return [
+        *_mixup_images_cells(args, "Mix the first two images at each λ (same seed for all)."),
+        code(
+            "from core.figures.mixup import lam_grid_figure\n"
+            "from core.mixup.gallery import lam_grid\n\n"
+            'data = lam_grid(ARGS["method"], images[:2], ARGS["lams"], seed=ARGS.get("seed", 0))\n'
+            "fig = lam_grid_figure(data)"
+        ),
+    ]
+
+
+@register(
+    "mixup_methods",
+    description="One pair of images mixed by every pixel mixer",
+    requires=("method", "images"),
+)
+def _mixup_methods(args: Mapping[str, Any]) -> list[Cell]:
+    """args: as ``mixup_gallery``; ``lam`` is the requested λ (None: each mixer's default)."""
+    return [
+        *_mixup_images_cells(args, "Mix the first two images with every pixel mixer."),
+        code(
+            "from core.figures.mixup import methods_figure\n"
+            "from core.mixup.gallery import methods_side_by_side\n\n"
+            'lam = {} if ARGS.get("lam") is None else {"lam": ARGS["lam"]}\n'
+            'data = methods_side_by_side(images[:2], seed=ARGS.get("seed", 0), **lam)\n'
+            "fig = methods_figure(data)"
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- mixup training
+_RUN_FIGURES = {
+    "mixup_accuracy": ("accuracy_figure(run)", "Test accuracy with bootstrap CI, and ECE"),
+    "mixup_curves": ("curves_figure(run)", "Per-epoch training loss, test loss and accuracy"),
+    "mixup_early_stopping": ("early_stopping_figure(run)", "Early-stopped mixup"),
+    "mixup_reliability": (
+        'reliability_figure({k: v["reliability"] for k, v in run["methods"].items()})',
+        "Reliability diagram of each method",
+    ),
+}
+
+
+def _mixup_run_template(kind: str) -> CellsFn:
+    call, _ = _RUN_FIGURES[kind]
+
+    def build(args: Mapping[str, Any]) -> list[Cell]:
+        """args: ``run`` (a stored ``mixup_run`` record id)."""
+        _need_str(args, "run")
+        return [
+            markdown(
+                "The Mixup Training page draws this figure from the run record stored in the "
+                "workspace when the methods were trained (history, test accuracy and its bootstrap "
+                "CI, calibration); the notebook loads the same record through the public API."
+            ),
+            code(
+                f"from core.figures.mixup import {call.split('(')[0]}\n"
+                "from core.mixup.training import load_runs\n\n"
+                "runs = load_runs(zoo)\n"
+                'if ARGS["run"] not in runs:\n'
+                "    raise KeyError(f\"no mixup run {ARGS['run']!r} in {WORKSPACE}; stored: {list(runs)}\")\n"
+                'run = runs[ARGS["run"]]\n'
+                'print({k: run[k] for k in ("task", "arch", "arch_kwargs", "seed", "config", "n_train")})\n'
+                f"fig = {call}"
+            ),
+        ]
+
+    return build
+
+
+for _kind, (_call, _description) in _RUN_FIGURES.items():
+    register(_kind, description=_description, requires=("run",))(_mixup_run_template(_kind))
+
+
+# ---------------------------------------------------------------------------- interpolation
+def _paths_cells(args: Mapping[str, Any]) -> list[Cell]:
+    """``paths``: B aligned to A by each method, evaluated along the line (as on the page)."""
     _need_ids(args, "models", 2)
     _need_str(args, "task")
     methods = args.get("methods", ["naive", "weight matching", "activation matching"])
     if not isinstance(methods, (list, tuple)) or not methods:
         raise ValueError(f"recipe args['methods'] must be a non-empty list, got {methods!r}")
-    a, b = args["models"]
-    title = args.get("title", f"{a} → {b} on {args['task']}")
+    _optional(args, n_points=2, max_examples=1, seed=0)
     return [
         markdown(
             "Align B to A with each method and evaluate the straight line from A to B on the same "
@@ -338,7 +567,6 @@ def _interpolation_paths(args: Mapping[str, Any]) -> list[Cell]:
         _device_cell(),
         code(
             "from core.data import get_task\n"
-            "from core.figures.landscape import path_figure\n"
             "from core.landscape import compare_paths\n\n"
             'id_a, id_b = ARGS["models"]\n'
             "model = zoo.load_model(id_a, device=DEVICE)\n"
@@ -348,8 +576,138 @@ def _interpolation_paths(args: Mapping[str, Any]) -> list[Cell]:
             '    n_points=ARGS.get("n_points", 25), recompute_bn=ARGS.get("recompute_bn", False),\n'
             '    max_examples=ARGS.get("max_examples", 5000),\n'
             '    generator=torch.Generator().manual_seed(ARGS.get("seed", 0)), device=DEVICE,\n'
-            ")\n"
-            f"fig = path_figure(paths, title={title!r})"
+            ")"
+        ),
+    ]
+
+
+@register(
+    "interpolation_paths",
+    description="Loss and accuracy along the paths between two models",
+    requires=("models", "task"),
+)
+def _interpolation_paths(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` ([A, B] zoo ids), ``task``, ``methods`` (any of "naive", "weight
+    matching", "activation matching"), ``n_points``, ``recompute_bn``, ``max_examples``
+    (None: all examples), ``seed`` (weight-matching order), ``device``, ``title``."""
+    cells = _paths_cells(args)
+    a, b = args["models"]
+    title = args.get("title", f"{a} → {b} on {args['task']}")
+    return [
+        *cells,
+        code(
+            f"from core.figures.landscape import path_figure\n\nfig = path_figure(paths, title={title!r})"
+        ),
+    ]
+
+
+@register(
+    "interpolation_barriers",
+    description="Barriers along the paths between two models, one definition",
+    requires=("models", "task"),
+)
+def _interpolation_barriers(args: Mapping[str, Any]) -> list[Cell]:
+    """args: as ``interpolation_paths`` plus ``column`` (the barrier definition shown, a key
+    of ``core.figures.landscape.BARRIER_TITLES``)."""
+    from core.figures.landscape import BARRIER_TITLES
+
+    cells = _paths_cells(args)
+    _choice(args, "column", tuple(BARRIER_TITLES), "loss_barrier")
+    return [
+        *cells,
+        code(
+            "from core.figures.landscape import barrier_figure, barrier_table\n"
+            "from core.landscape import barrier\n\n"
+            "reports = [barrier(p) for p in paths.values()]\n"
+            'fig = barrier_figure(reports, column=ARGS.get("column", "loss_barrier"))\n'
+            "barrier_table(reports)  # every definition"
+        ),
+    ]
+
+
+@register(
+    "interpolation_plane",
+    description="Loss or accuracy on the plane through three models",
+    requires=("models", "third", "task"),
+)
+def _interpolation_plane(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` ([A, B]), ``third`` (a zoo id, or "wm:<id>" / "am:<id>": that model
+    weight- / activation-matched to A), ``task``, ``resolution``, ``recompute_bn``,
+    ``max_examples`` (None: all), ``seed`` (alignment), ``device``, ``metric`` ("loss" or
+    "accuracy"), ``split`` ("test" or "train")."""
+    _need_ids(args, "models", 2)
+    _need_str(args, "third")
+    _need_str(args, "task")
+    _optional(args, resolution=2, max_examples=1, seed=0)
+    _choice(args, "metric", ("loss", "accuracy"), "loss")
+    _choice(args, "split", ("test", "train"), "test")
+    return [
+        markdown(
+            "The plane through A, B and a third model (a zoo model, or B aligned to A), on the same "
+            "seeded subset of each split as the Interpolation page (or all examples)."
+        ),
+        _device_cell(),
+        code(
+            "from core.data import get_task\n"
+            "from core.figures.landscape import plane_figure\n"
+            "from core.landscape import align, plane\n\n"
+            'ds = get_task(ARGS["task"])\n'
+            'id_a, id_b = ARGS["models"]\n'
+            "model = zoo.load_model(id_a, device=DEVICE)\n"
+            "sds, labels = [], []\n"
+            'for mid in (id_a, id_b, ARGS["third"]):\n'
+            '    if mid[:3] in ("wm:", "am:"):  # B permuted to align with A\n'
+            '        method = "weight matching" if mid.startswith("wm:") else "activation matching"\n'
+            "        sds.append(align(model, zoo.state_dict(id_a), zoo.state_dict(mid[3:]), method, data=ds,\n"
+            '                         generator=torch.Generator().manual_seed(ARGS.get("seed", 0)), device=DEVICE))\n'
+            '        labels.append(f"π({mid[3:]})")\n'
+            "    else:\n"
+            "        sds.append(zoo.state_dict(mid))\n"
+            "        labels.append(mid)\n"
+            'res = plane(model, sds, ds, resolution=ARGS.get("resolution", 21), labels=labels,\n'
+            '            recompute_bn=ARGS.get("recompute_bn", False), max_examples=ARGS.get("max_examples", 500),\n'
+            "            device=DEVICE)\n"
+            'fig = plane_figure(res, metric=ARGS.get("metric", "loss"), split=ARGS.get("split", "test"))'
+        ),
+    ]
+
+
+@register(
+    "interpolation_bezier",
+    description="A trained quadratic Bezier curve between two models vs the straight line",
+    requires=("models", "task"),
+)
+def _interpolation_bezier(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` ([A, B]), ``task``, ``aligned`` (weight-match B first), ``steps``,
+    ``lr``, ``n_points``, ``max_examples`` (None: all), ``seed`` (alignment, t and batches),
+    ``device``."""
+    _need_ids(args, "models", 2)
+    _need_str(args, "task")
+    _optional(args, steps=1, n_points=2, max_examples=1, seed=0)
+    if "lr" in args:
+        _need_number(args, "lr")
+    return [
+        markdown(
+            "Train the bend of φ(t) = (1−t)²θ_A + 2t(1−t)θ + t²θ_B with the page's steps, "
+            "learning rate and seed (seeded: the same curve on the same device), then evaluate "
+            "it and the straight line."
+        ),
+        _device_cell(),
+        code(
+            "from core.data import get_task\n"
+            "from core.figures.landscape import curve_figure\n"
+            "from core.landscape import align, bezier_curve\n\n"
+            'id_a, id_b = ARGS["models"]\n'
+            "model = zoo.load_model(id_a, device=DEVICE)\n"
+            "sd_a, sd_b = zoo.state_dict(id_a), zoo.state_dict(id_b)\n"
+            'if ARGS.get("aligned", False):\n'
+            '    sd_b = align(model, sd_a, sd_b, "weight matching",\n'
+            '                 generator=torch.Generator().manual_seed(ARGS.get("seed", 0)))\n'
+            'curve = bezier_curve(model, sd_a, sd_b, get_task(ARGS["task"]), steps=ARGS.get("steps", 400),\n'
+            '                     lr=ARGS.get("lr", 1e-3), n_points=ARGS.get("n_points", 25),\n'
+            '                     generator=torch.Generator().manual_seed(ARGS.get("seed", 0)),\n'
+            '                     max_examples=ARGS.get("max_examples", 5000), device=DEVICE)\n'
+            "fig = curve_figure(curve)"
         ),
     ]
 
@@ -359,9 +717,7 @@ def _geometry_report_cells(args: Mapping[str, Any]) -> list[Cell]:
     _need_str(args, "model")
     _need_str(args, "task")
     _need_int(args, "n", 1)
-    split = args.get("split", "train")
-    if split not in ("train", "test"):
-        raise ValueError(f"recipe args['split'] must be 'train' or 'test', got {split!r}")
+    _choice(args, "split", ("train", "test"), "train")
     return [
         markdown(
             "Features of the model on the same seeded rows of the split as the Feature Geometry "
@@ -390,11 +746,7 @@ def _geometry_projection(args: Mapping[str, Any]) -> list[Cell]:
     """args: ``model`` (zoo id), ``task``, ``split`` ("test" or "train"), ``n`` (rows),
     ``seed`` (rows and projection), ``method`` ("pca", "class_plane", "umap", "tsne"),
     ``device``, ``title``."""
-    method = args.get("method", "pca")
-    if method not in ("pca", "class_plane", "umap", "tsne"):
-        raise ValueError(
-            f"recipe args['method'] must be one of pca, class_plane, umap, tsne, got {method!r}"
-        )
+    method = _choice(args, "method", ("pca", "class_plane", "umap", "tsne"), "pca")
     title = args.get("title", f"{args.get('model')} features on {args.get('task')} ({method})")
     return [
         *_geometry_report_cells(args),
@@ -425,22 +777,85 @@ def _geometry_etf(args: Mapping[str, Any]) -> list[Cell]:
     ]
 
 
-# ---------------------------------------------------------------------------- clustering
 @register(
-    "cluster_k_selection",
-    description="Choosing the number of clusters with PPP, BIC and AIC",
-    requires=("source", "task", "n"),
+    "geometry_mixup",
+    description="Features of mixed samples on the class-mean plane, coloured by λ",
+    requires=("model", "task", "mixer"),
 )
-def _cluster_k_selection(args: Mapping[str, Any]) -> list[Cell]:
-    """args: ``source`` ("features" of ``model``, or "pixels"), ``model`` (zoo id), ``task``,
+def _geometry_mixup(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``model`` (zoo id), ``task``, ``mixer``, ``alpha``, ``classes`` (class indices;
+    empty: all), ``n`` (mixed training samples), ``seed``, ``device``, ``title``."""
+    _need_str(args, "model")
+    _need_str(args, "task")
+    _need_str(args, "mixer")
+    _optional(args, n=1, seed=0)
+    classes = args.get("classes", [])
+    if not isinstance(classes, (list, tuple)) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in classes
+    ):
+        raise ValueError(f"recipe args['classes'] must be a list of class indices, got {classes!r}")
+    title = args.get("title", f"{args['mixer']} features of {args['model']} (class-mean plane)")
+    return [
+        markdown(
+            "Mix training samples of the chosen classes with the page's mixer, α and seed, and "
+            "project their features on the plane of the clean class means."
+        ),
+        _device_cell(),
+        code(
+            "from core.data import get_task\n"
+            "from core.figures.geometry import mixup_lambda_figure\n"
+            "from core.geometry import mixup_report\n\n"
+            'ds = get_task(ARGS["task"])\n'
+            'model = zoo.load_model(ARGS["model"], device=DEVICE)\n'
+            'mr = mixup_report(model, ds.x_train, ds.y_train, mixer=ARGS["mixer"], alpha=ARGS.get("alpha", 1.0),\n'
+            '                  classes=list(ARGS.get("classes", [])) or None, n=ARGS.get("n", 600),\n'
+            '                  random_state=ARGS.get("seed", 0), device=DEVICE)\n'
+            'fig = mixup_lambda_figure(mr["coords"], mr["lam"], mr["same_class"], anchors=mr["anchors"],\n'
+            '                          class_names=list(ds.class_names), anchor_classes=mr["classes"].tolist(),\n'
+            f"                          title={title!r})"
+        ),
+    ]
+
+
+@register(
+    "geometry_nc_epochs",
+    description="Neural-collapse metrics per epoch, ERM vs mixup",
+    requires=("run",),
+)
+def _geometry_nc_epochs(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``run`` (a stored ``mixup_run`` record trained with NC tracking), ``title``."""
+    _need_str(args, "run")
+    title = args.get("title", "Neural collapse per epoch")
+    return [
+        markdown(
+            "NC metrics were tracked every epoch while the methods trained, and stored with the "
+            "run in the workspace; the notebook loads that record as the Feature Geometry page does."
+        ),
+        code(
+            "from core.figures.geometry import nc_epochs_figure\n"
+            "from core.geometry import nc_histories, runs_with_nc\n\n"
+            "runs = runs_with_nc(zoo)\n"
+            'if ARGS["run"] not in runs:\n'
+            "    raise KeyError(f\"no run with NC metrics {ARGS['run']!r} in {WORKSPACE}; stored: {list(runs)}\")\n"
+            'run = runs[ARGS["run"]]\n'
+            'print({k: run[k] for k in ("task", "arch", "seed", "config", "n_train")})\n'
+            f"fig = nc_epochs_figure(nc_histories(run), title={title!r})"
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- clustering
+def _cluster_cells(args: Mapping[str, Any]) -> list[Cell]:
+    """``data`` (features or pixels of the seeded rows), ``ys`` and ``res`` (PPP), as on the page.
+
+    args: ``source`` ("features" of ``model``, or "pixels"), ``model`` (zoo id), ``task``,
     ``n`` (training rows), ``seed`` (rows and k-means seeds), ``k_max``, ``n_seeds``, ``device``."""
-    source = args.get("source")
-    if source not in ("features", "pixels"):
-        raise ValueError(f"recipe args['source'] must be 'features' or 'pixels', got {source!r}")
+    source = _choice(args, "source", ("features", "pixels"), None)
     if source == "features":
         _need_str(args, "model")
     _need_str(args, "task")
     _need_int(args, "n", 1)
+    _optional(args, k_max=2, n_seeds=1, seed=0)
     return [
         markdown(
             "PPP on the same seeded training rows as the Clustering page: k-means from several "
@@ -450,7 +865,6 @@ def _cluster_k_selection(args: Mapping[str, Any]) -> list[Cell]:
         code(
             "from core.cluster import agreement, ppp\n"
             "from core.data import get_task\n"
-            "from core.figures.cluster import k_selection_figure\n"
             "from core.geometry import extract_features, sample_rows\n\n"
             'ds = get_task(ARGS["task"])\n'
             'xs, ys = sample_rows(ds.x_train, ds.y_train, ARGS["n"], random_state=ARGS.get("seed", 0))\n'
@@ -460,7 +874,38 @@ def _cluster_k_selection(args: Mapping[str, Any]) -> list[Cell]:
             "    data = xs.flatten(1)  # raw pixels\n"
             'res = ppp(data, k_max=ARGS.get("k_max", 12), random_state=ARGS.get("seed", 0),\n'
             '          n_seeds=ARGS.get("n_seeds", 4), device=DEVICE)\n'
-            'print(f"chosen k = {res.k}", agreement(ys.numpy(), res.labels))\n'
-            "fig = k_selection_figure(res.ks, res.scores, chosen=res.k)"
+            'print(f"chosen k = {res.k}", agreement(ys.numpy(), res.labels))'
         ),
     ]
+
+
+def _register_cluster_figure(kind: str, description: str, figure_code: str) -> None:
+    """A clustering kind: :func:`_cluster_cells`, then ``figure_code`` leaves ``fig``."""
+
+    def build(args: Mapping[str, Any]) -> list[Cell]:
+        return [*_cluster_cells(args), code(figure_code)]
+
+    register(kind, description=description, requires=("source", "task", "n"))(build)
+
+
+_register_cluster_figure(
+    "cluster_k_selection",
+    "Choosing the number of clusters with PPP, BIC and AIC",
+    "from core.figures.cluster import k_selection_figure\n\n"
+    "fig = k_selection_figure(res.ks, res.scores, chosen=res.k)",
+)
+_register_cluster_figure(
+    "cluster_contingency",
+    "Clusters found by PPP against the true labels",
+    "from core.figures.cluster import contingency_figure\n\n"
+    "fig = contingency_figure(ys.numpy(), res.labels, class_names=list(ds.class_names))",
+)
+_register_cluster_figure(
+    "cluster_scatter",
+    "Clusters found by PPP in the PCA plane of the clustered data",
+    "from core.figures.cluster import cluster_scatter_figure\n"
+    "from core.geometry import project\n\n"
+    'coords = project(data.float(), "pca").coords\n'
+    "fig = cluster_scatter_figure(coords, res.labels, confidence=res.posterior,\n"
+    '                             title="Clusters (PCA of the clustered data)")',
+)

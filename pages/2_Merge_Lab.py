@@ -132,9 +132,14 @@ for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, s
 
 meta = {"method": method, "hyperparameters": hyper, "models": list(model_ids), "base": base_id,
         "n_eval_per_task": n_eval, "seed": settings.seed, "merge_seed": int(merge_seed)}  # fmt: skip
-recipe_args = {"models": list(model_ids), "base": base_id, "method": method, "hyperparameters": hyper,
-               "seed": int(merge_seed), "n_per_task": int(n_eval), "random_state": settings.seed,
-               "recompute_bn": bool(recompute_bn)}  # fmt: skip
+lab_args = {
+    "models": list(model_ids),
+    "base": base_id,
+    "n_per_task": int(n_eval),
+    "random_state": settings.seed,
+}
+recipe_args = lab_args | {"method": method, "hyperparameters": hyper, "seed": int(merge_seed),
+                          "recompute_bn": bool(recompute_bn)}  # fmt: skip
 chart = st.segmented_control("Chart", ["bars", "radar"], default="bars", key="merge.chart")
 radar = chart == "radar" and len(ev.tasks) >= 3
 fig = task_radar_figure(ev) if radar else task_accuracy_figure(ev)
@@ -178,8 +183,11 @@ with tab_land:
                 best = land.best()
                 st.caption(f"Best grid point: λ1 = {best[0]:.2f}, λ2 = {best[1]:.2f}, average accuracy {best[2]:.3f}"
                            + ("" if point else " · the ✕ marks the sliders for task arithmetic"))  # fmt: skip
+                land_args = lab_args | {"pair": [a, b], "low": lo, "high": hi, "n_points": res, "metric": metric,
+                                        "method": method, "hyperparameters": hyper}  # fmt: skip
                 show_figure(landscape_figure(land, point=point, metric=metric), key="merge.land",
-                            stem="merge_lab_landscape", meta={**meta, "pair": [a, b], "lams": list(lams)})  # fmt: skip
+                            stem="merge_lab_landscape", meta={**meta, "pair": [a, b], "lams": list(lams)},
+                            recipe={"kind": "merge_landscape", "args": land_args})  # fmt: skip
 
 with tab_sweep:
     numeric = [p.name for p in entry.params if p.kind in ("float", "int") and p.low is not None]
@@ -200,7 +208,9 @@ with tab_sweep:
                                            lambda d, n, m: bar.progress(d / n, text=m))  # fmt: skip
                 bar.empty()
                 show_figure(sweep_figure(result, current=hyper.get(param)), key="merge.sweep",
-                            stem=f"merge_lab_sweep_{method}_{param}", meta={**meta, "param": param})  # fmt: skip
+                            stem=f"merge_lab_sweep_{method}_{param}", meta={**meta, "param": param},
+                            recipe={"kind": "merge_sweep", "args": recipe_args | {"param": param,
+                                                                                  "n_points": n_points}})  # fmt: skip
 
 with tab_cmp:
     st.caption("Every method on the same models and samples, default hyperparameters (the current sliders for "
@@ -220,14 +230,13 @@ with tab_cmp:
                                          lambda d, n, m: bar.progress(d / n, text=m))  # fmt: skip
             bar.empty()
             st.dataframe(cmp.table(), hide_index=True, width="stretch", key="merge.cmp_table")
+            cmp_args = lab_args | {"methods": list(chosen), "hyperparameters": {method: hyper}, "full": full_cmp,
+                                   "seed": settings.seed}  # fmt: skip
             show_figure(comparison_figure(cmp), key="merge.cmp", stem="merge_lab_comparison",
-                        data=None, meta={**meta, "methods": list(chosen), "full": full_cmp})  # fmt: skip
-            show_figure(
-                comparison_task_figure(cmp),
-                key="merge.cmp_tasks",
-                stem="merge_lab_comparison_tasks",
-                meta=meta,
-            )
+                        data=None, meta={**meta, "methods": list(chosen), "full": full_cmp},
+                        recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "methods"}})  # fmt: skip
+            show_figure(comparison_task_figure(cmp), key="merge.cmp_tasks", stem="merge_lab_comparison_tasks",
+                        meta=meta, recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "tasks"}})  # fmt: skip
 
 with tab_full:
     st.caption(

@@ -119,7 +119,8 @@ with tab_paths:
             column = st.radio("Barrier shown", list(BARRIER_TITLES), format_func=BARRIER_TITLES.get,
                               horizontal=True, key="interp.barrier_column")  # fmt: skip
             show_figure(barrier_figure(reports, column=column), key="interp.barrier_fig",
-                        stem=f"barriers_{id_a}_{id_b}", data=barrier_table(reports), meta=meta)  # fmt: skip
+                        stem=f"barriers_{id_a}_{id_b}", data=barrier_table(reports), meta=meta,
+                        recipe={"kind": "interpolation_barriers", "args": recipe["args"] | {"column": column}})  # fmt: skip
     else:
         st.caption("Choose the models and press **Compute paths** (about a second per path point on 2 CPU cores "
                    "for the default MLP).")  # fmt: skip
@@ -162,7 +163,11 @@ with tab_plane:
             preview.empty()
             show_figure(plane_figure(res, metric=metric, split=split), key="interp.plane",
                         stem=f"plane_{id_a}_{id_b}_{third.replace(':', '-')}", data=plane_data(res),
-                        meta=meta | {"third": third, "resolution": resolution})  # fmt: skip
+                        meta=meta | {"third": third, "resolution": resolution},
+                        recipe={"kind": "interpolation_plane", "args": {
+                            "models": [id_a, id_b], "third": third, "task": task_name, "resolution": resolution,
+                            "recompute_bn": bn_reset, "max_examples": None if exact else 500, "seed": settings.seed,
+                            "device": device, "metric": metric, "split": split}})  # fmt: skip
             st.caption(f"{resolution}×{resolution} grid in {res.seconds:.1f} s. Coordinates in units of "
                        f"‖θ_B − θ_A‖ = {res.scale:.2f}; A at (0, 0), B at (1, 0).")  # fmt: skip
     else:
@@ -189,7 +194,11 @@ with tab_curve:
             bar.empty()
             show_figure(curve_figure(curve), key="interp.curve", stem=f"bezier_{id_a}_{id_b}",
                         data=path_data({"straight line": curve.line, "Bezier curve": curve.curve}),
-                        meta=meta | {"aligned": aligned, "steps": steps, "lr": lr})  # fmt: skip
+                        meta=meta | {"aligned": aligned, "steps": steps, "lr": lr},
+                        recipe={"kind": "interpolation_bezier", "args": {
+                            "models": [id_a, id_b], "task": task_name, "aligned": aligned, "steps": steps, "lr": lr,
+                            "n_points": n_points, "max_examples": None if exact else 5000, "seed": settings.seed,
+                            "device": device}})  # fmt: skip
             st.dataframe(barrier_table([barrier(curve.line), barrier(curve.curve)]), hide_index=True,
                          key="interp.curve_barriers")  # fmt: skip
     else:

@@ -59,8 +59,9 @@ else:
             show_figure(gallery_figure(data["gallery"]), key="mixup_gallery.gallery",
                         stem=f"mixup_gallery_{method}", meta=meta, recipe=recipe)  # fmt: skip
         with tab_l:
+            grid_args = recipe["args"] | {"lams": data["grid"]["requested"].tolist()}
             show_figure(lam_grid_figure(data["grid"]), key="mixup_gallery.grid",
-                        stem=f"mixup_lam_grid_{method}", meta=meta)  # fmt: skip
+                        stem=f"mixup_lam_grid_{method}", meta=meta, recipe={"kind": "mixup_lam_grid", "args": grid_args})  # fmt: skip
         with tab_m:
-            show_figure(methods_figure(data["methods"]), key="mixup_gallery.methods",
-                        stem="mixup_methods", meta=meta)  # fmt: skip
+            show_figure(methods_figure(data["methods"]), key="mixup_gallery.methods", stem="mixup_methods",
+                        meta=meta, recipe={"kind": "mixup_methods", "args": recipe["args"]})  # fmt: skip

@@ -101,33 +101,22 @@ else:
         "seed": run["seed"],
         "models": {k: v["model_id"] for k, v in run["methods"].items()},
     }
+
+    args = {"run": run_id}  # the figures are drawn from the stored run record
     with shown_errors("Drawing"):
         tab_a, tab_c, tab_e, tab_r = st.tabs(
             ["Accuracy and ECE", "Per-epoch curves", "Early stopping", "Reliability"]
         )
         with tab_a:
-            show_figure(
-                accuracy_figure(run),
-                key="mixup_training.accuracy",
-                stem="mixup_accuracy",
-                meta=meta,
-            )
+            show_figure(accuracy_figure(run), key="mixup_training.accuracy", stem="mixup_accuracy", meta=meta,
+                        recipe={"kind": "mixup_accuracy", "args": args})  # fmt: skip
         with tab_c:
-            show_figure(
-                curves_figure(run), key="mixup_training.curves", stem="mixup_curves", meta=meta
-            )
+            show_figure(curves_figure(run), key="mixup_training.curves", stem="mixup_curves", meta=meta,
+                        recipe={"kind": "mixup_curves", "args": args})  # fmt: skip
         with tab_e:
-            show_figure(
-                early_stopping_figure(run),
-                key="mixup_training.early",
-                stem="mixup_early_stopping",
-                meta=meta,
-            )
+            show_figure(early_stopping_figure(run), key="mixup_training.early", stem="mixup_early_stopping",
+                        meta=meta, recipe={"kind": "mixup_early_stopping", "args": args})  # fmt: skip
         with tab_r:
             rels = {k: v["reliability"] for k, v in run["methods"].items()}
-            show_figure(
-                reliability_figure(rels),
-                key="mixup_training.reliability",
-                stem="mixup_reliability",
-                meta=meta,
-            )
+            show_figure(reliability_figure(rels), key="mixup_training.reliability", stem="mixup_reliability",
+                        meta=meta, recipe={"kind": "mixup_reliability", "args": args})  # fmt: skip

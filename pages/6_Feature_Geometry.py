@@ -118,7 +118,11 @@ with tab_mix:
                                       class_names=names, anchor_classes=mr["classes"].tolist(),
                                       title=f"{mixer} features of {model_id} (class-mean plane)")  # fmt: skip
             show_figure(fig, key="geometry.mixup", stem=f"geometry_mixup_{model_id}_{mixer}",
-                        meta=meta | {"mixer": mixer, "alpha": alpha, "classes": picked})  # fmt: skip
+                        meta=meta | {"mixer": mixer, "alpha": alpha, "classes": picked},
+                        recipe={"kind": "geometry_mixup", "args": {"model": model_id, "task": task_name, "n": 600,
+                                "seed": settings.seed, "mixer": mixer, "alpha": float(alpha),
+                                "classes": sorted(int(c) for c in picked), "device": device,
+                                "title": f"{mixer} features of {model_id} (class-mean plane)"}})  # fmt: skip
             st.caption("Fisher, Meng & Papyan (ICLR 2024): after mixup training, same-class mixes align with the "
                        "classifier, different-class mixes spread along the decision boundaries, ordered by λ.")  # fmt: skip
 
@@ -127,12 +131,10 @@ with tab_epochs:
     if runs:
         run_id = st.selectbox("Run", list(runs)[::-1], key="geometry.run")
         run = runs[run_id]
-        fig = nc_epochs_figure(
-            nc_histories(run), title=f"Neural collapse per epoch · {run['task']} · {run['arch']}"
-        )
-        show_figure(
-            fig, key="geometry.epochs", stem=f"geometry_nc_epochs_{run_id}", meta={"run": run_id}
-        )
+        title = f"Neural collapse per epoch · {run['task']} · {run['arch']}"
+        show_figure(nc_epochs_figure(nc_histories(run), title=title), key="geometry.epochs",
+                    stem=f"geometry_nc_epochs_{run_id}", meta={"run": run_id},
+                    recipe={"kind": "geometry_nc_epochs", "args": {"run": run_id, "title": title}})  # fmt: skip
     else:
         st.info("No stored training run carries NC metrics yet (Mixup Training runs store them when trained "
                 "with NC tracking). Train ERM and mixup here with NC tracked every epoch.")  # fmt: skip

@@ -53,16 +53,18 @@ if run or st.session_state.get("cluster.shown"):
         m[2].metric("NMI with labels", f"{res['agreement']['nmi']:.3f}")
         m[3].metric("ARI with labels", f"{res['agreement']['ari']:.3f}")
         m[4].metric("Purity", f"{res['agreement']['purity']:.3f}")
-        recipe = {"kind": "cluster_k_selection", "args": meta | {"n": int(n), "k_max": int(k_max),
-                                                                  "n_seeds": int(n_seeds), "device": device}}  # fmt: skip
+        args = meta | {"n": int(n), "k_max": int(k_max), "n_seeds": int(n_seeds), "device": device}
         show_figure(k_selection_figure(res["ks"], res["scores"], chosen=res["k"]), key="cluster.k",
-                    stem=f"cluster_k_{source}_{task_name}", meta=meta, recipe=recipe)  # fmt: skip
+                    stem=f"cluster_k_{source}_{task_name}", meta=meta,
+                    recipe={"kind": "cluster_k_selection", "args": args})  # fmt: skip
         names = list(cache.task(task_name).class_names)
         left, right = st.columns(2)
         with left:
             show_figure(contingency_figure(res["truth"], res["labels"], class_names=names), key="cluster.table",
-                        stem=f"cluster_contingency_{source}_{task_name}", meta=meta)  # fmt: skip
+                        stem=f"cluster_contingency_{source}_{task_name}", meta=meta,
+                        recipe={"kind": "cluster_contingency", "args": args})  # fmt: skip
         with right:
             show_figure(cluster_scatter_figure(res["coords"], res["labels"], confidence=res["posterior"],
                                                title="Clusters (PCA of the clustered data)"),
-                        key="cluster.scatter", stem=f"cluster_scatter_{source}_{task_name}", meta=meta)  # fmt: skip
+                        key="cluster.scatter", stem=f"cluster_scatter_{source}_{task_name}", meta=meta,
+                        recipe={"kind": "cluster_scatter", "args": args})  # fmt: skip

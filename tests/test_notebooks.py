@@ -1,10 +1,13 @@
 """Notebooks: the area notebooks are stored without outputs and run top to bottom on the tiny
-zoo; a notebook generated from a figure's recipe recomputes exactly that figure's data."""
+zoo; every figure on every page carries a recipe, and the notebook generated from it recomputes
+exactly that figure's data."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import nbformat
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+import torch
 from nbclient import NotebookClient
 
 from core.figures import figure_data, history_figure
@@ -21,6 +25,7 @@ from core.zoo import Zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PAGES = sorted((ROOT / "pages").glob("*.py"))
 AREAS = ("merging", "connectivity", "mixup", "geometry", "clustering")
 
 
@@ -38,11 +43,22 @@ def csv_of_fig_cell(path: Path) -> str:
     )
 
 
-def assert_reproduces(nb: nbformat.NotebookNode, fig: object, tmp_path: Path) -> None:
-    """Run ``nb`` and check its ``fig`` has exactly the data of ``fig`` (through CSV both)."""
-    out = tmp_path / "fig.csv"
-    nb.cells.append(nbformat.v4.new_code_cell(csv_of_fig_cell(out)))
+def _traces(fig: go.Figure) -> list[Any]:
+    """The figure's traces as JSON (images included, which ``figure_data`` leaves out)."""
+    return json.loads(fig.to_json())["data"]
+
+
+def assert_reproduces(nb: nbformat.NotebookNode, fig: go.Figure, tmp_path: Path) -> None:
+    """Run ``nb`` and check its ``fig`` has exactly the data of ``fig`` (through CSV both; a
+    figure of images, which has no table, through its traces' JSON)."""
+    out, out_json = tmp_path / "fig.csv", tmp_path / "fig.json"
+    nb.cells.append(
+        nbformat.v4.new_code_cell(csv_of_fig_cell(out) + f"\nfig.write_json({str(out_json)!r})")
+    )
     execute(nb, tmp_path, timeout=300)
+    if figure_data(fig).empty:
+        assert json.loads(out_json.read_text())["data"] == _traces(fig)
+        return
     want = pd.read_csv(io.StringIO(figure_data(fig).to_csv(index=False)))  # type: ignore[arg-type]
     pd.testing.assert_frame_equal(pd.read_csv(out), want)
 
@@ -207,6 +223,9 @@ def _reproduce(recipe: dict, fig: go.Figure, workspace: Path, tmp_path: Path) ->
 
 def _differs(fig: go.Figure, other: go.Figure) -> None:
     a, b = figure_data(fig), figure_data(other)
+    if a.empty and b.empty:  # figures of images
+        assert _traces(fig) != _traces(other), "another seed / hyperparameter gave the same images"
+        return
     assert not (a.shape == b.shape and a.equals(b)), (
         "another seed / hyperparameter gave the same data"
     )
@@ -337,11 +356,12 @@ def test_feature_geometry_notebooks(workspace_env: Path, shown: dict, tmp_path: 
     )
 
 
-def test_clustering_notebook(workspace_env: Path, shown: dict, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_clustering_notebooks(workspace_env: Path, shown: dict, tmp_path: Path) -> None:
     from core.cluster import ppp
     from core.data import get_task
-    from core.figures.cluster import k_selection_figure
-    from core.geometry import sample_rows
+    from core.figures.cluster import cluster_scatter_figure, contingency_figure, k_selection_figure
+    from core.geometry import project, sample_rows
 
     def setup(at: Any) -> None:
         at.radio(key="cluster.source").set_value("pixels")
@@ -354,8 +374,294 @@ def test_clustering_notebook(workspace_env: Path, shown: dict, tmp_path: Path) -
     fig, recipe = _page_recipe(shown, "cluster.k", "cluster_k_selection")
     args = recipe["args"]
     assert (args["source"], args["n"], args["k_max"], args["n_seeds"]) == ("pixels", 300, 5, 2)
-    _reproduce(recipe, fig, workspace_env, tmp_path)
+    _reproduce(recipe, fig, workspace_env, tmp_path / "k")
+    table, table_recipe = _page_recipe(shown, "cluster.table", "cluster_contingency")
+    scatter, scatter_recipe = _page_recipe(shown, "cluster.scatter", "cluster_scatter")
+    assert table_recipe["args"] == scatter_recipe["args"] == args  # the same clustering
+    _reproduce(table_recipe, table, workspace_env, tmp_path / "table")
+    _reproduce(scatter_recipe, scatter, workspace_env, tmp_path / "scatter")
     ds = get_task(args["task"])
-    xs, _ = sample_rows(ds.x_train, ds.y_train, 300, random_state=args["seed"] + 1)
+    xs, ys = sample_rows(ds.x_train, ds.y_train, 300, random_state=args["seed"] + 1)
     res = ppp(xs.flatten(1), k_max=5, random_state=args["seed"] + 1, n_seeds=2)
     _differs(fig, k_selection_figure(res.ks, res.scores, chosen=res.k))
+    _differs(table, contingency_figure(ys.numpy(), res.labels))
+    coords = project(xs.flatten(1).float(), "pca").coords
+    _differs(scatter, cluster_scatter_figure(coords, res.labels, confidence=res.posterior))
+
+
+# ------------------------------------------------------------------ every figure of every page
+def _button(at: Any, key: str) -> Any:
+    return next(b for b in at.button if b.key == key)
+
+
+# ------------------------------------------------------------------ static checks
+def _show_figure_calls(path: Path) -> list[ast.Call]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "show_figure"
+    ]
+
+
+def test_pages_have_figures() -> None:
+    assert sum(len(_show_figure_calls(p)) for p in PAGES) >= 25  # the check below sees them all
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.stem)
+def test_every_figure_on_a_page_passes_a_recipe(path: Path) -> None:
+    for call in _show_figure_calls(path):
+        recipe = next((k.value for k in call.keywords if k.arg == "recipe"), None)
+        where = f"{path.name}:{call.lineno}"
+        assert recipe is not None, f"show_figure at {where} passes no recipe="
+        assert not (isinstance(recipe, ast.Constant) and recipe.value is None), where
+        if isinstance(recipe, ast.Dict):  # a literal recipe names a registered kind
+            kind = dict(
+                zip([ast.literal_eval(k) for k in recipe.keys if k], recipe.values, strict=False)
+            )
+            if isinstance(kind.get("kind"), ast.Constant):
+                assert kind["kind"].value in TEMPLATES, where
+
+
+def test_panel_templates_validate_their_args() -> None:
+    lab = {"models": ["a", "b"], "base": "base"}
+    bad = [
+        ("merge_landscape", lab | {"pair": ["a", "a"], "low": 0, "high": 1, "n_points": 3}, "pair"),
+        ("merge_landscape", lab | {"pair": ["a", "c"], "low": 0, "high": 1, "n_points": 3}, "pair"),
+        ("merge_landscape", lab | {"pair": ["a", "b"], "low": 1, "high": 0, "n_points": 3}, "low"),
+        ("merge_landscape", lab | {"pair": ["a", "b"], "low": 0, "high": 1, "n_points": 1}, "n_points"),
+        ("merge_landscape", lab | {"base": None, "pair": ["a", "b"], "low": 0, "high": 1, "n_points": 3}, "base"),
+        ("merge_sweep", lab | {"method": "ties", "param": "", "n_points": 3}, "param"),
+        ("merge_sweep", {"models": [], "method": "ties", "param": "scale", "n_points": 3}, "models"),
+        ("merge_comparison", lab | {"methods": []}, "methods"),
+        ("merge_comparison", lab | {"methods": ["ties"], "hyperparameters": {"ties": 1}}, "hyperparameters"),
+        ("merge_comparison", lab | {"methods": ["ties"], "chart": "pie"}, "chart"),
+        ("interpolation_barriers", {"models": ["a", "b"], "task": "mnist", "column": "x"}, "column"),
+        ("interpolation_plane", {"models": ["a", "b"], "third": "", "task": "mnist"}, "third"),
+        ("interpolation_plane", {"models": ["a", "b"], "third": "c", "task": "mnist", "metric": "x"}, "metric"),
+        ("interpolation_plane", {"models": ["a", "b"], "third": "c", "task": "mnist", "resolution": 1}, "resolution"),
+        ("interpolation_bezier", {"models": ["a", "b"], "task": "mnist", "steps": 0}, "steps"),
+        ("interpolation_bezier", {"models": ["a", "b"], "task": "mnist", "lr": "fast"}, "lr"),
+        ("geometry_mixup", {"model": "a", "task": "digits", "mixer": "mixup", "classes": [-1]}, "classes"),
+        ("geometry_nc_epochs", {"run": ""}, "run"),
+        ("mixup_accuracy", {"run": 3}, "run"),
+        ("mixup_reliability", {"run": None}, "run"),
+        ("mixup_lam_grid", {"method": "mixup", "images": ["a", "b"], "lams": []}, "lams"),
+        ("mixup_methods", {"method": "mixup", "images": [], "source": "dataset", "task": "digits"}, "n_images"),
+        ("cluster_contingency", {"source": "pixels", "task": "digits", "n": 0}, "'n'"),
+        ("cluster_scatter", {"source": "pixels", "task": "digits", "n": 9, "k_max": 1}, "k_max"),
+    ]  # fmt: skip
+    for kind, args, name in bad:
+        with pytest.raises(ValueError, match=name):
+            notebook_for({"kind": kind, "args": args})
+    with pytest.raises(ValueError, match="missing"):
+        check_recipe({"kind": "interpolation_plane", "args": {"models": ["a", "b"]}})
+
+
+# ------------------------------------------------------------------ Merge Lab (page 2)
+@pytest.mark.slow
+def test_merge_lab_panel_notebooks(workspace_env: Path, shown: dict, tmp_path: Path) -> None:
+    from core.figures.merge import (
+        comparison_figure,
+        comparison_task_figure,
+        landscape_figure,
+        sweep_figure,
+    )
+    from core.merge_eval import (
+        coefficient_landscape,
+        compare_methods,
+        lab_from_zoo,
+        linear_grid,
+        sweep,
+    )
+
+    def setup(at: Any) -> None:
+        at.slider(key="merge.scale").set_value(0.6).run()
+        at.slider(key="merge.land_res").set_value(3)
+        at.button(key="merge.land_go").click().run()
+        at.slider(key="merge.sweep_n").set_value(3)
+        at.button(key="merge.sweep_go").click().run()
+        at.multiselect(key="merge.cmp_methods").set_value(["task_arithmetic", "ties"])
+        at.checkbox(key="merge.cmp_full").uncheck()
+        at.button(key="merge.cmp_go").click().run()
+
+    _run_page("pages/2_Merge_Lab.py", setup)
+    land, land_recipe = _page_recipe(shown, "merge.land", "merge_landscape")
+    args = land_recipe["args"]
+    assert args["pair"] == args["models"][:2] and args["n_points"] == 3
+    assert (args["low"], args["high"], args["base"]) == (0.0, 1.0, "mlp-base")
+    assert args["hyperparameters"]["scale"] == pytest.approx(0.6)  # the ✕ of the sliders
+    _reproduce(land_recipe, land, workspace_env, tmp_path / "landscape")
+    sw, sw_recipe = _page_recipe(shown, "merge.sweep", "merge_sweep")
+    assert (sw_recipe["args"]["method"], sw_recipe["args"]["n_points"]) == ("task_arithmetic", 3)
+    _reproduce(sw_recipe, sw, workspace_env, tmp_path / "sweep")
+    cmp_fig, cmp_recipe = _page_recipe(shown, "merge.cmp", "merge_comparison")
+    assert cmp_recipe["args"]["methods"] == ["task_arithmetic", "ties"]
+    assert cmp_recipe["args"]["full"] is False and cmp_recipe["args"]["chart"] == "methods"
+    _reproduce(cmp_recipe, cmp_fig, workspace_env, tmp_path / "comparison")
+    tasks_fig, tasks_recipe = _page_recipe(shown, "merge.cmp_tasks", "merge_comparison")
+    assert tasks_recipe["args"]["chart"] == "tasks"
+    _reproduce(tasks_recipe, tasks_fig, workspace_env, tmp_path / "comparison_tasks")
+
+    lab = lab_from_zoo(Zoo(workspace_env), args["models"], base_id=args["base"],
+                       n_per_task=args["n_per_task"], random_state=args["random_state"])  # fmt: skip
+    _differs(
+        land, landscape_figure(coefficient_landscape(lab, (0, 1), lams=linear_grid(0.0, 0.5, 3)))
+    )
+    _differs(sw, sweep_figure(sweep(lab, "task_arithmetic", "scale", [0.0, 0.5, 1.0, 1.5])))
+    other = compare_methods(
+        lab, ["task_arithmetic", "ties"], full=False, random_state=args["random_state"] + 1
+    )
+    _differs(cmp_fig, comparison_figure(other))  # other bootstrap resamples
+    _differs(tasks_fig, comparison_task_figure(compare_methods(lab, ["ties"], full=False)))
+
+
+# ------------------------------------------------------------------ Interpolation (page 3)
+@pytest.mark.slow
+def test_interpolation_panel_notebooks(workspace_env: Path, shown: dict, tmp_path: Path) -> None:
+    from core.data import get_task
+    from core.figures.landscape import barrier_figure, curve_figure, plane_figure
+    from core.landscape import align, barrier, bezier_curve, compare_paths, plane
+
+    def setup(at: Any) -> None:
+        at.multiselect(key="interp.methods").set_value(["naive", "weight matching"])
+        at.slider(key="interp.n_points").set_value(5).run()
+        _button(at, "interp.run_paths").click().run()
+        at.radio(key="interp.barrier_column").set_value("accuracy_barrier").run()
+        at.slider(key="interp.resolution").set_value(5).run()
+        _button(at, "interp.run_plane").click().run()
+        at.select_slider(key="interp.curve_steps").set_value(100).run()
+        _button(at, "interp.run_curve").click().run()
+
+    _run_page("pages/3_Interpolation.py", setup)
+    bars, bars_recipe = _page_recipe(shown, "interp.barrier_fig", "interpolation_barriers")
+    args = bars_recipe["args"]
+    assert args["column"] == "accuracy_barrier" and args["methods"] == ["naive", "weight matching"]
+    _reproduce(bars_recipe, bars, workspace_env, tmp_path / "barriers")
+    pl, pl_recipe = _page_recipe(shown, "interp.plane", "interpolation_plane")
+    assert pl_recipe["args"]["third"] == "wm:mlp-mnist-s2" and pl_recipe["args"]["resolution"] == 5
+    assert pl_recipe["args"]["max_examples"] == 500
+    _reproduce(pl_recipe, pl, workspace_env, tmp_path / "plane")
+    cv, cv_recipe = _page_recipe(shown, "interp.curve", "interpolation_bezier")
+    assert (cv_recipe["args"]["steps"], cv_recipe["args"]["n_points"]) == (100, 5)
+    _reproduce(cv_recipe, cv, workspace_env, tmp_path / "curve")
+
+    zoo, ds, seed = Zoo(workspace_env), get_task(args["task"]), args["seed"]
+    model = zoo.load_model("mlp-mnist-s1")
+    sd_a, sd_b = zoo.state_dict("mlp-mnist-s1"), zoo.state_dict("mlp-mnist-s2")
+    paths = compare_paths(model, sd_a, sd_b, ds, methods=args["methods"], n_points=5, max_examples=1000,
+                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    _differs(bars, barrier_figure([barrier(p) for p in paths.values()], column="accuracy_barrier"))
+    wm_b = align(
+        model, sd_a, sd_b, "weight matching", generator=torch.Generator().manual_seed(seed)
+    )
+    _differs(pl, plane_figure(plane(model, [sd_a, sd_b, wm_b], ds, resolution=3)))
+    other = bezier_curve(
+        model,
+        sd_a,
+        sd_b,
+        ds,
+        steps=100,
+        n_points=5,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )
+    _differs(cv, curve_figure(other))
+
+
+# ------------------------------------------------------------------ Mixup Gallery (page 4)
+@pytest.mark.slow
+def test_mixup_gallery_panel_notebooks(workspace_env: Path, shown: dict, tmp_path: Path) -> None:
+    from core.data import load_photos
+    from core.figures.mixup import lam_grid_figure, methods_figure
+    from core.mixup.gallery import lam_grid, methods_side_by_side
+
+    def setup(at: Any) -> None:
+        at.selectbox(key="mixup_gallery.method").set_value("cutmix").run()
+
+    _run_page("pages/4_Mixup_Gallery.py", setup)
+    grid, grid_recipe = _page_recipe(shown, "mixup_gallery.grid", "mixup_lam_grid")
+    args = grid_recipe["args"]
+    assert args["method"] == "cutmix" and args["source"] == "photos"
+    assert args["lams"] == [0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0]
+    _reproduce(grid_recipe, grid, workspace_env, tmp_path / "grid")
+    meth, meth_recipe = _page_recipe(shown, "mixup_gallery.methods", "mixup_methods")
+    _reproduce(meth_recipe, meth, workspace_env, tmp_path / "methods")
+    photos = load_photos(96)
+    pair = torch.stack([photos[n] for n in args["images"][:2]])
+    _differs(grid, lam_grid_figure(lam_grid("cutmix", pair, [0.1, 0.3], seed=args["seed"])))
+    _differs(meth, methods_figure(methods_side_by_side(pair, lam=0.3, seed=args["seed"])))
+
+
+# ------------------------------------------------------------------ Mixup Training (page 5)
+def _tiny_run(workspace: Path, seed: int) -> dict[str, Any]:
+    """ERM, mixup and mixup switched off after epoch 1 on 100 digits for 2 epochs."""
+    from core.mixup.training import MixMethod, train_mixers
+    from core.train import TrainConfig
+
+    hyper = {"alpha": 1.0, "prob": 1.0}
+    methods = [MixMethod(), MixMethod("mixup", hyper), MixMethod("mixup", hyper, mix_until_epoch=1)]
+    return train_mixers(Zoo(workspace), task="digits", methods=methods, arch="mlp", arch_kwargs={"width": 16},
+                        config=TrainConfig(epochs=2, lr=1e-2, seed=seed), n_train=100, device="cpu")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_mixup_training_notebooks(empty_workspace: Path, shown: dict, tmp_path: Path) -> None:
+    """The page draws its figures from the stored run record; the notebooks load that record
+    (and not another run of the workspace)."""
+    from core.figures import mixup as mf
+
+    first = _tiny_run(empty_workspace, seed=0)
+    latest = _tiny_run(empty_workspace, seed=1)
+    _run_page("pages/5_Mixup_Training.py")  # shows the latest run
+    rels = {k: v["reliability"] for k, v in first["methods"].items()}
+    others = {"accuracy": mf.accuracy_figure(first), "curves": mf.curves_figure(first),
+              "early": mf.early_stopping_figure(first), "reliability": mf.reliability_figure(rels)}  # fmt: skip
+    for key, kind in [("accuracy", "mixup_accuracy"), ("curves", "mixup_curves"),
+                      ("early", "mixup_early_stopping"), ("reliability", "mixup_reliability")]:  # fmt: skip
+        fig, recipe = _page_recipe(shown, f"mixup_training.{key}", kind)
+        assert recipe["args"] == {"run": latest["run_id"]}
+        _reproduce(recipe, fig, empty_workspace, tmp_path / key)
+        _differs(fig, others[key])
+
+
+# ------------------------------------------------------------------ Feature Geometry (page 6)
+@pytest.mark.slow
+def test_feature_geometry_panel_notebooks(
+    tiny_zoo_dir: Path, monkeypatch: pytest.MonkeyPatch, shown: dict, tmp_path: Path
+) -> None:
+    from core.data import get_task
+    from core.figures.geometry import mixup_lambda_figure, nc_epochs_figure
+    from core.geometry import mixup_report, nc_histories, train_nc_comparison
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_zoo_dir, ws)  # NC runs are trained into a private copy of the tiny zoo
+    monkeypatch.setenv("MIXMERGE_WORKSPACE", str(ws))
+    zoo = Zoo(ws)
+    first = train_nc_comparison(
+        zoo, task="digits", epochs=2, n_train=200, n_track=100, seed=0, device="cpu"
+    )
+    train_nc_comparison(
+        zoo, task="digits", epochs=2, n_train=200, n_track=100, seed=1, device="cpu"
+    )
+
+    def setup(at: Any) -> None:
+        at.select_slider(key="geometry.n").set_value(500).run()
+        next(b for b in at.button if b.label == "Show mixed features").click()
+        at.run()
+
+    _run_page("pages/6_Feature_Geometry.py", setup)
+    nc, nc_recipe = _page_recipe(shown, "geometry.epochs", "geometry_nc_epochs")
+    assert nc_recipe["args"]["run"] != first["run_id"]  # the latest run is shown first
+    _reproduce(nc_recipe, nc, ws, tmp_path / "nc")
+    _differs(nc, nc_epochs_figure(nc_histories(first)))
+    mix, mix_recipe = _page_recipe(shown, "geometry.mixup", "geometry_mixup")
+    args = mix_recipe["args"]
+    assert args["classes"] == [0, 1, 2] and args["n"] == 600 and args["model"] == "mlp-mnist-s1"
+    _reproduce(mix_recipe, mix, ws, tmp_path / "mixup")
+    ds = get_task(args["task"])
+    mr = mixup_report(zoo.load_model(args["model"]), ds.x_train, ds.y_train, mixer=args["mixer"],
+                      alpha=args["alpha"], classes=[0, 1, 2], n=600, random_state=args["seed"] + 1)  # fmt: skip
+    _differs(
+        mix, mixup_lambda_figure(mr["coords"], mr["lam"], mr["same_class"], anchors=mr["anchors"])
+    )
