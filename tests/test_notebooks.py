@@ -411,6 +411,9 @@ def test_pages_have_figures() -> None:
 
 @pytest.mark.parametrize("path", PAGES, ids=lambda p: p.stem)
 def test_every_figure_on_a_page_passes_a_recipe(path: Path) -> None:
+    from core.notebook_export import _load_providers
+
+    _load_providers()  # kinds registered by core.figures modules too
     for call in _show_figure_calls(path):
         recipe = next((k.value for k in call.keywords if k.arg == "recipe"), None)
         where = f"{path.name}:{call.lineno}"
