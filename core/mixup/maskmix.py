@@ -18,6 +18,7 @@ from .._registry import Hyper
 from ._base import (
     MIXERS,
     MixResult,
+    check_image_shape,
     check_images,
     check_targets,
     mask_mix,
@@ -106,6 +107,7 @@ def maskmix(
     generator: torch.Generator,
 ) -> MixResult:
     """Patch-grid mask: a random round(λ · cells) cells keep the own image."""
+    check_image_shape("x", check_images("x", x).shape)
     params = sample_maskmix(len(x), alpha=alpha, lam=lam, per_sample=per_sample, grid=grid,
                             generator=generator)  # fmt: skip
     return apply_maskmix(x, y, params)

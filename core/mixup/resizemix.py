@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice, check_int, check_range
+from .._checks import check_choice, check_range
 from .._registry import Hyper
 from ._base import (
     MIXERS,
     MixResult,
     box_lam,
     box_mask,
+    check_image_shape,
     check_images,
     check_targets,
     mix_targets,
@@ -54,12 +55,8 @@ def sample_resizemix(
     generator: torch.Generator,
 ) -> ResizeMixParams:
     """Draw partners, the scale τ (per batch or per row) and a paste position per row."""
-    if len(shape) != 4:
-        raise ValueError(f"shape must be (N, C, H, W), got {tuple(shape)}")
-    n, _, h, w = (check_int(f"shape[{i}]", int(s), 1) for i, s in enumerate(shape))
-    lo, hi = (check_range("scale", float(s), 0.0, 1.0) for s in scale)
-    if lo > hi:
-        raise ValueError(f"scale must be (low, high) with low <= high, got {scale}")
+    n, _, h, w = check_image_shape("shape", shape)
+    lo, hi = _check_scale(scale, ("scale[0]", "scale[1]"))
     check_choice("mode", mode, ("nearest", "bilinear", "area"))
     partner = sample_partner(n, generator)
     if lam is not None:
@@ -75,6 +72,18 @@ def sample_resizemix(
     x0 = torch.floor(pos[:, 1] * (w - pw + 1).double()).long()
     boxes = torch.stack([y0, y0 + ph, x0, x0 + pw], dim=1)  # (N, 4)
     return ResizeMixParams(boxes=boxes, partner=partner, mode=mode)
+
+
+def _check_scale(scale: tuple[float, float], names: tuple[str, str]) -> tuple[float, float]:
+    """Check a (low, high) side-scale range in [0, 1]; ``names`` are the caller's arguments."""
+    if not isinstance(scale, tuple | list) or len(scale) != 2:
+        raise ValueError(f"scale must be a (low, high) pair, got {scale!r}")
+    lo, hi = (check_range(name, s, 0.0, 1.0) for name, s in zip(names, scale, strict=True))
+    if lo > hi:
+        raise ValueError(
+            f"{names[0]} must be <= {names[1]}, got {names[0]}={lo} and {names[1]}={hi}"
+        )
+    return lo, hi
 
 
 def apply_resizemix(x: Tensor, y: Tensor, params: ResizeMixParams) -> MixResult:
@@ -138,6 +147,8 @@ def resizemix(
     generator: torch.Generator,
 ) -> MixResult:
     """Shrunk partner pasted into the own image; ``alpha`` is unused (τ is uniform)."""
+    check_image_shape("x", check_images("x", x).shape)
+    _check_scale((scale_low, scale_high), ("scale_low", "scale_high"))
     params = sample_resizemix(x.shape, lam=lam, per_sample=per_sample,
                               scale=(scale_low, scale_high), mode=mode, generator=generator)  # fmt: skip
     return apply_resizemix(x, y, params)
