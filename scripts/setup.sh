@@ -65,3 +65,5 @@ else
   echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" -c "import torch, core; print('[setup] torch', torch.__version__, '| cuda available:', torch.cuda.is_available())"
+say "compiling the fused CPU merge kernels (numba; cached on disk, seconds only the first time)"
+"$VENV/bin/python" -c "from core.merge import _fused; _fused.warm()"

@@ -228,8 +228,11 @@ def test_recompute_batchnorm_matches_data_statistics() -> None:
     assert torch.equal(net.state_dict()["1.running_mean"], sd["1.running_mean"])
 
 
-def test_dare_quantised_draws_match_the_straightforward_computation() -> None:
+def test_dare_quantised_draws_match_the_straightforward_computation(monkeypatch) -> None:
+    """The torch kernel's draws (the fused CPU kernel's are checked in test_merge_fused.py)."""
     import sys
+
+    monkeypatch.setenv("MIXMERGE_FUSED", "0")
 
     from core.merge._blocks import dare_factor, draw_keep, quantised_drop
 

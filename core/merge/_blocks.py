@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from . import _fused
 from ._base import CHUNK, chunks, compute_dtype
 
 # Chunk of the bandwidth-bound sums: small enough that the output chunk stays in cache.
@@ -101,6 +102,11 @@ def magnitude_threshold(
     c = min(CHUNK, n)
     buf = torch.empty(2, c, dtype=dtype, device=tensors[0].device)  # (2, C) scratch
     for t, b in zip(tensors, bases, strict=True):
+        if _fused.usable([t], b):
+            n_above, hits = _fused.bracket(t, b, lo, hi)
+            above += n_above
+            inside.append(hits)
+            continue
         copy = b is not None or t.dtype != dtype
         for s in chunks(t.numel()):
             a, f = buf[:, : s.stop - s.start].unbind(0)  # (C,) each
@@ -167,6 +173,13 @@ def ties_kernel(
     Returns:
         The merged tensor, shaped like the inputs, in the compute dtype.
     """
+    if _fused.usable(tensors, base):
+        dropping = drop > 0.0 and quantised_drop(drop) > 0
+        return _fused.ties(
+            tensors, base, thresholds, scale=scale, weights=weights, disjoint=disjoint,
+            drop_m=quantised_drop(drop) if dropping else 0,
+            factor=dare_factor(drop) if dropping else 1.0, generator=generator,
+        )  # fmt: skip
     ref = tensors[0]
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
@@ -261,6 +274,11 @@ def dare_kernel(
     Returns:
         The merged tensor, shaped like the inputs, in the compute dtype.
     """
+    if _fused.usable(tensors, base):
+        return _fused.dare(
+            tensors, base, weights, drop_m=quantised_drop(drop),
+            factor=dare_factor(drop) if rescale else 1.0, generator=generator,
+        )  # fmt: skip
     ref = tensors[0]
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
