@@ -1,30 +1,44 @@
 """Mixup / CutMix batch throughput against torchvision.transforms.v2 and timm; FMix masks
 per sample in torch against the reference per-sample numpy approach.
 
-torchvision and timm do not import beside the pinned torch 2.13.0, so this runs in a separate
-environment (core is imported through an editable install)::
+torchvision and timm do not import beside the pinned torch 2.13.0 of ``.venv``, so on this
+project's CPU machine it runs in a separate environment::
 
     python3 -m venv .venv-bench
     .venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 timm numpy
     .venv-bench/bin/pip install -e . --no-deps
     .venv-bench/bin/python benchmarks/bench_mixup.py [--batch 128] [--size 224] [--repeats 7]
 
+In any single environment where torch, torchvision and timm import together (e.g. a GPU machine),
+run it from the repository root without installing the project (the root is put on ``sys.path``)::
+
+    python benchmarks/bench_mixup.py --device cuda
+
+On CUDA every candidate is timed up to ``torch.cuda.synchronize()``; FMix masks are drawn on the
+CPU (the generator is a CPU one) and the torch timing includes moving them to the device.
 Without torchvision/timm the peers are skipped and only core's numbers and the copy floor print.
 All mixers see the same float32 batch (N, 3, S, S) and integer labels; timm mixes in place, so it
 runs on its own scratch copy made once (its time then excludes any clone, as in its training use).
+The header line gives the load average: on a shared machine compare only ratios from one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from core.mixup import fmix_masks, mix
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # core without an install
+
+from core.device import cpu_model  # noqa: E402
+from core.mixup import fmix_masks, mix  # noqa: E402
 
 
 def timed_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -76,6 +90,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available here")
     n, s, k = args.batch, args.size, 1000
     g = torch.Generator().manual_seed(0)
     x = torch.rand(n, 3, s, s, generator=g).to(dev)
@@ -101,7 +117,7 @@ def main() -> None:
         }
         for name, t in tv.items():
             fns[f"{name}/torchvision"] = run(lambda t=t: t(x, y))
-    except ImportError as err:
+    except (ImportError, RuntimeError, OSError) as err:  # absent, or built for another torch
         print(f"torchvision unavailable ({err}); skipped")
     try:
         from timm.data import Mixup
@@ -113,7 +129,7 @@ def main() -> None:
         }
         for name, t in timm_fns.items():
             fns[f"{name}/timm"] = run(lambda t=t: t(scratch, y))
-    except ImportError as err:
+    except (ImportError, RuntimeError, OSError) as err:  # absent, or built for another torch
         print(f"timm unavailable ({err}); skipped")
     best = timed_interleaved(fns, args.repeats)
     copy_ms = best["copy"]
@@ -123,18 +139,12 @@ def main() -> None:
             name, who = key.split("/")
             rows[name][who] = ms
 
-    cpu = "unknown CPU"
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo")
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     print(
-        f"\n{cpu}, {args.threads} threads, torch {torch.__version__}, {platform.python_version()}, "
-        f"device {dev}; batch {n}x3x{s}x{s} float32, best of {args.repeats} interleaved\n"
+        f"\n{cpu_model()}, {os.cpu_count()} cores, load average {load}; {args.threads} threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}, device {dev} ({where}); "
+        f"batch {n}x3x{s}x{s} float32, best of {args.repeats} interleaved\n"
     )
     print(
         "| mixer | core (ms) | torchvision (ms) | timm (ms) | plain copy (ms) | tv / core | timm / core | core / copy |"
@@ -144,8 +154,8 @@ def main() -> None:
         c = r["core"]
         tvs = r.get("torchvision")
         tms = r.get("timm")
-        print(f"| {name} | {c:.1f} | {tvs if tvs is None else f'{tvs:.1f}'} | "
-              f"{tms if tms is None else f'{tms:.1f}'} | {copy_ms:.1f} | "
+        print(f"| {name} | {c:.1f} | {'-' if tvs is None else f'{tvs:.1f}'} | "
+              f"{'-' if tms is None else f'{tms:.1f}'} | {copy_ms:.1f} | "
               f"{'-' if tvs is None else f'{tvs / c:.2f}x'} | {'-' if tms is None else f'{tms / c:.2f}x'} | "
               f"{c / copy_ms:.2f}x |")  # fmt: skip
 
@@ -157,10 +167,10 @@ def main() -> None:
         lam_np = lam.numpy()
         best = timed_interleaved(
             {
-                "torch": run(lambda side=side, lam=lam: fmix_masks(lam.to(dev), side, side, generator=g)),
+                "torch": run(lambda side=side, lam=lam: fmix_masks(lam, side, side, generator=g).to(dev)),
                 "numpy": lambda side=side, lam_np=lam_np: [numpy_fmix_mask(float(v), (side, side), 3.0, rng) for v in lam_np],
             },
-            max(3, args.repeats // 2),
+            args.repeats,
         )  # fmt: skip
         t_ms, np_ms = best["torch"], best["numpy"]
         print(f"| {n} x {side}x{side} | {t_ms:.1f} | {np_ms:.1f} | {np_ms / t_ms:.2f}x |")
