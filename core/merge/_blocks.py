@@ -91,13 +91,13 @@ def magnitude_threshold(
             for t, b in zip(tensors, bases, strict=True)
         ]
     )  # (m,) about 65536 entries
-    sample = torch.sort(sample, descending=True).values  # (m,)
     m = sample.numel()
     j = k * m / n  # expected rank of the answer in the sample
     margin = 4.0 * math.sqrt(max(j, 1.0)) + 8.0
     hi_i, lo_i = math.floor(j - margin), math.ceil(j + margin)
-    hi = math.inf if hi_i < 0 else float(sample[hi_i])
-    lo = 0.0 if lo_i >= m else float(sample[lo_i])
+    # the (r+1)-th largest sample entry by selection (kthvalue), not a full sort
+    hi = math.inf if hi_i < 0 else float(sample.kthvalue(m - hi_i).values)
+    lo = 0.0 if lo_i >= m else float(sample.kthvalue(m - lo_i).values)
     above, inside = 0.0, []
     c = min(CHUNK, n)
     buf = torch.empty(2, c, dtype=dtype, device=tensors[0].device)  # (2, C) scratch

@@ -568,17 +568,15 @@ def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[flo
     stride = max(1, n // SAMPLE)
     work = inp.cfg.dtype
 
-    def deltas(key: str, pair: tuple[list[Tensor], Tensor | None]) -> list[Tensor]:
-        tensors, base = pair
-        stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
-        dt = work or tensors[0].dtype
+    def cast(t: Tensor | None) -> Tensor | None:
+        if t is None:
+            return None
+        dt = work or t.dtype
         dt = torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
-        b = None if base is None else base.to(dev).reshape(-1).to(dt)
-        out = []
-        for x in tensors:
-            d = x.to(dev).reshape(-1).to(dt)
-            out.append(d if b is None else d - b)
-        return out
+        return t.to(dev).reshape(-1).to(dt)
+
+    def count_read(tensors: list[Tensor], base: Tensor | None) -> None:
+        stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
 
     pin = dev.type == "cuda"
 
@@ -588,9 +586,13 @@ def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[flo
         return _load_key(inp, reader, k, True, pin, bufs, phase)
 
     samples: list[list[Tensor]] = [[] for _ in range(m_count)]
-    for key, pair in _prefetched(keys, load):
-        for i, d in enumerate(deltas(key, pair)):
-            samples[i].append(d[::stride].abs())
+    for _key, (tensors, base) in _prefetched(keys, load):
+        count_read(tensors, base)
+        b = cast(None if base is None else base.reshape(-1)[::stride])
+        for i, x in enumerate(tensors):
+            d = cast(x.reshape(-1)[::stride])
+            assert d is not None
+            samples[i].append((d if b is None else d - b).abs())
     brackets = []
     for i in range(m_count):
         s = torch.sort(torch.cat(samples[i]), descending=True).values  # (m,)
@@ -604,14 +606,24 @@ def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[flo
     del samples
     result: list[float | None] = [None if ks[i] < n else 0.0 for i in range(m_count)]
     todo = [i for i in range(m_count) if result[i] is None]
+    from ..merge import _fused
+
     while todo:
         above = dict.fromkeys(todo, 0)
         inside: dict[int, list[Tensor]] = {i: [] for i in todo}
-        for key, pair in _prefetched(keys, load):
-            ds = deltas(key, pair)
+        for _key, (tensors, base) in _prefetched(keys, load):
+            count_read(tensors, base)
+            b = cast(base)
             for i in todo:
-                a = ds[i].abs_()
+                x = cast(tensors[i])
+                assert x is not None
                 lo, hi = brackets[i]
+                if _fused.usable([x], b):  # one fused pass, no |τ| copy
+                    n_above, hits = _fused.bracket(x, b, lo, hi)
+                    above[i] += n_above
+                    inside[i].append(hits)
+                    continue
+                a = (x if b is None else x - b).abs_()
                 above[i] += int((a > hi).sum())
                 inside[i].append(a[(a <= hi) & (a >= lo)].cpu())
         nxt = []
