@@ -362,3 +362,21 @@ def test_fmix_threshold_equals_top_k_by_rank(tied: bool, monkeypatch: pytest.Mon
             expect[i, torch.argsort(grey[i], descending=True, stable=True)[: k[i]]] = 1.0
         assert torch.equal(masks.view(40, -1), expect)
         assert torch.equal(masks.view(40, -1).sum(1).long(), k)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_cutmix_paste_with_repeated_partners(shared: bool) -> None:
+    from core.mixup import CutMixParams, apply_cutmix
+
+    x = torch.randn(4, 2, 9, 8, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[2, 7, 1, 5]] * 4 if shared else [[2, 7, 1, 5], [0, 9, 0, 8], [3, 3, 0, 8],
+                                                            [8, 9, 7, 8]])  # fmt: skip
+    partner = torch.tensor([1, 1, 0, 2])  # not a permutation: row 1 is its own partner
+    res = apply_cutmix(x, to_soft_targets(torch.arange(4), K),
+                       CutMixParams(boxes=boxes, partner=partner, shared_box=shared))  # fmt: skip
+    expect = x.clone()
+    for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
+        expect[i, :, y0:y1, x0:x1] = x[int(partner[i]), :, y0:y1, x0:x1]
+    assert torch.equal(res.x, expect)
+    assert res.mask is not None
+    assert torch.equal(res.x, torch.where(res.mask.bool(), x, x[partner]))
