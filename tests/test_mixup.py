@@ -380,3 +380,24 @@ def test_cutmix_paste_with_repeated_partners(shared: bool) -> None:
     assert torch.equal(res.x, expect)
     assert res.mask is not None
     assert torch.equal(res.x, torch.where(res.mask.bool(), x, x[partner]))
+
+
+def test_fmix_masks_do_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    fm = importlib.import_module("core.mixup.fmix")
+    lam = torch.rand(9, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    try:
+        out = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            for parallel_min in (0, 1 << 40):  # threads used / never used
+                monkeypatch.setattr(fm, "_PARALLEL_MIN", parallel_min)
+                out.append(fm.fmix_masks(lam, 20, 18, generator=torch.Generator().manual_seed(4)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(out[0], o) for o in out[1:])
+    k = torch.round(lam.double() * 20 * 18)
+    assert torch.equal(out[0].sum((1, 2, 3)).double(), k)
+    assert fm._row_chunks(9) == [(0, 2), (2, 4), (4, 7), (7, 9)] and fm._row_chunks(1) == [(0, 1)]

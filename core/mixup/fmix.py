@@ -11,6 +11,9 @@ linear-time selection (numpy ``partition``) of the threshold per row rather than
 from __future__ import annotations
 
 import functools
+import itertools
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,9 +65,12 @@ def fmix_masks(
 ) -> Tensor:
     """(M, 1, H, W) binary masks whose means are round(λ H W) / (H W), one per λ in ``lam``.
 
-    Vectorised: one batched normal draw straight into the half spectra, one batched inverse FFT,
-    then per row the k-th largest grey value as the threshold (numpy's ``partition``, a linear
-    time selection several times faster than ``torch.kthvalue`` on CPU) instead of a full sort.
+    Vectorised: normal draws straight into the half spectra, one batched inverse FFT, then per
+    row the k-th largest grey value as the threshold (numpy's ``partition``, a linear time
+    selection several times faster than ``torch.kthvalue`` on CPU) instead of a full sort. The
+    draws and the selections, both serial inside torch and numpy, run over a fixed split of the
+    rows on up to ``torch.get_num_threads()`` threads (:func:`_row_chunks`); the split, and so the
+    masks, do not depend on the thread count.
     Pixel counts are exact: a row whose threshold value is tied (so ``>=`` would keep more than
     k pixels) falls back to taking the top k by rank with a stable sort, which is what
     :func:`_top_k_by_rank` computes for every row (the reference, pinned by the tests). The masks
@@ -84,9 +90,14 @@ def fmix_masks(
     k = _kept_pixels(lam, hw)  # (M,)
     g = grey.numpy()
     thr = np.full((m, 1), np.inf, dtype=g.dtype)  # (M, 1) k-th largest value per row
-    for i, ki in enumerate(k.tolist()):
-        if ki:  # k-th largest = the (HW - k)-th smallest, 0-based
-            thr[i, 0] = np.partition(g[i], hw - ki)[hw - ki]
+    kept = k.tolist()
+
+    def select(a: int, b: int) -> None:
+        for i in range(a, b):
+            if kept[i]:  # k-th largest = the (HW - k)-th smallest, 0-based
+                thr[i, 0] = np.partition(g[i], hw - kept[i])[hw - kept[i]]
+
+    _in_threads(select, _row_chunks(m), parallel=m * hw >= _PARALLEL_MIN)
     keep = g >= thr  # (M, HW)
     tied = np.flatnonzero(np.count_nonzero(keep, axis=1) != k.numpy())  # threshold value repeats
     if len(tied):
@@ -99,13 +110,64 @@ def _grey_noise(m: int, h: int, w: int, decay_power: float, generator: torch.Gen
     """(M, H W) grey images: irfft2 of complex Gaussian half spectra scaled by 1 / f^δ.
 
     The normals are drawn as (M, H, W//2+1, 2) so that they are already the (real, imaginary)
-    pairs of a complex tensor: scaled in place and viewed as complex, with no copy.
+    pairs of a complex tensor: scaled in place and viewed as complex, with no copy. Each chunk of
+    rows of :func:`_row_chunks` draws from its own generator seeded from ``generator`` (torch's
+    normal sampler is serial, so the chunks can run on several threads).
     """
     scale = _spectrum_scale(h, w, decay_power)  # (H, W//2+1, 2)
-    noise = torch.randn(m, *scale.shape, generator=generator)  # (M, H, W//2+1, 2)
+    chunks = _row_chunks(m)
+    seeds = torch.randint(0, 2**62, (len(chunks),), generator=generator).tolist()
+    seed_of = {a: seed for (a, _), seed in zip(chunks, seeds, strict=True)}
+    noise = torch.empty(m, *scale.shape)  # (M, H, W//2+1, 2)
+
+    def draw(a: int, b: int) -> None:
+        noise[a:b].normal_(generator=torch.Generator().manual_seed(seed_of[a]))
+
+    _in_threads(draw, chunks, parallel=noise.numel() >= _PARALLEL_MIN)
     noise.mul_(scale)  # the same real scale on both parts = complex(re, im) * scale
     spectrum = torch.view_as_complex(noise)  # (M, H, W//2+1)
     return torch.fft.irfft2(spectrum, s=(h, w)).reshape(m, h * w)
+
+
+_CHUNKS = 4  # row chunks of the draws: fixed, so that the masks do not depend on the threads
+_PARALLEL_MIN = 1 << 20  # below this many values, starting threads costs more than it saves
+
+
+def _row_chunks(m: int) -> list[tuple[int, int]]:
+    """Up to ``_CHUNKS`` contiguous (start, stop) row ranges covering ``range(m)``."""
+    cuts = [round(i * m / min(m, _CHUNKS)) for i in range(min(m, _CHUNKS) + 1)] if m else [0]
+    return list(itertools.pairwise(cuts))
+
+
+def _in_threads(fn: Callable[[int, int], None], chunks: list[tuple[int, int]], *,
+                parallel: bool) -> None:  # fmt: skip
+    """``fn(a, b)`` for every chunk, on up to ``torch.get_num_threads()`` threads (this one
+    included) when ``parallel``; for work that releases the GIL (torch ops, numpy selection).
+
+    Plain threads started per call (no pool that a forked DataLoader worker would inherit dead).
+    """
+    n = min(len(chunks), torch.get_num_threads()) if parallel else 1
+    if n <= 1:
+        for a, b in chunks:
+            fn(a, b)
+        return
+    errors: list[BaseException] = []
+
+    def work(part: list[tuple[int, int]]) -> None:
+        try:
+            for a, b in part:
+                fn(a, b)
+        except BaseException as err:  # re-raised in the caller's thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(chunks[t::n],)) for t in range(1, n)]
+    for t in threads:
+        t.start()
+    work(chunks[0::n])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _kept_pixels(lam: Tensor, hw: int) -> Tensor:
