@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.merge import METHODS, fisher_diagonal, gram_matrices, merge
+from core.merge import METHODS, TENSOR_METHODS, fisher_diagonal, gram_matrices, merge
 from core.params import StateDict, clone
 
 
@@ -152,3 +152,23 @@ def _fisher(net: nn.Module, sd: StateDict, x: torch.Tensor, y: torch.Tensor) -> 
 def _grams(net: nn.Module, sd: StateDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
     net.load_state_dict(sd)
     return gram_matrices(net, x)
+
+
+def test_per_tensor_methods_allocate_on_the_inputs_device() -> None:
+    """Every temporary is made on the inputs' device (checked with shape-only "meta" tensors;
+    a CPU allocation inside a kernel fails here as it would on CUDA)."""
+    extra = {"fisher": {"fishers": "ones"}, "ties": {"threshold": [0.0, 0.0]}}
+    checked = 0
+    for name, fn in sorted(TENSOR_METHODS.items()):
+        xs = [torch.empty(6, 5, device="meta") for _ in range(2)]
+        kw = dict(extra.get(name, {}))
+        if kw.get("fishers") == "ones":
+            kw["fishers"] = [torch.empty(6, 5, device="meta") for _ in range(2)]
+        try:
+            out = fn(xs, torch.empty(6, 5, device="meta"), **kw)
+        except RuntimeError as err:
+            assert "device" not in str(err), f"{name}: {err}"
+            continue  # data-dependent (.item()) methods cannot run on meta tensors
+        assert out.device.type == "meta", name
+        checked += 1
+    assert checked >= 5

@@ -25,6 +25,15 @@ SUM_CHUNK = 1 << 18
 # 0.25 s, 2^17 0.22 s, 2^18 0.22 s, 2^20 0.27 s; per-op overhead dominates below 2^16 and the ten
 # scratch rows (5 MB at 2^17) fall out of cache above 2^18.
 TIES_CHUNK = 1 << 17
+# On a GPU every chunk costs a kernel launch per operation: the cache-sized CPU chunks made
+# TIES 10x slower than PEFT's whole-tensor ops on an H200. 2^22 entries keeps launches few and
+# the TIES scratch (10 rows) at 160 MB.
+GPU_CHUNK = 1 << 22
+
+
+def chunk_for(device: torch.device, cpu_chunk: int) -> int:
+    """The chunk length of the streamed kernels on ``device``."""
+    return cpu_chunk if device.type == "cpu" else max(cpu_chunk, GPU_CHUNK)
 
 
 def weighted_sum(
@@ -50,7 +59,7 @@ def weighted_sum(
     flat_out = out.view(-1)  # (P,)
     flats = [t.reshape(-1) for t in tensors]  # N x (P,)
     flat_base = None if base is None else base.reshape(-1)
-    for s in chunks(ref.numel(), SUM_CHUNK):
+    for s in chunks(ref.numel(), chunk_for(ref.device, SUM_CHUNK)):
         acc = flat_out[s]  # (C,) view into the output
         if flat_base is not None and base_weight != 0.0:
             torch.mul(flat_base[s], base_weight, out=acc)
@@ -99,7 +108,7 @@ def magnitude_threshold(
     hi = math.inf if hi_i < 0 else float(sample.kthvalue(m - hi_i).values)
     lo = 0.0 if lo_i >= m else float(sample.kthvalue(m - lo_i).values)
     above, inside = 0.0, []
-    c = min(CHUNK, n)
+    c = min(chunk_for(tensors[0].device, CHUNK), n)
     buf = torch.empty(2, c, dtype=dtype, device=tensors[0].device)  # (2, C) scratch
     for t, b in zip(tensors, bases, strict=True):
         if _fused.usable([t], b):
@@ -108,7 +117,7 @@ def magnitude_threshold(
             inside.append(hits)
             continue
         copy = b is not None or t.dtype != dtype
-        for s in chunks(t.numel()):
+        for s in chunks(t.numel(), c):
             a, f = buf[:, : s.stop - s.start].unbind(0)  # (C,) each
             x = delta_into(a, t, b, s) if copy else t.reshape(-1)[s]  # (C,)
             torch.abs(x, out=a)
@@ -184,9 +193,10 @@ def ties_kernel(
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
     weighted = any(w != 1.0 for w in weights)
-    bufs = torch.empty(10, min(TIES_CHUNK, size), dtype=dtype, device=dev)  # (10, C) scratch
+    step = chunk_for(dev, TIES_CHUNK)
+    bufs = torch.empty(10, min(step, size), dtype=dtype, device=dev)  # (10, C) scratch
     copy = base is not None or drop > 0.0 or ref.dtype != dtype
-    for s in chunks(size, TIES_CHUNK):
+    for s in chunks(size, step):
         b = bufs[:, : s.stop - s.start]  # (10, C)
         b[:6].zero_()
         tot, mag, sgn, cnt, wtot, wmag, d, a, m, tmp = b.unbind(0)  # (C,) each
@@ -282,14 +292,15 @@ def dare_kernel(
     ref = tensors[0]
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
-    c = min(SUM_CHUNK, size)
+    step = chunk_for(dev, SUM_CHUNK)
+    c = min(step, size)
     dbuf = torch.empty(c, dtype=dtype, device=dev)  # (C,) one task-vector chunk
     wbuf = torch.empty((c + 3) // 4, dtype=torch.int64, device=dev)  # (C/4,) random words
     mbuf = torch.empty(c, dtype=torch.bool, device=dev)  # (C,) keep mask
     dropping = quantised_drop(drop) > 0
     factor = dare_factor(drop) if rescale else 1.0
     flat_base = None if base is None else base.reshape(-1)
-    for s in chunks(size, SUM_CHUNK):
+    for s in chunks(size, step):
         n = s.stop - s.start
         acc = out[s]  # (C,) view into the output
         if flat_base is None:

@@ -83,7 +83,8 @@ def breadcrumbs_tensor(
     scale = check_range("scale", scale)
     w = check_weights(weights, len(tensors))
     ref = tensors[0]
-    acc = torch.zeros(ref.shape, dtype=torch.float32 if ref.dtype != torch.float64 else ref.dtype)
+    acc_dtype = torch.float32 if ref.dtype != torch.float64 else ref.dtype
+    acc = torch.zeros(ref.shape, dtype=acc_dtype, device=ref.device)
     for t, wi in zip(tensors, w, strict=True):
         tau = t.to(acc.dtype) - (0.0 if base is None else base.to(acc.dtype))  # same shape
         acc += wi * tau * middle_mask(tau, density, gamma)

@@ -92,8 +92,8 @@ def fisher_tensor(
     if any(x < 0 for x in w):
         raise ValueError(f"weights must be non-negative, got {w}")
     dtype = compute_dtype(tensors[0])
-    num = torch.zeros(tensors[0].shape, dtype=dtype)
-    den = torch.zeros(tensors[0].shape, dtype=dtype)
+    num = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
+    den = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
     for t, f, wi in zip(tensors, fishers, w, strict=True):
         fw = f.to(dtype).clamp(min=floor) * wi  # same shape
         num += fw * t.to(dtype)
