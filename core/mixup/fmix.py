@@ -98,12 +98,15 @@ def fmix_masks(
                 thr[i, 0] = np.partition(g[i], hw - kept[i])[hw - kept[i]]
 
     _in_threads(select, _row_chunks(m), parallel=m * hw >= _PARALLEL_MIN)
-    keep = g >= thr  # (M, HW)
-    tied = np.flatnonzero(np.count_nonzero(keep, axis=1) != k.numpy())  # threshold value repeats
+    mask = np.empty((m, hw), dtype=np.float32)
+    np.greater_equal(g, thr, out=mask, casting="unsafe")  # 1.0 where kept, written once
+    # float32 sums of 0/1 are exact below 2^24 pixels (count_nonzero on floats is slower)
+    counts = mask.sum(axis=1) if hw < 1 << 24 else np.count_nonzero(mask, axis=1)
+    tied = np.flatnonzero(counts != k.numpy())  # rows whose threshold value repeats
     if len(tied):
         rows = torch.from_numpy(tied)
-        keep[tied] = _top_k_by_rank(grey[rows], k[rows]).numpy()
-    return torch.from_numpy(keep.astype(np.float32)).view(m, 1, h, w)
+        mask[tied] = _top_k_by_rank(grey[rows], k[rows]).numpy()
+    return torch.from_numpy(mask).view(m, 1, h, w)
 
 
 def _grey_noise(m: int, h: int, w: int, decay_power: float, generator: torch.Generator) -> Tensor:
