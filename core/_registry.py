@@ -29,6 +29,9 @@ class Hyper:
         step: slider step for numbers.
         choices: allowed values for kind "choice".
         help: one line shown next to the widget.
+        sum_limit: ``(other, total)``: this value plus the value of hyperparameter ``other``
+            may not exceed ``total`` (e.g. Breadcrumbs' density + γ ≤ 1); forms narrow this
+            slider's range once ``other`` is set, so no pair of slider values is invalid.
     """
 
     name: str
@@ -39,6 +42,7 @@ class Hyper:
     step: float | None = None
     choices: tuple[Any, ...] = ()
     help: str = ""
+    sum_limit: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,37 @@ def test_default_weight() -> None:
     assert default_weight(Hyper("w", "floats", None, 0.0, 0.5), 2) == [0.5, 0.5]
     assert default_weight(Hyper("w", "floats", 0.3, 0.0, 1.0), 3) == [0.3, 0.3, 0.3]
     assert default_weight(Hyper("w", "floats", (0.1, 0.9)), 2) == [0.1, 0.9]
+
+
+def _breadcrumbs_form() -> None:
+    import streamlit as st
+
+    from core.merge import METHODS
+    from ui.widgets import hyperparameter_form
+
+    st.session_state["bc.values"] = hyperparameter_form(METHODS["breadcrumbs"], "bc", 2)
+
+
+def test_sum_limit_narrows_the_dependent_slider_so_no_pair_is_invalid() -> None:
+    """Breadcrumbs needs density + γ <= 1: γ's range shrinks as density grows, a kept γ above
+    the new bound is clamped, and density 1 leaves γ fixed at 0."""
+    from core.merge import merge
+
+    at = AppTest.from_function(_breadcrumbs_form).run()
+    assert not at.exception
+    assert at.slider(key="bc.gamma").max == 0.5
+    at.slider(key="bc.gamma").set_value(0.4).run()
+    at.slider(key="bc.density").set_value(0.8).run()
+    assert not at.exception
+    g = at.slider(key="bc.gamma")
+    assert g.max == pytest.approx(0.2) and g.value == pytest.approx(0.2)
+    values = at.session_state["bc.values"]
+    assert values["density"] + values["gamma"] <= 1.0
+    import torch
+
+    models = [{"w": torch.randn(4, 6)} for _ in range(2)]
+    merge("breadcrumbs", models, base={"w": torch.zeros(4, 6)}, **values)  # no error
+    at.slider(key="bc.density").set_value(1.0).run()
+    assert not at.exception
+    assert at.session_state["bc.values"]["gamma"] == 0.0
+    assert not any(s.key == "bc.gamma" for s in at.slider)

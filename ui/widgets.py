@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
@@ -73,11 +74,36 @@ def hyperparameter_form(
         row = scalars[start : start + check_columns]
         for col, p in zip(st.columns(check_columns), row, strict=False):
             with col:
-                values[p.name] = _scalar_widget(p, f"{key_prefix}.{p.name}")
+                key = f"{key_prefix}.{p.name}"
+                narrowed = _narrowed(p, values, key)
+                if narrowed is None:  # the other value leaves a single allowed value
+                    st.caption(f"{_label(p)}: {p.low} (fixed by {p.sum_limit[0]})")  # type: ignore[index]
+                    values[p.name] = p.low
+                else:
+                    values[p.name] = _scalar_widget(narrowed, key)
     for p in shown:
         if p.kind == "floats":
             values[p.name] = _per_model_widgets(p, f"{key_prefix}.{p.name}", names)
     return values
+
+
+def _narrowed(p: Hyper, values: dict[str, Any], key: str) -> Hyper | None:
+    """``p`` with its upper bound lowered to honour ``p.sum_limit`` given the values drawn so
+    far (a kept value above the new bound is clamped to it); None when only ``p.low`` is left."""
+    if p.sum_limit is None or p.sum_limit[0] not in values or p.low is None or p.high is None:
+        return p
+    other, total = p.sum_limit
+    room = float(total) - float(values[other])
+    step = float(p.step) if p.step else (float(p.high) - float(p.low)) / 100
+    high = min(float(p.high), float(p.low) + math.floor((room - float(p.low)) / step + 1e-9) * step)
+    high = round(high, 12)
+    if high <= float(p.low):
+        return None
+    kept = st.session_state.get(key)
+    if isinstance(kept, float) and kept > high:
+        st.session_state[key] = high
+    default = min(float(p.default), high) if isinstance(p.default, int | float) else p.default
+    return replace(p, high=high, default=default)
 
 
 def _label(p: Hyper) -> str:
