@@ -12,7 +12,9 @@
 # 3. bench_mixup.py --device cuda (torchvision and timm on the same GPU batches);
 # 4. bench_merge.py --device cuda (PEFT on the same GPU tensors).
 # Each step has its own time limit, so one slow step cannot eat the others' time.
+# STEPS="pytest bench_merge" runs only the steps named.
 set -u
+STEPS="${STEPS:-pytest bench_stream bench_mixup bench_merge}"
 LOG="${1:-gpu_logs}"
 mkdir -p "$LOG"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -20,6 +22,7 @@ PY="${PYTHON:-python3}"
 step() {  # step NAME SECONDS CMD...
   local name="$1" secs="$2"
   shift 2
+  case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
   echo "=== $name (limit ${secs}s) ==="
   local t0=$SECONDS
   timeout "$secs" "$@" >"$LOG/$name.log" 2>&1
@@ -40,7 +43,7 @@ for m in ("numba", "safetensors", "yaml", "tqdm", "sklearn", "pandas", "torchvis
 EOF
 nproc
 step pytest 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_merge_fused.py
-step bench_stream 200 "$PY" benchmarks/bench_stream.py --no-mergekit --device cpu,cuda \
-  --workdir /tmp/bench_stream_gpu
+step bench_stream 200 "$PY" benchmarks/bench_stream.py --no-mergekit --device "${STREAM_DEVICES:-cpu,cuda}" \
+  --methods "${STREAM_METHODS:-linear,task_arithmetic,ties,dare_ties}" --workdir /tmp/bench_stream_gpu
 step bench_mixup 120 "$PY" benchmarks/bench_mixup.py --device cuda --threads 16
-step bench_merge 120 "$PY" benchmarks/bench_merge.py --device cuda
+step bench_merge "${MERGE_SECS:-120}" "$PY" benchmarks/bench_merge.py --device cuda
