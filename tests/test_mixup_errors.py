@@ -129,3 +129,17 @@ def test_cutmix_mask_is_built_only_when_read(
         assert float(res.lam[i]) == pytest.approx(float(expect.mean()), abs=1e-7)
     assert res.mask is mask and calls == [1]  # built once
     assert torch.equal(res.x, torch.where(mask.bool(), x, x[res.partner]))
+
+
+def test_cutmix_result_pickles_with_its_mask_unbuilt() -> None:
+    import copy
+    import pickle
+
+    x = torch.rand(3, 2, 6, 5, generator=torch.Generator().manual_seed(0))
+    res = mix("cutmix", x, torch.arange(3) % K, generator=torch.Generator().manual_seed(1),
+              n_classes=K, per_sample=True)  # fmt: skip
+    back = pickle.loads(pickle.dumps(res))
+    twin = copy.deepcopy(res)
+    assert back.mask is not None and twin.mask is not None and res.mask is not None
+    assert torch.equal(back.mask, res.mask) and torch.equal(twin.mask, res.mask)
+    assert torch.equal(back.x, res.x) and torch.equal(back.lam, res.lam)

@@ -40,6 +40,14 @@ class LazyMask:
         assert self._value is not None
         return self._value
 
+    def __reduce__(self) -> tuple[Callable[[Tensor], Tensor], tuple[Tensor]]:
+        """Pickled (and deep-copied) as the built tensor: the closure itself cannot travel."""
+        return _as_is, (self.get(),)
+
+
+def _as_is(mask: Tensor) -> Tensor:
+    return mask
+
 
 class _MaskField:
     """The ``mask`` field of :class:`MixResult`: holds a tensor, None or a :class:`LazyMask`, and
