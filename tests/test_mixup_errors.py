@@ -95,6 +95,16 @@ def test_fmix_errors_name_decay_power_lam_h_w() -> None:
         fmix_masks(torch.rand(2), 8, 8, decay_power=11.0, generator=g)
 
 
+def test_cutmix_shared_box_must_be_one_box() -> None:
+    from core.mixup import CutMixParams, apply_cutmix
+
+    x = torch.rand(2, 3, 8, 8)
+    p = CutMixParams(boxes=torch.tensor([[0, 4, 0, 4], [1, 5, 1, 5]]), partner=torch.tensor([1, 0]),
+                     shared_box=True)  # fmt: skip
+    with pytest.raises(ValueError, match=r"^params\.boxes must hold one box in every row .*got 2 "):
+        apply_cutmix(x, to_soft_targets(torch.arange(2), K), p)
+
+
 def test_shared_errors_name_alpha_lam_grid() -> None:
     x = torch.rand(2, 3, 8, 8)
     with pytest.raises(ValueError, match=r"^alpha must be in \(0\.0, inf[)\]], got -1\.0$"):

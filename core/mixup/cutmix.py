@@ -112,8 +112,11 @@ def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
     if params.boxes.shape != (n, 4) or params.partner.shape != (n,):
         raise ValueError(f"params must hold boxes (N, 4) and partner (N,) for N={n}, "
                          f"got {tuple(params.boxes.shape)} and {tuple(params.partner.shape)}")  # fmt: skip
+    if params.shared_box and not bool((params.boxes == params.boxes[:1]).all()):
+        raise ValueError(f"params.boxes must hold one box in every row when shared_box is True, "
+                         f"got {params.boxes.unique(dim=0).shape[0]} different boxes")  # fmt: skip
     partner = params.partner.to(x.device)
-    out = _paste_boxes(x, params.boxes, partner, shared=params.shared_box)
+    out = _paste_boxes(x, params.boxes, params.partner, shared=params.shared_box)
     boxes, device = params.boxes, x.device
     if params.shared_box:
         mask = LazyMask(lambda: box_mask(boxes[:1], h, w).to(device).expand(n, 1, h, w))
@@ -126,7 +129,8 @@ def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
 
 
 def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor, *, shared: bool) -> Tensor:
-    """(N, C, H, W) ``x`` with each row's box (y0, y1, x0, x1) taken from its partner.
+    """(N, C, H, W) ``x`` with each row's box (y0, y1, x0, x1) taken from its partner (``boxes``
+    and ``partner`` on the CPU).
 
     A copy of the batch, then the boxes copied in place from the partners' rows: no gathered
     partner batch and no mask. One box for the whole batch (``shared``) is one ``index_select``
@@ -140,7 +144,7 @@ def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor, *, shared: bool) -> 
             if dst.device.type == "cpu":
                 torch.index_select(src, 0, partner, out=dst)  # writes through the view
             else:
-                dst.copy_(src.index_select(0, partner))
+                dst.copy_(src.index_select(0, partner.to(x.device)))
         return out
     for i, (j, (y0, y1, x0, x1)) in enumerate(zip(partner.tolist(), boxes.tolist(), strict=True)):
         if i != j and y1 > y0 and x1 > x0:
