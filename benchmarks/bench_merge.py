@@ -9,7 +9,8 @@ requirements-dev.txt) on the same seeded tensors. Ours: the per-tensor kernels i
 ``core.merge.TENSOR_METHODS`` with ``base=None`` (the inputs are task vectors, as in PEFT),
 TIES with the per-tensor trim that PEFT uses. Each measurement runs in its own subprocess, so
 peak memory is that process's peak RSS (CPU; ``torch.cuda.max_memory_allocated`` on CUDA)
-minus what the inputs already held, reported in output-sized buffers (target <= 2). The
+minus what the inputs and one warm-up call on tiny inputs already held (so fixed runtime costs
+such as numba's JIT runtime are not counted), in output-sized buffers (target <= 2). The
 bandwidth bound is one read pass over the inputs (``torch.sum`` of each), measured alike.
 """
 
@@ -41,6 +42,9 @@ def worker(impl: str, n: int, size: int, device: str, repeats: int) -> dict[str,
     taus = [torch.randn(size, generator=g).mul_(0.01).to(device) for _ in range(n)]  # no temp
     weights = torch.ones(n, device=device)
     fn = _impl(impl, taus, weights, torch, TENSOR_METHODS)
+    # One call on tiny inputs first, so that one-time runtime memory (numba's JIT runtime and
+    # kernel cache, CUDA context, PEFT's imports) is not counted as the merge's extra memory.
+    _impl(impl, [t[:4096].clone() for t in taus], weights, torch, TENSOR_METHODS)()
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
