@@ -190,3 +190,12 @@ def test_draw_seeds_are_63_bit_and_follow_the_generator() -> None:
     b = F.draw_seeds(4, torch.Generator().manual_seed(0))
     assert a.dtype == np.uint64 and np.array_equal(a, b) and len(set(a.tolist())) == 4
     assert all(int(s) < 2**63 for s in a)
+
+
+def test_empty_tensors() -> None:
+    e = torch.empty(0, 3)
+    assert F.bracket(e, None, 0.1, 0.2)[0] == 0 and F.bracket(e, e, 0.1, 0.2)[1].numel() == 0
+    out = ties_kernel([e, e], e, [0.1, 0.1], scale=1.0, weights=[1.0, 1.0], disjoint="mean")
+    assert out.shape == (0, 3)
+    assert dare_kernel([e], None, [1.0], drop=0.5, generator=None).shape == (0, 3)
+    assert magnitude_threshold([e, torch.ones(4)], None, 0.5) == 1.0

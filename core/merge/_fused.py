@@ -158,7 +158,8 @@ def bracket(t: Tensor, base: Tensor | None, lo: float, hi: float) -> tuple[int, 
         np.cumsum(inside[:-1] + 1, out=starts[1:])
         out = np.empty(int(inside.sum()) + inside.shape[0], dtype=x.dtype)
         k.bracket_collect(x, b, base is not None, lo, hi, block, starts, out)
-    keep = np.concatenate([out[s : s + c] for s, c in zip(starts, inside, strict=True)])
+    parts = [out[s : s + c] for s, c in zip(starts, inside, strict=True)]
+    keep = np.concatenate(parts) if parts else np.empty(0, dtype=x.dtype)  # empty tensor: []
     return int(above.sum()), torch.from_numpy(keep)
 
 
