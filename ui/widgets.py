@@ -100,9 +100,12 @@ def _narrowed(p: Hyper, values: dict[str, Any], key: str) -> Hyper | None:
     if high <= float(p.low):
         return None
     kept = st.session_state.get(key)
-    if isinstance(kept, float) and kept > high:
-        st.session_state[key] = high
     default = min(float(p.default), high) if isinstance(p.default, int | float) else p.default
+    if isinstance(kept, float) and kept > high:
+        # clamp: forget the kept value and start the narrowed slider at its new top (setting
+        # the state directly would trip Streamlit's default-plus-state warning)
+        del st.session_state[key]
+        default = high
     return replace(p, high=high, default=default)
 
 
