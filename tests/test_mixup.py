@@ -401,3 +401,24 @@ def test_fmix_masks_do_not_depend_on_the_thread_count(monkeypatch: pytest.Monkey
     k = torch.round(lam.double() * 20 * 18)
     assert torch.equal(out[0].sum((1, 2, 3)).double(), k)
     assert fm._row_chunks(9) == [(0, 2), (2, 4), (4, 7), (7, 9)] and fm._row_chunks(1) == [(0, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mixup_fused_rows_are_bit_identical_to_torch_lerp(dtype: torch.dtype, monkeypatch) -> None:
+    """The numba row kernel (one parallel region per batch) against torch.lerp per row, with λ
+    on both sides of 0.5 (torch switches formula there) and the exact ends 0 and 1."""
+    from core.mixup import MixupParams, apply_mixup
+    from core.mixup.mixup import _fused_ok
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 3, 80, 80, generator=g, dtype=dtype)
+    lam = torch.tensor([0.0, 1.0, 0.5, 0.49999, 0.2, 0.8, 0.999, 0.001, 0.6])
+    p = MixupParams(lam=lam, partner=torch.randperm(9, generator=g))
+    soft = to_soft_targets(torch.arange(9) % K, K)
+    assert _fused_ok(x)
+    got = apply_mixup(x, soft, p).x
+    expect = torch.stack([torch.lerp(x[int(p.partner[i])], x[i], float(lam[i])) for i in range(9)])
+    assert torch.equal(got, expect)
+    assert torch.equal(got[1], x[1]) and torch.equal(got[0], x[int(p.partner[0])])
+    monkeypatch.setenv("MIXMERGE_FUSED", "0")  # the torch row loop gives the same bits
+    assert not _fused_ok(x) and torch.equal(apply_mixup(x, soft, p).x, got)

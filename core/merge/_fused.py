@@ -30,8 +30,6 @@ Parallel calls run behind one lock, since Streamlit runs sessions in threads.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -40,23 +38,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._numba import LOCK, enabled
+
 # Entries per chunk: the six running sums (6 x 256 KiB at float32) stay in L2.
 FUSED_CHUNK = 1 << 16
-_LOCK = threading.RLock()
-
-
-def enabled() -> bool:
-    """Whether the fused kernels may run (numba importable, ``MIXMERGE_FUSED`` != "0")."""
-    return os.environ.get("MIXMERGE_FUSED", "1") != "0" and _numba() is not None
-
-
-@cache
-def _numba() -> Any:
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba comes with umap-learn
-        return None
-    return numba
+_LOCK = LOCK
 
 
 def usable(tensors: Sequence[Tensor], base: Tensor | None) -> bool:

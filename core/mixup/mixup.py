@@ -8,11 +8,13 @@ y = λ y_a + (1 - λ) y_b with b = partner[a] from a random permutation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._checks import check_int, check_tensor
+from .._numba import LOCK, enabled
 from .._registry import Hyper
 from ._base import (
     MIXERS,
@@ -56,9 +58,11 @@ def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
     """Mix ``x`` (N, ...) and soft targets ``y`` (N, C) with ``params``; inputs are not changed.
 
     ``out = lerp(x[partner], x, λ)``. On the CPU with large rows the output is written in one
-    pass, row by row, from views of the two source rows (no gathered ``x[partner]`` temporary);
-    otherwise one gather and one in-place ``lerp_``. Both evaluate the same ``lerp`` per element,
-    so the results are identical. λ = 1 returns ``x`` bit-exactly, λ = 0 returns ``x[partner]``.
+    pass from the two source rows (no gathered ``x[partner]`` temporary): by one numba kernel
+    for the whole batch when it can (contiguous float32/float64, see ``_fused_kernels``), else
+    one ``torch.lerp`` per row; otherwise one gather and one in-place ``lerp_``. All evaluate
+    the same ``lerp`` per element, so the results are identical. λ = 1 returns ``x``
+    bit-exactly, λ = 0 returns ``x[partner]``.
     """
     check_tensor("x", x, floating=True, min_len=1)
     n = x.shape[0]
@@ -66,7 +70,13 @@ def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
     _check_params(params, n)
     partner = params.partner.to(x.device)
     lam = params.lam.float()
-    if x.device.type == "cpu" and x[0].numel() >= _ROW_LOOP_MIN:
+    if _fused_ok(x):
+        out = torch.empty_like(x)
+        weights = lam.to(x.dtype).numpy()
+        rows = (x.view(n, -1).numpy(), params.partner.numpy(), weights, out.view(n, -1).numpy())
+        with LOCK:
+            _rows_lerp()(*rows)
+    elif x.device.type == "cpu" and x[0].numel() >= _ROW_LOOP_MIN:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         for i, (j, w) in enumerate(zip(params.partner.tolist(), lam.tolist(), strict=True)):
             torch.lerp(x[j], x[i], w, out=out[i])  # one read of each source, one write
@@ -86,6 +96,25 @@ def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
 # Rows with at least this many elements are mixed row by row on the CPU (the per-call overhead,
 # a few µs, is then small next to the row's memory traffic).
 _ROW_LOOP_MIN = 1 << 14
+
+
+def _fused_ok(x: Tensor) -> bool:
+    """The numba row kernel takes contiguous float32/float64 CPU batches with large rows."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.ndim >= 2
+        and x[0].numel() >= _ROW_LOOP_MIN
+        and x.is_contiguous()
+        and not x.requires_grad
+        and enabled()
+    )
+
+
+def _rows_lerp() -> Any:
+    from ._fused_kernels import rows_lerp
+
+    return rows_lerp
 
 
 def _check_params(params: MixupParams, n: int) -> None:

@@ -1,0 +1,47 @@
+"""numba, when it is there: the switch and the lock shared by the fused CPU kernels.
+
+numba comes with umap-learn. Its kernels are used by core.merge (TIES, DARE, top-k) and
+core.mixup (row-wise mixup) when numba imports and ``MIXMERGE_FUSED`` is not ``0``. Parallel
+kernels run behind one lock: Streamlit runs sessions in threads, and numba's threading layers
+are not all safe for concurrent parallel regions.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cache
+from typing import Any
+
+LOCK = threading.RLock()
+
+
+def enabled() -> bool:
+    """Whether the fused kernels may run (numba importable, ``MIXMERGE_FUSED`` != "0")."""
+    return os.environ.get("MIXMERGE_FUSED", "1") != "0" and numba_module() is not None
+
+
+@cache
+def numba_module() -> Any:
+    """The numba module, or None where it does not import."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba comes with umap-learn
+        return None
+    return numba
+
+
+def warm_all() -> None:
+    """Compile (or load from numba's disk cache) every fused kernel: the merge kernels for
+    1..8 models and the mixup row kernel (``scripts/setup.sh`` calls this once)."""
+    if not enabled():
+        return
+    import numpy as np
+
+    from .merge import _fused
+    from .mixup._fused_kernels import rows_lerp
+
+    _fused.warm()
+    for dt in (np.float32, np.float64):
+        x = np.ones((2, 4), dtype=dt)
+        rows_lerp(x, np.array([1, 0]), np.array([0.25, 0.75], dtype=dt), np.empty_like(x))
