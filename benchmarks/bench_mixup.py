@@ -5,7 +5,7 @@ torchvision and timm do not import beside the pinned torch 2.13.0 of ``.venv``, 
 project's CPU machine it runs in a separate environment::
 
     python3 -m venv .venv-bench
-    .venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 timm numpy
+    .venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 timm numpy numba
     .venv-bench/bin/pip install -e . --no-deps
     .venv-bench/bin/python benchmarks/bench_mixup.py [--batch 128] [--size 224] [--repeats 7]
 
