@@ -33,15 +33,17 @@ def numba_module() -> Any:
 
 def warm_all() -> None:
     """Compile (or load from numba's disk cache) every fused kernel: the merge kernels for
-    1..8 models and the mixup row kernel (``scripts/setup.sh`` calls this once)."""
+    1..8 models and the mixup and CutMix kernels (``scripts/setup.sh`` calls this once)."""
     if not enabled():
         return
     import numpy as np
 
     from .merge import _fused
-    from .mixup._fused_kernels import rows_lerp
+    from .mixup._fused_kernels import paste_rows, rows_lerp
 
     _fused.warm()
     for dt in (np.float32, np.float64):
         x = np.ones((2, 4), dtype=dt)
         rows_lerp(x, np.array([1, 0]), np.array([0.25, 0.75], dtype=dt), np.empty_like(x))
+        img = np.ones((2, 1, 3, 3), dtype=dt)
+        paste_rows(img, np.array([1, 0]), np.array([[0, 1, 0, 1]] * 2), np.empty_like(img))

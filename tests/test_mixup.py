@@ -329,11 +329,14 @@ def test_mixup_row_loop_equals_gather_then_lerp(per_sample: bool) -> None:
 
 @pytest.mark.parametrize("per_sample", [False, True])
 @pytest.mark.parametrize("inside", [False, True])
-def test_cutmix_box_paste_equals_mask_where(per_sample: bool, inside: bool) -> None:
+@pytest.mark.parametrize("size", [(13, 11), (130, 140)])  # torch path; numba paste kernel
+def test_cutmix_box_paste_equals_mask_where(per_sample: bool, inside: bool, size) -> None:
     from core.mixup import apply_cutmix, sample_cutmix
+    from core.mixup.mixup import _fused_ok
 
     for seed in range(5):
-        x = torch.randn(7, 2, 13, 11, generator=torch.Generator().manual_seed(seed))
+        x = torch.randn(7, 2, *size, generator=torch.Generator().manual_seed(seed))
+        assert _fused_ok(x) == (size[0] > 100)
         p = sample_cutmix(x.shape, per_sample=per_sample, inside=inside,
                           generator=torch.Generator().manual_seed(seed))  # fmt: skip
         res = apply_cutmix(x, to_soft_targets(torch.arange(7) % K, K), p)

@@ -29,3 +29,24 @@ def rows_lerp(x, partner, w, out):
         else:
             for j in range(d):
                 o[j] = b[j] + coeff * (b[j] - a[j])
+
+
+@njit(parallel=True, cache=True)
+def paste_rows(x, partner, boxes, out):
+    """out[i] = x[i] with the box (y0, y1, x0, x1) of row i taken from x[partner[i]]: every
+    output pixel written once, one parallel region over (row, channel) planes."""
+    n, c, h, w = x.shape
+    for k in prange(n * c):
+        i = k // c
+        ch = k % c
+        y0, y1, x0, x1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        src = x[i, ch]
+        other = x[partner[i], ch]
+        dst = out[i, ch]
+        for yy in range(h):
+            if yy >= y0 and yy < y1 and x1 > x0:
+                dst[yy, :x0] = src[yy, :x0]
+                dst[yy, x0:x1] = other[yy, x0:x1]
+                dst[yy, x1:] = src[yy, x1:]
+            else:
+                dst[yy, :] = src[yy, :]

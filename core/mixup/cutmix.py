@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._numba import LOCK
 from .._registry import Hyper
 from ._base import (
     MIXERS,
@@ -27,6 +28,7 @@ from ._base import (
     sample_lam,
     sample_partner,
 )
+from .mixup import _fused_ok
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,20 @@ def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor, *, shared: bool) -> 
     """(N, C, H, W) ``x`` with each row's box (y0, y1, x0, x1) taken from its partner (``boxes``
     and ``partner`` on the CPU).
 
-    A copy of the batch, then the boxes copied in place from the partners' rows: no gathered
-    partner batch and no mask. One box for the whole batch (``shared``) is one ``index_select``
+    On the CPU (contiguous float32/float64, numba present) one numba kernel writes every output
+    pixel once, from the row or from its partner inside the box (about 1.1 plain copies).
+    Otherwise a copy of the batch, then the boxes copied in place from the partners' rows: no
+    gathered partner batch and no mask. One box for the whole batch (``shared``) is one ``index_select``
     into the box view; boxes per row are one small slice copy each.
     """
+    if _fused_ok(x):
+        from ._fused_kernels import paste_rows
+
+        out = torch.empty_like(x)
+        arrays = (x.numpy(), partner.numpy(), boxes.to(torch.int64).numpy(), out.numpy())
+        with LOCK:
+            paste_rows(*arrays)  # one pass: each output pixel written once
+        return out
     out = x.clone()
     if shared:
         y0, y1, x0, x1 = boxes[0].tolist()

@@ -99,7 +99,8 @@ _ROW_LOOP_MIN = 1 << 14
 
 
 def _fused_ok(x: Tensor) -> bool:
-    """The numba row kernel takes contiguous float32/float64 CPU batches with large rows."""
+    """The numba kernels (row-wise mixup, CutMix's paste) take contiguous float32/float64 CPU
+    batches with large rows."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
