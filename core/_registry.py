@@ -83,6 +83,16 @@ class Registry(Generic[F]):
         def deco(fn: F) -> F:
             if name in self._entries:
                 raise ValueError(f"{self.what} {name!r} is already registered")
+            names = [p.name for p in params]
+            for p in params:
+                if p.sum_limit is None:
+                    continue
+                other = p.sum_limit[0] if isinstance(p.sum_limit, tuple) else None
+                if len(p.sum_limit) != 2 or other not in names or other == p.name:
+                    raise ValueError(
+                        f"{self.what} {name!r}: sum_limit of {p.name!r} must be (other "
+                        f"hyperparameter, total) naming one of {names}, got {p.sum_limit!r}"
+                    )
             doc = (fn.__doc__ or "").strip().splitlines()
             self._entries[name] = Entry(
                 name=name,

@@ -6,9 +6,20 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from core.params import StateDict
+
+
+def read_out(folder: Path) -> dict[str, torch.Tensor]:
+    """Load a merged folder through the reference safetensors reader, via its index."""
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    out = {}
+    for name, shard in index["weight_map"].items():
+        with safe_open(str(folder / shard), "pt") as f:
+            out[name] = f.get_tensor(name)
+    return out
 
 
 def make_state(seed: int, *, n_layers: int = 3, width: int = 24, scale: float = 1.0,

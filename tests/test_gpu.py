@@ -7,7 +7,6 @@ checks with the CPU as the "device", to check the tests themselves on a machine 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
-from tests.stream_helpers import make_family
+from tests.stream_helpers import make_family, read_out
 
 DEV = os.environ.get("MIXMERGE_GPU_TEST_DEVICE", "cuda")
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,15 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(
     DEV.startswith("cuda") and not torch.cuda.is_available(), reason="no CUDA device here"
 )
-
-
-def read_out(folder: Path) -> dict[str, torch.Tensor]:
-    index = json.loads((folder / "model.safetensors.index.json").read_text())
-    out = {}
-    for name, shard in index["weight_map"].items():
-        with safe_open(str(folder / shard), "pt") as f:
-            out[name] = f.get_tensor(name)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -315,10 +315,10 @@ def test_manifold_mixup_trains_through_core_train() -> None:
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_mixup_row_loop_equals_gather_then_lerp(per_sample: bool) -> None:
     from core.mixup import apply_mixup, sample_mixup
-    from core.mixup.mixup import _ROW_LOOP_MIN
+    from core.mixup._base import ROW_LOOP_MIN
 
     x = torch.randn(5, 3, 80, 80, generator=torch.Generator().manual_seed(0))
-    assert x[0].numel() >= _ROW_LOOP_MIN  # the row-by-row path
+    assert x[0].numel() >= ROW_LOOP_MIN  # the row-by-row path
     p = sample_mixup(5, per_sample=per_sample, generator=torch.Generator().manual_seed(1))
     res = apply_mixup(x, to_soft_targets(torch.arange(5) % K, K), p)
     expect = torch.lerp(x[p.partner], x, p.lam.view(5, 1, 1, 1))  # reference: one gather + lerp
@@ -332,11 +332,11 @@ def test_mixup_row_loop_equals_gather_then_lerp(per_sample: bool) -> None:
 @pytest.mark.parametrize("size", [(13, 11), (130, 140)])  # torch path; numba paste kernel
 def test_cutmix_box_paste_equals_mask_where(per_sample: bool, inside: bool, size) -> None:
     from core.mixup import apply_cutmix, sample_cutmix
-    from core.mixup.mixup import _fused_ok
+    from core.mixup._base import fused_ok
 
     for seed in range(5):
         x = torch.randn(7, 2, *size, generator=torch.Generator().manual_seed(seed))
-        assert _fused_ok(x) == (size[0] > 100)
+        assert fused_ok(x) == (size[0] > 100)
         p = sample_cutmix(x.shape, per_sample=per_sample, inside=inside,
                           generator=torch.Generator().manual_seed(seed))  # fmt: skip
         res = apply_cutmix(x, to_soft_targets(torch.arange(7) % K, K), p)
@@ -411,17 +411,17 @@ def test_mixup_fused_rows_are_bit_identical_to_torch_lerp(dtype: torch.dtype, mo
     """The numba row kernel (one parallel region per batch) against torch.lerp per row, with λ
     on both sides of 0.5 (torch switches formula there) and the exact ends 0 and 1."""
     from core.mixup import MixupParams, apply_mixup
-    from core.mixup.mixup import _fused_ok
+    from core.mixup._base import fused_ok
 
     g = torch.Generator().manual_seed(3)
     x = torch.randn(9, 3, 80, 80, generator=g, dtype=dtype)
     lam = torch.tensor([0.0, 1.0, 0.5, 0.49999, 0.2, 0.8, 0.999, 0.001, 0.6])
     p = MixupParams(lam=lam, partner=torch.randperm(9, generator=g))
     soft = to_soft_targets(torch.arange(9) % K, K)
-    assert _fused_ok(x)
+    assert fused_ok(x)
     got = apply_mixup(x, soft, p).x
     expect = torch.stack([torch.lerp(x[int(p.partner[i])], x[i], float(lam[i])) for i in range(9)])
     assert torch.equal(got, expect)
     assert torch.equal(got[1], x[1]) and torch.equal(got[0], x[int(p.partner[0])])
     monkeypatch.setenv("MIXMERGE_FUSED", "0")  # the torch row loop gives the same bits
-    assert not _fused_ok(x) and torch.equal(apply_mixup(x, soft, p).x, got)
+    assert not fused_ok(x) and torch.equal(apply_mixup(x, soft, p).x, got)

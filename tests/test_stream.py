@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.merge import TENSOR_METHODS, merge, method_arguments
 from core.stream import (
@@ -26,7 +25,7 @@ from core.stream import (
     stream_merge,
 )
 from core.stream.engine import tensor_call
-from tests.stream_helpers import make_family, make_state, write_sharded
+from tests.stream_helpers import make_family, make_state, read_out, write_sharded
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,16 +35,6 @@ for _mod in ("ties", "dare", "dare_ties", "breadcrumbs", "slerp", "model_stock")
         __import__(f"core.merge.{_mod}")
     except Exception:  # noqa: BLE001  (not written yet, or mid-edit: those cases are skipped)
         pass
-
-
-def read_out(folder: Path) -> dict[str, torch.Tensor]:
-    """Load a merged folder through the reference safetensors reader, via its index."""
-    index = json.loads((folder / "model.safetensors.index.json").read_text())
-    out = {}
-    for name, shard in index["weight_map"].items():
-        with safe_open(str(folder / shard), "pt") as f:
-            out[name] = f.get_tensor(name)
-    return out
 
 
 def in_stream_order(sd: dict[str, torch.Tensor], folder: Path) -> dict[str, torch.Tensor]:

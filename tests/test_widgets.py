@@ -120,3 +120,13 @@ def test_sum_limit_narrows_the_dependent_slider_so_no_pair_is_invalid() -> None:
     assert not at.exception
     assert at.session_state["bc.values"]["gamma"] == 0.0
     assert not any(s.key == "bc.gamma" for s in at.slider)
+
+
+def test_sum_limit_must_name_another_hyperparameter() -> None:
+    reg: Registry = Registry("demo")
+    bad = Hyper("gamma", "float", 0.0, 0.0, 1.0, 0.1, sum_limit=("densty", 1.0))
+    with pytest.raises(ValueError, match="sum_limit of 'gamma'.*densty"):
+        reg.register("a", params=(Hyper("density", "float", 0.5, 0.0, 1.0), bad))(lambda: None)
+    own = Hyper("gamma", "float", 0.0, 0.0, 1.0, 0.1, sum_limit=("gamma", 1.0))
+    with pytest.raises(ValueError, match="sum_limit of 'gamma'"):
+        reg.register("b", params=(own,))(lambda: None)

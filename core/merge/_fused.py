@@ -42,7 +42,6 @@ from .._numba import LOCK, enabled
 
 # Entries per chunk: the six running sums (6 x 256 KiB at float32) stay in L2.
 FUSED_CHUNK = 1 << 16
-_LOCK = LOCK
 
 
 def usable(tensors: Sequence[Tensor], base: Tensor | None) -> bool:
@@ -100,7 +99,7 @@ def ties(
     b = _np(base) if base is not None else xs[0]
     dt = xs[0].dtype
     seeds = draw_seeds(len(tensors), generator) if drop_m > 0 else np.zeros(len(tensors), np.uint64)
-    with _LOCK:
+    with LOCK:
         k.ties_all(xs, b, base is not None, np.asarray(thresholds, dt), np.asarray(weights, dt),
                       any(w != 1.0 for w in weights), seeds, drop_m, factor, float(scale),
                       disjoint == "mean", _np(out), FUSED_CHUNK)  # fmt: skip
@@ -125,7 +124,7 @@ def dare(
     b = _np(base) if base is not None else xs[0]
     seeds = draw_seeds(len(tensors), generator) if drop_m > 0 else np.zeros(len(tensors), np.uint64)
     w = np.asarray([x * factor for x in weights], dtype=np.float64)
-    with _LOCK:
+    with LOCK:
         k.dare_all(xs, b, base is not None, w, seeds, drop_m, _np(out), FUSED_CHUNK)
     return out.view(ref.shape)
 
@@ -136,7 +135,7 @@ def bracket(t: Tensor, base: Tensor | None, lo: float, hi: float) -> tuple[int, 
     x = _np(t)
     b = _np(base) if base is not None else x
     block = 1 << 16
-    with _LOCK:
+    with LOCK:
         above, inside = k.bracket_counts(x, b, base is not None, lo, hi, block)
         # Block b writes from starts[b] and may write one entry past its own (it stores every
         # |τ| and advances only on a hit), so each block gets one spare slot: +b.
@@ -159,7 +158,7 @@ def warm(max_models: int = 8) -> None:
         for n in range(1, top + 1):
             x = [torch.full((8,), float(i) - 1.5, dtype=dt) for i in range(n)]
             ties(x, base, [0.5] * n, scale=1.0, weights=[1.0] * n, disjoint="mean",
-                 drop_m=1 << 14, factor=2.0, generator=None)  # fmt: skip
-            dare(x, base, [1.0] * n, drop_m=1 << 14, factor=2.0, generator=None)
+                 drop_m=1 << 14, factor=2.0, generator=torch.Generator())  # fmt: skip
+            dare(x, base, [1.0] * n, drop_m=1 << 14, factor=2.0, generator=torch.Generator())
         bracket(base, base, 0.5, 1.5)
         bracket(base, None, 0.5, 1.5)

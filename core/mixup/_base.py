@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_range, check_tensor
+from .._numba import enabled
 from .._registry import Registry
 
 
@@ -199,3 +200,22 @@ def box_lam(boxes: Tensor, h: int, w: int) -> Tensor:
     """(N,) share of the image outside each box: 1 - box area / (H W)."""
     area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])  # (N,)
     return 1.0 - area.float() / float(h * w)
+
+
+# Rows with at least this many elements are mixed row by row on the CPU (the per-call overhead,
+# a few µs, is then small next to the row's memory traffic).
+ROW_LOOP_MIN = 1 << 14
+
+
+def fused_ok(x: Tensor) -> bool:
+    """The numba kernels (row-wise mixup, CutMix's paste) take contiguous float32/float64 CPU
+    batches with large rows."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.ndim >= 2
+        and x[0].numel() >= ROW_LOOP_MIN
+        and x.is_contiguous()
+        and not x.requires_grad
+        and enabled()
+    )

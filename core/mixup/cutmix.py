@@ -24,11 +24,11 @@ from ._base import (
     check_image_shape,
     check_images,
     check_targets,
+    fused_ok,
     mix_targets,
     sample_lam,
     sample_partner,
 )
-from .mixup import _fused_ok
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor, *, shared: bool) -> 
     gathered partner batch and no mask. One box for the whole batch (``shared``) is one ``index_select``
     into the box view; boxes per row are one small slice copy each.
     """
-    if _fused_ok(x):
+    if fused_ok(x):
         from ._fused_kernels import paste_rows
 
         out = torch.empty_like(x)

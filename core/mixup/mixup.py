@@ -14,12 +14,14 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_tensor
-from .._numba import LOCK, enabled
+from .._numba import LOCK
 from .._registry import Hyper
 from ._base import (
     MIXERS,
+    ROW_LOOP_MIN,
     MixResult,
     check_targets,
+    fused_ok,
     mix_targets,
     sample_lam,
     sample_partner,
@@ -70,13 +72,13 @@ def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
     _check_params(params, n)
     partner = params.partner.to(x.device)
     lam = params.lam.float()
-    if _fused_ok(x):
+    if fused_ok(x):
         out = torch.empty_like(x)
         weights = lam.to(x.dtype).numpy()
         rows = (x.view(n, -1).numpy(), params.partner.numpy(), weights, out.view(n, -1).numpy())
         with LOCK:
             _rows_lerp()(*rows)
-    elif x.device.type == "cpu" and x[0].numel() >= _ROW_LOOP_MIN:
+    elif x.device.type == "cpu" and x[0].numel() >= ROW_LOOP_MIN:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         for i, (j, w) in enumerate(zip(params.partner.tolist(), lam.tolist(), strict=True)):
             torch.lerp(x[j], x[i], w, out=out[i])  # one read of each source, one write
@@ -91,25 +93,6 @@ def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
         x=out, y=mix_targets(y, partner, lam.to(y.device)), lam=lam, partner=params.partner,
         lam_x=lam,
     )  # fmt: skip
-
-
-# Rows with at least this many elements are mixed row by row on the CPU (the per-call overhead,
-# a few µs, is then small next to the row's memory traffic).
-_ROW_LOOP_MIN = 1 << 14
-
-
-def _fused_ok(x: Tensor) -> bool:
-    """The numba kernels (row-wise mixup, CutMix's paste) take contiguous float32/float64 CPU
-    batches with large rows."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and x.ndim >= 2
-        and x[0].numel() >= _ROW_LOOP_MIN
-        and x.is_contiguous()
-        and not x.requires_grad
-        and enabled()
-    )
 
 
 def _rows_lerp() -> Any:
