@@ -15,6 +15,7 @@ from core.merge._blocks import (
     dare_kernel,
     magnitude_threshold,
     quantised_drop,
+    tensor_thresholds,
     ties_kernel,
 )
 
@@ -149,6 +150,49 @@ def test_magnitude_threshold_is_the_same_on_both_paths() -> None:
     for density in (0.01, 0.2, 0.9):
         got = magnitude_threshold(ts, bases, density)
         assert got == torch_path(magnitude_threshold, ts, bases, density)
+
+
+def test_bracket_many_reads_every_model_against_its_own_bracket() -> None:
+    g = torch.Generator().manual_seed(3)
+    n = 3 * F.FUSED_CHUNK + 11
+    b = torch.randn(n, generator=g)
+    xs = [b + s * torch.randn(n, generator=g) for s in (0.1, 1.0, 3.0)]
+    los, his = [0.05, 0.5, 2.0], [0.1, 0.9, 2.2]
+    above, hits = F.bracket_many(xs, b, los, his, expect=0.01)  # most blocks overflow at 0.01
+    for x, lo, hi, n_above, h in zip(xs, los, his, above, hits, strict=True):
+        a = (x - b).abs()
+        assert n_above == int((a > hi).sum())
+        real = torch.from_numpy(h[h >= 0])
+        assert torch.equal(real, a[(a >= lo) & (a <= hi)])  # in order, overflowed blocks too
+        assert (h[h < 0] == -1).all()  # the rest is padding
+
+
+@pytest.mark.parametrize("with_base", [True, False])
+@pytest.mark.parametrize("n", [1, 5, F.DIRECT_MAX, F.DIRECT_MAX + 1, 300_007])
+def test_tensor_thresholds_equal_the_torch_search(n: int, with_base: bool) -> None:
+    g = torch.Generator().manual_seed(n)
+    b = torch.randn(n, generator=g) if with_base else None
+    xs = [torch.randn(n, generator=g) * s + (0 if b is None else b) for s in (0.01, 1.0, 5.0)]
+    for dens in ([0.2, 0.2, 0.2], [0.001, 0.5, 1.0], [0.99, 1e-6, 0.3]):
+        got = tensor_thresholds(xs, b, dens)
+        ref = [torch_path(magnitude_threshold, [x], [b], d) for x, d in zip(xs, dens, strict=True)]
+        assert got == ref, (dens, got, ref)
+
+
+def test_tensor_thresholds_with_clustered_magnitudes_and_a_missed_bracket() -> None:
+    n = 2 * F.DIRECT_MAX  # stride 2: the sample sees the even entries only
+    g = torch.Generator().manual_seed(5)
+    sorted_x = torch.linspace(0.0, 1.0, n)  # the bracket's entries sit in one or two blocks
+    fooled = torch.randn(n, generator=g) * 1e-3
+    fooled[1::2] += 10.0  # the odd entries, unseen by the sample, are the largest
+    for x in (sorted_x, fooled):
+        for d in (0.05, 0.2, 0.7):
+            assert tensor_thresholds([x], None, [d]) == [
+                torch_path(magnitude_threshold, [x], None, d)
+            ]
+    assert F.thresholds([fooled], None, [1000]) == [None]  # the miss the caller falls back on
+    with pytest.raises(ValueError, match="densities must have one entry per tensor"):
+        tensor_thresholds([fooled], None, [0.1, 0.2])
 
 
 def test_half_precision_and_gpu_style_inputs_take_the_torch_path() -> None:

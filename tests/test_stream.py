@@ -289,6 +289,46 @@ def test_cli_merge(family, tmp_path: Path, capsys) -> None:
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_python_m_core_merge_exits_with_its_output_flushed(family, tmp_path: Path) -> None:
+    """``python -m core`` leaves with os._exit after its exit handlers: output still arrives."""
+    _, _, bpath, paths = family
+    (tmp_path / "c.json").write_text(json.dumps(config("ties", bpath, paths, density=0.5)))
+    cmd = [sys.executable, "-m", "core", "merge", str(tmp_path / "c.json"), str(tmp_path / "out")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert "merged 12 tensors" in ok.stdout
+    assert len(read_out(tmp_path / "out")) == 12
+    again = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_mapped_tensors_equal_read_ones_and_stay_private(family, tmp_path: Path) -> None:
+    from core.stream.st_io import ShardReader, TensorInfo
+
+    _, _, bpath, _ = family
+    infos = model_tensors(bpath)
+    reader = ShardReader()
+    try:
+        for info in infos.values():
+            mapped = reader.map(info)
+            assert mapped.shape == info.shape and torch.equal(mapped, reader.read(info))
+        info = max(infos.values(), key=lambda i: i.nbytes)
+        before = info.path.read_bytes()
+        mapped = reader.map(info)
+        mapped.reshape(-1)[0] += 1.0  # copy-on-write: the shard file is unchanged
+        assert info.path.read_bytes() == before
+        # a float32 range that starts off its 4-byte alignment is read, not mapped
+        odd = TensorInfo(info.name, info.path, torch.float32, (3,), info.start + 2, 12)
+        raw = torch.frombuffer(bytearray(before[odd.start : odd.start + 12]), dtype=torch.float32)
+        assert torch.equal(reader.map(odd), raw)
+        past = TensorInfo(info.name, info.path, torch.float32, (4,), len(before) - 8, 16)
+        with pytest.raises(StreamError, match="unexpected end of file"):
+            reader.map(past)
+    finally:
+        reader.close()
+
+
 def _big_family(root: Path, n_tensors: int, numel: int) -> tuple[Path, list[Path]]:
     """Base + 3 fine-tunes of n_tensors x numel float32, 2 shards each, written tensor by tensor."""
     from safetensors.torch import save_file

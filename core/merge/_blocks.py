@@ -134,6 +134,27 @@ def magnitude_threshold(
     return float(full.kthvalue(n - k + 1).values)
 
 
+def tensor_thresholds(
+    tensors: Sequence[Tensor], base: Tensor | None, densities: Sequence[float]
+) -> list[float]:
+    """Per model ``j``, :func:`magnitude_threshold` of ``tensors[j]`` alone at ``densities[j]``
+    (the per-tensor TIES trim), all models in one fused pass where the fused kernels run."""
+    if len(densities) != len(tensors):
+        raise ValueError(
+            f"densities must have one entry per tensor ({len(tensors)}), got {len(densities)}"
+        )
+    out: list[float | None] = [None] * len(tensors)
+    if tensors and _fused.usable(tensors, base):
+        n = tensors[0].numel()
+        out = _fused.thresholds(
+            tensors, base, [None if d >= 1.0 else keep_count(n, d) for d in densities]
+        )
+    return [
+        magnitude_threshold([t], [base], d) if r is None else r
+        for t, d, r in zip(tensors, densities, out, strict=True)
+    ]
+
+
 def delta_into(buf: Tensor, t: Tensor, base: Tensor | None, s: slice) -> Tensor:
     """Write τ = t − base on the flat slice ``s`` into ``buf`` (never a view of the input)."""
     buf.copy_(t.reshape(-1)[s])

@@ -30,6 +30,7 @@ Parallel calls run behind one lock, since Streamlit runs sessions in threads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -129,23 +130,110 @@ def dare(
     return out.view(ref.shape)
 
 
+def bracket_many(
+    tensors: Sequence[Tensor],
+    base: Tensor | None,
+    los: Sequence[float],
+    his: Sequence[float],
+    expect: float = 0.05,
+) -> tuple[list[int], list[np.ndarray]]:
+    """Per model ``j``: the count of |τⱼ| > ``his[j]``, and the |τⱼ| in [``los[j]``, ``his[j]``].
+
+    One pass over the base and every model (the base is read once, not once per model). The
+    entries of model ``j`` come back as one array that may hold padding (-1, below every real
+    |τ|), so an order statistic counted from the top is unaffected. ``expect`` is the expected
+    fraction of entries inside a bracket: each block of ``FUSED_CHUNK`` entries keeps room for
+    twice that plus 256; a block with more hits is collected again with numpy.
+    """
+    k = _kernels()
+    xs = _arrays(tensors)
+    b = _np(base) if base is not None else xs[0]
+    n, m = xs[0].shape[0], len(xs)
+    block = FUSED_CHUNK
+    nb = (n + block - 1) // block
+    cap = min(block, int(2.0 * expect * block) + 256)
+    dt = xs[0].dtype
+    above = np.zeros((m, nb), np.int64)
+    inside = np.zeros((m, nb), np.int64)
+    out = np.empty((m, nb * (cap + 1)), dtype=dt)
+    with LOCK:
+        k.bracket_all(xs, b, base is not None, np.asarray(los, np.float64),
+                      np.asarray(his, np.float64), block, cap, above, inside, out)  # fmt: skip
+    hits = []
+    for j in range(m):
+        over = np.flatnonzero(inside[j] > cap)
+        if over.size == 0:
+            hits.append(out[j])
+            continue
+        pieces = []  # rare: a block with more hits than room; keep the entries in order
+        for blk, count in enumerate(inside[j].tolist()):
+            if count <= cap:
+                pieces.append(out[j, blk * (cap + 1) : blk * (cap + 1) + count])
+                continue
+            s = slice(blk * block, min(n, (blk + 1) * block))
+            a = np.abs(xs[j][s] - b[s]) if base is not None else np.abs(xs[j][s])
+            pieces.append(a[(a >= dt.type(los[j])) & (a <= dt.type(his[j]))])
+        hits.append(np.concatenate(pieces))
+    return [int(x) for x in above.sum(axis=1)], hits
+
+
 def bracket(t: Tensor, base: Tensor | None, lo: float, hi: float) -> tuple[int, Tensor]:
     """Count of |t − base| > hi, and the entries with lo <= |t − base| <= hi (as a tensor)."""
+    above, hits = bracket_many([t], base, [lo], [hi])
+    return above[0], torch.from_numpy(np.ascontiguousarray(hits[0][hits[0] >= 0]))
+
+
+# Tensors up to this many entries are thresholded from the full |τ| (no sample, no bracket).
+DIRECT_MAX = 1 << 16
+SAMPLE = 1 << 16
+
+
+def thresholds(
+    tensors: Sequence[Tensor], base: Tensor | None, ks: Sequence[int | None]
+) -> list[float | None]:
+    """Per model ``j``, the ``ks[j]``-th largest |τⱼ| of its tensor (0.0 where ``ks[j]`` is
+    None, i.e. density 1; None where the sample's bracket missed, for the caller's exact
+    fallback).
+
+    The per-tensor TIES trim of all models at once: one strided sample of every |τⱼ|, its
+    order statistics bracket each answer (margin 4√r + 8 sample ranks, as
+    :func:`core.merge._blocks.magnitude_threshold`), one :func:`bracket_many` pass counts the
+    entries above and keeps those inside, and ``np.partition`` picks the exact value.
+    """
     k = _kernels()
-    x = _np(t)
-    b = _np(base) if base is not None else x
-    block = 1 << 16
-    with LOCK:
-        above, inside = k.bracket_counts(x, b, base is not None, lo, hi, block)
-        # Block b writes from starts[b] and may write one entry past its own (it stores every
-        # |τ| and advances only on a hit), so each block gets one spare slot: +b.
-        starts = np.zeros(inside.shape[0], np.int64)
-        np.cumsum(inside[:-1] + 1, out=starts[1:])
-        out = np.empty(int(inside.sum()) + inside.shape[0], dtype=x.dtype)
-        k.bracket_collect(x, b, base is not None, lo, hi, block, starts, out)
-    parts = [out[s : s + c] for s, c in zip(starts, inside, strict=True)]
-    keep = np.concatenate(parts) if parts else np.empty(0, dtype=x.dtype)  # empty tensor: []
-    return int(above.sum()), torch.from_numpy(keep)
+    xs = _arrays(tensors)
+    b = _np(base) if base is not None else xs[0]
+    n = xs[0].shape[0]
+    res: list[float | None] = [0.0 if kj is None or n == 0 else None for kj in ks]
+    todo = [j for j, r in enumerate(res) if r is None]
+    if not todo:
+        return res
+    kk = [0 if kj is None else kj for kj in ks]
+    if n <= DIRECT_MAX:
+        for j in todo:
+            a = np.abs(xs[j] - b) if base is not None else np.abs(xs[j])
+            res[j] = float(np.partition(a, n - kk[j])[n - kk[j]])
+        return res
+    stride = max(1, n // SAMPLE)
+    m = len(range(0, n, stride))
+    sample = np.empty((len(xs), m), dtype=xs[0].dtype)
+    k.sample_abs(xs, b, base is not None, stride, sample)
+    los, his, width = [], [], 0
+    for j in todo:
+        r = kk[j] * m / n  # expected rank of the answer in the sample
+        margin = 4.0 * math.sqrt(max(r, 1.0)) + 8.0
+        hi_i, lo_i = math.floor(r - margin), math.ceil(r + margin)
+        idx = [m - 1 - i for i in (lo_i, hi_i) if 0 <= i < m]  # ascending positions
+        part = np.partition(sample[j], idx) if idx else sample[j]
+        his.append(math.inf if hi_i < 0 else float(part[m - 1 - hi_i]))
+        los.append(0.0 if lo_i >= m else float(part[m - 1 - lo_i]))
+        width = max(width, min(lo_i, m) - max(hi_i, 0))
+    above, hits = bracket_many([tensors[j] for j in todo], base, los, his, expect=width / m)
+    for j, n_above, cand in zip(todo, above, hits, strict=True):
+        need = kk[j] - n_above
+        if need >= 1 and np.count_nonzero(cand >= 0) >= need:
+            res[j] = float(np.partition(cand, cand.size - need)[cand.size - need])
+    return res
 
 
 def warm(max_models: int = 8) -> None:
@@ -160,5 +248,5 @@ def warm(max_models: int = 8) -> None:
             ties(x, base, [0.5] * n, scale=1.0, weights=[1.0] * n, disjoint="mean",
                  drop_m=1 << 14, factor=2.0, generator=torch.Generator())  # fmt: skip
             dare(x, base, [1.0] * n, drop_m=1 << 14, factor=2.0, generator=torch.Generator())
-        bracket(base, base, 0.5, 1.5)
-        bracket(base, None, 0.5, 1.5)
+            big = [torch.arange(DIRECT_MAX + 8, dtype=dt) * (i + 1) for i in range(n)]
+            thresholds(big, torch.zeros_like(big[0]), [DIRECT_MAX // 2] * n)

@@ -98,44 +98,43 @@ def dare_all(xs, base, has_base, w, seeds, drop_m, out, block):
                 out[i] += d * ww
 
 
-@njit(parallel=True, cache=True)
-def bracket_counts(x, base, has_base, lo, hi, block):
-    # Branch-free int32 counts over per-block slices: LLVM vectorises these loops (a
-    # branchy loop with float64 bounds ran 4.6x slower).
-    n = x.shape[0]
-    nb_ = (n + block - 1) // block
-    above = np.zeros(nb_, np.int64)
-    inside = np.zeros(nb_, np.int64)
-    lo_, hi_ = x.dtype.type(lo), x.dtype.type(hi)
-    for b in prange(nb_):
-        xs = x[b * block : min(n, (b + 1) * block)]
-        ca = np.int32(0)
-        cl = np.int32(0)
-        if has_base:
-            bs = base[b * block : min(n, (b + 1) * block)]
-            for i in range(xs.shape[0]):
-                a = abs(xs[i] - bs[i])
-                ca += np.int32(a > hi_)
-                cl += np.int32(a >= lo_)
-        else:
-            for i in range(xs.shape[0]):
-                a = abs(xs[i])
-                ca += np.int32(a > hi_)
-                cl += np.int32(a >= lo_)
-        above[b] = ca
-        inside[b] = cl - ca
-    return above, inside
+@njit(cache=True)
+def sample_abs(xs, base, has_base, stride, out):
+    # out[j, r] = |xs[j][r·stride] − base[r·stride]|: the strided |τ| sample of every model.
+    for r in range(out.shape[1]):
+        i = r * stride
+        bi = base[i] if has_base else base.dtype.type(0.0)
+        for j in range(len(xs)):
+            out[j, r] = abs(xs[j][i] - bi)
 
 
 @njit(parallel=True, cache=True)
-def bracket_collect(x, base, has_base, lo, hi, block, starts, out):
-    n = x.shape[0]
-    lo_, hi_ = x.dtype.type(lo), x.dtype.type(hi)
-    for b in prange(starts.shape[0]):
-        k = starts[b]
-        xs = x[b * block : min(n, (b + 1) * block)]
-        bs = base[b * block : min(n, (b + 1) * block)]
-        for i in range(xs.shape[0]):
-            a = abs(xs[i] - bs[i]) if has_base else abs(xs[i])
-            out[k] = a  # written always, kept (k advances) only inside the bracket
-            k += (a <= hi_) & (a >= lo_)
+def bracket_all(xs, base, has_base, los, his, block, cap, above, inside, out):
+    # One pass over base and every model: per model j and block b, the count of |τ| > his[j]
+    # (above[j, b]) and of los[j] <= |τ| <= his[j] (inside[j, b]); the first `cap` of the latter
+    # go to out[j, b·(cap+1) :], the rest of the block's region is set to -1 (|τ| >= 0, so the
+    # padding sorts below every real entry). Every |τ| is stored and the slot advances only on
+    # a hit; slot cap is the spill slot, so a block with more than `cap` hits writes nothing
+    # outside its region (the caller collects such blocks again).
+    n = xs[0].shape[0]
+    for b in prange((n + block - 1) // block):
+        lo = b * block
+        hi = min(n, lo + block)
+        for j in range(len(xs)):
+            x = xs[j]
+            lo_ = x.dtype.type(los[j])
+            hi_ = x.dtype.type(his[j])
+            row = out[j]
+            start = b * (cap + 1)
+            end = start + cap
+            k = start
+            ca = 0
+            for i in range(lo, hi):
+                a = abs(x[i] - base[i]) if has_base else abs(x[i])
+                ca += a > hi_
+                row[min(k, end)] = a
+                k += (a <= hi_) & (a >= lo_)
+            above[j, b] = ca
+            inside[j, b] = k - start
+            for r in range(min(k, end + 1), end + 1):
+                row[r] = -1.0

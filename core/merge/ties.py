@@ -23,7 +23,7 @@ from .._checks import check_choice, check_range
 from .._registry import Hyper
 from ..params import StateDict
 from ._base import METHODS, TENSOR_METHODS, check_tensors, check_weights
-from ._blocks import magnitude_threshold, ties_kernel
+from ._blocks import magnitude_threshold, tensor_thresholds, ties_kernel
 
 DENSITY = Hyper("density", "float", 0.2, 0.01, 1.0, 0.01, help="fraction of |τ| kept per model")
 TIES_SCALE = Hyper("scale", "float", 1.0, 0.0, 3.0, 0.05, help="λ: scale of the merged vector")
@@ -145,7 +145,7 @@ def resolve_thresholds(
             "trim='global' needs threshold= (per model, from ties_thresholds over the whole "
             "model); got None — pass trim='tensor' for a per-tensor trim"
         )
-    return [magnitude_threshold([t], [base], density) for t in tensors]
+    return tensor_thresholds(tensors, base, [density] * len(tensors))
 
 
 TENSOR_METHODS["ties"] = ties_tensor
