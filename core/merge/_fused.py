@@ -130,6 +130,38 @@ def dare(
     return out.view(ref.shape)
 
 
+def _bracket(
+    xs: tuple[np.ndarray, ...], b: np.ndarray, has_base: bool, los: Sequence[float],
+    his: Sequence[float], expect: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, list[np.ndarray]]]:  # fmt: skip
+    """The :func:`bracket_many` pass: counts above, counts inside, the padded (M, L) hits, and
+    for the rows where a block overflowed, the row rebuilt in order as pieces."""
+    k = _kernels()
+    n, m = xs[0].shape[0], len(xs)
+    block = FUSED_CHUNK
+    nb = (n + block - 1) // block
+    cap = min(block, int(2.0 * expect * block) + 256)
+    dt = xs[0].dtype
+    above = np.zeros((m, nb), np.int64)
+    inside = np.zeros((m, nb), np.int64)
+    out = np.empty((m, nb * (cap + 1)), dtype=dt)
+    with LOCK:
+        k.bracket_all(xs, b, has_base, np.asarray(los, np.float64), np.asarray(his, np.float64),
+                      block, cap, above, inside, out)  # fmt: skip
+    rebuilt: dict[int, list[np.ndarray]] = {}
+    for j in np.flatnonzero((inside > cap).any(axis=1)).tolist():
+        pieces = []  # rare: a block with more hits than room; keep the entries in order
+        for blk, count in enumerate(inside[j].tolist()):
+            if count <= cap:
+                pieces.append(out[j, blk * (cap + 1) : blk * (cap + 1) + count])
+                continue
+            s = slice(blk * block, min(n, (blk + 1) * block))
+            a = np.abs(xs[j][s] - b[s]) if has_base else np.abs(xs[j][s])
+            pieces.append(a[(a >= dt.type(los[j])) & (a <= dt.type(his[j]))])
+        rebuilt[j] = pieces
+    return above.sum(axis=1), inside.sum(axis=1), out, rebuilt
+
+
 def bracket_many(
     tensors: Sequence[Tensor],
     base: Tensor | None,
@@ -145,36 +177,11 @@ def bracket_many(
     fraction of entries inside a bracket: each block of ``FUSED_CHUNK`` entries keeps room for
     twice that plus 256; a block with more hits is collected again with numpy.
     """
-    k = _kernels()
     xs = _arrays(tensors)
     b = _np(base) if base is not None else xs[0]
-    n, m = xs[0].shape[0], len(xs)
-    block = FUSED_CHUNK
-    nb = (n + block - 1) // block
-    cap = min(block, int(2.0 * expect * block) + 256)
-    dt = xs[0].dtype
-    above = np.zeros((m, nb), np.int64)
-    inside = np.zeros((m, nb), np.int64)
-    out = np.empty((m, nb * (cap + 1)), dtype=dt)
-    with LOCK:
-        k.bracket_all(xs, b, base is not None, np.asarray(los, np.float64),
-                      np.asarray(his, np.float64), block, cap, above, inside, out)  # fmt: skip
-    hits = []
-    for j in range(m):
-        over = np.flatnonzero(inside[j] > cap)
-        if over.size == 0:
-            hits.append(out[j])
-            continue
-        pieces = []  # rare: a block with more hits than room; keep the entries in order
-        for blk, count in enumerate(inside[j].tolist()):
-            if count <= cap:
-                pieces.append(out[j, blk * (cap + 1) : blk * (cap + 1) + count])
-                continue
-            s = slice(blk * block, min(n, (blk + 1) * block))
-            a = np.abs(xs[j][s] - b[s]) if base is not None else np.abs(xs[j][s])
-            pieces.append(a[(a >= dt.type(los[j])) & (a <= dt.type(his[j]))])
-        hits.append(np.concatenate(pieces))
-    return [int(x) for x in above.sum(axis=1)], hits
+    above, _, out, rebuilt = _bracket(xs, b, base is not None, los, his, expect)
+    hits = [np.concatenate(rebuilt[j]) if j in rebuilt else out[j] for j in range(len(xs))]
+    return [int(x) for x in above], hits
 
 
 def bracket(t: Tensor, base: Tensor | None, lo: float, hi: float) -> tuple[int, Tensor]:
@@ -216,24 +223,44 @@ def thresholds(
         return res
     stride = max(1, n // SAMPLE)
     m = len(range(0, n, stride))
-    sample = np.empty((len(xs), m), dtype=xs[0].dtype)
-    k.sample_abs(xs, b, base is not None, stride, sample)
-    los, his, width = [], [], 0
+    sample = np.empty((len(todo), m), dtype=xs[0].dtype)
+    with LOCK:
+        k.sample_abs(tuple(xs[j] for j in todo), b, base is not None, stride, sample)
+    ranks = []  # per model: the sample ranks (from the top) that bracket the answer
     for j in todo:
         r = kk[j] * m / n  # expected rank of the answer in the sample
         margin = 4.0 * math.sqrt(max(r, 1.0)) + 8.0
-        hi_i, lo_i = math.floor(r - margin), math.ceil(r + margin)
-        idx = [m - 1 - i for i in (lo_i, hi_i) if 0 <= i < m]  # ascending positions
-        part = np.partition(sample[j], idx) if idx else sample[j]
-        his.append(math.inf if hi_i < 0 else float(part[m - 1 - hi_i]))
-        los.append(0.0 if lo_i >= m else float(part[m - 1 - lo_i]))
-        width = max(width, min(lo_i, m) - max(hi_i, 0))
-    above, hits = bracket_many([tensors[j] for j in todo], base, los, his, expect=width / m)
-    for j, n_above, cand in zip(todo, above, hits, strict=True):
-        need = kk[j] - n_above
-        if need >= 1 and np.count_nonzero(cand >= 0) >= need:
-            res[j] = float(np.partition(cand, cand.size - need)[cand.size - need])
+        ranks.append((math.ceil(r + margin), math.floor(r - margin)))  # (lo, hi)
+    pos = np.array([[min(max(m - 1 - i, 0), m - 1) for i in rk] for rk in ranks], np.int64)
+    stats = _order_stats(sample, pos)
+    los = [0.0 if lo_i >= m else float(v[0]) for (lo_i, _), v in zip(ranks, stats, strict=True)]
+    his = [math.inf if hi_i < 0 else float(v[1]) for (_, hi_i), v in zip(ranks, stats, strict=True)]
+    width = max(min(lo_i, m) - max(hi_i, 0) for lo_i, hi_i in ranks) / m
+    xt = tuple(xs[j] for j in todo)
+    above, inside, out, rebuilt = _bracket(xt, b, base is not None, los, his, width)
+    need = [kk[j] - int(a) for j, a in zip(todo, above, strict=True)]
+    ok = [1 <= q <= c for q, c in zip(need, inside.tolist(), strict=True)]
+    size = out.shape[1]
+    if not rebuilt:  # one parallel selection over the padded rows (padding sorts lowest)
+        pick = np.array([[size - q if good else 0] for q, good in zip(need, ok, strict=True)])
+        vals = _order_stats(out, pick)[:, 0].tolist()
+    else:
+        vals = []
+        for t, (q, good) in enumerate(zip(need, ok, strict=True)):
+            row = np.concatenate(rebuilt[t]) if t in rebuilt else out[t]
+            vals.append(float(np.partition(row, row.size - q)[row.size - q]) if good else 0.0)
+    for j, v, good in zip(todo, vals, ok, strict=True):
+        if good:
+            res[j] = float(v)
     return res
+
+
+def _order_stats(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``out[j, r]`` = the entry at ascending position ``pos[j, r]`` of ``a[j]``."""
+    out = np.empty(pos.shape, dtype=a.dtype)
+    with LOCK:
+        _kernels().order_stats(a, pos, out)
+    return out
 
 
 def warm(max_models: int = 8) -> None:
