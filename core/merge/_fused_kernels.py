@@ -113,15 +113,6 @@ def sample_abs(xs, base, has_base, stride, out):
 
 
 @njit(parallel=True, cache=True)
-def order_stats(a, pos, out):
-    # out[j, r] = the entry at ascending position pos[j, r] of row a[j] (rows in parallel).
-    for j in prange(a.shape[0]):
-        p = np.partition(a[j], pos[j])
-        for r in range(pos.shape[1]):
-            out[j, r] = p[pos[j, r]]
-
-
-@njit(parallel=True, cache=True)
 def bracket_all(xs, base, has_base, los, his, block, cap, above, inside, out):
     # One pass over base and every model: per model j and block b, the count of |τ| > his[j]
     # (above[j, b]) and of los[j] <= |τ| <= his[j] (inside[j, b]); the first `cap` of the latter

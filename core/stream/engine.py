@@ -613,7 +613,7 @@ def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[flo
                 ab, hits = _fused.bracket_many(xs, b, los, his, expect=width)
                 for i, n_above, h in zip(todo, ab, hits, strict=True):
                     above[i] += n_above
-                    inside[i].append(torch.from_numpy(h))  # -1 pads: below every |τ|
+                    inside[i].append(torch.from_numpy(h[h >= 0]))  # without the -1 pads
                 continue
             for i, x in zip(todo, xs, strict=True):
                 lo, hi = brackets[i]
@@ -624,7 +624,7 @@ def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[flo
         for i in todo:
             cand = torch.cat(inside[i])
             need = ks[i] - above[i]
-            if 1 <= need <= int((cand >= 0).sum()):
+            if 1 <= need <= cand.numel():
                 result[i] = float(cand.kthvalue(cand.numel() - need + 1).values)
             else:  # open the bracket on the side that missed and go again
                 lo, hi = brackets[i]
