@@ -234,8 +234,8 @@ def main() -> int:
             f"mergekit {start_mk:.2f} s"
         )
         devices = [d for d in args.device.split(",") if d]
-        for method in runs + (["ties"] if "ties" in runs else []):
-            glob = method == "ties" and any(r["method"] == "ties" for r in rows)
+        for idx, method in enumerate(runs + (["ties"] if "ties" in runs else [])):
+            glob = idx == len(runs)  # the extra run at the end: TIES with the global trim
             cfg = json.loads(json.dumps(cfgs[method]))
             if glob:
                 cfg["parameters"]["trim"] = "global"
@@ -286,10 +286,12 @@ def main() -> int:
         print("(merge only = workbench wall time minus the fixed start-up measured above: "
               "interpreter, torch and core imports, and for ties / dare_ties numba with its "
               "cached kernels)")  # fmt: skip
-        per = next((r for r in rows if r["method"] == "ties"), None)
-        glo = next((r for r in rows if r["method"] == "ties (global trim)"), None)
-        if per and glo:
-            print(f"\nglobal-trim TIES / per-tensor TIES: {glo['ours'] / per['ours']:.2f}x")
+        for dev in devices:
+            tag = f" [{dev}]" if len(devices) > 1 else ""
+            per = next((r for r in rows if r["method"] == "ties" + tag), None)
+            glo = next((r for r in rows if r["method"] == "ties (global trim)" + tag), None)
+            if per and glo:
+                print(f"global-trim TIES / per-tensor TIES{tag}: {glo['ours'] / per['ours']:.2f}x")
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
