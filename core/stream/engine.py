@@ -1,10 +1,11 @@
 """Streaming merge: tensor by tensor from safetensors shards into a new sharded checkpoint.
 
-Memory: per output tensor, each input model's tensor (plus the base's) is read into memory,
-merged by the per-tensor kernel of :data:`core.merge.TENSOR_METHODS` and written at its planned
-offset. One key is prefetched while the current one is merged and one result is written in the
-background, so the peak is about ``2 · (models + 1) + 2`` tensors of the largest size plus the
-kernels' chunk-sized temporaries — never a whole model.
+Memory: per output tensor, each input model's tensor (plus the base's) is mapped on its own
+(CPU; read into pinned buffers for a GPU), merged by the per-tensor kernel of
+:data:`core.merge.TENSOR_METHODS` and written at its planned offset. One key is prefetched while
+the current one is merged and one result is written in the background, so the peak is about
+``2 · (models + 1) + 2`` tensors of the largest size plus the kernels' temporaries — never a
+whole model.
 
 Output safety: everything is written into ``OUT.partial-<id>`` beside ``OUT``; the
 ``model.safetensors.index.json`` is written last and the folder is renamed to ``OUT`` only at the
