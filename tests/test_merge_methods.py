@@ -18,7 +18,7 @@ from core.merge import (
     merge,
     recompute_batchnorm,
 )
-from core.merge._blocks import magnitude_threshold
+from core.merge._blocks import magnitude_threshold, topk_thresholds
 from core.merge.model_stock import interpolation_ratio
 
 
@@ -88,6 +88,22 @@ def test_magnitude_threshold_keeps_exactly_floor_density_n(n: int) -> None:
     x = torch.randn(n, generator=torch.Generator().manual_seed(n))
     thr = magnitude_threshold([x], None, 0.2)
     assert int((x.abs() >= thr).sum()) == math.floor(0.2 * n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_topk_thresholds_equal_the_chunked_search(dtype: torch.dtype) -> None:
+    """The GPU path's topk thresholds (device-agnostic code, checked here on the CPU)."""
+    g = torch.Generator().manual_seed(11)
+    base = torch.randn(70_001, generator=g).to(dtype)
+    xs = [(base.float() + s * torch.randn(70_001, generator=g)).to(dtype) for s in (0.01, 1.0, 3.0)]
+    dens = [0.2, 0.5, 0.9]
+    got = topk_thresholds(xs, base, dens)
+    ref = [magnitude_threshold([x], [base], d) for x, d in zip(xs, dens, strict=True)]
+    assert got[:2] == ref[:2] and got[2] is None  # above 0.5: left to the chunked search
+    assert topk_thresholds(xs, None, [1.0, 0.3, 0.01])[1:] == [
+        magnitude_threshold([x], None, d) for x, d in zip(xs[1:], (0.3, 0.01), strict=True)
+    ]
+    assert topk_thresholds(xs, base, [1.0] * 3) == [0.0] * 3
 
 
 def test_dare_is_unbiased_and_seeded() -> None:

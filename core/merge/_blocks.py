@@ -144,7 +144,9 @@ def tensor_thresholds(
             f"densities must have one entry per tensor ({len(tensors)}), got {len(densities)}"
         )
     out: list[float | None] = [None] * len(tensors)
-    if tensors and _fused.usable(tensors, base):
+    if tensors and tensors[0].device.type != "cpu":
+        out = topk_thresholds(tensors, base, densities)
+    elif tensors and _fused.usable(tensors, base):
         n = tensors[0].numel()
         out = _fused.thresholds(
             tensors, base, [None if d >= 1.0 else keep_count(n, d) for d in densities]
@@ -153,6 +155,33 @@ def tensor_thresholds(
         magnitude_threshold([t], [base], d) if r is None else r
         for t, d, r in zip(tensors, densities, out, strict=True)
     ]
+
+
+def topk_thresholds(
+    tensors: Sequence[Tensor], base: Tensor | None, densities: Sequence[float]
+) -> list[float | None]:
+    """Per model, the ``keep_count``-th largest |τ| of its tensor by one ``torch.topk`` over a
+    shared |τ| buffer: the GPU path, where the chunked search would wait on the host once per
+    chunk. One host synchronisation for all models; None where density > 0.5 (topk's outputs
+    would pass one buffer: the caller's chunked search keeps the memory bound there)."""
+    ref = tensors[0]
+    n = ref.numel()
+    dtype = compute_dtype(ref)
+    picked: dict[int, Tensor] = {}
+    buf = None
+    for j, (t, d) in enumerate(zip(tensors, densities, strict=True)):
+        if d >= 1.0 or d > 0.5 or n == 0:
+            continue
+        if buf is None:
+            buf = torch.empty(n, dtype=dtype, device=ref.device)  # (P,) |τ|, reused
+        buf.copy_(t.reshape(-1))
+        if base is not None:
+            buf.sub_(base.reshape(-1))
+        buf.abs_()
+        picked[j] = torch.topk(buf, keep_count(n, d), sorted=False).values.min()
+    values = torch.stack(list(picked.values())).tolist() if picked else []
+    found = dict(zip(picked, values, strict=True))
+    return [0.0 if d >= 1.0 or n == 0 else found.get(j) for j, d in enumerate(densities)]
 
 
 def delta_into(buf: Tensor, t: Tensor, base: Tensor | None, s: slice) -> Tensor:
@@ -215,6 +244,8 @@ def ties_kernel(
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
     weighted = any(w != 1.0 for w in weights)
     step = chunk_for(dev, TIES_CHUNK)
+    if dev.type != "cpu":  # keep the ten scratch rows under 2/3 of an output buffer
+        step = min(step, max(TIES_CHUNK, size // 16))
     bufs = torch.empty(10, min(step, size), dtype=dtype, device=dev)  # (10, C) scratch
     copy = base is not None or drop > 0.0 or ref.dtype != dtype
     for s in chunks(size, step):
