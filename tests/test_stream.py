@@ -325,6 +325,13 @@ def test_mapped_tensors_equal_read_ones_and_stay_private(family, tmp_path: Path)
         past = TensorInfo(info.name, info.path, torch.float32, (4,), len(before) - 8, 16)
         with pytest.raises(StreamError, match="unexpected end of file"):
             reader.map(past)
+
+        def refuse(*args: object, **kw: object) -> None:
+            raise OSError(19, "No such device")  # ENODEV: what mmap gives on such file systems
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("core.stream.st_io.mmap.mmap", refuse)
+            assert torch.equal(reader.map(info), reader.read(info))
     finally:
         reader.close()
 

@@ -155,8 +155,11 @@ class ShardReader:
         if os.fstat(fd).st_size < info.start + info.nbytes:
             raise StreamError(f"{info.path}: unexpected end of file reading {info.name!r}")
         off = info.start - info.start % mmap.ALLOCATIONGRANULARITY
-        mm = mmap.mmap(fd, info.start + info.nbytes - off, flags=mmap.MAP_PRIVATE,
-                       prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=off)  # fmt: skip
+        try:
+            mm = mmap.mmap(fd, info.start + info.nbytes - off, flags=mmap.MAP_PRIVATE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=off)  # fmt: skip
+        except OSError:  # a file system without mmap support: read it instead
+            return self.read(info)
         if POPULATE_READ is not None:
             try:
                 mm.madvise(POPULATE_READ)
