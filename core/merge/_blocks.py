@@ -170,7 +170,7 @@ def topk_thresholds(
     picked: dict[int, Tensor] = {}
     buf = None
     for j, (t, d) in enumerate(zip(tensors, densities, strict=True)):
-        if d >= 1.0 or d > 0.5 or n == 0:
+        if d > 0.5 or n == 0:  # density 1 is 0.0 below; above 0.5 the caller searches
             continue
         if buf is None:
             buf = torch.empty(n, dtype=dtype, device=ref.device)  # (P,) |τ|, reused
