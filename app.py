@@ -64,6 +64,10 @@ else:
     st.success("The default zoo is complete.")
 
 if records:
-    st.dataframe(zoo.table(), hide_index=True, width="stretch",
-                 column_config={"test_accuracy": st.column_config.NumberColumn(format="%.3f")})  # fmt: skip
+    st.dataframe(
+        zoo.table(),
+        hide_index=True,
+        width="stretch",
+        column_config={"test_accuracy": st.column_config.NumberColumn(format="%.3f")},
+    )
 st.caption("Manage models, train your own or import checkpoints on the **Model Zoo** page.")

@@ -65,14 +65,27 @@ def main() -> None:
             for _ in range(args.repeats)
         ]
         rows.append((fmt, statistics.median(ours)))
-    text = {fmt: statistics.median([timed(lambda fmt=fmt: export(fig, out / f"t-{fmt}", formats=(fmt,)))
-                                    for _ in range(args.repeats)]) for fmt in ("html", "csv", "json")}  # fmt: skip
+    text = {
+        fmt: statistics.median(
+            [
+                timed(lambda fmt=fmt: export(fig, out / f"t-{fmt}", formats=(fmt,)))
+                for _ in range(args.repeats)
+            ]
+        )
+        for fmt in ("html", "csv", "json")
+    }
     EXP.stop_server()  # plotly now runs kaleido one-shot: a new Chromium per image
     peer = {}
     for fmt in ("png", "svg", "pdf"):
         scale = 300 / 96 if fmt == "png" else 1
-        times = [timed(lambda fmt=fmt, scale=scale: fig.write_image(out / f"peer.{fmt}", format=fmt, width=w, height=h,
-                                                                    scale=scale)) for _ in range(max(2, args.repeats // 2))]  # fmt: skip
+        times = [
+            timed(
+                lambda fmt=fmt, scale=scale: fig.write_image(
+                    out / f"peer.{fmt}", format=fmt, width=w, height=h, scale=scale
+                )
+            )
+            for _ in range(max(2, args.repeats // 2))
+        ]
         peer[fmt] = statistics.median(times)
     print(
         f"machine: {platform.node()} · {platform.processor() or platform.machine()} · python {platform.python_version()}"

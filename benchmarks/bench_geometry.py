@@ -51,8 +51,13 @@ def reference_nc(h: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> 
     nc3 = float(np.linalg.norm(w.T / np.linalg.norm(w) - mc.T / np.linalg.norm(mc)))
     ncc = np.stack([((h - m) ** 2).sum(1) for m in means], 1).argmin(1)
     nc4 = float(((h @ w.T + b).argmax(1) != ncc).mean())
-    return {"nc1": nc1, "nc2_equinorm": float(norms.std() / norms.mean()), "nc2_equiangular": equiangular,
-            "nc3": nc3, "nc4": nc4}  # fmt: skip
+    return {
+        "nc1": nc1,
+        "nc2_equinorm": float(norms.std() / norms.mean()),
+        "nc2_equiangular": equiangular,
+        "nc3": nc3,
+        "nc4": nc4,
+    }
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:  # noqa: ANN001
@@ -82,8 +87,10 @@ def bench_nc(n: int, d: int, c: int, repeat: int) -> None:
     print(
         f"| reference (per-class loops, numpy pinv of D x D Σ_B) | {t_ref:.3f} | {t_ref / t_ours:.1f}x slower |"
     )
-    print(f"\nlargest relative difference of NC1-NC4 vs the reference: {worst:.1e}; "
-          f"target under 1 s: {'met' if t_ours < 1.0 else 'MISSED'}")  # fmt: skip
+    print(
+        f"\nlargest relative difference of NC1-NC4 vs the reference: {worst:.1e}; "
+        f"target under 1 s: {'met' if t_ours < 1.0 else 'MISSED'}"
+    )
 
 
 def bench_kmeans(n: int, d: int, k: int, n_init: int, repeat: int) -> None:

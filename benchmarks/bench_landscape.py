@@ -44,8 +44,12 @@ def _models(workspace: Path) -> dict[str, tuple[torch.nn.Module, dict]]:
     """mlp/resnet20 mnist s1/s2 from the zoo at ``workspace``; missing ones are trained exactly
     as ``core.zoo.ensure_default`` trains them (same plan, seeds, hyperparameters) and stored
     there, so a rerun reuses them."""
-    want = {f"{a}-mnist-s{s}": (a, kw, ep, lr, s) for a, kw, ep, lr in DEFAULT_PLAN.independent
-            if a in ("mlp", "resnet20") for s in DEFAULT_PLAN.independent_seeds}  # fmt: skip
+    want = {
+        f"{a}-mnist-s{s}": (a, kw, ep, lr, s)
+        for a, kw, ep, lr in DEFAULT_PLAN.independent
+        if a in ("mlp", "resnet20")
+        for s in DEFAULT_PLAN.independent_seeds
+    }
     zoo = Zoo(workspace)
     out = {}
     ds = get_task(DEFAULT_PLAN.independent_task)
@@ -55,8 +59,17 @@ def _models(workspace: Path) -> dict[str, tuple[torch.nn.Module, dict]]:
             cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed)
             m = create_model(arch, seed=seed, **kw)
             train(m, ds.x_train, ds.y_train, cfg, device="cpu")
-            zoo.add(m, arch=arch, arch_kwargs=kw, task=DEFAULT_PLAN.independent_task, role="independent",
-                    name=mid, seed=seed, train_config=cfg.to_dict(), replace=True)  # fmt: skip
+            zoo.add(
+                m,
+                arch=arch,
+                arch_kwargs=kw,
+                task=DEFAULT_PLAN.independent_task,
+                role="independent",
+                name=mid,
+                seed=seed,
+                train_config=cfg.to_dict(),
+                replace=True,
+            )
         m = zoo.load_model(mid).eval()
         out[mid] = (m, {k: v.detach().clone() for k, v in m.state_dict().items()})
     return out
@@ -73,8 +86,12 @@ def _timeit(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workspace", type=Path, default=Path(tempfile.gettempdir()) / "mixmerge-bench-zoo",
-                    help="zoo holding (or receiving) the default models")  # fmt: skip
+    ap.add_argument(
+        "--workspace",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mixmerge-bench-zoo",
+        help="zoo holding (or receiving) the default models",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     configure_threads()
@@ -83,8 +100,10 @@ def main() -> None:
     _, sd_b = models["mlp-mnist-s2"]
 
     mn, inv = get_task("mnist"), get_task("mnist_inverted")
-    data = {"train": (torch.cat([mn.x_train, inv.x_train]), torch.cat([mn.y_train, inv.y_train])),
-            "test": (torch.cat([mn.x_test, inv.x_test]), torch.cat([mn.y_test, inv.y_test]))}  # fmt: skip
+    data = {
+        "train": (torch.cat([mn.x_train, inv.x_train]), torch.cat([mn.y_train, inv.y_train])),
+        "test": (torch.cat([mn.x_test, inv.x_test]), torch.cat([mn.y_test, inv.y_test])),
+    }
     x_all = torch.cat([data["train"][0], data["test"][0]])  # (10000, 1, 28, 28)
     y_all = torch.cat([data["train"][1], data["test"][1]])
     n_in = len(x_all)
@@ -108,7 +127,9 @@ def main() -> None:
         end = create_model("mlp", seed=0, **mlp.spec.kwargs).eval()
         end.load_state_dict(sd_b)
         metric = Loss(F.cross_entropy, x_all, y_all)
-        contenders["ll"] = lambda: loss_landscapes.linear_interpolation(mlp, end, metric, steps=25, deepcopy_model=True)  # fmt: skip
+        contenders["ll"] = lambda: loss_landscapes.linear_interpolation(
+            mlp, end, metric, steps=25, deepcopy_model=True
+        )
     except ImportError:
         pass
     # interleaved repeats, so drifting load on a shared machine hits every contender alike
@@ -120,12 +141,24 @@ def main() -> None:
     rows.append(
         ("path, 25 points, 10k inputs", "25 plain forward passes (floor)", t_floor, "1.00x")
     )
-    rows.append(("path, 25 points, 10k inputs", "core.landscape.interpolate (train+test, endpoints)", t_ours,
-                 f"{t_ours / t_floor:.2f}x floor"))  # fmt: skip
+    rows.append(
+        (
+            "path, 25 points, 10k inputs",
+            "core.landscape.interpolate (train+test, endpoints)",
+            t_ours,
+            f"{t_ours / t_floor:.2f}x floor",
+        )
+    )
     if "ll" in times:
         t_ll = statistics.median(times["ll"])
-        rows.append(("path, 25 points, 10k inputs", "loss-landscapes linear_interpolation (one metric, no t=0)",
-                     t_ll, f"ours {t_ours / t_ll:.2f}x; {t_ll / t_floor:.2f}x floor"))  # fmt: skip
+        rows.append(
+            (
+                "path, 25 points, 10k inputs",
+                "loss-landscapes linear_interpolation (one metric, no t=0)",
+                t_ll,
+                f"ours {t_ours / t_ll:.2f}x; {t_ll / t_floor:.2f}x floor",
+            )
+        )
     else:
         rows.append(
             ("path, 25 points, 10k inputs", "loss-landscapes (not installed)", float("nan"), "")
@@ -134,7 +167,12 @@ def main() -> None:
 
     spec = spec_for(mlp)
     info = MatchingInfo()
-    t_wm = _timeit(lambda: weight_matching(spec, sd_a, sd_b, generator=torch.Generator().manual_seed(0), info=info), args.repeats)  # fmt: skip
+    t_wm = _timeit(
+        lambda: weight_matching(
+            spec, sd_a, sd_b, generator=torch.Generator().manual_seed(0), info=info
+        ),
+        args.repeats,
+    )
     rows.append(
         (
             "weight matching",
@@ -147,7 +185,12 @@ def main() -> None:
     rn, rsa = models["resnet20-mnist-s1"]
     _, rsb = models["resnet20-mnist-s2"]
     rinfo = MatchingInfo()
-    t_rwm = _timeit(lambda: weight_matching(spec_for(rn), rsa, rsb, generator=torch.Generator().manual_seed(0), info=rinfo), args.repeats)  # fmt: skip
+    t_rwm = _timeit(
+        lambda: weight_matching(
+            spec_for(rn), rsa, rsb, generator=torch.Generator().manual_seed(0), info=rinfo
+        ),
+        args.repeats,
+    )
     rows.append(
         ("weight matching", f"resnet20 width 8 ({rinfo.sweeps // args.repeats} sweeps)", t_rwm, "")
     )
@@ -161,11 +204,20 @@ def main() -> None:
     res = plane(mlp, [sd_a, sd_b, sd_c], data, resolution=21, on_level=first_level)
     total = time.perf_counter() - start
     n_sub = sum(res.n_examples.values())
-    rows.append(("plane 21x21, 3 MLPs", f"coarse 5x5 picture ({n_sub} inputs per point)", marks["coarse"], "target < 1 s"))  # fmt: skip
+    rows.append(
+        (
+            "plane 21x21, 3 MLPs",
+            f"coarse 5x5 picture ({n_sub} inputs per point)",
+            marks["coarse"],
+            "target < 1 s",
+        )
+    )
     rows.append(("plane 21x21, 3 MLPs", "full grid (441 points)", total, "target < 15 s"))
 
-    print(f"\nMachine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {n_in} inputs; median of {args.repeats}\n")  # fmt: skip
+    print(
+        f"\nMachine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {n_in} inputs; median of {args.repeats}\n"
+    )
     print("| task | tool | seconds | ratio |\n|---|---|---|---|")
     for task, tool, sec, ratio in rows:
         print(f"| {task} | {tool} | {sec:.3f} | {ratio} |")

@@ -89,8 +89,20 @@ def _impl(impl, taus, weights, torch, methods):  # type: ignore[no-untyped-def]
 
 def measure(impl: str, n: int, size: int, device: str, repeats: int) -> dict[str, float]:
     """Run :func:`worker` in a fresh interpreter and parse its JSON line."""
-    cmd = [sys.executable, __file__, "--worker", impl, "--n", str(n), "--size", str(size),
-           "--device", device, "--repeats", str(repeats)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        impl,
+        "--n",
+        str(n),
+        "--size",
+        str(size),
+        "--device",
+        device,
+        "--repeats",
+        str(repeats),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -109,19 +121,26 @@ def main() -> None:
         return
     settings = [(4, 2_000_000)] if args.quick else [(4, 25_000_000), (8, 25_000_000)]
     print(f"device {args.device}, best of {args.repeats}; extra memory in output-sized buffers")
-    print("| N x size | method | ours (s) | PEFT (s) | PEFT / ours | ours extra mem | "
-          "PEFT extra mem | read bound (s) |")  # fmt: skip
+    print(
+        "| N x size | method | ours (s) | PEFT (s) | PEFT / ours | ours extra mem | "
+        "PEFT extra mem | read bound (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n, size in settings:
         bound = measure("bound", n, size, args.device, args.repeats)
-        for name, ours, peft in (("task arithmetic", "ours_ta", "peft_ta"),
-                                 ("TIES (density 0.2)", "ours_ties", "peft_ties"),
-                                 ("DARE (p 0.5)", "ours_dare", "peft_dare")):  # fmt: skip
+        for name, ours, peft in (
+            ("task arithmetic", "ours_ta", "peft_ta"),
+            ("TIES (density 0.2)", "ours_ties", "peft_ties"),
+            ("DARE (p 0.5)", "ours_dare", "peft_dare"),
+        ):
             a = measure(ours, n, size, args.device, args.repeats)
             b = measure(peft, n, size, args.device, args.repeats)
-            print(f"| {n} x {size / 1e6:g}M | {name} | {a['time']:.3f} | {b['time']:.3f} | "
-                  f"{b['time'] / a['time']:.1f}x | {a['extra_bytes'] / a['out_bytes']:.2f} | "
-                  f"{b['extra_bytes'] / b['out_bytes']:.2f} | {bound['time']:.3f} |", flush=True)  # fmt: skip
+            print(
+                f"| {n} x {size / 1e6:g}M | {name} | {a['time']:.3f} | {b['time']:.3f} | "
+                f"{b['time'] / a['time']:.1f}x | {a['extra_bytes'] / a['out_bytes']:.2f} | "
+                f"{b['extra_bytes'] / b['out_bytes']:.2f} | {bound['time']:.3f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

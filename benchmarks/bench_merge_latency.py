@@ -132,17 +132,25 @@ def main() -> None:
 
     n_sub = int(lab.eval_set(False).y.numel())
     n_full = int(lab.eval_set(True).y.numel())
-    print(f"\nMachine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores visible, "
-          f"torch threads {threads}, torch {torch.__version__}; load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
-    print(f"Default zoo MLP {rec.arch_kwargs}, {len(FT)} task vectors; subset {n_sub} samples, "
-          f"full test {n_full}; lab setup {setup_s:.2f} s (once per selection)\n")  # fmt: skip
-    print("| method | lab, subset median / p95 (ms) | lab, full test median / p95 (ms) | "
-          "naive rebuild + full test median / p95 (ms) | naive / lab-subset (median) |")  # fmt: skip
+    print(
+        f"\nMachine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores visible, "
+        f"torch threads {threads}, torch {torch.__version__}; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"Default zoo MLP {rec.arch_kwargs}, {len(FT)} task vectors; subset {n_sub} samples, "
+        f"full test {n_full}; lab setup {setup_s:.2f} s (once per selection)\n"
+    )
+    print(
+        "| method | lab, subset median / p95 (ms) | lab, full test median / p95 (ms) | "
+        "naive rebuild + full test median / p95 (ms) | naive / lab-subset (median) |"
+    )
     print("|---|---|---|---|---|")
     for method, sub, full, nv in rows:
-        print(f"| {method} | {sub[0]:.0f} / {sub[1]:.0f} | {full[0]:.0f} / {full[1]:.0f} | "
-              f"{nv[0]:.0f} / {nv[1]:.0f} | {nv[0] / sub[0]:.1f}x |")  # fmt: skip
+        print(
+            f"| {method} | {sub[0]:.0f} / {sub[1]:.0f} | {full[0]:.0f} / {full[1]:.0f} | "
+            f"{nv[0]:.0f} / {nv[1]:.0f} | {nv[0] / sub[0]:.1f}x |"
+        )
     print("\nλ slider only (other sliders fixed; the cached merged task vector is rescaled):\n")
     print("| method | lab, subset median / p95 (ms) |\n|---|---|")
     for method, sc in scale_rows:

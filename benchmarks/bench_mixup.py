@@ -154,10 +154,12 @@ def main() -> None:
         c = r["core"]
         tvs = r.get("torchvision")
         tms = r.get("timm")
-        print(f"| {name} | {c:.1f} | {'-' if tvs is None else f'{tvs:.1f}'} | "
-              f"{'-' if tms is None else f'{tms:.1f}'} | {copy_ms:.1f} | "
-              f"{'-' if tvs is None else f'{tvs / c:.2f}x'} | {'-' if tms is None else f'{tms / c:.2f}x'} | "
-              f"{c / copy_ms:.2f}x |")  # fmt: skip
+        print(
+            f"| {name} | {c:.1f} | {'-' if tvs is None else f'{tvs:.1f}'} | "
+            f"{'-' if tms is None else f'{tms:.1f}'} | {copy_ms:.1f} | "
+            f"{'-' if tvs is None else f'{tvs / c:.2f}x'} | {'-' if tms is None else f'{tms / c:.2f}x'} | "
+            f"{c / copy_ms:.2f}x |"
+        )
 
     print("\n| FMix masks, per sample | torch (ms) | numpy reference (ms) | numpy / torch |")
     print("|---|---|---|---|")
@@ -167,11 +169,15 @@ def main() -> None:
         lam_np = lam.numpy()
         best = timed_interleaved(
             {
-                "torch": run(lambda side=side, lam=lam: fmix_masks(lam, side, side, generator=g).to(dev)),
-                "numpy": lambda side=side, lam_np=lam_np: [numpy_fmix_mask(float(v), (side, side), 3.0, rng) for v in lam_np],
+                "torch": run(
+                    lambda side=side, lam=lam: fmix_masks(lam, side, side, generator=g).to(dev)
+                ),
+                "numpy": lambda side=side, lam_np=lam_np: [
+                    numpy_fmix_mask(float(v), (side, side), 3.0, rng) for v in lam_np
+                ],
             },
             args.repeats,
-        )  # fmt: skip
+        )
         t_ms, np_ms = best["torch"], best["numpy"]
         print(f"| {n} x {side}x{side} | {t_ms:.1f} | {np_ms:.1f} | {np_ms / t_ms:.2f}x |")
 

@@ -80,12 +80,17 @@ def session(seconds: float, seed: int, out: mp.Queue) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         sliders = _sliders(at)
-        methods = at.selectbox(key="merge.method") if any(
-            w.key == "merge.method" for w in at.selectbox
-        ) else None  # fmt: skip
+        methods = (
+            at.selectbox(key="merge.method")
+            if any(w.key == "merge.method" for w in at.selectbox)
+            else None
+        )
         if methods is not None and (not sliders or rng.random() < 0.1):
-            cheap = [m for m in methods.options if m in ("average", "task_arithmetic", "ties",
-                                                          "dare", "breadcrumbs", "slerp")]  # fmt: skip
+            cheap = [
+                m
+                for m in methods.options
+                if m in ("average", "task_arithmetic", "ties", "dare", "breadcrumbs", "slerp")
+            ]
             methods.set_value(rng.choice(cheap or methods.options))
         elif sliders:
             s = rng.choice(sliders)
@@ -116,8 +121,9 @@ def run(n_sessions: int, seconds: float) -> dict:
         p.join()
     lat = np.array([x for s in stats for x in s.latencies]) * 1000
     # memory growth after warm-up, per session process: RSS at 25% of the run vs at the end
-    warm_rss = [[r for t, r in s.rss if t >= 0.25 * seconds] or [r for _, r in s.rss] or [0]
-                for s in stats]  # fmt: skip
+    warm_rss = [
+        [r for t, r in s.rss if t >= 0.25 * seconds] or [r for _, r in s.rss] or [0] for s in stats
+    ]
     return {
         "sessions": n_sessions,
         "seconds": time.monotonic() - t_start,
@@ -160,17 +166,27 @@ def main() -> None:
     configure_threads()
     base = run(1, args.baseline_seconds)
     soak = run(args.sessions, args.seconds)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     print(f"\nMachine: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}\n")
-    print("| run | sessions | seconds | interactions | p50 ms | p95 ms | p95 vs 1 session | "
-          "RSS/session after warm-up MB | at end MB | max growth MB | exceptions | st.error |")  # fmt: skip
+    print(
+        "| run | sessions | seconds | interactions | p50 ms | p95 ms | p95 vs 1 session | "
+        "RSS/session after warm-up MB | at end MB | max growth MB | exceptions | st.error |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in (("one session (peer)", base), ("soak", soak)):
-        print(f"| {name} | {r['sessions']} | {r['seconds']:.0f} | {r['interactions']} | "
-              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p95_ms'] / base['p95_ms']:.2f}x | "
-              f"{r['rss_warm_mb']:.0f} | {r['rss_end_mb']:.0f} | {r['rss_growth_mb']:+.0f} | "
-              f"{len(r['exceptions'])} | {len(r['errors'])} |")  # fmt: skip
+        print(
+            f"| {name} | {r['sessions']} | {r['seconds']:.0f} | {r['interactions']} | "
+            f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p95_ms'] / base['p95_ms']:.2f}x | "
+            f"{r['rss_warm_mb']:.0f} | {r['rss_end_mb']:.0f} | {r['rss_growth_mb']:+.0f} | "
+            f"{len(r['exceptions'])} | {len(r['errors'])} |"
+        )
     for r in (base, soak):
         for e in sorted(set(r["exceptions"]))[:5]:
             print("exception:", e)

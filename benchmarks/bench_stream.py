@@ -83,10 +83,20 @@ def write_models(
     layers = layers or n_layers
     shapes = llama_shapes(hidden, inter, layers, vocab)
     n_params = sum(int(torch.Size(s).numel()) for s in shapes.values())
-    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-           "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 8,
-           "num_key_value_heads": 8, "vocab_size": vocab, "max_position_embeddings": 2048,
-           "rms_norm_eps": 1e-5, "torch_dtype": "float32", "tie_word_embeddings": False}  # fmt: skip
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+        "vocab_size": vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "torch_dtype": "float32",
+        "tie_word_embeddings": False,
+    }
     keys = list(shapes)
     groups = [
         keys[: len(keys) // 3],
@@ -128,16 +138,28 @@ def configs(base: Path, fts: list[Path]) -> dict[str, dict]:
 
     return {
         "linear": {"merge_method": "linear", "models": models({"weight": 1.0}), "dtype": "float32"},
-        "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": str(base),
-                            "models": models({"weight": 1.0}), "parameters": {"lambda": 0.5},
-                            "dtype": "float32"},
-        "ties": {"merge_method": "ties", "base_model": str(base),
-                 "models": models({"weight": 1.0, "density": 0.2}), "parameters": {"lambda": 1.0},
-                 "dtype": "float32"},
-        "dare_ties": {"merge_method": "dare_ties", "base_model": str(base),
-                      "models": models({"weight": 1.0, "density": 0.5}), "parameters": {"lambda": 1.0},
-                      "dtype": "float32"},
-    }  # fmt: skip
+        "task_arithmetic": {
+            "merge_method": "task_arithmetic",
+            "base_model": str(base),
+            "models": models({"weight": 1.0}),
+            "parameters": {"lambda": 0.5},
+            "dtype": "float32",
+        },
+        "ties": {
+            "merge_method": "ties",
+            "base_model": str(base),
+            "models": models({"weight": 1.0, "density": 0.2}),
+            "parameters": {"lambda": 1.0},
+            "dtype": "float32",
+        },
+        "dare_ties": {
+            "merge_method": "dare_ties",
+            "base_model": str(base),
+            "models": models({"weight": 1.0, "density": 0.5}),
+            "parameters": {"lambda": 1.0},
+            "dtype": "float32",
+        },
+    }
 
 
 def measure(cmd: list[str]) -> tuple[float, int]:
@@ -195,15 +217,22 @@ def max_diff(a: Path, b: Path) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="~17M parameters per model")
-    ap.add_argument("--layers", type=int, default=None, help="decoder layers (default 8, "
-                    "134M parameters; each layer adds 12.8M)")  # fmt: skip
+    ap.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="decoder layers (default 8, 134M parameters; each layer adds 12.8M)",
+    )
     ap.add_argument("--mergekit", default=str(ROOT / ".venv-mergekit" / "bin" / "mergekit-yaml"))
     ap.add_argument(
         "--workdir", default=None, help="where the checkpoints go (default: a temp dir)"
     )
     ap.add_argument("--methods", default="linear,task_arithmetic,ties,dare_ties")
-    ap.add_argument("--device", default="cpu", help="where the workbench merges run; a comma "
-                    "list (cpu,cuda) times each")  # fmt: skip
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="where the workbench merges run; a comma list (cpu,cuda) times each",
+    )
     ap.add_argument("--no-mergekit", action="store_true")
     args = ap.parse_args()
     import yaml
@@ -216,8 +245,10 @@ def main() -> int:
         base, fts, n_params = write_models(
             work / (name + (f"_{args.layers}l" if args.layers else "")), args.quick, args.layers
         )
-        print(f"wrote base + 3 models of {n_params / 1e6:.1f}M float32 params "
-              f"({n_params * 4 / 1e6:.0f} MB each, 3 shards) in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        print(
+            f"wrote base + 3 models of {n_params / 1e6:.1f}M float32 params "
+            f"({n_params * 4 / 1e6:.0f} MB each, 3 shards) in {time.perf_counter() - t0:.1f} s"
+        )
         cfgs = configs(base, fts)
         runs = [m for m in args.methods.split(",") if m]
         rows: list[dict] = []
@@ -253,12 +284,29 @@ def main() -> int:
                 label = method + (" (global trim)" if glob else "")
                 if len(devices) > 1:
                     label += f" [{dev}]"
-                row = {"method": label, "ours": w_ours, "rss_ours": r_ours, "bound": b,
-                       "mk": None, "rss_mk": None, "diff": None}  # fmt: skip
+                row = {
+                    "method": label,
+                    "ours": w_ours,
+                    "rss_ours": r_ours,
+                    "bound": b,
+                    "mk": None,
+                    "rss_mk": None,
+                    "diff": None,
+                }
                 if has_mk and not glob and dev == devices[0]:
                     out_mk = work / "out_mk"
-                    w_mk, r_mk = measure([args.mergekit, str(cpath), str(out_mk), "--lazy-unpickle",
-                                          "--random-seed", "0", "--no-copy-tokenizer", "--quiet"])  # fmt: skip
+                    w_mk, r_mk = measure(
+                        [
+                            args.mergekit,
+                            str(cpath),
+                            str(out_mk),
+                            "--lazy-unpickle",
+                            "--random-seed",
+                            "0",
+                            "--no-copy-tokenizer",
+                            "--quiet",
+                        ]
+                    )
                     row.update(mk=w_mk, rss_mk=r_mk)
                     if method in ("linear", "task_arithmetic"):
                         row["diff"] = max_diff(out_ours, out_mk)
@@ -266,8 +314,10 @@ def main() -> int:
                 shutil.rmtree(out_ours, ignore_errors=True)
                 rows.append(row)
                 mk_s = "-" if row["mk"] is None else f"{row['mk']:.2f} s"
-                print(f"  {row['method']}: ours {w_ours:.2f} s, mergekit {mk_s}, bound {b:.2f} s",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  {row['method']}: ours {w_ours:.2f} s, mergekit {mk_s}, bound {b:.2f} s",
+                    flush=True,
+                )
         print()
         print(
             "| method | workbench s | mergekit s | speed-up | workbench / bound "
@@ -281,11 +331,15 @@ def main() -> int:
             diff = "—" if r["diff"] is None else f"{r['diff']:.1e}"
             fixed = start_ours + (jit if r["method"].split()[0] in FUSED_METHODS else 0.0)
             only = max(r["ours"] - fixed, 0.0) / r["bound"]
-            print(f"| {r['method']} | {r['ours']:.2f} | {mk} | {sp} | {r['ours'] / r['bound']:.1f}x "
-                  f"| {only:.1f}x | {r['bound']:.2f} | {r['rss_ours'] / 2**30:.2f} GiB | {rm} | {diff} |")  # fmt: skip
-        print("(merge only = workbench wall time minus the fixed start-up measured above: "
-              "interpreter, torch and core imports, and for ties / dare_ties numba with its "
-              "cached kernels)")  # fmt: skip
+            print(
+                f"| {r['method']} | {r['ours']:.2f} | {mk} | {sp} | {r['ours'] / r['bound']:.1f}x "
+                f"| {only:.1f}x | {r['bound']:.2f} | {r['rss_ours'] / 2**30:.2f} GiB | {rm} | {diff} |"
+            )
+        print(
+            "(merge only = workbench wall time minus the fixed start-up measured above: "
+            "interpreter, torch and core imports, and for ties / dare_ties numba with its "
+            "cached kernels)"
+        )
         for dev in devices:
             tag = f" [{dev}]" if len(devices) > 1 else ""
             per = next((r for r in rows if r["method"] == "ties" + tag), None)

@@ -41,9 +41,16 @@ class ReliabilityData:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"edges": self.edges, "count": self.count, "accuracy": self.accuracy,
-                "confidence": self.confidence, "ece": self.ece, "mce": self.mce, "n": self.n,
-                **self.extra}  # fmt: skip
+        return {
+            "edges": self.edges,
+            "count": self.count,
+            "accuracy": self.accuracy,
+            "confidence": self.confidence,
+            "ece": self.ece,
+            "mce": self.mce,
+            "n": self.n,
+            **self.extra,
+        }
 
 
 def reliability(confidence: Tensor, correct: Tensor, *, n_bins: int = 15) -> ReliabilityData:
@@ -80,8 +87,15 @@ def reliability(confidence: Tensor, correct: Tensor, *, n_bins: int = 15) -> Rel
     n = conf.numel()
     ece = float((count[nonempty] / n * gap[nonempty]).sum())
     mce = float(gap[nonempty].max())
-    return ReliabilityData(edges=edges.tolist(), count=count.long().tolist(), accuracy=acc.tolist(),
-                           confidence=mean_conf.tolist(), ece=ece, mce=mce, n=n)  # fmt: skip
+    return ReliabilityData(
+        edges=edges.tolist(),
+        count=count.long().tolist(),
+        accuracy=acc.tolist(),
+        confidence=mean_conf.tolist(),
+        ece=ece,
+        mce=mce,
+        n=n,
+    )
 
 
 def expected_calibration_error(confidence: Tensor, correct: Tensor, *, n_bins: int = 15) -> float:
@@ -101,16 +115,22 @@ def reliability_from_logits(logits: Tensor, labels: Tensor, *, n_bins: int = 15)
 
 @torch.no_grad()
 def model_reliability(
-    model: nn.Module, x: Tensor, y: Tensor, *, n_bins: int = 15, batch_size: int = 1024,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_bins: int = 15,
+    batch_size: int = 1024,
     device: str | torch.device = "cpu",
-) -> ReliabilityData:  # fmt: skip
+) -> ReliabilityData:
     """Reliability data of ``model`` on (x, y), in eval mode (the mode is restored)."""
     check_tensor("x", x, floating=True, min_len=1)
     was = model.training
     model.eval()
     try:
-        logits = torch.cat([model(x[i : i + batch_size].to(device)).cpu()
-                            for i in range(0, len(x), batch_size)])  # fmt: skip
+        logits = torch.cat(
+            [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+        )
     finally:
         model.train(was)
     return reliability_from_logits(logits, y.cpu(), n_bins=n_bins)

@@ -139,7 +139,7 @@ def check_against(model: nn.Module, sd: Mapping[str, Tensor]) -> CheckReport:
             (k, tuple(sd[k].shape), tuple(want[k].shape))
             for k in want
             if k in sd and sd[k].shape != want[k].shape
-        ],  # fmt: skip
+        ],
     )
     return rep
 

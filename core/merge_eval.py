@@ -152,7 +152,9 @@ class MergeEval:
     @property
     def normalized(self) -> tuple[float, ...]:
         """Per-task merged / fine-tuned accuracy (NaN where the reference is 0)."""
-        return tuple(a / r if r > 0 else math.nan for a, r in zip(self.accuracy, self.reference, strict=True))  # fmt: skip
+        return tuple(
+            a / r if r > 0 else math.nan for a, r in zip(self.accuracy, self.reference, strict=True)
+        )
 
     @property
     def average_normalized(self) -> float:
@@ -166,20 +168,24 @@ class MergeEval:
 
     def average_ci(self, *, n_boot: int = 2000, level: float = 0.95, random_state: int = 0) -> Any:
         """Bootstrap CI of the average accuracy, resampling within each task."""
-        return bootstrap_ci(self.correct, groups=self.groups, n_boot=n_boot, level=level,
-                            random_state=random_state)  # fmt: skip
+        return bootstrap_ci(
+            self.correct, groups=self.groups, n_boot=n_boot, level=level, random_state=random_state
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Numbers only (no per-sample arrays), JSON-ready."""
         return {
-            "tasks": list(self.tasks), "accuracy": dict(zip(self.tasks, self.accuracy, strict=True)),
+            "tasks": list(self.tasks),
+            "accuracy": dict(zip(self.tasks, self.accuracy, strict=True)),
             "loss": dict(zip(self.tasks, self.loss, strict=True)),
             "reference": dict(zip(self.tasks, self.reference, strict=True)),
             "base": None if self.base is None else dict(zip(self.tasks, self.base, strict=True)),
             "normalized": dict(zip(self.tasks, self.normalized, strict=True)),
-            "average": self.average, "average_normalized": self.average_normalized,
-            "full": self.full, "n": int(self.correct.size),
-        }  # fmt: skip
+            "average": self.average,
+            "average_normalized": self.average_normalized,
+            "full": self.full,
+            "n": int(self.correct.size),
+        }
 
 
 def applicable_methods(has_base: bool, n_models: int) -> list[str]:
@@ -276,17 +282,24 @@ class MergeLab:
         device: str | torch.device = "cpu",
     ) -> None:
         if isinstance(models, Mapping) or not isinstance(models, Sequence) or not models:
-            raise ValueError(f"models must be a non-empty list of state dicts, got {type(models).__name__}")  # fmt: skip
+            raise ValueError(
+                f"models must be a non-empty list of state dicts, got {type(models).__name__}"
+            )
         if len(model_tasks) != len(models):
-            raise ValueError(f"model_tasks must have one task per model ({len(models)}), got {len(model_tasks)}")  # fmt: skip
+            raise ValueError(
+                f"model_tasks must have one task per model ({len(models)}), got {len(model_tasks)}"
+            )
         ids = (
             list(model_ids) if model_ids is not None else [f"model{i}" for i in range(len(models))]
         )
         if len(ids) != len(models):
-            raise ValueError(f"model_ids must have one id per model ({len(models)}), got {len(ids)}")  # fmt: skip
+            raise ValueError(
+                f"model_ids must have one id per model ({len(models)}), got {len(ids)}"
+            )
         sds = [dict(m) for m in models]
-        check_compatible([*sds, base] if base is not None else sds,
-                         [*ids, "base"] if base is not None else ids)  # fmt: skip
+        check_compatible(
+            [*sds, base] if base is not None else sds, [*ids, "base"] if base is not None else ids
+        )
         check_int("n_per_task", n_per_task, 1)
         self.device = resolve_device(device)
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs)
@@ -301,7 +314,9 @@ class MergeLab:
         self.base: StateDict | None = None if base is None else _on(dict(base), self.device)
         self.model_ids, self.base_id = tuple(ids), base_id
         self.model_tasks = tuple(model_tasks)
-        self.tasks = tuple(_check_tasks(list(tasks) if tasks is not None else list(dict.fromkeys(model_tasks))))  # fmt: skip
+        self.tasks = tuple(
+            _check_tasks(list(tasks) if tasks is not None else list(dict.fromkeys(model_tasks)))
+        )
         self.n_per_task, self.random_state = n_per_task, random_state
         # τᵢ = θᵢ − θ₀ over floating tensors, once: (N,) state dicts and one (N, P) matrix
         self.task_vectors: tuple[StateDict, ...] = ()
@@ -333,8 +348,11 @@ class MergeLab:
     def eval_set(self, full: bool = False) -> EvalSet:
         """The fast-path subset (``full=False``) or the full test sets, built once."""
         if full not in self._sets:
-            es = make_eval_set(self.tasks, n_per_task=None if full else self.n_per_task,
-                               random_state=self.random_state)  # fmt: skip
+            es = make_eval_set(
+                self.tasks,
+                n_per_task=None if full else self.n_per_task,
+                random_state=self.random_state,
+            )
             self._sets[full] = es.to(self.device)
         return self._sets[full]
 
@@ -367,7 +385,9 @@ class MergeLab:
             recompute_bn: re-estimate BatchNorm statistics on training inputs after merging.
         """
         if method not in self.available_methods():
-            raise ValueError(f"method must be one of {self.available_methods()} for this selection, got {method!r}")  # fmt: skip
+            raise ValueError(
+                f"method must be one of {self.available_methods()} for this selection, got {method!r}"
+            )
         if data_args is None and "data_dependent" in METHODS[method].tags:
             data_args = self.data_arguments(method)
         hyper = {**dict(hyperparameters or {}), **dict(data_args or {})}
@@ -494,7 +514,9 @@ class MergeLab:
         if self.base is None:
             raise ValueError("combine needs the task-vector setting (a base model), got none")
         if len(coefficients) != self.n_models:
-            raise ValueError(f"coefficients must have {self.n_models} entries, got {len(coefficients)}")  # fmt: skip
+            raise ValueError(
+                f"coefficients must have {self.n_models} entries, got {len(coefficients)}"
+            )
         out = dict(self.base)
         for k in self._keys:
             acc = self.base[k].clone()
@@ -557,10 +579,16 @@ class MergeLab:
         lsum = np.bincount(groups, weights=loss.cpu().numpy(), minlength=len(es.tasks))
         ref, base = self.references(full)
         return MergeEval(
-            tasks=self.tasks, accuracy=tuple(acc), loss=tuple((lsum / np.array(es.sizes)).tolist()),
-            reference=ref, base=base, correct=correct, groups=groups, full=full,
+            tasks=self.tasks,
+            accuracy=tuple(acc),
+            loss=tuple((lsum / np.array(es.sizes)).tolist()),
+            reference=ref,
+            base=base,
+            correct=correct,
+            groups=groups,
+            full=full,
             seconds=time.perf_counter() - t0,
-        )  # fmt: skip
+        )
 
     def run(
         self,
@@ -624,11 +652,18 @@ def lab_from_zoo(
                 f"{recs[0].arch_kwargs}, {r.id} is {r.arch} {r.arch_kwargs}"
             )
     return MergeLab(
-        [zoo.state_dict(i) for i in model_ids], arch=recs[0].arch, arch_kwargs=recs[0].arch_kwargs,
-        model_tasks=[r.task for r in recs], base=zoo.state_dict(base_id) if base_id else None,
-        tasks=tasks, model_ids=model_ids, base_id=base_id, n_per_task=n_per_task,
-        random_state=random_state, device=device,
-    )  # fmt: skip
+        [zoo.state_dict(i) for i in model_ids],
+        arch=recs[0].arch,
+        arch_kwargs=recs[0].arch_kwargs,
+        model_tasks=[r.task for r in recs],
+        base=zoo.state_dict(base_id) if base_id else None,
+        tasks=tasks,
+        model_ids=model_ids,
+        base_id=base_id,
+        n_per_task=n_per_task,
+        random_state=random_state,
+        device=device,
+    )
 
 
 def save_merged(
@@ -655,16 +690,34 @@ def save_merged(
     sd = lab.merge(method, hyper, seed=seed, recompute_bn=recompute_bn, exact=True)
     ev = lab.evaluate(sd, full=True)
     data = sorted(lab.data_arguments(method)) if "data_dependent" in METHODS[method].tags else []
-    recipe = {"method": method, "hyperparameters": hyper, "source_ids": list(lab.model_ids),
-              "base_id": lab.base_id, "seed": seed, "setting": lab.setting,
-              "recompute_bn": recompute_bn, "data_inputs": data,
-              "data_n_per_task": DATA_N_PER_TASK if data or recompute_bn else None}  # fmt: skip
-    metrics = {"test_accuracy": ev.average, "task_accuracy": dict(zip(ev.tasks, ev.accuracy, strict=True)),
-               "normalized_accuracy": ev.average_normalized}  # fmt: skip
+    recipe = {
+        "method": method,
+        "hyperparameters": hyper,
+        "source_ids": list(lab.model_ids),
+        "base_id": lab.base_id,
+        "seed": seed,
+        "setting": lab.setting,
+        "recompute_bn": recompute_bn,
+        "data_inputs": data,
+        "data_n_per_task": DATA_N_PER_TASK if data or recompute_bn else None,
+    }
+    metrics = {
+        "test_accuracy": ev.average,
+        "task_accuracy": dict(zip(ev.tasks, ev.accuracy, strict=True)),
+        "normalized_accuracy": ev.average_normalized,
+    }
     return zoo.add(
-        sd, arch=lab.arch, arch_kwargs=lab.arch_kwargs, task="+".join(lab.tasks), role="merged",
-        name=name or f"merged-{method}", base_id=lab.base_id, recipe=recipe, metrics=metrics, note=note,
-    )  # fmt: skip
+        sd,
+        arch=lab.arch,
+        arch_kwargs=lab.arch_kwargs,
+        task="+".join(lab.tasks),
+        role="merged",
+        name=name or f"merged-{method}",
+        base_id=lab.base_id,
+        recipe=recipe,
+        metrics=metrics,
+        note=note,
+    )
 
 
 # ----------------------------------------------------------------------------- landscape
@@ -732,8 +785,15 @@ def coefficient_landscape(
             norm[a, b] = ev.average_normalized
             if progress is not None:
                 progress(a * grid.size + b + 1, total, f"λ1={l1:.2f}, λ2={l2:.2f}")
-    return LandscapeResult(grid.copy(), grid.copy(), acc, acc.mean(axis=0), norm, lab.tasks,
-                           (lab.model_ids[i], lab.model_ids[j]))  # fmt: skip
+    return LandscapeResult(
+        grid.copy(),
+        grid.copy(),
+        acc,
+        acc.mean(axis=0),
+        norm,
+        lab.tasks,
+        (lab.model_ids[i], lab.model_ids[j]),
+    )
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -846,12 +906,19 @@ class ComparisonResult:
     def table(self) -> list[dict[str, Any]]:
         """One dict per method (for a DataFrame)."""
         return [
-            {"method": r.method, "average": r.average, "ci_low": r.ci_low, "ci_high": r.ci_high,
-             "normalized": r.normalized, "p_vs_" + self.reference_method: r.p_value,
-             **{f"acc[{t}]": a for t, a in zip(self.tasks, r.per_task, strict=True)},
-             "seconds": r.seconds, "error": r.error or ""}
+            {
+                "method": r.method,
+                "average": r.average,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "normalized": r.normalized,
+                "p_vs_" + self.reference_method: r.p_value,
+                **{f"acc[{t}]": a for t, a in zip(self.tasks, r.per_task, strict=True)},
+                "seconds": r.seconds,
+                "error": r.error or "",
+            }
             for r in self.rows
-        ]  # fmt: skip
+        ]
 
 
 def compare_methods(
@@ -918,15 +985,44 @@ def compare_methods(
         hyper = {**METHODS[m].defaults(), **dict(hyper_all.get(m, {}))}
         if ev is None:
             nan = math.nan
-            rows.append(ComparisonRow(m, METHODS[m].title, nan, nan, nan, nan, (nan,) * len(lab.tasks), None, None, None, hyper, 0.0, errors[m]))  # fmt: skip
+            rows.append(
+                ComparisonRow(
+                    m,
+                    METHODS[m].title,
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    (nan,) * len(lab.tasks),
+                    None,
+                    None,
+                    None,
+                    hyper,
+                    0.0,
+                    errors[m],
+                )
+            )
             continue
-        ci = bootstrap_ci(ev.correct, groups=ev.groups, n_boot=n_boot, level=level, random_state=random_state)  # fmt: skip
+        ci = bootstrap_ci(
+            ev.correct, groups=ev.groups, n_boot=n_boot, level=level, random_state=random_state
+        )
         test = mcnemar(ref_ev.correct, ev.correct) if ref_ev is not None and m != ref_name else None
-        rows.append(ComparisonRow(
-            m, METHODS[m].title, ev.average, ci.low, ci.high, ev.average_normalized, ev.accuracy,
-            None if test is None else test.p_value, None if test is None else test.n01,
-            None if test is None else test.n10, hyper, ev.seconds,
-        ))  # fmt: skip
+        rows.append(
+            ComparisonRow(
+                m,
+                METHODS[m].title,
+                ev.average,
+                ci.low,
+                ci.high,
+                ev.average_normalized,
+                ev.accuracy,
+                None if test is None else test.p_value,
+                None if test is None else test.n01,
+                None if test is None else test.n10,
+                hyper,
+                ev.seconds,
+            )
+        )
     ref, base = lab.references(full)
     return ComparisonResult(tuple(rows), lab.tasks, ref_name, float(level), full, ref, base)
 

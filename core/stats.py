@@ -53,8 +53,14 @@ class BootstrapCI:
     n: int
 
     def to_dict(self) -> dict[str, float]:
-        return {"estimate": self.estimate, "low": self.low, "high": self.high,
-                "level": self.level, "n_boot": self.n_boot, "n": self.n}  # fmt: skip
+        return {
+            "estimate": self.estimate,
+            "low": self.low,
+            "high": self.high,
+            "level": self.level,
+            "n_boot": self.n_boot,
+            "n": self.n,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,13 @@ class McNemarResult:
     method: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"statistic": self.statistic, "p_value": self.p_value, "n01": self.n01,
-                "n10": self.n10, "method": self.method}  # fmt: skip
+        return {
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "n01": self.n01,
+            "n10": self.n10,
+            "method": self.method,
+        }
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,9 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any]) -> SweepSpec:
     base = raw.get("base")
     if base is not None and not isinstance(base, str):
         raise ValueError(f"base must be a zoo id or null, got {base!r}")
-    return SweepSpec(name, tuple(models), base, tuple(tasks), n_test, search, n_samples, seed,
-                     tuple(methods))  # fmt: skip
+    return SweepSpec(
+        name, tuple(models), base, tuple(tasks), n_test, search, n_samples, seed, tuple(methods)
+    )
 
 
 def sweep_points(spec: SweepSpec) -> list[Point]:
@@ -222,8 +223,15 @@ def _draw(method: str, name: str, space: Any, rng: np.random.Generator) -> Any:
 
 
 def _key(spec: SweepSpec, method: str, params: dict[str, Any]) -> str:
-    ident = {"method": method, "params": params, "models": spec.models, "base": spec.base,
-             "tasks": spec.tasks, "n_test": spec.n_test, "seed": spec.seed}  # fmt: skip
+    ident = {
+        "method": method,
+        "params": params,
+        "models": spec.models,
+        "base": spec.base,
+        "tasks": spec.tasks,
+        "n_test": spec.n_test,
+        "seed": spec.seed,
+    }
     h = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{spec.name}/{method}/{h}"
 
@@ -242,8 +250,9 @@ class _Context:
     device: str
 
 
-def evaluate_point(point: Point, models: Sequence[StateDict], base: StateDict | None,
-                   ctx: _Context) -> dict[str, Any]:  # fmt: skip
+def evaluate_point(
+    point: Point, models: Sequence[StateDict], base: StateDict | None, ctx: _Context
+) -> dict[str, Any]:
     """Merge the models at ``point`` and evaluate the merged model on each task's test set.
 
     Returns:
@@ -277,8 +286,9 @@ def evaluate_point(point: Point, models: Sequence[StateDict], base: StateDict | 
     }
 
 
-def _ray_evaluate(point: Point, models: Sequence[StateDict], base: StateDict | None,
-                  ctx: _Context) -> dict[str, Any]:  # fmt: skip
+def _ray_evaluate(
+    point: Point, models: Sequence[StateDict], base: StateDict | None, ctx: _Context
+) -> dict[str, Any]:
     torch.set_num_threads(1)
     return evaluate_point(point, models, base, ctx)
 
@@ -332,12 +342,29 @@ def run_sweep(
     def finished(p: Point, rec: dict[str, Any] | None, skipped: bool) -> None:
         count["done"] += 1
         if rec is not None:
-            zoo.put_record(RECORD_KIND, p.key, {**rec, "sweep": spec.name, "backend": backend,
-                                               "models": list(spec.models), "base": spec.base})  # fmt: skip
+            zoo.put_record(
+                RECORD_KIND,
+                p.key,
+                {
+                    **rec,
+                    "sweep": spec.name,
+                    "backend": backend,
+                    "models": list(spec.models),
+                    "base": spec.base,
+                },
+            )
         if progress is not None:
-            progress({"done": count["done"], "total": len(points), "key": p.key, "method": p.method,
-                      "params": p.params, "skipped": skipped,
-                      "mean_accuracy": None if rec is None else rec["mean_accuracy"]})  # fmt: skip
+            progress(
+                {
+                    "done": count["done"],
+                    "total": len(points),
+                    "key": p.key,
+                    "method": p.method,
+                    "params": p.params,
+                    "skipped": skipped,
+                    "mean_accuracy": None if rec is None else rec["mean_accuracy"],
+                }
+            )
 
     for p in points:
         if p.key in done_keys:
@@ -373,17 +400,27 @@ def _context(
     return ctx, models, base
 
 
-def _run_ray(todo: list[Point], models: list[StateDict], base: StateDict | None, ctx: _Context,
-             address: str | None, num_cpus: int | None,
-             finished: Callable[[Point, dict[str, Any] | None, bool], None],
-             should_stop: Callable[[], bool] | None) -> None:  # fmt: skip
+def _run_ray(
+    todo: list[Point],
+    models: list[StateDict],
+    base: StateDict | None,
+    ctx: _Context,
+    address: str | None,
+    num_cpus: int | None,
+    finished: Callable[[Point, dict[str, Any] | None, bool], None],
+    should_stop: Callable[[], bool] | None,
+) -> None:
     ray = require_ray()
     if not ray.is_initialized():
         if address is None:
             root = str(Path(__file__).resolve().parent.parent)
             path = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH", "")) if x)
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": path}})  # fmt: skip
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": path}},
+            )
         else:
             ray.init(address=address)
     remote = ray.remote(num_cpus=1)(_ray_evaluate)
@@ -427,9 +464,14 @@ def load_sweep(zoo: Zoo, name: str) -> Any:
     for key, rec in zoo.get_records(RECORD_KIND).items():
         if rec.get("sweep") != name:
             continue
-        row: dict[str, Any] = {"key": key, "method": rec["method"], "point": rec.get("point"),
-                               "mean_accuracy": rec["mean_accuracy"], "seconds": rec.get("seconds"),
-                               "backend": rec.get("backend")}  # fmt: skip
+        row: dict[str, Any] = {
+            "key": key,
+            "method": rec["method"],
+            "point": rec.get("point"),
+            "mean_accuracy": rec["mean_accuracy"],
+            "seconds": rec.get("seconds"),
+            "backend": rec.get("backend"),
+        }
         for t, a in rec.get("task_accuracy", {}).items():
             row[f"acc_{t}"] = a
         for p, v in rec.get("params", {}).items():

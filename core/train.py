@@ -265,11 +265,23 @@ def train(
             correct_sum += int((logits.detach().argmax(1) == yb).sum())
             seen += len(idx)
             if progress is not None and step % 20 == 0:
-                progress({"epoch": epoch + 1, "epochs": config.epochs, "step": step, "steps": total,
-                          "train_loss": loss_sum / seen})  # fmt: skip
-        record: dict[str, Any] = {"epoch": epoch + 1, "epochs": config.epochs, "step": step, "steps": total,
-                                  "train_loss": loss_sum / max(seen, 1),
-                                  "train_accuracy": correct_sum / max(seen, 1)}  # fmt: skip
+                progress(
+                    {
+                        "epoch": epoch + 1,
+                        "epochs": config.epochs,
+                        "step": step,
+                        "steps": total,
+                        "train_loss": loss_sum / seen,
+                    }
+                )
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "epochs": config.epochs,
+            "step": step,
+            "steps": total,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct_sum / max(seen, 1),
+        }
         history.epoch.append(epoch + 1)
         history.train_loss.append(record["train_loss"])
         history.train_accuracy.append(record["train_accuracy"])

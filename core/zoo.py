@@ -261,12 +261,19 @@ class Zoo:
 
         rows = [
             {
-                "id": r.id, "architecture": r.arch, "task": r.task, "role": r.role, "seed": r.seed,
-                "parent": r.parent_id or "", "base": r.base_id or "",
-                "test_accuracy": r.test_accuracy, "params": r.n_params, "created": r.created,
+                "id": r.id,
+                "architecture": r.arch,
+                "task": r.task,
+                "role": r.role,
+                "seed": r.seed,
+                "parent": r.parent_id or "",
+                "base": r.base_id or "",
+                "test_accuracy": r.test_accuracy,
+                "params": r.n_params,
+                "created": r.created,
             }
             for r in self.list()
-        ]  # fmt: skip
+        ]
         cols = [
             "id",
             "architecture",
@@ -389,11 +396,23 @@ class Zoo:
             rel = f"models/{model_id}.safetensors"
             atomic_write_bytes(self.root / rel, blob, self.tmp_dir)
             rec = ModelRecord(
-                id=model_id, arch=arch, arch_kwargs=dict(arch_kwargs), task=task, seed=seed, role=role,
-                parent_id=parent_id, base_id=base_id, train_config=dict(train_config or {}),
-                metrics=dict(metrics or {}), recipe=dict(recipe or {}), file=rel,
-                sha256=hashlib.sha256(blob).hexdigest(), n_params=n_params, created=_now(), note=note,
-            )  # fmt: skip
+                id=model_id,
+                arch=arch,
+                arch_kwargs=dict(arch_kwargs),
+                task=task,
+                seed=seed,
+                role=role,
+                parent_id=parent_id,
+                base_id=base_id,
+                train_config=dict(train_config or {}),
+                metrics=dict(metrics or {}),
+                recipe=dict(recipe or {}),
+                file=rel,
+                sha256=hashlib.sha256(blob).hexdigest(),
+                n_params=n_params,
+                created=_now(),
+                note=note,
+            )
             d = rec.to_dict()
             for f in _JSON_FIELDS:
                 d[f] = json.dumps(d[f], default=str)
@@ -515,8 +534,15 @@ def ensure_default(
     def report(model_id: str) -> ProgressFn:
         def cb(info: dict[str, Any]) -> None:
             if progress is not None:
-                progress({**info, "model": k, "models": n_total, "id": model_id,
-                          "message": f"model {k}/{n_total} {model_id}: epoch {info.get('epoch')}/{info.get('epochs')}"})  # fmt: skip
+                progress(
+                    {
+                        **info,
+                        "model": k,
+                        "models": n_total,
+                        "id": model_id,
+                        "message": f"model {k}/{n_total} {model_id}: epoch {info.get('epoch')}/{info.get('epochs')}",
+                    }
+                )
 
         return cb
 
@@ -546,12 +572,30 @@ def ensure_default(
         metrics = task_metrics(model, plan.domains)
         metrics["test_accuracy"] = sum(metrics["task_accuracy"].values()) / len(plan.domains)
         metrics["history"] = hist.to_dict()
-        records.append(zoo.add(model, arch=plan.base_arch, arch_kwargs=plan.base_kwargs, task="+".join(plan.domains),
-                               role="base", name=base_id, seed=0, train_config=cfg.to_dict(), metrics=metrics,
-                               replace=True))  # fmt: skip
+        records.append(
+            zoo.add(
+                model,
+                arch=plan.base_arch,
+                arch_kwargs=plan.base_kwargs,
+                task="+".join(plan.domains),
+                role="base",
+                name=base_id,
+                seed=0,
+                train_config=cfg.to_dict(),
+                metrics=metrics,
+                replace=True,
+            )
+        )
         if progress:
-            progress({"model": k, "models": n_total, "id": base_id, "test_accuracy": metrics["test_accuracy"],
-                      "message": f"model {k}/{n_total} {base_id} done"})  # fmt: skip
+            progress(
+                {
+                    "model": k,
+                    "models": n_total,
+                    "id": base_id,
+                    "test_accuracy": metrics["test_accuracy"],
+                    "message": f"model {k}/{n_total} {base_id} done",
+                }
+            )
     # 2. one fine-tune per domain, from the base
     for i, task in enumerate(plan.domains):
         k += 1
@@ -564,17 +608,45 @@ def ensure_default(
             epochs=plan.finetune_epochs, lr=plan.finetune_lr, seed=100 + i, max_steps=plan.max_steps
         )
         model = zoo.load_model(base_id)
-        hist = train(model, ds.x_train, ds.y_train, cfg, eval_data=(ds.x_test, ds.y_test), device=device,
-                     progress=report(ft_id), should_stop=should_stop)  # fmt: skip
+        hist = train(
+            model,
+            ds.x_train,
+            ds.y_train,
+            cfg,
+            eval_data=(ds.x_test, ds.y_test),
+            device=device,
+            progress=report(ft_id),
+            should_stop=should_stop,
+        )
         metrics = task_metrics(model, plan.domains)
         metrics["test_accuracy"] = metrics["task_accuracy"][task]
         metrics["history"] = hist.to_dict()
-        records.append(zoo.add(model, arch=plan.base_arch, arch_kwargs=plan.base_kwargs, task=task, role="finetune",
-                               name=ft_id, seed=cfg.seed, parent_id=base_id, base_id=base_id,
-                               train_config=cfg.to_dict(), metrics=metrics, replace=True))  # fmt: skip
+        records.append(
+            zoo.add(
+                model,
+                arch=plan.base_arch,
+                arch_kwargs=plan.base_kwargs,
+                task=task,
+                role="finetune",
+                name=ft_id,
+                seed=cfg.seed,
+                parent_id=base_id,
+                base_id=base_id,
+                train_config=cfg.to_dict(),
+                metrics=metrics,
+                replace=True,
+            )
+        )
         if progress:
-            progress({"model": k, "models": n_total, "id": ft_id, "test_accuracy": metrics["test_accuracy"],
-                      "message": f"model {k}/{n_total} {ft_id} done"})  # fmt: skip
+            progress(
+                {
+                    "model": k,
+                    "models": n_total,
+                    "id": ft_id,
+                    "test_accuracy": metrics["test_accuracy"],
+                    "message": f"model {k}/{n_total} {ft_id} done",
+                }
+            )
     # 3. independently initialised models per architecture
     ds = get_task(plan.independent_task)
     for arch, kwargs, epochs, lr in plan.independent:
@@ -586,15 +658,41 @@ def ensure_default(
                 continue
             cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, max_steps=plan.max_steps)
             model = create_model(arch, seed=seed, **kwargs)
-            hist = train(model, ds.x_train, ds.y_train, cfg, eval_data=(ds.x_test, ds.y_test), device=device,
-                         progress=report(mid), should_stop=should_stop)  # fmt: skip
+            hist = train(
+                model,
+                ds.x_train,
+                ds.y_train,
+                cfg,
+                eval_data=(ds.x_test, ds.y_test),
+                device=device,
+                progress=report(mid),
+                should_stop=should_stop,
+            )
             metrics = {"test_accuracy": hist.test_accuracy[-1], "history": hist.to_dict()}
-            records.append(zoo.add(model, arch=arch, arch_kwargs=kwargs, task=plan.independent_task,
-                                   role="independent", name=mid, seed=seed, train_config=cfg.to_dict(),
-                                   metrics=metrics, replace=True))  # fmt: skip
+            records.append(
+                zoo.add(
+                    model,
+                    arch=arch,
+                    arch_kwargs=kwargs,
+                    task=plan.independent_task,
+                    role="independent",
+                    name=mid,
+                    seed=seed,
+                    train_config=cfg.to_dict(),
+                    metrics=metrics,
+                    replace=True,
+                )
+            )
             if progress:
-                progress({"model": k, "models": n_total, "id": mid, "test_accuracy": metrics["test_accuracy"],
-                          "message": f"model {k}/{n_total} {mid} done"})  # fmt: skip
+                progress(
+                    {
+                        "model": k,
+                        "models": n_total,
+                        "id": mid,
+                        "test_accuracy": metrics["test_accuracy"],
+                        "message": f"model {k}/{n_total} {mid} done",
+                    }
+                )
     return records
 
 
@@ -636,8 +734,25 @@ def train_custom(
     lr = lr if lr is not None else (1e-3 if arch == "mlp" else 1e-2)
     cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     model = create_model(arch, seed=seed, **kwargs)
-    hist = train(model, ds.x_train, ds.y_train, cfg, eval_data=(ds.x_test, ds.y_test), device=device,
-                 progress=progress, should_stop=should_stop)  # fmt: skip
+    hist = train(
+        model,
+        ds.x_train,
+        ds.y_train,
+        cfg,
+        eval_data=(ds.x_test, ds.y_test),
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+    )
     metrics = {"test_accuracy": hist.test_accuracy[-1], "history": hist.to_dict()}
-    return zoo.add(model, arch=arch, arch_kwargs=kwargs, task=task, role="custom", name=name or f"{arch}-{task}-s{seed}",
-                   seed=seed, train_config=cfg.to_dict(), metrics=metrics)  # fmt: skip
+    return zoo.add(
+        model,
+        arch=arch,
+        arch_kwargs=kwargs,
+        task=task,
+        role="custom",
+        name=name or f"{arch}-{task}-s{seed}",
+        seed=seed,
+        train_config=cfg.to_dict(),
+        metrics=metrics,
+    )

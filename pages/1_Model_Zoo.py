@@ -23,8 +23,12 @@ if table.empty:
         "The zoo is empty. Build the default zoo on the Home page, or train / import a model below."
     )
 else:
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"test_accuracy": st.column_config.NumberColumn(format="%.3f")})  # fmt: skip
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={"test_accuracy": st.column_config.NumberColumn(format="%.3f")},
+    )
 
 tab_train, tab_import, tab_details, tab_delete = st.tabs(
     ["Train a model", "Import a checkpoint", "Details", "Delete"]
@@ -39,8 +43,14 @@ with tab_train:
         task = c2.selectbox("Dataset / task", cache.tasks_available(), key="zoo.task")
         c3, c4, c5 = st.columns(3)
         epochs = c3.slider("Epochs", 1, 30, 5, key="zoo.epochs")
-        width = c4.number_input("Width", min_value=4, max_value=2048, value=ARCHITECTURES[arch].defaults()["width"],
-                                step=4, key="zoo.width")  # fmt: skip
+        width = c4.number_input(
+            "Width",
+            min_value=4,
+            max_value=2048,
+            value=ARCHITECTURES[arch].defaults()["width"],
+            step=4,
+            key="zoo.width",
+        )
         seed = c5.number_input(
             "Seed", min_value=0, max_value=2**31 - 1, value=settings.seed, step=1, key="zoo.seed"
         )
@@ -54,12 +64,24 @@ with tab_train:
         def on_progress(info: dict) -> None:
             frac = info["step"] / max(info["steps"], 1)
             acc = info.get("test_accuracy")
-            bar.progress(min(frac, 1.0), text=f"epoch {info['epoch']}/{info['epochs']} · loss {info['train_loss']:.3f}"
-                         + (f" · test accuracy {acc:.3f}" if acc is not None else ""))  # fmt: skip
+            bar.progress(
+                min(frac, 1.0),
+                text=f"epoch {info['epoch']}/{info['epochs']} · loss {info['train_loss']:.3f}"
+                + (f" · test accuracy {acc:.3f}" if acc is not None else ""),
+            )
 
         with shown_errors("Training"):
-            rec = train_custom(zoo, arch=arch, task=task, epochs=int(epochs), width=int(width), seed=int(seed),
-                               name=name or None, device=settings.device, progress=on_progress)  # fmt: skip
+            rec = train_custom(
+                zoo,
+                arch=arch,
+                task=task,
+                epochs=int(epochs),
+                width=int(width),
+                seed=int(seed),
+                name=name or None,
+                device=settings.device,
+                progress=on_progress,
+            )
             bar.progress(1.0, text="done")
             st.success(f"Stored **{rec.id}** · test accuracy {rec.test_accuracy:.3f}")
 
@@ -72,8 +94,14 @@ with tab_import:
     )
     c1, c2, c3 = st.columns(3)
     imp_arch = c1.selectbox("Architecture", ARCHITECTURES.names(), key="zoo.imp_arch")
-    imp_width = c2.number_input("Width", min_value=4, max_value=2048,
-                                value=ARCHITECTURES[imp_arch].defaults()["width"], step=4, key="zoo.imp_width")  # fmt: skip
+    imp_width = c2.number_input(
+        "Width",
+        min_value=4,
+        max_value=2048,
+        value=ARCHITECTURES[imp_arch].defaults()["width"],
+        step=4,
+        key="zoo.imp_width",
+    )
     imp_task = c3.selectbox("Task it was trained on", cache.tasks_available(), key="zoo.imp_task")
     imp_name = st.text_input("Name", value=Path(up.name).stem if up else "", key="zoo.imp_name")
     if st.button("Import", disabled=up is None, key="zoo.import"):
@@ -91,8 +119,15 @@ with tab_import:
                 raise CheckpointError(
                     f"the checkpoint does not fit {imp_arch} (width {imp_width}): {report.message()}"
                 )
-            rec = zoo.add(sd, arch=imp_arch, arch_kwargs=kwargs, task=imp_task, role="imported",
-                          name=imp_name or None, recipe={"source_file": up.name})  # fmt: skip
+            rec = zoo.add(
+                sd,
+                arch=imp_arch,
+                arch_kwargs=kwargs,
+                task=imp_task,
+                role="imported",
+                name=imp_name or None,
+                recipe={"source_file": up.name},
+            )
             st.success(f"Imported **{rec.id}**.")
 
 with tab_details:
@@ -103,9 +138,13 @@ with tab_details:
         hist = rec.metrics.get("history")
         if hist and hist.get("epoch"):
             title = f"Training of {rec.id}"
-            show_figure(history_figure({rec.id: hist}, title=title), key="zoo.history",
-                        stem=f"training_{rec.id}", meta={"models": [rec.id]},
-                        recipe={"kind": "training_history", "args": {"models": [rec.id], "title": title}})  # fmt: skip
+            show_figure(
+                history_figure({rec.id: hist}, title=title),
+                key="zoo.history",
+                stem=f"training_{rec.id}",
+                meta={"models": [rec.id]},
+                recipe={"kind": "training_history", "args": {"models": [rec.id], "title": title}},
+            )
         st.json(
             {k: v for k, v in rec.to_dict().items() if k != "metrics"}
             | {"metrics": {k: v for k, v in rec.metrics.items() if k != "history"}},

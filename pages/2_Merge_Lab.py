@@ -52,8 +52,9 @@ if setting == "task_vectors":
     base_id = c1.selectbox("Base model θ₀", bases, key="merge.base")
     tuned = [r.id for r in records if r.base_id == base_id or r.parent_id == base_id]
     tuned = [i for i in tuned if by_id[i].role != "merged"] or [i for i in by_id if i != base_id]
-    model_ids = c2.multiselect("Fine-tuned models (one task vector each)", tuned, default=tuned[:4],
-                               key="merge.models")  # fmt: skip
+    model_ids = c2.multiselect(
+        "Fine-tuned models (one task vector each)", tuned, default=tuned[:4], key="merge.models"
+    )
 else:
     base_id = None
     pool = [
@@ -72,12 +73,29 @@ if not model_ids:
 methods = applicable_methods(base_id is not None, len(model_ids))
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 preferred = "task_arithmetic" if "task_arithmetic" in methods else "average"
-method = c1.selectbox("Merge method", methods, index=methods.index(preferred) if preferred in methods else 0,
-                      format_func=lambda m: METHODS[m].title, key="merge.method")  # fmt: skip
-n_eval = c2.select_slider("Eval. samples / task", [100, 250, 500, 1000], value=250, key="merge.n_eval",
-                          help="fixed, seeded subset of each test set for live updates")  # fmt: skip
-merge_seed = c3.number_input("Merge seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="merge.seed",
-                             help="seeds the random methods (DARE)")  # fmt: skip
+method = c1.selectbox(
+    "Merge method",
+    methods,
+    index=methods.index(preferred) if preferred in methods else 0,
+    format_func=lambda m: METHODS[m].title,
+    key="merge.method",
+)
+n_eval = c2.select_slider(
+    "Eval. samples / task",
+    [100, 250, 500, 1000],
+    value=250,
+    key="merge.n_eval",
+    help="fixed, seeded subset of each test set for live updates",
+)
+merge_seed = c3.number_input(
+    "Merge seed",
+    min_value=0,
+    max_value=2**31 - 1,
+    value=0,
+    step=1,
+    key="merge.seed",
+    help="seeds the random methods (DARE)",
+)
 entry = METHODS[method]
 st.caption(
     f"**{entry.title}** — {entry.doc}" + (f" · [paper]({entry.paper})" if entry.paper else "")
@@ -91,8 +109,13 @@ with shown_errors("Loading the models"):
     lab = cache.merge_lab(key)
 if key is None or lab is None:
     st.stop()
-recompute_bn = c4.checkbox("Recompute BN", value=False, key="merge.recompute_bn", disabled=not lab.has_batchnorm,
-                           help="re-estimate BatchNorm statistics on training data after merging")  # fmt: skip
+recompute_bn = c4.checkbox(
+    "Recompute BN",
+    value=False,
+    key="merge.recompute_bn",
+    disabled=not lab.has_batchnorm,
+    help="re-estimate BatchNorm statistics on training data after merging",
+)
 
 hyper = hyperparameter_form(entry, "merge", len(model_ids), labels=list(model_ids))
 
@@ -118,8 +141,11 @@ if ev is None:
 
 base_avg = ev.base_average
 m1, m2, m3 = st.columns(3)
-m1.metric("Average accuracy", f"{ev.average:.3f}",
-          delta=None if base_avg is None else f"{ev.average - base_avg:+.3f} vs base")  # fmt: skip
+m1.metric(
+    "Average accuracy",
+    f"{ev.average:.3f}",
+    delta=None if base_avg is None else f"{ev.average - base_avg:+.3f} vs base",
+)
 m2.metric(
     "Normalised accuracy",
     f"{ev.average_normalized:.3f}",
@@ -130,21 +156,40 @@ cols = st.columns(len(ev.tasks))
 for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, strict=True):
     col.metric(f"acc · {task_name}", f"{acc:.3f}", delta=f"{acc - ref:+.3f} vs fine-tuned")
 
-meta = {"method": method, "hyperparameters": hyper, "models": list(model_ids), "base": base_id,
-        "n_eval_per_task": n_eval, "seed": settings.seed, "merge_seed": int(merge_seed)}  # fmt: skip
+meta = {
+    "method": method,
+    "hyperparameters": hyper,
+    "models": list(model_ids),
+    "base": base_id,
+    "n_eval_per_task": n_eval,
+    "seed": settings.seed,
+    "merge_seed": int(merge_seed),
+}
 lab_args = {
     "models": list(model_ids),
     "base": base_id,
     "n_per_task": int(n_eval),
     "random_state": settings.seed,
 }
-recipe_args = lab_args | {"method": method, "hyperparameters": hyper, "seed": int(merge_seed),
-                          "recompute_bn": bool(recompute_bn)}  # fmt: skip
+recipe_args = lab_args | {
+    "method": method,
+    "hyperparameters": hyper,
+    "seed": int(merge_seed),
+    "recompute_bn": bool(recompute_bn),
+}
 chart = st.segmented_control("Chart", ["bars", "radar"], default="bars", key="merge.chart")
 radar = chart == "radar" and len(ev.tasks) >= 3
 fig = task_radar_figure(ev) if radar else task_accuracy_figure(ev)
-show_figure(fig, key="merge.live", stem=f"merge_lab_{method}", meta=meta,
-            recipe={"kind": "merge_accuracy", "args": recipe_args | {"chart": "radar" if radar else "bars"}})  # fmt: skip
+show_figure(
+    fig,
+    key="merge.live",
+    stem=f"merge_lab_{method}",
+    meta=meta,
+    recipe={
+        "kind": "merge_accuracy",
+        "args": recipe_args | {"chart": "radar" if radar else "bars"},
+    },
+)
 
 # ------------------------------------------------------------------ panels
 tab_land, tab_sweep, tab_cmp, tab_full, tab_save = st.tabs(
@@ -172,8 +217,9 @@ with tab_land:
                 bar = st.progress(0.0, text="Evaluating the grid…")
                 lams = linear_grid(lo, hi, res)
                 pair = (model_ids.index(a), model_ids.index(b))
-                land = cache.merge_landscape(key, pair, lams, False,
-                                             lambda d, n, m: bar.progress(d / n, text=m))  # fmt: skip
+                land = cache.merge_landscape(
+                    key, pair, lams, False, lambda d, n, m: bar.progress(d / n, text=m)
+                )
                 bar.empty()
                 coeffs = effective_coefficients(method, hyper, len(model_ids))
                 point = None if coeffs is None else (coeffs[pair[0]], coeffs[pair[1]])
@@ -181,13 +227,26 @@ with tab_land:
                     "Colour by", ["average", "normalized", *land.tasks], key="merge.land_metric"
                 )
                 best = land.best()
-                st.caption(f"Best grid point: λ1 = {best[0]:.2f}, λ2 = {best[1]:.2f}, average accuracy {best[2]:.3f}"
-                           + ("" if point else " · the ✕ marks the sliders for task arithmetic"))  # fmt: skip
-                land_args = lab_args | {"pair": [a, b], "low": lo, "high": hi, "n_points": res, "metric": metric,
-                                        "method": method, "hyperparameters": hyper}  # fmt: skip
-                show_figure(landscape_figure(land, point=point, metric=metric), key="merge.land",
-                            stem="merge_lab_landscape", meta={**meta, "pair": [a, b], "lams": list(lams)},
-                            recipe={"kind": "merge_landscape", "args": land_args})  # fmt: skip
+                st.caption(
+                    f"Best grid point: λ1 = {best[0]:.2f}, λ2 = {best[1]:.2f}, average accuracy {best[2]:.3f}"
+                    + ("" if point else " · the ✕ marks the sliders for task arithmetic")
+                )
+                land_args = lab_args | {
+                    "pair": [a, b],
+                    "low": lo,
+                    "high": hi,
+                    "n_points": res,
+                    "metric": metric,
+                    "method": method,
+                    "hyperparameters": hyper,
+                }
+                show_figure(
+                    landscape_figure(land, point=point, metric=metric),
+                    key="merge.land",
+                    stem="merge_lab_landscape",
+                    meta={**meta, "pair": [a, b], "lams": list(lams)},
+                    recipe={"kind": "merge_landscape", "args": land_args},
+                )
 
 with tab_sweep:
     numeric = [p.name for p in entry.params if p.kind in ("float", "int") and p.low is not None]
@@ -204,21 +263,42 @@ with tab_sweep:
             with shown_errors("The sweep"):
                 bar = st.progress(0.0, text="Sweeping…")
                 values = tuple(sweep_values(method, param, n_points))
-                result = cache.merge_sweep(key, method, param, values, hyper, int(merge_seed), bool(recompute_bn),
-                                           lambda d, n, m: bar.progress(d / n, text=m))  # fmt: skip
+                result = cache.merge_sweep(
+                    key,
+                    method,
+                    param,
+                    values,
+                    hyper,
+                    int(merge_seed),
+                    bool(recompute_bn),
+                    lambda d, n, m: bar.progress(d / n, text=m),
+                )
                 bar.empty()
-                show_figure(sweep_figure(result, current=hyper.get(param)), key="merge.sweep",
-                            stem=f"merge_lab_sweep_{method}_{param}", meta={**meta, "param": param},
-                            recipe={"kind": "merge_sweep", "args": recipe_args | {"param": param,
-                                                                                  "n_points": n_points}})  # fmt: skip
+                show_figure(
+                    sweep_figure(result, current=hyper.get(param)),
+                    key="merge.sweep",
+                    stem=f"merge_lab_sweep_{method}_{param}",
+                    meta={**meta, "param": param},
+                    recipe={
+                        "kind": "merge_sweep",
+                        "args": recipe_args | {"param": param, "n_points": n_points},
+                    },
+                )
 
 with tab_cmp:
-    st.caption("Every method on the same models and samples, default hyperparameters (the current sliders for "
-               "the selected method); bootstrap 95% CI (stratified by task) and McNemar p-value against task "
-               "arithmetic.")  # fmt: skip
+    st.caption(
+        "Every method on the same models and samples, default hyperparameters (the current sliders for "
+        "the selected method); bootstrap 95% CI (stratified by task) and McNemar p-value against task "
+        "arithmetic."
+    )
     c1, c2 = st.columns([3, 1])
-    chosen = c1.multiselect("Methods", methods, default=methods, format_func=lambda m: METHODS[m].title,
-                            key="merge.cmp_methods")  # fmt: skip
+    chosen = c1.multiselect(
+        "Methods",
+        methods,
+        default=methods,
+        format_func=lambda m: METHODS[m].title,
+        key="merge.cmp_methods",
+    )
     full_cmp = c2.checkbox("Full test sets", value=True, key="merge.cmp_full")
     req = (tuple(chosen), full_cmp, method, str(hyper))
     if st.button("Compare methods", key="merge.cmp_go", disabled=not chosen):
@@ -226,17 +306,37 @@ with tab_cmp:
     if chosen and st.session_state.get("merge.cmp_req") == req:
         with shown_errors("The comparison"):
             bar = st.progress(0.0, text="Comparing…")
-            cmp = cache.merge_comparison(key, tuple(chosen), {method: hyper}, full_cmp, settings.seed,
-                                         lambda d, n, m: bar.progress(d / n, text=m))  # fmt: skip
+            cmp = cache.merge_comparison(
+                key,
+                tuple(chosen),
+                {method: hyper},
+                full_cmp,
+                settings.seed,
+                lambda d, n, m: bar.progress(d / n, text=m),
+            )
             bar.empty()
             st.dataframe(cmp.table(), hide_index=True, width="stretch", key="merge.cmp_table")
-            cmp_args = lab_args | {"methods": list(chosen), "hyperparameters": {method: hyper}, "full": full_cmp,
-                                   "seed": settings.seed}  # fmt: skip
-            show_figure(comparison_figure(cmp), key="merge.cmp", stem="merge_lab_comparison",
-                        data=None, meta={**meta, "methods": list(chosen), "full": full_cmp},
-                        recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "methods"}})  # fmt: skip
-            show_figure(comparison_task_figure(cmp), key="merge.cmp_tasks", stem="merge_lab_comparison_tasks",
-                        meta=meta, recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "tasks"}})  # fmt: skip
+            cmp_args = lab_args | {
+                "methods": list(chosen),
+                "hyperparameters": {method: hyper},
+                "full": full_cmp,
+                "seed": settings.seed,
+            }
+            show_figure(
+                comparison_figure(cmp),
+                key="merge.cmp",
+                stem="merge_lab_comparison",
+                data=None,
+                meta={**meta, "methods": list(chosen), "full": full_cmp},
+                recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "methods"}},
+            )
+            show_figure(
+                comparison_task_figure(cmp),
+                key="merge.cmp_tasks",
+                stem="merge_lab_comparison_tasks",
+                meta=meta,
+                recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "tasks"}},
+            )
 
 with tab_full:
     st.caption(
@@ -248,21 +348,35 @@ with tab_full:
         with shown_errors("The full evaluation"):
             full = cache.merge_eval(key, method, hyper, int(merge_seed), bool(recompute_bn), True)
             ci = full.average_ci(random_state=settings.seed)
-            st.metric("Average accuracy (full test sets)", f"{full.average:.4f}",
-                      help=f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}], n = {ci.n}")  # fmt: skip
+            st.metric(
+                "Average accuracy (full test sets)",
+                f"{full.average:.4f}",
+                help=f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}], n = {ci.n}",
+            )
             st.caption(
                 f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}] · normalised {full.average_normalized:.4f}"
             )
-            show_figure(task_accuracy_figure(full), key="merge.full", stem=f"merge_lab_{method}_full",
-                        meta={**meta, "full": True},
-                        recipe={"kind": "merge_accuracy", "args": recipe_args | {"full": True}})  # fmt: skip
+            show_figure(
+                task_accuracy_figure(full),
+                key="merge.full",
+                stem=f"merge_lab_{method}_full",
+                meta={**meta, "full": True},
+                recipe={"kind": "merge_accuracy", "args": recipe_args | {"full": True}},
+            )
 
 with tab_save:
     name = st.text_input("Name in the zoo", value=f"merged-{method}", key="merge.save_name")
     if st.button("Save merged model to zoo", key="merge.save", type="primary"):
         with shown_errors("Saving"):
-            rec = save_merged(zoo, lab, method, hyper, name=name or None, seed=int(merge_seed),
-                              recompute_bn=bool(recompute_bn))  # fmt: skip
+            rec = save_merged(
+                zoo,
+                lab,
+                method,
+                hyper,
+                name=name or None,
+                seed=int(merge_seed),
+                recompute_bn=bool(recompute_bn),
+            )
             st.success(
                 f"Stored **{rec.id}** · full-test average accuracy {rec.metrics['test_accuracy']:.3f}"
             )

@@ -66,11 +66,17 @@ task_name = c3.selectbox(
 o1, o2, o3, o4 = st.columns([2, 1, 1, 1])
 methods = o1.multiselect("Paths", list(METHODS), default=list(METHODS), key="interp.methods")
 n_points = o2.slider("Points on the path", 5, 51, 25, step=2, key="interp.n_points")
-bn_reset = o3.toggle("BN reset at every point", key="interp.bn_reset",
-                     help="Re-estimate BatchNorm statistics from 2,000 training images at every point (REPAIR-style reset). "
-                          "No effect on models without BatchNorm.")  # fmt: skip
-exact = o4.toggle("All examples (exact)", key="interp.exact",
-                  help="Off: a fixed seeded subset (5,000 per split for paths, 500 per split for planes) — reported on every figure.")  # fmt: skip
+bn_reset = o3.toggle(
+    "BN reset at every point",
+    key="interp.bn_reset",
+    help="Re-estimate BatchNorm statistics from 2,000 training images at every point (REPAIR-style reset). "
+    "No effect on models without BatchNorm.",
+)
+exact = o4.toggle(
+    "All examples (exact)",
+    key="interp.exact",
+    help="Off: a fixed seeded subset (5,000 per split for paths, 500 per split for planes) — reported on every figure.",
+)
 meta = {
     "models": [id_a, id_b],
     "task": task_name,
@@ -99,31 +105,74 @@ with tab_paths:
     if ss.get("interp.paths_request") == request:
         with shown_errors("Interpolation"):
             bar, cb = progress_bar("Evaluating paths…")
-            paths = cache.interpolation_paths(settings.workspace, id_a, rec_a.sha256, id_b, rec_b.sha256, task_name,
-                                              tuple(methods), n_points, bn_reset, None if exact else 5000,
-                                              settings.seed, device, progress=cb)  # fmt: skip
+            paths = cache.interpolation_paths(
+                settings.workspace,
+                id_a,
+                rec_a.sha256,
+                id_b,
+                rec_b.sha256,
+                task_name,
+                tuple(methods),
+                n_points,
+                bn_reset,
+                None if exact else 5000,
+                settings.seed,
+                device,
+                progress=cb,
+            )
             bar.empty()
             fig = path_figure(paths, title=f"{id_a} → {id_b} on {task_name}")
-            recipe = {"kind": "interpolation_paths", "args": {
-                "models": [id_a, id_b], "task": task_name, "methods": list(methods), "n_points": n_points,
-                "recompute_bn": bn_reset, "max_examples": None if exact else 5000, "seed": settings.seed,
-                "device": device, "title": f"{id_a} → {id_b} on {task_name}"}}  # fmt: skip
-            show_figure(fig, key="interp.paths", stem=f"interpolation_{id_a}_{id_b}", data=path_data(paths),
-                        meta=meta, recipe=recipe)  # fmt: skip
+            recipe = {
+                "kind": "interpolation_paths",
+                "args": {
+                    "models": [id_a, id_b],
+                    "task": task_name,
+                    "methods": list(methods),
+                    "n_points": n_points,
+                    "recompute_bn": bn_reset,
+                    "max_examples": None if exact else 5000,
+                    "seed": settings.seed,
+                    "device": device,
+                    "title": f"{id_a} → {id_b} on {task_name}",
+                },
+            }
+            show_figure(
+                fig,
+                key="interp.paths",
+                stem=f"interpolation_{id_a}_{id_b}",
+                data=path_data(paths),
+                meta=meta,
+                recipe=recipe,
+            )
             reports = [barrier(p) for p in paths.values()]
             st.subheader("Barriers")
             st.dataframe(barrier_table(reports), hide_index=True, key="interp.barriers")
             st.caption(
                 " · ".join(f"**{BARRIER_TITLES[k]}**: {v}" for k, v in BARRIER_COLUMNS.items())
             )
-            column = st.radio("Barrier shown", list(BARRIER_TITLES), format_func=BARRIER_TITLES.get,
-                              horizontal=True, key="interp.barrier_column")  # fmt: skip
-            show_figure(barrier_figure(reports, column=column), key="interp.barrier_fig",
-                        stem=f"barriers_{id_a}_{id_b}", data=barrier_table(reports), meta=meta,
-                        recipe={"kind": "interpolation_barriers", "args": recipe["args"] | {"column": column}})  # fmt: skip
+            column = st.radio(
+                "Barrier shown",
+                list(BARRIER_TITLES),
+                format_func=BARRIER_TITLES.get,
+                horizontal=True,
+                key="interp.barrier_column",
+            )
+            show_figure(
+                barrier_figure(reports, column=column),
+                key="interp.barrier_fig",
+                stem=f"barriers_{id_a}_{id_b}",
+                data=barrier_table(reports),
+                meta=meta,
+                recipe={
+                    "kind": "interpolation_barriers",
+                    "args": recipe["args"] | {"column": column},
+                },
+            )
     else:
-        st.caption("Choose the models and press **Compute paths** (about a second per path point on 2 CPU cores "
-                   "for the default MLP).")  # fmt: skip
+        st.caption(
+            "Choose the models and press **Compute paths** (about a second per path point on 2 CPU cores "
+            "for the default MLP)."
+        )
 
 with tab_plane:
     others = [f"wm:{id_b}", f"am:{id_b}"] + [p for p in partners if p != id_b]
@@ -156,20 +205,47 @@ with tab_plane:
 
             ids3 = (id_a, id_b, third)
             shas = tuple(by_id[i].sha256 if i in by_id else by_id[id_b].sha256 for i in ids3)
-            res = cache.landscape_plane(settings.workspace, ids3, shas, task_name, resolution, bn_reset,
-                                        None if exact else 500, settings.seed, device,
-                                        progress=cb, on_level=show_level)  # fmt: skip
+            res = cache.landscape_plane(
+                settings.workspace,
+                ids3,
+                shas,
+                task_name,
+                resolution,
+                bn_reset,
+                None if exact else 500,
+                settings.seed,
+                device,
+                progress=cb,
+                on_level=show_level,
+            )
             bar.empty()
             preview.empty()
-            show_figure(plane_figure(res, metric=metric, split=split), key="interp.plane",
-                        stem=f"plane_{id_a}_{id_b}_{third.replace(':', '-')}", data=plane_data(res),
-                        meta=meta | {"third": third, "resolution": resolution},
-                        recipe={"kind": "interpolation_plane", "args": {
-                            "models": [id_a, id_b], "third": third, "task": task_name, "resolution": resolution,
-                            "recompute_bn": bn_reset, "max_examples": None if exact else 500, "seed": settings.seed,
-                            "device": device, "metric": metric, "split": split}})  # fmt: skip
-            st.caption(f"{resolution}×{resolution} grid in {res.seconds:.1f} s. Coordinates in units of "
-                       f"‖θ_B − θ_A‖ = {res.scale:.2f}; A at (0, 0), B at (1, 0).")  # fmt: skip
+            show_figure(
+                plane_figure(res, metric=metric, split=split),
+                key="interp.plane",
+                stem=f"plane_{id_a}_{id_b}_{third.replace(':', '-')}",
+                data=plane_data(res),
+                meta=meta | {"third": third, "resolution": resolution},
+                recipe={
+                    "kind": "interpolation_plane",
+                    "args": {
+                        "models": [id_a, id_b],
+                        "third": third,
+                        "task": task_name,
+                        "resolution": resolution,
+                        "recompute_bn": bn_reset,
+                        "max_examples": None if exact else 500,
+                        "seed": settings.seed,
+                        "device": device,
+                        "metric": metric,
+                        "split": split,
+                    },
+                },
+            )
+            st.caption(
+                f"{resolution}×{resolution} grid in {res.seconds:.1f} s. Coordinates in units of "
+                f"‖θ_B − θ_A‖ = {res.scale:.2f}; A at (0, 0), B at (1, 0)."
+            )
     else:
         st.caption("A coarse picture appears first and is refined as the grid fills in.")
 
@@ -188,19 +264,49 @@ with tab_curve:
     if ss.get("interp.curve_request") == request:
         with shown_errors("The Bezier curve"):
             bar, cb = progress_bar("Training the curve…")
-            curve = cache.landscape_bezier(settings.workspace, id_a, rec_a.sha256, id_b, rec_b.sha256, task_name,
-                                           aligned, steps, lr, n_points, None if exact else 5000, settings.seed,
-                                           device, progress=cb)  # fmt: skip
+            curve = cache.landscape_bezier(
+                settings.workspace,
+                id_a,
+                rec_a.sha256,
+                id_b,
+                rec_b.sha256,
+                task_name,
+                aligned,
+                steps,
+                lr,
+                n_points,
+                None if exact else 5000,
+                settings.seed,
+                device,
+                progress=cb,
+            )
             bar.empty()
-            show_figure(curve_figure(curve), key="interp.curve", stem=f"bezier_{id_a}_{id_b}",
-                        data=path_data({"straight line": curve.line, "Bezier curve": curve.curve}),
-                        meta=meta | {"aligned": aligned, "steps": steps, "lr": lr},
-                        recipe={"kind": "interpolation_bezier", "args": {
-                            "models": [id_a, id_b], "task": task_name, "aligned": aligned, "steps": steps, "lr": lr,
-                            "n_points": n_points, "max_examples": None if exact else 5000, "seed": settings.seed,
-                            "device": device}})  # fmt: skip
-            st.dataframe(barrier_table([barrier(curve.line), barrier(curve.curve)]), hide_index=True,
-                         key="interp.curve_barriers")  # fmt: skip
+            show_figure(
+                curve_figure(curve),
+                key="interp.curve",
+                stem=f"bezier_{id_a}_{id_b}",
+                data=path_data({"straight line": curve.line, "Bezier curve": curve.curve}),
+                meta=meta | {"aligned": aligned, "steps": steps, "lr": lr},
+                recipe={
+                    "kind": "interpolation_bezier",
+                    "args": {
+                        "models": [id_a, id_b],
+                        "task": task_name,
+                        "aligned": aligned,
+                        "steps": steps,
+                        "lr": lr,
+                        "n_points": n_points,
+                        "max_examples": None if exact else 5000,
+                        "seed": settings.seed,
+                        "device": device,
+                    },
+                },
+            )
+            st.dataframe(
+                barrier_table([barrier(curve.line), barrier(curve.curve)]),
+                hide_index=True,
+                key="interp.curve_barriers",
+            )
     else:
         st.caption(
             "Trains the bend of φ(t) = (1−t)²θ_A + 2t(1−t)θ + t²θ_B on random t (Garipov et al. 2018)."

@@ -12,27 +12,38 @@ from core.mixup import MIXERS
 from core.mixup.gallery import GALLERY_MIXERS
 
 settings = ui.frame("Mixup Gallery", icon=":material/photo_library:")
-st.caption("Mixed images, the mask of own (blue) vs partner (orange) pixels, and the label "
-           "weights: λ is always the exact share of own pixels. Pairing is a random permutation "
-           "from the seed.")  # fmt: skip
+st.caption(
+    "Mixed images, the mask of own (blue) vs partner (orange) pixels, and the label "
+    "weights: λ is always the exact share of own pixels. Pairing is a random permutation "
+    "from the seed."
+)
 
 c1, c2 = st.columns([1, 2])
-source = c1.radio("Images", ["photos", "dataset"], key="mixup_gallery.source",
-                  format_func={"photos": "Natural photos", "dataset": "Dataset samples"}.get)  # fmt: skip
+source = c1.radio(
+    "Images",
+    ["photos", "dataset"],
+    key="mixup_gallery.source",
+    format_func={"photos": "Natural photos", "dataset": "Dataset samples"}.get,
+)
 photo_names = list(load_photos(96))
 names: tuple[str, ...] = ()
 task_name, n_images = "", 0
 if source == "photos":
-    picked = c2.multiselect("Photos (at least 2)", photo_names, default=photo_names[:4],
-                            key="mixup_gallery.photos")  # fmt: skip
+    picked = c2.multiselect(
+        "Photos (at least 2)", photo_names, default=photo_names[:4], key="mixup_gallery.photos"
+    )
     names = tuple(picked)
 else:
     task_name = c2.selectbox("Dataset", cache.tasks_available(), key="mixup_gallery.task")
     n_images = c2.slider("Images", 2, 12, 6, key="mixup_gallery.n")
 
 c1, c2, c3, c4 = st.columns(4)
-method = c1.selectbox("Method", list(GALLERY_MIXERS), format_func=lambda m: MIXERS[m].title,
-                      key="mixup_gallery.method")  # fmt: skip
+method = c1.selectbox(
+    "Method",
+    list(GALLERY_MIXERS),
+    format_func=lambda m: MIXERS[m].title,
+    key="mixup_gallery.method",
+)
 fixed = c2.toggle("Fixed λ", value=False, key="mixup_gallery.fixed")
 if fixed:
     lam = c2.slider("λ", 0.0, 1.0, 0.5, 0.05, key="mixup_gallery.lam")
@@ -48,20 +59,52 @@ if source == "photos" and len(names) < 2:
     st.info("Pick at least two photos.")
 else:
     with shown_errors("Mixing"):
-        data = cache.mixup_gallery(source, names, task_name, n_images, method, float(alpha),
-                                   None if lam is None else float(lam), bool(per_sample), seed)  # fmt: skip
-        meta = {"method": method, "alpha": alpha, "lam": lam, "per_sample": per_sample, "seed": seed,
-                "images": list(data["gallery"]["names"])}  # fmt: skip
+        data = cache.mixup_gallery(
+            source,
+            names,
+            task_name,
+            n_images,
+            method,
+            float(alpha),
+            None if lam is None else float(lam),
+            bool(per_sample),
+            seed,
+        )
+        meta = {
+            "method": method,
+            "alpha": alpha,
+            "lam": lam,
+            "per_sample": per_sample,
+            "seed": seed,
+            "images": list(data["gallery"]["names"]),
+        }
         tab_g, tab_l, tab_m = st.tabs(["Gallery", "λ grid (one pair)", "All methods (one pair)"])
         with tab_g:
-            recipe = {"kind": "mixup_gallery", "args": meta | {"source": source, "task": task_name,
-                                                               "n_images": n_images}}  # fmt: skip
-            show_figure(gallery_figure(data["gallery"]), key="mixup_gallery.gallery",
-                        stem=f"mixup_gallery_{method}", meta=meta, recipe=recipe)  # fmt: skip
+            recipe = {
+                "kind": "mixup_gallery",
+                "args": meta | {"source": source, "task": task_name, "n_images": n_images},
+            }
+            show_figure(
+                gallery_figure(data["gallery"]),
+                key="mixup_gallery.gallery",
+                stem=f"mixup_gallery_{method}",
+                meta=meta,
+                recipe=recipe,
+            )
         with tab_l:
             grid_args = recipe["args"] | {"lams": data["grid"]["requested"].tolist()}
-            show_figure(lam_grid_figure(data["grid"]), key="mixup_gallery.grid",
-                        stem=f"mixup_lam_grid_{method}", meta=meta, recipe={"kind": "mixup_lam_grid", "args": grid_args})  # fmt: skip
+            show_figure(
+                lam_grid_figure(data["grid"]),
+                key="mixup_gallery.grid",
+                stem=f"mixup_lam_grid_{method}",
+                meta=meta,
+                recipe={"kind": "mixup_lam_grid", "args": grid_args},
+            )
         with tab_m:
-            show_figure(methods_figure(data["methods"]), key="mixup_gallery.methods", stem="mixup_methods",
-                        meta=meta, recipe={"kind": "mixup_methods", "args": recipe["args"]})  # fmt: skip
+            show_figure(
+                methods_figure(data["methods"]),
+                key="mixup_gallery.methods",
+                stem="mixup_methods",
+                meta=meta,
+                recipe={"kind": "mixup_methods", "args": recipe["args"]},
+            )

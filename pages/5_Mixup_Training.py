@@ -20,9 +20,11 @@ from core.train import TrainConfig
 RUN = "mixup_training.run"
 settings = ui.frame("Mixup Training", icon=":material/model_training:")
 zoo = cache.zoo(settings.workspace)
-st.caption("Every method trains the same architecture from the same initialisation and data "
-           "order (one seed). Models are stored in the zoo (role *mixup*) and the run in the "
-           "workspace, for the Feature Geometry page.")  # fmt: skip
+st.caption(
+    "Every method trains the same architecture from the same initialisation and data "
+    "order (one seed). Models are stored in the zoo (role *mixup*) and the run in the "
+    "workspace, for the Feature Geometry page."
+)
 
 with st.form("mixup_training.form"):
     c1, c2, c3 = st.columns(3)
@@ -51,7 +53,7 @@ with st.form("mixup_training.form"):
     stop = c3.number_input(
         "Also train early-stopped (off after epoch; 0 = no)", 0, 30, 0, key="mixup_training.stop"
     )
-    submitted = st.form_submit_button("Train", type="primary")  # fmt: skip
+    submitted = st.form_submit_button("Train", type="primary")
 
 if submitted:
     methods = [MixMethod()] + [MixMethod(m, {"alpha": alpha, "prob": prob}) for m in mixers]
@@ -108,15 +110,35 @@ else:
             ["Accuracy and ECE", "Per-epoch curves", "Early stopping", "Reliability"]
         )
         with tab_a:
-            show_figure(accuracy_figure(run), key="mixup_training.accuracy", stem="mixup_accuracy", meta=meta,
-                        recipe={"kind": "mixup_accuracy", "args": args})  # fmt: skip
+            show_figure(
+                accuracy_figure(run),
+                key="mixup_training.accuracy",
+                stem="mixup_accuracy",
+                meta=meta,
+                recipe={"kind": "mixup_accuracy", "args": args},
+            )
         with tab_c:
-            show_figure(curves_figure(run), key="mixup_training.curves", stem="mixup_curves", meta=meta,
-                        recipe={"kind": "mixup_curves", "args": args})  # fmt: skip
+            show_figure(
+                curves_figure(run),
+                key="mixup_training.curves",
+                stem="mixup_curves",
+                meta=meta,
+                recipe={"kind": "mixup_curves", "args": args},
+            )
         with tab_e:
-            show_figure(early_stopping_figure(run), key="mixup_training.early", stem="mixup_early_stopping",
-                        meta=meta, recipe={"kind": "mixup_early_stopping", "args": args})  # fmt: skip
+            show_figure(
+                early_stopping_figure(run),
+                key="mixup_training.early",
+                stem="mixup_early_stopping",
+                meta=meta,
+                recipe={"kind": "mixup_early_stopping", "args": args},
+            )
         with tab_r:
             rels = {k: v["reliability"] for k, v in run["methods"].items()}
-            show_figure(reliability_figure(rels), key="mixup_training.reliability", stem="mixup_reliability",
-                        meta=meta, recipe={"kind": "mixup_reliability", "args": args})  # fmt: skip
+            show_figure(
+                reliability_figure(rels),
+                key="mixup_training.reliability",
+                stem="mixup_reliability",
+                meta=meta,
+                recipe={"kind": "mixup_reliability", "args": args},
+            )

@@ -41,16 +41,22 @@ rec = by_id[model_id]
 task_name = c2.selectbox(
     "Dataset", tasks, index=tasks.index(rec.task) if rec.task in tasks else 0, key="geometry.task"
 )
-split = c3.radio("Split", ["train", "test"], horizontal=True, key="geometry.split",
-                 help="Neural collapse is defined on the training set")  # fmt: skip
+split = c3.radio(
+    "Split",
+    ["train", "test"],
+    horizontal=True,
+    key="geometry.split",
+    help="Neural collapse is defined on the training set",
+)
 n = c4.select_slider("Samples", [500, 1000, 2000, 5000], value=1000, key="geometry.n")
 meta = {"model": model_id, "task": task_name, "split": split, "n": n, "seed": settings.seed}
 recipe_args = meta | {"n": int(n), "device": device}
 
 report = None
 with shown_errors("Computing the features"):
-    report = cache.geometry_report(settings.workspace, model_id, rec.sha256, task_name, split, int(n),
-                                   settings.seed, device)  # fmt: skip
+    report = cache.geometry_report(
+        settings.workspace, model_id, rec.sha256, task_name, split, int(n), settings.seed, device
+    )
 if report is None:
     st.stop()
 ds = cache.task(task_name)
@@ -59,46 +65,98 @@ nc = report["nc"]
 
 st.subheader("Neural-collapse metrics")
 cols = st.columns(6)
-for col, (key, label) in zip(cols, [("nc1", "NC1"), ("nc2_equinorm", "NC2 equinorm"), ("nc2_equiangular", "NC2 angle"),
-                                    ("etf_distance", "ETF distance"), ("nc3", "NC3"), ("nc4", "NC4")], strict=True):  # fmt: skip
+for col, (key, label) in zip(
+    cols,
+    [
+        ("nc1", "NC1"),
+        ("nc2_equinorm", "NC2 equinorm"),
+        ("nc2_equiangular", "NC2 angle"),
+        ("etf_distance", "ETF distance"),
+        ("nc3", "NC3"),
+        ("nc4", "NC4"),
+    ],
+    strict=True,
+):
     col.metric(label, f"{nc[key]:.3g}")
 with st.expander("All metrics and their definitions"):
     st.dataframe(pd.DataFrame({"metric": list(nc), "value": list(nc.values())}), hide_index=True)
-    st.caption("NC1 = Tr(Σ_W Σ_B⁺)/C; NC2 equinorm = CV of ‖μ_c − μ_G‖; NC2 angle = mean |cos + 1/(C−1)|; "
-               "ETF distance = ‖G/‖G‖ − (I − 11ᵀ/C)/√(C−1)‖; NC3 = ‖Wᵀ/‖W‖ − Ṁ/‖Ṁ‖‖; NC4 = classifier vs "
-               "nearest-class-centre mismatch. All → 0 at collapse (Papyan et al. 2020).")  # fmt: skip
+    st.caption(
+        "NC1 = Tr(Σ_W Σ_B⁺)/C; NC2 equinorm = CV of ‖μ_c − μ_G‖; NC2 angle = mean |cos + 1/(C−1)|; "
+        "ETF distance = ‖G/‖G‖ − (I − 11ᵀ/C)/√(C−1)‖; NC3 = ‖Wᵀ/‖W‖ − Ṁ/‖Ṁ‖‖; NC4 = classifier vs "
+        "nearest-class-centre mismatch. All → 0 at collapse (Papyan et al. 2020)."
+    )
 
 tab_proj, tab_etf, tab_mix, tab_epochs = st.tabs(
     ["Projection", "ETF comparison", "Mixup geometry", "NC over training"]
 )
 
 with tab_proj:
-    method = st.radio("Projection", ["pca", "class_plane", "umap", "tsne"], horizontal=True, key="geometry.method",
-                      format_func={"pca": "PCA", "class_plane": "class-mean plane", "umap": "UMAP (slow)",
-                                   "tsne": "t-SNE (slow)"}.get)  # fmt: skip
+    method = st.radio(
+        "Projection",
+        ["pca", "class_plane", "umap", "tsne"],
+        horizontal=True,
+        key="geometry.method",
+        format_func={
+            "pca": "PCA",
+            "class_plane": "class-mean plane",
+            "umap": "UMAP (slow)",
+            "tsne": "t-SNE (slow)",
+        }.get,
+    )
     slow = method in ("umap", "tsne")
-    if not slow or st.toggle("Compute the nonlinear projection", key="geometry.run_slow",
-                             help="UMAP's first fit in a server process also compiles (10–20 s)"):  # fmt: skip
+    if not slow or st.toggle(
+        "Compute the nonlinear projection",
+        key="geometry.run_slow",
+        help="UMAP's first fit in a server process also compiles (10–20 s)",
+    ):
         with shown_errors("Projecting"):
-            proj = cache.geometry_projection(settings.workspace, model_id, rec.sha256, task_name, split, int(n),
-                                             settings.seed, method, device)  # fmt: skip
-            fig = projection_figure(proj["coords"], report["labels"], class_names=names, anchors=proj["anchors"],
-                                    anchor_classes=report["classes"].tolist(),
-                                    title=f"{model_id} features on {task_name} ({method})")  # fmt: skip
-            show_figure(fig, key="geometry.projection", stem=f"geometry_{model_id}_{method}",
-                        meta=meta | {"method": method},
-                        recipe={"kind": "geometry_projection", "args": recipe_args | {"method": method,
-                                "title": f"{model_id} features on {task_name} ({method})"}})  # fmt: skip
+            proj = cache.geometry_projection(
+                settings.workspace,
+                model_id,
+                rec.sha256,
+                task_name,
+                split,
+                int(n),
+                settings.seed,
+                method,
+                device,
+            )
+            fig = projection_figure(
+                proj["coords"],
+                report["labels"],
+                class_names=names,
+                anchors=proj["anchors"],
+                anchor_classes=report["classes"].tolist(),
+                title=f"{model_id} features on {task_name} ({method})",
+            )
+            show_figure(
+                fig,
+                key="geometry.projection",
+                stem=f"geometry_{model_id}_{method}",
+                meta=meta | {"method": method},
+                recipe={
+                    "kind": "geometry_projection",
+                    "args": recipe_args
+                    | {"method": method, "title": f"{model_id} features on {task_name} ({method})"},
+                },
+            )
             if not slow:
-                st.caption(f"The two axes keep {proj['explained']:.0%} of the variance. Arrows: classifier rows "
-                           "w_c from the global mean (scaled to the mean class-mean norm).")  # fmt: skip
+                st.caption(
+                    f"The two axes keep {proj['explained']:.0%} of the variance. Arrows: classifier rows "
+                    "w_c from the global mean (scaled to the mean class-mean norm)."
+                )
 
 with tab_etf:
     fig = etf_figure(
         report["gram"], report["ideal"], class_names=[names[c] for c in report["classes"]]
     )
-    show_figure(fig, key="geometry.etf", stem=f"geometry_etf_{model_id}", meta=meta,
-                recipe={"kind": "geometry_etf", "args": recipe_args})  # fmt: skip
+    show_figure(
+        fig,
+        key="geometry.etf",
+        stem=f"geometry_etf_{model_id}",
+        meta=meta,
+        recipe={"kind": "geometry_etf", "args": recipe_args},
+    )
 
 with tab_mix:
     with st.form("geometry.mix_form"):
@@ -106,25 +164,62 @@ with tab_mix:
         mixers = [m for m in MIXERS.names() if m not in ("manifold_mixup", "saliencymix")]
         mixer = m1.selectbox("Mixer", mixers, key="geometry.mixer")
         alpha = m2.slider("α (λ ~ Beta(α, α))", 0.1, 4.0, 1.0, 0.1, key="geometry.alpha")
-        picked = m3.multiselect("Classes (three show the simplex plane)", list(range(ds.n_classes)),
-                                default=[0, 1, 2], format_func=lambda c: names[c], key="geometry.classes")  # fmt: skip
+        picked = m3.multiselect(
+            "Classes (three show the simplex plane)",
+            list(range(ds.n_classes)),
+            default=[0, 1, 2],
+            format_func=lambda c: names[c],
+            key="geometry.classes",
+        )
         go_mix = st.form_submit_button("Show mixed features")
     if go_mix or st.session_state.get("geometry.mix_shown"):
         st.session_state["geometry.mix_shown"] = True
         with shown_errors("Mixup geometry"):
-            mr = cache.geometry_mixup(settings.workspace, model_id, rec.sha256, task_name, 600, settings.seed, mixer,
-                                      float(alpha), tuple(sorted(picked)), device)  # fmt: skip
-            fig = mixup_lambda_figure(mr["coords"], mr["lam"], mr["same_class"], anchors=mr["anchors"],
-                                      class_names=names, anchor_classes=mr["classes"].tolist(),
-                                      title=f"{mixer} features of {model_id} (class-mean plane)")  # fmt: skip
-            show_figure(fig, key="geometry.mixup", stem=f"geometry_mixup_{model_id}_{mixer}",
-                        meta=meta | {"mixer": mixer, "alpha": alpha, "classes": picked},
-                        recipe={"kind": "geometry_mixup", "args": {"model": model_id, "task": task_name, "n": 600,
-                                "seed": settings.seed, "mixer": mixer, "alpha": float(alpha),
-                                "classes": sorted(int(c) for c in picked), "device": device,
-                                "title": f"{mixer} features of {model_id} (class-mean plane)"}})  # fmt: skip
-            st.caption("Fisher, Meng & Papyan (ICLR 2024): after mixup training, same-class mixes align with the "
-                       "classifier, different-class mixes spread along the decision boundaries, ordered by λ.")  # fmt: skip
+            mr = cache.geometry_mixup(
+                settings.workspace,
+                model_id,
+                rec.sha256,
+                task_name,
+                600,
+                settings.seed,
+                mixer,
+                float(alpha),
+                tuple(sorted(picked)),
+                device,
+            )
+            fig = mixup_lambda_figure(
+                mr["coords"],
+                mr["lam"],
+                mr["same_class"],
+                anchors=mr["anchors"],
+                class_names=names,
+                anchor_classes=mr["classes"].tolist(),
+                title=f"{mixer} features of {model_id} (class-mean plane)",
+            )
+            show_figure(
+                fig,
+                key="geometry.mixup",
+                stem=f"geometry_mixup_{model_id}_{mixer}",
+                meta=meta | {"mixer": mixer, "alpha": alpha, "classes": picked},
+                recipe={
+                    "kind": "geometry_mixup",
+                    "args": {
+                        "model": model_id,
+                        "task": task_name,
+                        "n": 600,
+                        "seed": settings.seed,
+                        "mixer": mixer,
+                        "alpha": float(alpha),
+                        "classes": sorted(int(c) for c in picked),
+                        "device": device,
+                        "title": f"{mixer} features of {model_id} (class-mean plane)",
+                    },
+                },
+            )
+            st.caption(
+                "Fisher, Meng & Papyan (ICLR 2024): after mixup training, same-class mixes align with the "
+                "classifier, different-class mixes spread along the decision boundaries, ordered by λ."
+            )
 
 with tab_epochs:
     runs = runs_with_nc(zoo)
@@ -132,12 +227,18 @@ with tab_epochs:
         run_id = st.selectbox("Run", list(runs)[::-1], key="geometry.run")
         run = runs[run_id]
         title = f"Neural collapse per epoch · {run['task']} · {run['arch']}"
-        show_figure(nc_epochs_figure(nc_histories(run), title=title), key="geometry.epochs",
-                    stem=f"geometry_nc_epochs_{run_id}", meta={"run": run_id},
-                    recipe={"kind": "geometry_nc_epochs", "args": {"run": run_id, "title": title}})  # fmt: skip
+        show_figure(
+            nc_epochs_figure(nc_histories(run), title=title),
+            key="geometry.epochs",
+            stem=f"geometry_nc_epochs_{run_id}",
+            meta={"run": run_id},
+            recipe={"kind": "geometry_nc_epochs", "args": {"run": run_id, "title": title}},
+        )
     else:
-        st.info("No stored training run carries NC metrics yet (Mixup Training runs store them when trained "
-                "with NC tracking). Train ERM and mixup here with NC tracked every epoch.")  # fmt: skip
+        st.info(
+            "No stored training run carries NC metrics yet (Mixup Training runs store them when trained "
+            "with NC tracking). Train ERM and mixup here with NC tracked every epoch."
+        )
     with st.form("geometry.train_form"):
         t1, t2, t3, t4 = st.columns(4)
         t_task = t1.selectbox(
@@ -167,9 +268,17 @@ with tab_epochs:
             )
 
         with shown_errors("Training"):
-            run = train_nc_comparison(zoo, task=t_task, arch=t_arch, epochs=int(t_epochs), n_train=int(t_n),
-                                      n_track=min(int(t_n), 1000), seed=settings.seed, device=device,
-                                      progress=on_progress)  # fmt: skip
+            run = train_nc_comparison(
+                zoo,
+                task=t_task,
+                arch=t_arch,
+                epochs=int(t_epochs),
+                n_train=int(t_n),
+                n_track=min(int(t_n), 1000),
+                seed=settings.seed,
+                device=device,
+                progress=on_progress,
+            )
             bar.progress(1.0, text="done")
             st.success(f"Stored run **{run['run_id']}**.")
             st.rerun()

@@ -17,13 +17,20 @@ ids = [r.id for r in records]
 by_id = {r.id: r for r in records}
 tasks = cache.tasks_available()
 
-st.caption("PPP (Sultan 2020): k-means partitions from several seeds, each validated by a Gaussian mixture "
-           "initialised from it; the chosen k is stable across seeds, confirmed by the mixture, and best by BIC "
-           "among those. Data are reduced to 16 PCA dimensions first.")  # fmt: skip
+st.caption(
+    "PPP (Sultan 2020): k-means partitions from several seeds, each validated by a Gaussian mixture "
+    "initialised from it; the chosen k is stable across seeds, confirmed by the mixture, and best by BIC "
+    "among those. Data are reduced to 16 PCA dimensions first."
+)
 with st.form("cluster.form"):
     c1, c2, c3 = st.columns(3)
-    source = c1.radio("Cluster", ["features", "pixels"], horizontal=True, key="cluster.source",
-                      format_func={"features": "model features", "pixels": "raw pixels"}.get)  # fmt: skip
+    source = c1.radio(
+        "Cluster",
+        ["features", "pixels"],
+        horizontal=True,
+        key="cluster.source",
+        format_func={"features": "model features", "pixels": "raw pixels"}.get,
+    )
     model_id = c2.selectbox("Model (for features)", ids or ["(no models)"], key="cluster.model")
     task_name = c3.selectbox(
         "Dataset",
@@ -43,10 +50,27 @@ if run or st.session_state.get("cluster.shown"):
         if source == "features" and model_id not in by_id:
             raise ValueError("pick a model, or cluster raw pixels (the zoo is empty)")
         sha = by_id[model_id].sha256 if source == "features" else ""
-        res = cache.cluster_data(settings.workspace, source, model_id if source == "features" else "", sha,
-                                 task_name, int(n), settings.seed, int(k_max), int(n_seeds), device)  # fmt: skip
-        meta = {"source": source, "model": model_id if source == "features" else None, "task": task_name, "n": n,
-                "k_max": k_max, "n_seeds": n_seeds, "seed": settings.seed}  # fmt: skip
+        res = cache.cluster_data(
+            settings.workspace,
+            source,
+            model_id if source == "features" else "",
+            sha,
+            task_name,
+            int(n),
+            settings.seed,
+            int(k_max),
+            int(n_seeds),
+            device,
+        )
+        meta = {
+            "source": source,
+            "model": model_id if source == "features" else None,
+            "task": task_name,
+            "n": n,
+            "k_max": k_max,
+            "n_seeds": n_seeds,
+            "seed": settings.seed,
+        }
         m = st.columns(5)
         m[0].metric("Chosen k", res["k"])
         m[1].metric("Stability (ARI across seeds)", f"{res['stability']:.3f}")
@@ -54,17 +78,33 @@ if run or st.session_state.get("cluster.shown"):
         m[3].metric("ARI with labels", f"{res['agreement']['ari']:.3f}")
         m[4].metric("Purity", f"{res['agreement']['purity']:.3f}")
         args = meta | {"n": int(n), "k_max": int(k_max), "n_seeds": int(n_seeds), "device": device}
-        show_figure(k_selection_figure(res["ks"], res["scores"], chosen=res["k"]), key="cluster.k",
-                    stem=f"cluster_k_{source}_{task_name}", meta=meta,
-                    recipe={"kind": "cluster_k_selection", "args": args})  # fmt: skip
+        show_figure(
+            k_selection_figure(res["ks"], res["scores"], chosen=res["k"]),
+            key="cluster.k",
+            stem=f"cluster_k_{source}_{task_name}",
+            meta=meta,
+            recipe={"kind": "cluster_k_selection", "args": args},
+        )
         names = list(cache.task(task_name).class_names)
         left, right = st.columns(2)
         with left:
-            show_figure(contingency_figure(res["truth"], res["labels"], class_names=names), key="cluster.table",
-                        stem=f"cluster_contingency_{source}_{task_name}", meta=meta,
-                        recipe={"kind": "cluster_contingency", "args": args})  # fmt: skip
+            show_figure(
+                contingency_figure(res["truth"], res["labels"], class_names=names),
+                key="cluster.table",
+                stem=f"cluster_contingency_{source}_{task_name}",
+                meta=meta,
+                recipe={"kind": "cluster_contingency", "args": args},
+            )
         with right:
-            show_figure(cluster_scatter_figure(res["coords"], res["labels"], confidence=res["posterior"],
-                                               title="Clusters (PCA of the clustered data)"),
-                        key="cluster.scatter", stem=f"cluster_scatter_{source}_{task_name}", meta=meta,
-                        recipe={"kind": "cluster_scatter", "args": args})  # fmt: skip
+            show_figure(
+                cluster_scatter_figure(
+                    res["coords"],
+                    res["labels"],
+                    confidence=res["posterior"],
+                    title="Clusters (PCA of the clustered data)",
+                ),
+                key="cluster.scatter",
+                stem=f"cluster_scatter_{source}_{task_name}",
+                meta=meta,
+                recipe={"kind": "cluster_scatter", "args": args},
+            )

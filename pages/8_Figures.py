@@ -46,10 +46,12 @@ with a1:
     )
 with a2:
     rerender = st.button(
-        "Re-render all in this size", key="figures.rerender", icon=":material/autorenew:",
+        "Re-render all in this size",
+        key="figures.rerender",
+        icon=":material/autorenew:",
         help="Writes PNG/SVG/PDF of every figure into workspace/figures/<id>/export/",
         disabled=not static_ok,
-    )  # fmt: skip
+    )
 if rerender:
     bar = st.progress(0.0, text="Rendering…")
     with shown_errors("Re-rendering"):
@@ -79,17 +81,26 @@ for e in entries:
             st.markdown(
                 f"**{e.stem}** · from `{e.page or '?'}` · {e.created} · default size *{e.size}*"
             )
-            st.text_area("Caption", value=e.caption, key=f"figures.caption.{e.id}",
-                         on_change=_save_caption, args=(e.id,), height=80)  # fmt: skip
+            st.text_area(
+                "Caption",
+                value=e.caption,
+                key=f"figures.caption.{e.id}",
+                on_change=_save_caption,
+                args=(e.id,),
+                height=80,
+            )
             with st.expander("Recipe and provenance"):
                 st.json({"recipe": e.recipe, "meta": e.meta}, expanded=True)
             b1, b2 = st.columns(2)
             b1.download_button(
                 "Download (zip)",
                 lambda fid=e.id: store.zip([fid], size=size, formats=formats or ["csv"]),
-                file_name=f"{e.stem}.zip", mime="application/zip", key=f"figures.zip.{e.id}",
-                on_click="ignore", disabled=not formats,
-            )  # fmt: skip
+                file_name=f"{e.stem}.zip",
+                mime="application/zip",
+                key=f"figures.zip.{e.id}",
+                on_click="ignore",
+                disabled=not formats,
+            )
             sure = b2.checkbox("Confirm delete", key=f"figures.sure.{e.id}")
             if b2.button("Delete", key=f"figures.delete.{e.id}", disabled=not sure):
                 with shown_errors("Delete"):

@@ -23,7 +23,7 @@ TINY_PLAN = ZooPlan(
         ("mlp", {"width": 64, "depth": 2}, 1, 1e-3),
         ("cnn", {"width": 8}, 1, 1e-2),
         ("resnet20", {"width": 4}, 1, 1e-2),
-    ),  # fmt: skip
+    ),
     max_steps=25,
 )
 

@@ -22,8 +22,15 @@ def read_out(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def make_state(seed: int, *, n_layers: int = 3, width: int = 24, scale: float = 1.0,
-               base: StateDict | None = None, dtype: torch.dtype = torch.float32) -> StateDict:  # fmt: skip
+def make_state(
+    seed: int,
+    *,
+    n_layers: int = 3,
+    width: int = 24,
+    scale: float = 1.0,
+    base: StateDict | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> StateDict:
     """A small LLM-shaped state dict; with ``base``, base + scale·noise (a fine-tune)."""
     g = torch.Generator().manual_seed(seed)
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (50, width)}

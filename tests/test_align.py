@@ -46,7 +46,9 @@ def _model(name: str, kw: dict, seed: int = 0) -> torch.nn.Module:
 
 
 def _inputs(n: int = 8, seed: int = 0) -> torch.Tensor:
-    return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)  # fmt: skip
+    return torch.randn(
+        n, 1, 28, 28, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 @pytest.mark.parametrize(("name", "kw"), ARCHS, ids=IDS)
@@ -78,10 +80,20 @@ def test_resnet_stream_permutation_is_shared() -> None:
     stage2 = {k for k, _ in spec.perm_to_axes["P_stage2"]}
     assert "trunk.layer2.0.shortcut.conv.weight" in stage2
     assert {f"trunk.layer2.{b}.conv2.weight" for b in range(3)} <= stage2
-    readers = {"trunk.layer2.1.conv1.weight", "trunk.layer2.2.conv1.weight", "trunk.layer3.0.conv1.weight", "trunk.layer3.0.shortcut.conv.weight"}  # fmt: skip
+    readers = {
+        "trunk.layer2.1.conv1.weight",
+        "trunk.layer2.2.conv1.weight",
+        "trunk.layer3.0.conv1.weight",
+        "trunk.layer3.0.shortcut.conv.weight",
+    }
     assert readers <= stage2  # blocks reading the stage-2 stream
     assert "trunk.layer3.1.conv1.weight" not in stage2
-    assert spec.axes_to_perm["trunk.layer2.0.conv1.weight"] == ("P_layer2.0.inner", "P_stage1", None, None)  # fmt: skip
+    assert spec.axes_to_perm["trunk.layer2.0.conv1.weight"] == (
+        "P_layer2.0.inner",
+        "P_stage1",
+        None,
+        None,
+    )
     assert spec.axes_to_perm["head.weight"] == (None, "P_stage3")
     assert len(spec.sizes) == 3 + 9  # one per stream, one inside each block
 
@@ -100,7 +112,9 @@ def test_weight_matching_recovers_planted_permutation(name: str, kw: dict) -> No
         assert torch.equal(q[p], torch.argsort(pi[p])), p
     aligned = apply_permutation(spec, q, sdp)
     assert all(torch.equal(aligned[k], sd[k]) for k in sd)
-    assert info.converged and all(b >= a - 1e-6 * abs(a) for a, b in zip(info.objective, info.objective[1:], strict=False))  # fmt: skip
+    assert info.converged and all(
+        b >= a - 1e-6 * abs(a) for a, b in zip(info.objective, info.objective[1:], strict=False)
+    )
     assert all(torch.equal(before[k], sdp[k]) for k in sdp)
 
 
@@ -131,9 +145,16 @@ def test_matched_permuted_copy_has_zero_barrier(tiny_zoo: Zoo, model_id: str) ->
     model = tiny_zoo.load_model(model_id)
     spec = spec_for(model)
     sd = tiny_zoo.state_dict(model_id)
-    sdp = apply_permutation(spec, random_permutation(spec, generator=torch.Generator().manual_seed(5)), sd)  # fmt: skip
+    sdp = apply_permutation(
+        spec, random_permutation(spec, generator=torch.Generator().manual_seed(5)), sd
+    )
     g = torch.Generator().manual_seed(6)
-    data = {"test": (torch.randn(128, 1, 28, 28, generator=g), torch.randint(0, 10, (128,), generator=g))}  # fmt: skip
+    data = {
+        "test": (
+            torch.randn(128, 1, 28, 28, generator=g),
+            torch.randint(0, 10, (128,), generator=g),
+        )
+    }
     q = weight_matching(spec, sd, sdp)
     res = interpolate(model, sd, apply_permutation(spec, q, sdp), data, n_points=5)
     rep = barrier(res)
@@ -163,7 +184,11 @@ def test_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match=r"perm\['P_fc0'\]"):
         apply_permutation(spec, bad, sd)
     with pytest.raises(ValueError, match="sd lacks key 'trunk.fc1.weight'"):
-        apply_permutation(spec, identity_permutation(spec), {k: v for k, v in sd.items() if k != "trunk.fc1.weight"})  # fmt: skip
+        apply_permutation(
+            spec,
+            identity_permutation(spec),
+            {k: v for k, v in sd.items() if k != "trunk.fc1.weight"},
+        )
     with pytest.raises(ValueError, match="max_iter"):
         weight_matching(spec, sd, sd, max_iter=0)
     with pytest.raises(TypeError, match="generator"):

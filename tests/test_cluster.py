@@ -44,8 +44,15 @@ def test_kmeans_recovers_blobs_and_is_seeded(blobs) -> None:
     assert KMeans(4).get_params()["n_clusters"] == 4 and not hasattr(KMeans(4), "labels_")
 
 
-@pytest.mark.parametrize(("kw", "err"), [({"n_clusters": 0}, ValueError), ({"n_init": 0}, ValueError),
-                                          ({"n_clusters": 2.5}, TypeError), ({"tol": -1.0}, ValueError)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kw", "err"),
+    [
+        ({"n_clusters": 0}, ValueError),
+        ({"n_init": 0}, ValueError),
+        ({"n_clusters": 2.5}, TypeError),
+        ({"tol": -1.0}, ValueError),
+    ],
+)
 def test_kmeans_validates_in_fit(kw: dict, err: type) -> None:
     est = KMeans(**kw)  # __init__ only stores
     with pytest.raises(err):

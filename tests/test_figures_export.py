@@ -64,8 +64,13 @@ def pdf_pages(pdf: bytes) -> int:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("export")
-    paths = export(_fig(), out / "fig", formats=FORMATS, size="column",
-                   meta={"method": "task_arithmetic", "scale": 0.4, "seed": 3, "models": ["x"]})  # fmt: skip
+    paths = export(
+        _fig(),
+        out / "fig",
+        formats=FORMATS,
+        size="column",
+        meta={"method": "task_arithmetic", "scale": 0.4, "seed": 3, "models": ["x"]},
+    )
     return {p.suffix[1:]: p for p in paths}
 
 
@@ -196,8 +201,9 @@ except ExportError as err:
     sys.exit(0)
 sys.exit(3)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=ROOT)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "needs Chromium" in out.stdout and "apt-get install chromium" in out.stdout
     assert "no-such-chromium" in out.stdout

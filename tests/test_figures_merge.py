@@ -25,9 +25,16 @@ TASKS = ("a", "b", "c")
 
 
 def _eval(base: bool = True) -> MergeEval:
-    return MergeEval(tasks=TASKS, accuracy=(0.5, 0.6, 0.7), loss=(1.0, 0.9, 0.8),
-                     reference=(0.9, 0.8, 0.95), base=(0.2, 0.3, 0.1) if base else None,
-                     correct=np.ones(30, dtype=bool), groups=np.repeat([0, 1, 2], 10), full=False)  # fmt: skip
+    return MergeEval(
+        tasks=TASKS,
+        accuracy=(0.5, 0.6, 0.7),
+        loss=(1.0, 0.9, 0.8),
+        reference=(0.9, 0.8, 0.95),
+        base=(0.2, 0.3, 0.1) if base else None,
+        correct=np.ones(30, dtype=bool),
+        groups=np.repeat([0, 1, 2], 10),
+        full=False,
+    )
 
 
 def test_task_accuracy_bars_carry_the_numbers() -> None:

@@ -86,8 +86,14 @@ def _panel_script() -> None:
     from ui.figure_panel import show_figure
 
     fig = go.Figure(go.Scatter(x=[0, 1], y=[0.25, 0.75], name="acc"))
-    show_figure(fig, key="test.fig", stem="panel test", meta={"seed": 7},
-                recipe={"kind": "training_history", "args": {"models": ["mlp-base"]}}, caption="From a test")  # fmt: skip
+    show_figure(
+        fig,
+        key="test.fig",
+        stem="panel test",
+        meta={"seed": 7},
+        recipe={"kind": "training_history", "args": {"models": ["mlp-base"]}},
+        caption="From a test",
+    )
 
 
 def test_show_figure_panel_adds_to_figures(empty_workspace: Path) -> None:

@@ -62,17 +62,31 @@ def _reference_nc(h: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Te
     nc3 = np.linalg.norm(w_p.T / np.linalg.norm(w_p) - mc.T / np.linalg.norm(mc))
     pred = (hn @ w_p.T + bn[classes.astype(int)]).argmax(1)
     ncc = np.stack([np.linalg.norm(hn - m, axis=1) for m in means], 1).argmin(1)
-    return {"nc1": nc1, "nc2_equinorm": norms.std() / norms.mean(),
-            "nc2_equiangular": np.abs(off + 1 / (c - 1)).mean(), "nc3": nc3,
-            "nc4": float((pred != ncc).mean())}  # fmt: skip
+    return {
+        "nc1": nc1,
+        "nc2_equinorm": norms.std() / norms.mean(),
+        "nc2_equiangular": np.abs(off + 1 / (c - 1)).mean(),
+        "nc3": nc3,
+        "nc4": float((pred != ncc).mean()),
+    }
 
 
 def test_exact_etf_collapse_gives_zero_metrics() -> None:
     h, y, w, b = _collapsed()
     nc = neural_collapse(h, y, (w, b))
-    for key in ("nc1", "nc1_quotient", "nc1_cdnv", "nc2_equinorm", "nc2_equiangular",
-                "nc2_equiangular_std", "etf_distance", "nc3", "nc2_equinorm_w", "etf_distance_w",
-                "bias_relation"):  # fmt: skip
+    for key in (
+        "nc1",
+        "nc1_quotient",
+        "nc1_cdnv",
+        "nc2_equinorm",
+        "nc2_equiangular",
+        "nc2_equiangular_std",
+        "etf_distance",
+        "nc3",
+        "nc2_equinorm_w",
+        "etf_distance_w",
+        "bias_relation",
+    ):
         assert abs(nc[key]) < 1e-12, (key, nc[key])
     assert nc["nc4"] == 0.0
     assert nc["n_classes"] == 10 and nc["n_samples"] == 200
@@ -172,16 +186,59 @@ def test_class_labels_may_skip_and_classifier_may_be_wider() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "err", "match"),
     [
-        ({"features": torch.ones(4, 2), "labels": torch.zeros(4, dtype=torch.int64)}, ValueError, "at least 2 classes"),
-        ({"features": torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), "labels": torch.tensor([0, 1])}, ValueError, "finite"),
-        ({"features": torch.ones(4, 2), "labels": torch.tensor([0, 1, 0])}, ValueError, "same length"),
-        ({"features": torch.ones(4), "labels": torch.tensor([0, 1, 0, 1])}, ValueError, "dimensions"),
-        ({"features": torch.ones(4, 2), "labels": torch.tensor([0.0, 1, 0, 1])}, TypeError, "integer"),
-        ({"features": torch.ones(4, 2), "labels": torch.tensor([0, 1, 0, 1]), "classifier": torch.ones(2, 3)}, ValueError, "columns"),
-        ({"features": torch.ones(4, 2), "labels": torch.tensor([0, 3, 0, 3]), "classifier": torch.ones(2, 2)}, ValueError, "more than 3 rows"),
-        ({"features": torch.ones(4, 2), "labels": torch.tensor([0, 1, 0, 1]), "classifier": "w"}, TypeError, "classifier"),
+        (
+            {"features": torch.ones(4, 2), "labels": torch.zeros(4, dtype=torch.int64)},
+            ValueError,
+            "at least 2 classes",
+        ),
+        (
+            {
+                "features": torch.tensor([[0.0, float("nan")], [1.0, 1.0]]),
+                "labels": torch.tensor([0, 1]),
+            },
+            ValueError,
+            "finite",
+        ),
+        (
+            {"features": torch.ones(4, 2), "labels": torch.tensor([0, 1, 0])},
+            ValueError,
+            "same length",
+        ),
+        (
+            {"features": torch.ones(4), "labels": torch.tensor([0, 1, 0, 1])},
+            ValueError,
+            "dimensions",
+        ),
+        (
+            {"features": torch.ones(4, 2), "labels": torch.tensor([0.0, 1, 0, 1])},
+            TypeError,
+            "integer",
+        ),
+        (
+            {
+                "features": torch.ones(4, 2),
+                "labels": torch.tensor([0, 1, 0, 1]),
+                "classifier": torch.ones(2, 3),
+            },
+            ValueError,
+            "columns",
+        ),
+        (
+            {
+                "features": torch.ones(4, 2),
+                "labels": torch.tensor([0, 3, 0, 3]),
+                "classifier": torch.ones(2, 2),
+            },
+            ValueError,
+            "more than 3 rows",
+        ),
+        (
+            {"features": torch.ones(4, 2), "labels": torch.tensor([0, 1, 0, 1]), "classifier": "w"},
+            TypeError,
+            "classifier",
+        ),
     ],
-)  # fmt: skip
+)
 def test_invalid_inputs_are_refused(kwargs: dict, err: type, match: str) -> None:
     with pytest.raises(err, match=match):
         neural_collapse(**kwargs)
@@ -213,8 +270,9 @@ def test_track_neural_collapse_records_metrics_per_epoch() -> None:
     x = (centres[y] + 0.5 * torch.randn(180, 64, generator=gen)).view(-1, 1, 8, 8)
     model = create_model("mlp", width=32, depth=2, image_size=8, n_classes=3, seed=0)
     cb = track_neural_collapse(x, y, n_max=90, device="cpu")
-    hist = train(model, x, y, TrainConfig(epochs=3, batch_size=32, lr=3e-3),
-                 device="cpu", epoch_callback=cb)  # fmt: skip
+    hist = train(
+        model, x, y, TrainConfig(epochs=3, batch_size=32, lr=3e-3), device="cpu", epoch_callback=cb
+    )
     assert [e["epoch"] for e in hist.extra] == [1, 2, 3]
     assert all(e["n_samples"] == 90 and 0 <= e["nc4"] <= 1 for e in hist.extra)
     assert hist.extra[-1]["nc1"] < hist.extra[0]["nc1"] * 1.5  # finite and comparable
@@ -240,8 +298,9 @@ def test_mixup_geometry_colours_by_lambda_and_pair_type() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(60, 1, 28, 28, generator=gen)
     y = torch.arange(3).repeat(20)
-    geo = mixup_geometry(model, x, y, generator=torch.Generator().manual_seed(1), n=40,
-                         classes=[0, 2], device="cpu")  # fmt: skip
+    geo = mixup_geometry(
+        model, x, y, generator=torch.Generator().manual_seed(1), n=40, classes=[0, 2], device="cpu"
+    )
     assert geo.features.shape == (40, 16) and geo.lam.shape == (40,)
     assert set(geo.label_a.tolist()) <= {0, 2} and torch.equal(
         geo.same_class, geo.label_a == geo.label_b

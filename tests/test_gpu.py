@@ -45,8 +45,11 @@ def test_stream_merge_on_the_device_equals_the_cpu(case: str, family, tmp_path: 
 
     _, _, bpath, paths = family
     method = case.removesuffix("_global")
-    cfg: dict = {"merge_method": method, "models": [{"model": str(p)} for p in paths],
-                 "parameters": STREAM_CASES[case]}  # fmt: skip
+    cfg: dict = {
+        "merge_method": method,
+        "models": [{"model": str(p)} for p in paths],
+        "parameters": STREAM_CASES[case],
+    }
     if method != "linear":
         cfg["base_model"] = str(bpath)
     stream_merge(cfg, tmp_path / "cpu", device="cpu", seed=3, progress=False)
@@ -65,9 +68,12 @@ def test_stream_dare_ties_on_the_device_drops_the_right_fraction(family, tmp_pat
     from core.stream import stream_merge
 
     base, fts, bpath, paths = family
-    cfg = {"merge_method": "dare_ties", "base_model": str(bpath),
-           "models": [{"model": str(paths[0]), "parameters": {"density": 0.3}}],
-           "parameters": {"lambda": 1.0}}  # fmt: skip
+    cfg = {
+        "merge_method": "dare_ties",
+        "base_model": str(bpath),
+        "models": [{"model": str(paths[0]), "parameters": {"density": 0.3}}],
+        "parameters": {"lambda": 1.0},
+    }
     stream_merge(cfg, tmp_path / "dev", device=DEV, seed=1, progress=False)
     out = read_out(tmp_path / "dev")
     kept = changed = 0
@@ -92,9 +98,23 @@ def test_cli_merge_with_device_flag(family, tmp_path: Path) -> None:
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [sys.executable, "-m", "core", "merge", str(cfg), str(tmp_path / "out"), "--device", DEV, "--quiet"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "merge",
+            str(cfg),
+            str(tmp_path / "out"),
+            "--device",
+            DEV,
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "model.safetensors.index.json").exists()
 
@@ -105,8 +125,10 @@ def test_in_memory_merge_on_device_tensors(method: str) -> None:
 
     g = torch.Generator().manual_seed(0)
     base = {"w": torch.randn(300, 40, generator=g), "b": torch.randn(40, generator=g)}
-    fts = [{k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in base.items()}
-           for _ in range(2 if method == "slerp" else 3)]  # fmt: skip
+    fts = [
+        {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+        for _ in range(2 if method == "slerp" else 3)
+    ]
     kw: dict = {"base": base} if method not in ("average", "slerp") else {}
     if method == "ties":
         kw.update(density=0.3, trim="tensor")

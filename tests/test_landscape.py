@@ -30,11 +30,11 @@ def _data(n_train: int = 96, n_test: int = 48, seed: int = 0) -> dict:
         "train": (
             torch.randn(n_train, 1, 28, 28, generator=g),
             torch.randint(0, 10, (n_train,), generator=g),
-        ),  # fmt: skip
+        ),
         "test": (
             torch.randn(n_test, 1, 28, 28, generator=g),
             torch.randint(0, 10, (n_test,), generator=g),
-        ),  # fmt: skip
+        ),
     }
 
 
@@ -81,7 +81,9 @@ def test_interpolate_subset_is_fixed_and_reported() -> None:
 def test_recompute_bn_resets_statistics_at_every_point() -> None:
     model, sa, sb = _pair("cnn", width=4)
     data = _data()
-    res = interpolate(model, sa, sb, data, n_points=3, recompute_bn=True, max_examples=None, bn_examples=64)  # fmt: skip
+    res = interpolate(
+        model, sa, sb, data, n_points=3, recompute_bn=True, max_examples=None, bn_examples=64
+    )
     assert res.recompute_bn
     # independent: model at t = 0.5 with statistics re-estimated on the same 64 training inputs
     m = copy.deepcopy(model)
@@ -108,9 +110,14 @@ def test_reset_batchnorm_restores_mode_and_momentum() -> None:
 
 
 def test_barrier_definitions_on_a_hand_worked_path() -> None:
-    res = PathResult(t=[0, 0.25, 0.5, 0.75, 1], loss={"test": [1, 2.9, 2, 1.8, 3]},
-                     accuracy={"test": [0.9, 0.5, 0.6, 0.7, 0.8]}, n_examples={"test": 1},
-                     n_total={"test": 1}, label="demo")  # fmt: skip
+    res = PathResult(
+        t=[0, 0.25, 0.5, 0.75, 1],
+        loss={"test": [1, 2.9, 2, 1.8, 3]},
+        accuracy={"test": [0.9, 0.5, 0.6, 0.7, 0.8]},
+        n_examples={"test": 1},
+        n_total={"test": 1},
+        label="demo",
+    )
     rep = barrier(res)
     v = rep.values["test"]
     assert v["loss_barrier"] == pytest.approx(1.0)  # 3 - (1 + 3) / 2
@@ -120,8 +127,13 @@ def test_barrier_definitions_on_a_hand_worked_path() -> None:
     assert v["argmax_t"] == 1.0
     assert float(rep) == pytest.approx(1.0)
     assert rep.rows()[0]["path"] == "demo"
-    even = PathResult(t=[0, 1 / 3, 2 / 3, 1], loss={"s": [0, 1, 3, 0]}, accuracy={"s": [1, 0.5, 0.2, 1]},
-                      n_examples={"s": 1}, n_total={"s": 1})  # fmt: skip
+    even = PathResult(
+        t=[0, 1 / 3, 2 / 3, 1],
+        loss={"s": [0, 1, 3, 0]},
+        accuracy={"s": [1, 0.5, 0.2, 1]},
+        n_examples={"s": 1},
+        n_total={"s": 1},
+    )
     assert barrier(even).values["s"]["midpoint_loss"] == pytest.approx(2.0)
 
 
@@ -140,8 +152,15 @@ def test_plane_geometry_and_grid_values() -> None:
     data = _data(64, 32)
     levels: list = []
     calls: list = []
-    res = plane(model, [s0, s1, s2], data, resolution=9, max_examples=None, on_level=levels.append,
-                progress=lambda d, n: calls.append((d, n)))  # fmt: skip
+    res = plane(
+        model,
+        [s0, s1, s2],
+        data,
+        resolution=9,
+        max_examples=None,
+        on_level=levels.append,
+        progress=lambda d, n: calls.append((d, n)),
+    )
     # independent Gram-Schmidt on flattened vectors
     f0, f1, f2 = flatten(s0).double(), flatten(s1).double(), flatten(s2).double()
     d = (f1 - f0).norm()
@@ -186,18 +205,26 @@ def test_filter_normalized_direction() -> None:
     assert set(d) == {k for k, v in fsd.items() if v.ndim >= 2}  # no biases, BN or statistics
     for k, v in d.items():
         w = fsd[k]
-        torch.testing.assert_close(v.reshape(len(v), -1).norm(dim=1), w.reshape(len(w), -1).norm(dim=1))  # fmt: skip
+        torch.testing.assert_close(
+            v.reshape(len(v), -1).norm(dim=1), w.reshape(len(w), -1).norm(dim=1)
+        )
 
 
 def test_random_directions_centre_is_the_model() -> None:
     model, sa, _ = _pair("mlp", width=16, depth=1)
     data = _data(64, 32)
-    line = random_directions(model, sa, data, resolution=5, generator=torch.Generator().manual_seed(0), max_examples=None)  # fmt: skip
+    line = random_directions(
+        model, sa, data, resolution=5, generator=torch.Generator().manual_seed(0), max_examples=None
+    )
     assert isinstance(line, PathResult) and line.t[2] == 0.0
     ref = _eval_sd(model, sa, *data["test"])
     assert line.loss["test"][2] == pytest.approx(ref.loss, rel=1e-5)
-    surf = random_directions(model, sa, data, dims=2, resolution=3, generator=torch.Generator().manual_seed(0))  # fmt: skip
-    assert len(surf.loss["train"]) == 3 and surf.loss["test"][1][1] == pytest.approx(ref.loss, rel=1e-5)  # fmt: skip
+    surf = random_directions(
+        model, sa, data, dims=2, resolution=3, generator=torch.Generator().manual_seed(0)
+    )
+    assert len(surf.loss["train"]) == 3 and surf.loss["test"][1][1] == pytest.approx(
+        ref.loss, rel=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -205,8 +232,17 @@ def test_bezier_curve_keeps_endpoints_and_lowers_the_path() -> None:
     model, sa, sb = _pair("mlp", width=16, depth=1)
     data = _data(128, 64)
     before = clone(sa)
-    res = bezier_curve(model, sa, sb, data, steps=60, lr=1e-2, n_points=5,
-                       generator=torch.Generator().manual_seed(0), max_examples=None)  # fmt: skip
+    res = bezier_curve(
+        model,
+        sa,
+        sb,
+        data,
+        steps=60,
+        lr=1e-2,
+        n_points=5,
+        generator=torch.Generator().manual_seed(0),
+        max_examples=None,
+    )
     for s in ("train", "test"):
         assert res.curve.loss[s][0] == pytest.approx(res.line.loss[s][0])
         assert res.curve.loss[s][-1] == pytest.approx(res.line.loss[s][-1])

@@ -33,8 +33,10 @@ def _models(n: int = 3) -> tuple[nn.Module, StateDict, list[StateDict]]:
     g = torch.Generator().manual_seed(1)
     models = []
     for i in range(n):
-        sd = {k: v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v + i
-              for k, v in base.items()}  # fmt: skip
+        sd = {
+            k: v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v + i
+            for k, v in base.items()
+        }
         sd["bn.running_var"] = sd["bn.running_var"].abs() + 0.5
         models.append(sd)
     return net, base, models
@@ -101,10 +103,18 @@ def test_inputs_untouched_and_seeded(name: str) -> None:
 
 # Methods for which merging one fine-tuned model alone must return it: every method whose
 # one-model case is the identity (TIES/DARE/breadcrumbs/PCB sparsify by design; SLERP needs 2).
-IDENTITY = {"average": {}, "task_arithmetic": {"scale": 1.0}, "ties": {"density": 1.0},
-            "dare": {"drop": 0.0, "scale": 1.0}, "dare_ties": {"drop": 0.0, "density": 1.0},
-            "breadcrumbs": {"density": 1.0, "gamma": 0.0}, "model_stock": {},
-            "fisher": {}, "regmean": {"alpha": 1.0}, "greedy_soup": {}}  # fmt: skip
+IDENTITY = {
+    "average": {},
+    "task_arithmetic": {"scale": 1.0},
+    "ties": {"density": 1.0},
+    "dare": {"drop": 0.0, "scale": 1.0},
+    "dare_ties": {"drop": 0.0, "density": 1.0},
+    "breadcrumbs": {"density": 1.0, "gamma": 0.0},
+    "model_stock": {},
+    "fisher": {},
+    "regmean": {"alpha": 1.0},
+    "greedy_soup": {},
+}
 
 
 @pytest.mark.parametrize("name", sorted(IDENTITY))

@@ -35,11 +35,20 @@ def synthetic_lab() -> MergeLab:
     """A lab over untrained MLPs (no zoo needed): base + two perturbed copies."""
     gen = torch.Generator().manual_seed(0)
     base = create_model("mlp", seed=0, width=32, depth=1).state_dict()
-    models = [{k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
-              for _ in range(2)]  # fmt: skip
-    return MergeLab(models, arch="mlp", arch_kwargs={"width": 32, "depth": 1},
-                    model_tasks=["mnist", "digits"], base=base, model_ids=["a", "b"],
-                    base_id="base", n_per_task=60)  # fmt: skip
+    models = [
+        {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+        for _ in range(2)
+    ]
+    return MergeLab(
+        models,
+        arch="mlp",
+        arch_kwargs={"width": 32, "depth": 1},
+        model_tasks=["mnist", "digits"],
+        base=base,
+        model_ids=["a", "b"],
+        base_id="base",
+        n_per_task=60,
+    )
 
 
 def test_eval_set_is_seeded_and_independent_of_other_tasks() -> None:
@@ -95,8 +104,13 @@ def test_references_normalised_accuracy_and_identities(synthetic_lab: MergeLab) 
 
 def test_available_methods_follow_tags(synthetic_lab: MergeLab) -> None:
     assert "task_arithmetic" in synthetic_lab.available_methods()
-    indep = MergeLab(list(synthetic_lab.models), arch="mlp", arch_kwargs={"width": 32, "depth": 1},
-                     model_tasks=["mnist", "digits"], n_per_task=10)  # fmt: skip
+    indep = MergeLab(
+        list(synthetic_lab.models),
+        arch="mlp",
+        arch_kwargs={"width": 32, "depth": 1},
+        model_tasks=["mnist", "digits"],
+        n_per_task=10,
+    )
     assert indep.setting == "independent" and "task_arithmetic" not in indep.available_methods()
     assert "average" in indep.available_methods()
     with pytest.raises(ValueError, match="method must be one of"):
@@ -142,8 +156,13 @@ def test_sweep_scale(synthetic_lab: MergeLab) -> None:
 
 
 def test_compare_methods_statistics_are_independent_recomputations(synthetic_lab: MergeLab) -> None:
-    res = compare_methods(synthetic_lab, ["average", "task_arithmetic"], full=False, n_boot=500,
-                          hyperparameters={"task_arithmetic": {"scale": 0.5}})  # fmt: skip
+    res = compare_methods(
+        synthetic_lab,
+        ["average", "task_arithmetic"],
+        full=False,
+        n_boot=500,
+        hyperparameters={"task_arithmetic": {"scale": 0.5}},
+    )
     ref_row, avg_row = res.rows
     assert ref_row.method == "task_arithmetic" and ref_row.p_value is None
     ta = synthetic_lab.run("task_arithmetic", {"scale": 0.5})
@@ -180,7 +199,12 @@ def test_lab_from_zoo_and_save(tiny_zoo_dir: Path, tmp_path: Path) -> None:
     assert rec.recipe["method"] == "task_arithmetic" and rec.recipe["source_ids"] == FT
     assert rec.recipe["hyperparameters"] == {"scale": 0.3}
     stored = zoo.state_dict(rec.id)
-    expected = merge("task_arithmetic", [zoo.state_dict(i) for i in FT], base=zoo.state_dict("mlp-base"), scale=0.3)  # fmt: skip
+    expected = merge(
+        "task_arithmetic",
+        [zoo.state_dict(i) for i in FT],
+        base=zoo.state_dict("mlp-base"),
+        scale=0.3,
+    )
     assert params.allclose(stored, expected, atol=1e-6)
     full = lab.evaluate(stored, full=True)
     assert rec.metrics["test_accuracy"] == pytest.approx(full.average)

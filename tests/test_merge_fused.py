@@ -78,8 +78,16 @@ def test_fused_dare_draws_are_splitmix64_from_seeds_of_the_generator() -> None:
     torch.testing.assert_close(got, expect)
     # the same draws inside TIES (DARE-TIES, no trim): kept entries are τ · 1/(1 − p_q)
     t0 = taus[0]
-    one = ties_kernel([t0], None, [0.0], scale=1.0, weights=[1.0], disjoint="sum", drop=drop,
-                      generator=torch.Generator().manual_seed(9))  # fmt: skip
+    one = ties_kernel(
+        [t0],
+        None,
+        [0.0],
+        scale=1.0,
+        weights=[1.0],
+        disjoint="sum",
+        drop=drop,
+        generator=torch.Generator().manual_seed(9),
+    )
     keep0 = torch.tensor([(splitmix(int(seeds[0]), i) >> 49) >= m for i in range(n)])
     torch.testing.assert_close(one, t0 * keep0 * dare_factor(drop))
 

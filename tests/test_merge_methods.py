@@ -220,8 +220,11 @@ def test_adamerging_coefficients_in_range_and_entropy_decreases() -> None:
 
 def test_greedy_soup_keeps_only_improving_models() -> None:
     target = torch.tensor([1.0, 1.0])
-    models = [{"w": torch.tensor([1.2, 0.8])}, {"w": torch.tensor([0.8, 1.2])},
-              {"w": torch.tensor([5.0, 5.0])}]  # fmt: skip
+    models = [
+        {"w": torch.tensor([1.2, 0.8])},
+        {"w": torch.tensor([0.8, 1.2])},
+        {"w": torch.tensor([5.0, 5.0])},
+    ]
 
     def evaluate(sd: dict[str, torch.Tensor]) -> float:
         return -float((sd["w"] - target).norm())
@@ -257,8 +260,9 @@ def test_dare_quantised_draws_match_the_straightforward_computation(monkeypatch)
     assert quantised_drop(1e-6) == 0  # quantises to "keep all": nothing is drawn
     n, drop = 1001, 0.37
     words = torch.empty((n + 3) // 4, dtype=torch.int64)
-    keep = draw_keep(torch.empty(n, dtype=torch.bool), words, drop,
-                     torch.Generator().manual_seed(5))  # fmt: skip
+    keep = draw_keep(
+        torch.empty(n, dtype=torch.bool), words, drop, torch.Generator().manual_seed(5)
+    )
     ref_words = torch.empty((n + 3) // 4, dtype=torch.int64)
     ref_words.random_(generator=torch.Generator().manual_seed(5))
     order = range(4) if sys.byteorder == "little" else range(3, -1, -1)
@@ -267,8 +271,9 @@ def test_dare_quantised_draws_match_the_straightforward_computation(monkeypatch)
     # the merge: Σ wᵢ τᵢ · keepᵢ / (1 − p_q), the models drawn one after another
     taus = [torch.randn(n, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     g = torch.Generator().manual_seed(9)
-    got = TENSOR_METHODS["dare"](taus, None, drop=drop, scale=0.5, weights=[1.0, 2.0, -1.0],
-                                 generator=g)  # fmt: skip
+    got = TENSOR_METHODS["dare"](
+        taus, None, drop=drop, scale=0.5, weights=[1.0, 2.0, -1.0], generator=g
+    )
     g = torch.Generator().manual_seed(9)
     expect = torch.zeros(n)
     for t, w in zip(taus, [1.0, 2.0, -1.0], strict=True):
@@ -284,8 +289,9 @@ def test_dare_quantised_drop_rate_is_unbiased() -> None:
     q = quantised_drop(drop) / 2**15
     assert q != drop and dare_factor(drop) == 1 / (1 - q)
     tau = torch.ones(2_000_000)
-    out = TENSOR_METHODS["dare"]([tau], None, drop=drop, scale=1.0,
-                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+    out = TENSOR_METHODS["dare"](
+        [tau], None, drop=drop, scale=1.0, generator=torch.Generator().manual_seed(0)
+    )
     kept = float((out != 0).double().mean())
     sigma = (q * (1 - q) / tau.numel()) ** 0.5
     assert abs(kept - (1 - q)) < 5 * sigma  # each entry kept with probability 1 − p_q

@@ -35,8 +35,14 @@ def _hyper(name: str) -> dict[str, Any]:
 
 
 def _mix(name: str, x: torch.Tensor, y: torch.Tensor, seed: int = 0, **kw: Any):
-    return mix(name, x, y, generator=torch.Generator().manual_seed(seed), n_classes=K,
-               **{**_hyper(name), **kw})  # fmt: skip
+    return mix(
+        name,
+        x,
+        y,
+        generator=torch.Generator().manual_seed(seed),
+        n_classes=K,
+        **{**_hyper(name), **kw},
+    )
 
 
 ALL = MIXERS.names()
@@ -131,8 +137,15 @@ def test_cutmix_box_is_clipped_and_lam_corrected() -> None:
 
 def test_prob_gate_per_row_keeps_lam_one() -> None:
     x, y = _batch()
-    res = _mix("cutmix", torch.rand(64, C, H, W), torch.arange(64) % K, prob=0.5, gate="elem",
-               per_sample=True, lam=0.5)  # fmt: skip
+    res = _mix(
+        "cutmix",
+        torch.rand(64, C, H, W),
+        torch.arange(64) % K,
+        prob=0.5,
+        gate="elem",
+        per_sample=True,
+        lam=0.5,
+    )
     assert res.mixed is not None
     off = ~res.mixed
     assert 0 < int(off.sum()) < 64
@@ -142,8 +155,9 @@ def test_prob_gate_per_row_keeps_lam_one() -> None:
 def test_prob_gate_per_batch_rate_is_p_not_p_squared() -> None:
     x, y = _batch()
     g = torch.Generator().manual_seed(0)
-    hits = sum(bool(mix("mixup", x, y, generator=g, prob=0.5, n_classes=K).mixed.any())
-               for _ in range(400))  # fmt: skip
+    hits = sum(
+        bool(mix("mixup", x, y, generator=g, prob=0.5, n_classes=K).mixed.any()) for _ in range(400)
+    )
     assert 160 < hits < 240
 
 
@@ -179,8 +193,14 @@ def test_mix_fn_plugs_into_train() -> None:
     x = torch.rand(64, 1, 8, 8)
     y = torch.arange(64) % K
     model = create_model("mlp", width=16, depth=1, n_classes=K, image_size=8)
-    hist = train(model, x, y, TrainConfig(epochs=2, batch_size=16, mix_until_epoch=1),
-                 mix_fn=mix_fn("cutmix", n_classes=K), device="cpu")  # fmt: skip
+    hist = train(
+        model,
+        x,
+        y,
+        TrainConfig(epochs=2, batch_size=16, mix_until_epoch=1),
+        mix_fn=mix_fn("cutmix", n_classes=K),
+        device="cpu",
+    )
     assert len(hist.train_loss) == 2
 
 
@@ -197,13 +217,21 @@ def test_property_mask_share_and_targets(
 ) -> None:
     x = torch.rand(n, 2, side, side)
     y = torch.arange(n) % K
-    res = mix(name, x, y, lam=lam, generator=torch.Generator().manual_seed(seed), n_classes=K,
-              per_sample=True)  # fmt: skip
+    res = mix(
+        name,
+        x,
+        y,
+        lam=lam,
+        generator=torch.Generator().manual_seed(seed),
+        n_classes=K,
+        per_sample=True,
+    )
     assert sorted(res.partner.tolist()) == list(range(n))
     torch.testing.assert_close(res.y.sum(1), torch.ones(n), atol=1e-6, rtol=0)
     assert res.mask is not None
-    torch.testing.assert_close(res.lam, res.mask.expand(n, 1, side, side).mean((1, 2, 3)),
-                               atol=1e-6, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        res.lam, res.mask.expand(n, 1, side, side).mean((1, 2, 3)), atol=1e-6, rtol=0
+    )
 
 
 def test_fmix_masks_hit_lam_within_one_pixel_per_row() -> None:
@@ -272,8 +300,9 @@ def test_saliencymix_box_sits_on_partner_peak_and_model_is_untouched() -> None:
 def test_manifold_mixup_mixes_hidden_state_once(arch: str) -> None:
     from core.mixup import mix_layers
 
-    model = create_model(arch, width=4 if arch != "mlp" else 16, n_classes=K, in_channels=C,
-                         image_size=H).eval()  # fmt: skip
+    model = create_model(
+        arch, width=4 if arch != "mlp" else 16, n_classes=K, in_channels=C, image_size=H
+    ).eval()
     layers = mix_layers(model)
     assert layers[0] == "input" and len(layers) >= 2
     x, y = _batch()
@@ -304,8 +333,14 @@ def test_manifold_mixup_trains_through_core_train() -> None:
     x = torch.rand(48, 1, 8, 8)
     y = torch.arange(48) % K
     model = create_model("cnn", width=4, n_classes=K, image_size=8)
-    hist = train(model, x, y, TrainConfig(epochs=1, batch_size=16),
-                 mix_fn=mix_fn("manifold_mixup", n_classes=K, model=model), device="cpu")  # fmt: skip
+    hist = train(
+        model,
+        x,
+        y,
+        TrainConfig(epochs=1, batch_size=16),
+        mix_fn=mix_fn("manifold_mixup", n_classes=K, model=model),
+        device="cpu",
+    )
     assert len(hist.train_loss) == 1 and hist.train_loss[0] > 0
 
 
@@ -337,8 +372,12 @@ def test_cutmix_box_paste_equals_mask_where(per_sample: bool, inside: bool, size
     for seed in range(5):
         x = torch.randn(7, 2, *size, generator=torch.Generator().manual_seed(seed))
         assert fused_ok(x) == (size[0] > 100)
-        p = sample_cutmix(x.shape, per_sample=per_sample, inside=inside,
-                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        p = sample_cutmix(
+            x.shape,
+            per_sample=per_sample,
+            inside=inside,
+            generator=torch.Generator().manual_seed(seed),
+        )
         res = apply_cutmix(x, to_soft_targets(torch.arange(7) % K, K), p)
         assert res.mask is not None
         assert torch.equal(res.x, torch.where(res.mask.bool(), x, x[p.partner]))
@@ -372,11 +411,15 @@ def test_cutmix_paste_with_repeated_partners(shared: bool) -> None:
     from core.mixup import CutMixParams, apply_cutmix
 
     x = torch.randn(4, 2, 9, 8, generator=torch.Generator().manual_seed(0))
-    boxes = torch.tensor([[2, 7, 1, 5]] * 4 if shared else [[2, 7, 1, 5], [0, 9, 0, 8], [3, 3, 0, 8],
-                                                            [8, 9, 7, 8]])  # fmt: skip
+    boxes = torch.tensor(
+        [[2, 7, 1, 5]] * 4 if shared else [[2, 7, 1, 5], [0, 9, 0, 8], [3, 3, 0, 8], [8, 9, 7, 8]]
+    )
     partner = torch.tensor([1, 1, 0, 2])  # not a permutation: row 1 is its own partner
-    res = apply_cutmix(x, to_soft_targets(torch.arange(4), K),
-                       CutMixParams(boxes=boxes, partner=partner, shared_box=shared))  # fmt: skip
+    res = apply_cutmix(
+        x,
+        to_soft_targets(torch.arange(4), K),
+        CutMixParams(boxes=boxes, partner=partner, shared_box=shared),
+    )
     expect = x.clone()
     for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
         expect[i, :, y0:y1, x0:x1] = x[int(partner[i]), :, y0:y1, x0:x1]

@@ -67,8 +67,14 @@ def test_resizemix_scale_errors_name_scale_low_and_high() -> None:
         ValueError,
         match=r"^scale_low must be <= scale_high, got scale_low=0\.8 and scale_high=0\.2$",
     ):
-        mix("resizemix", x, torch.arange(2), generator=torch.Generator(), scale_low=0.8,
-            scale_high=0.2)  # fmt: skip
+        mix(
+            "resizemix",
+            x,
+            torch.arange(2),
+            generator=torch.Generator(),
+            scale_low=0.8,
+            scale_high=0.2,
+        )
     g = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match=r"^scale\[1\] must be in \[0\.0, 1\.0\], got 2\.0$"):
         sample_resizemix(x.shape, scale=(0.1, 2.0), generator=g)
@@ -99,8 +105,11 @@ def test_cutmix_shared_box_must_be_one_box() -> None:
     from core.mixup import CutMixParams, apply_cutmix
 
     x = torch.rand(2, 3, 8, 8)
-    p = CutMixParams(boxes=torch.tensor([[0, 4, 0, 4], [1, 5, 1, 5]]), partner=torch.tensor([1, 0]),
-                     shared_box=True)  # fmt: skip
+    p = CutMixParams(
+        boxes=torch.tensor([[0, 4, 0, 4], [1, 5, 1, 5]]),
+        partner=torch.tensor([1, 0]),
+        shared_box=True,
+    )
     with pytest.raises(ValueError, match=r"^params\.boxes must hold one box in every row .*got 2 "):
         apply_cutmix(x, to_soft_targets(torch.arange(2), K), p)
 
@@ -126,8 +135,14 @@ def test_cutmix_mask_is_built_only_when_read(
     box_mask = cm.box_mask
     monkeypatch.setattr(cm, "box_mask", lambda *a: calls.append(1) or box_mask(*a))
     x = torch.rand(5, 2, 9, 7, generator=torch.Generator().manual_seed(0))
-    res = mix("cutmix", x, torch.arange(5) % K, generator=torch.Generator().manual_seed(1),
-              n_classes=K, per_sample=per_sample)  # fmt: skip
+    res = mix(
+        "cutmix",
+        x,
+        torch.arange(5) % K,
+        generator=torch.Generator().manual_seed(1),
+        n_classes=K,
+        per_sample=per_sample,
+    )
     assert calls == []  # mixing, the gate and the label λ never needed it
     boxes = res.info["boxes"]
     mask = res.mask
@@ -146,8 +161,14 @@ def test_cutmix_result_pickles_with_its_mask_unbuilt() -> None:
     import pickle
 
     x = torch.rand(3, 2, 6, 5, generator=torch.Generator().manual_seed(0))
-    res = mix("cutmix", x, torch.arange(3) % K, generator=torch.Generator().manual_seed(1),
-              n_classes=K, per_sample=True)  # fmt: skip
+    res = mix(
+        "cutmix",
+        x,
+        torch.arange(3) % K,
+        generator=torch.Generator().manual_seed(1),
+        n_classes=K,
+        per_sample=True,
+    )
     back = pickle.loads(pickle.dumps(res))
     twin = copy.deepcopy(res)
     assert back.mask is not None and twin.mask is not None and res.mask is not None

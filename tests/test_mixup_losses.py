@@ -34,8 +34,9 @@ def test_soft_ce_equals_two_label_ce(seed: int) -> None:
     logits, ya, yb, lam = _data(seed)
     target = mixed_targets(ya, yb, lam, C)
     torch.testing.assert_close(target.sum(1), torch.ones(N))
-    torch.testing.assert_close(soft_target_cross_entropy(logits, target),
-                               mixup_cross_entropy(logits, ya, yb, lam))  # fmt: skip
+    torch.testing.assert_close(
+        soft_target_cross_entropy(logits, target), mixup_cross_entropy(logits, ya, yb, lam)
+    )
 
 
 def test_soft_ce_matches_torch_label_smoothing() -> None:
@@ -52,17 +53,21 @@ def test_separate_label_lam_changes_only_targets() -> None:
     _, ya, yb, _ = _data()
     t = mixed_targets(ya, yb, 0.9, C)
     diff = ya != yb
-    torch.testing.assert_close(t[diff].gather(1, ya[diff].view(-1, 1))[:, 0],
-                               torch.full((int(diff.sum()),), 0.9))  # fmt: skip
+    torch.testing.assert_close(
+        t[diff].gather(1, ya[diff].view(-1, 1))[:, 0], torch.full((int(diff.sum()),), 0.9)
+    )
 
 
 def test_decoupled_loss_reduces_to_mixup_ce_and_ce() -> None:
     logits, ya, yb, lam = _data()
-    torch.testing.assert_close(decoupled_mixup_loss(logits, ya, yb, lam, eta=0.0),
-                               mixup_cross_entropy(logits, ya, yb, lam))  # fmt: skip
+    torch.testing.assert_close(
+        decoupled_mixup_loss(logits, ya, yb, lam, eta=0.0), mixup_cross_entropy(logits, ya, yb, lam)
+    )
     for edge in (0.0, 1.0):
-        torch.testing.assert_close(decoupled_mixup_loss(logits, ya, yb, edge, eta=0.5),
-                                   mixup_cross_entropy(logits, ya, yb, edge))  # fmt: skip
+        torch.testing.assert_close(
+            decoupled_mixup_loss(logits, ya, yb, edge, eta=0.5),
+            mixup_cross_entropy(logits, ya, yb, edge),
+        )
 
 
 def test_decoupled_term_hand_worked() -> None:
@@ -112,17 +117,22 @@ def test_decoupled_soft_target_loss_equals_the_index_form() -> None:
     lam[2], lam[3] = 1.0, 0.0  # unmixed rows
     target = lam[:, None] * F.one_hot(ya, c) + (1 - lam[:, None]) * F.one_hot(yb, c)
     for mode in ("both", "more", "less"):
-        got = decoupled_soft_target_loss(logits, target, eta=0.7, mode=mode, power=2.0,
-                                         reduction="none")  # fmt: skip
-        ref = decoupled_mixup_loss(logits, ya, yb, lam.float(), eta=0.7, mode=mode, power=2.0,
-                                   reduction="none")  # fmt: skip
+        got = decoupled_soft_target_loss(
+            logits, target, eta=0.7, mode=mode, power=2.0, reduction="none"
+        )
+        ref = decoupled_mixup_loss(
+            logits, ya, yb, lam.float(), eta=0.7, mode=mode, power=2.0, reduction="none"
+        )
         torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
     # a smoothing floor cancels in λ: extra term as without smoothing, base on smoothed targets
     s = smooth_targets(target, 0.1)
-    extra = (decoupled_mixup_loss(logits, ya, yb, lam.float(), eta=1.0, reduction="none")
-             - mixup_cross_entropy(logits, ya, yb, lam, reduction="none"))  # fmt: skip
+    extra = decoupled_mixup_loss(
+        logits, ya, yb, lam.float(), eta=1.0, reduction="none"
+    ) - mixup_cross_entropy(logits, ya, yb, lam, reduction="none")
     expect = soft_target_cross_entropy(logits, s, reduction="none") + extra
     got = decoupled_soft_target_loss(logits, s, eta=1.0, reduction="none")
     torch.testing.assert_close(got, expect, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(decoupled_loss_fn(eta=0.7)(logits, target),
-                               decoupled_soft_target_loss(logits, target, eta=0.7))  # fmt: skip
+    torch.testing.assert_close(
+        decoupled_loss_fn(eta=0.7)(logits, target),
+        decoupled_soft_target_loss(logits, target, eta=0.7),
+    )

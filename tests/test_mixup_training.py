@@ -20,12 +20,22 @@ def test_train_mixers_stores_models_and_run(tmp_path: Path) -> None:
         calls.append(epoch)
         return {"epoch_seen": float(epoch)}
 
-    methods = [MixMethod(), MixMethod("mixup", {"alpha": 0.4}, mix_until_epoch=1),
-               MixMethod("manifold_mixup")]  # fmt: skip
-    rec = train_mixers(zoo, task="digits", methods=methods, arch="mlp",
-                       arch_kwargs={"width": 16, "depth": 1}, n_train=64,
-                       config=TrainConfig(epochs=2, batch_size=32, seed=3), device="cpu",
-                       epoch_callback=cb)  # fmt: skip
+    methods = [
+        MixMethod(),
+        MixMethod("mixup", {"alpha": 0.4}, mix_until_epoch=1),
+        MixMethod("manifold_mixup"),
+    ]
+    rec = train_mixers(
+        zoo,
+        task="digits",
+        methods=methods,
+        arch="mlp",
+        arch_kwargs={"width": 16, "depth": 1},
+        n_train=64,
+        config=TrainConfig(epochs=2, batch_size=32, seed=3),
+        device="cpu",
+        epoch_callback=cb,
+    )
     assert calls == [1, 2] * 3
     assert set(rec["methods"]) == {"erm", "mixup α=0.4 (off at 1)", "manifold_mixup"}
     assert load_runs(zoo)[rec["run_id"]]["methods"].keys() == rec["methods"].keys()
@@ -40,8 +50,12 @@ def test_train_mixers_stores_models_and_run(tmp_path: Path) -> None:
         assert res["ci"]["low"] <= res["test_accuracy"] <= res["ci"]["high"]
         assert 0 <= res["reliability"]["ece"] <= 1
         assert sum(res["reliability"]["count"]) == len(res["correct"])
-    assert zoo.get(rec["methods"]["mixup α=0.4 (off at 1)"]["model_id"]).train_config[
-        "mix_until_epoch"] == 1  # fmt: skip
+    assert (
+        zoo.get(rec["methods"]["mixup α=0.4 (off at 1)"]["model_id"]).train_config[
+            "mix_until_epoch"
+        ]
+        == 1
+    )
     # ERM and a mixer start from the same initialisation (same seed): same first-epoch data order
     erm = zoo.state_dict(rec["methods"]["erm"]["model_id"])
     assert set(erm) == set(zoo.state_dict(rec["methods"]["manifold_mixup"]["model_id"]))
@@ -49,9 +63,15 @@ def test_train_mixers_stores_models_and_run(tmp_path: Path) -> None:
 
 def test_same_seed_same_model(tmp_path: Path) -> None:
     zoo = Zoo(tmp_path / "ws")
-    kw = dict(task="digits", methods=[MixMethod("cutmix")], arch="mlp",
-              arch_kwargs={"width": 16, "depth": 1}, n_train=32,
-              config=TrainConfig(epochs=1, batch_size=16), device="cpu")  # fmt: skip
+    kw = dict(
+        task="digits",
+        methods=[MixMethod("cutmix")],
+        arch="mlp",
+        arch_kwargs={"width": 16, "depth": 1},
+        n_train=32,
+        config=TrainConfig(epochs=1, batch_size=16),
+        device="cpu",
+    )
     a = train_mixers(zoo, run_id="a", **kw)
     b = train_mixers(zoo, run_id="b", **kw)
     sa = zoo.state_dict(a["methods"]["cutmix"]["model_id"])
@@ -71,13 +91,21 @@ def test_train_mixers_validates(tmp_path: Path) -> None:
 
 def test_train_mixers_with_the_decoupled_mixup_loss(tmp_path: Path) -> None:
     zoo = Zoo(tmp_path / "ws")
-    methods = [MixMethod("mixup", {"alpha": 1.0}, label="ce"),
-               MixMethod("mixup", {"alpha": 1.0}, loss="decoupled", loss_params={"eta": 0.0},
-                         label="dm0"),
-               MixMethod("mixup", {"alpha": 1.0}, loss="decoupled", loss_params={"eta": 1.0})]  # fmt: skip
-    rec = train_mixers(zoo, task="digits", methods=methods, arch="mlp",
-                       arch_kwargs={"width": 16, "depth": 1}, n_train=64,
-                       config=TrainConfig(epochs=1, batch_size=32, seed=1), device="cpu")  # fmt: skip
+    methods = [
+        MixMethod("mixup", {"alpha": 1.0}, label="ce"),
+        MixMethod("mixup", {"alpha": 1.0}, loss="decoupled", loss_params={"eta": 0.0}, label="dm0"),
+        MixMethod("mixup", {"alpha": 1.0}, loss="decoupled", loss_params={"eta": 1.0}),
+    ]
+    rec = train_mixers(
+        zoo,
+        task="digits",
+        methods=methods,
+        arch="mlp",
+        arch_kwargs={"width": 16, "depth": 1},
+        n_train=64,
+        config=TrainConfig(epochs=1, batch_size=32, seed=1),
+        device="cpu",
+    )
     assert set(rec["methods"]) == {"ce", "dm0", "mixup α=1 + DM η=1"}
     sd = {k: zoo.state_dict(v["model_id"]) for k, v in rec["methods"].items()}
     # η = 0 is the soft-target CE: the same model; η = 1 trains a different one

@@ -30,8 +30,9 @@ AREAS = ("merging", "connectivity", "mixup", "geometry", "clustering")
 
 
 def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> nbformat.NotebookNode:
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(cwd)}})  # fmt: skip
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute()
     return nb
 
@@ -135,8 +136,15 @@ def test_generated_notebook_reproduces_a_merge_figure(tiny_zoo_dir: Path, tmp_pa
     from core.figures.merge import task_accuracy_figure
     from core.merge_eval import lab_from_zoo
 
-    args = {"models": ["mlp-ft-mnist", "mlp-ft-digits"], "base": "mlp-base", "method": "task_arithmetic",
-            "hyperparameters": {"scale": 0.7}, "seed": 3, "n_per_task": 60, "random_state": 5}  # fmt: skip
+    args = {
+        "models": ["mlp-ft-mnist", "mlp-ft-digits"],
+        "base": "mlp-base",
+        "method": "task_arithmetic",
+        "hyperparameters": {"scale": 0.7},
+        "seed": 3,
+        "n_per_task": 60,
+        "random_state": 5,
+    }
     lab = lab_from_zoo(
         Zoo(tiny_zoo_dir), args["models"], base_id="mlp-base", n_per_task=60, random_state=5
     )
@@ -247,8 +255,12 @@ def test_new_templates_validate_their_args() -> None:
     for kind, args, name in bad:
         with pytest.raises(ValueError, match=name):
             notebook_for({"kind": kind, "args": args})
-    nb = notebook_for({"kind": "cluster_k_selection",
-                       "args": {"source": "pixels", "model": None, "task": "digits", "n": 300}})  # fmt: skip
+    nb = notebook_for(
+        {
+            "kind": "cluster_k_selection",
+            "args": {"source": "pixels", "model": None, "task": "digits", "n": 300},
+        }
+    )
     assert "k_selection_figure" in "\n".join(c.source for c in nb.cells)
 
 
@@ -276,8 +288,13 @@ def test_merge_lab_notebook(workspace_env: Path, shown: dict, tmp_path: Path) ->
     assert args["hyperparameters"]["scale"] == pytest.approx(0.6)
     assert args["base"] == "mlp-base" and args["n_per_task"] == 250
     _reproduce(recipe, fig, workspace_env, tmp_path)
-    lab = lab_from_zoo(Zoo(workspace_env), args["models"], base_id=args["base"],
-                       n_per_task=args["n_per_task"], random_state=args["random_state"])  # fmt: skip
+    lab = lab_from_zoo(
+        Zoo(workspace_env),
+        args["models"],
+        base_id=args["base"],
+        n_per_task=args["n_per_task"],
+        random_state=args["random_state"],
+    )
     _differs(
         fig, task_accuracy_figure(lab.run("task_arithmetic", {"scale": 0.2}, seed=args["seed"]))
     )
@@ -302,9 +319,16 @@ def test_interpolation_notebook(workspace_env: Path, shown: dict, tmp_path: Path
     assert args["methods"] == ["naive", "weight matching"] and args["max_examples"] == 5000
     _reproduce(recipe, fig, workspace_env, tmp_path)
     zoo = Zoo(workspace_env)
-    other = compare_paths(zoo.load_model("mlp-mnist-s1"), zoo.state_dict("mlp-mnist-s1"),
-                          zoo.state_dict("mlp-mnist-s2"), get_task(args["task"]), methods=args["methods"],
-                          n_points=5, max_examples=1000, generator=torch.Generator().manual_seed(args["seed"]))  # fmt: skip
+    other = compare_paths(
+        zoo.load_model("mlp-mnist-s1"),
+        zoo.state_dict("mlp-mnist-s1"),
+        zoo.state_dict("mlp-mnist-s2"),
+        get_task(args["task"]),
+        methods=args["methods"],
+        n_points=5,
+        max_examples=1000,
+        generator=torch.Generator().manual_seed(args["seed"]),
+    )
     _differs(fig, path_figure(other))
 
 
@@ -323,8 +347,13 @@ def test_mixup_gallery_notebook(workspace_env: Path, shown: dict, tmp_path: Path
     assert args["source"] == "dataset" and args["n_images"] == 4
     _reproduce(recipe, fig, workspace_env, tmp_path)
     ds = get_task(args["task"])
-    other = gallery(args["method"], denormalize(ds.x_test[:4]), list(args["images"]),
-                    alpha=args["alpha"], seed=args["seed"] + 1)  # fmt: skip
+    other = gallery(
+        args["method"],
+        denormalize(ds.x_test[:4]),
+        list(args["images"]),
+        alpha=args["alpha"],
+        seed=args["seed"] + 1,
+    )
     _differs(fig, gallery_figure(other))
 
 
@@ -349,8 +378,16 @@ def test_feature_geometry_notebooks(workspace_env: Path, shown: dict, tmp_path: 
     rep = feature_report(Zoo(workspace_env).load_model(args["model"]), xs, ys)
     proj = projection_report(rep, "pca", random_state=args["seed"] + 1)
     names = list(ds.class_names)
-    _differs(fig, projection_figure(proj["coords"], rep["labels"], class_names=names, anchors=proj["anchors"],
-                                    anchor_classes=rep["classes"].tolist()))  # fmt: skip
+    _differs(
+        fig,
+        projection_figure(
+            proj["coords"],
+            rep["labels"],
+            class_names=names,
+            anchors=proj["anchors"],
+            anchor_classes=rep["classes"].tolist(),
+        ),
+    )
     _differs(
         etf, etf_figure(rep["gram"], rep["ideal"], class_names=[names[c] for c in rep["classes"]])
     )
@@ -433,28 +470,64 @@ def test_panel_templates_validate_their_args() -> None:
         ("merge_landscape", lab | {"pair": ["a", "a"], "low": 0, "high": 1, "n_points": 3}, "pair"),
         ("merge_landscape", lab | {"pair": ["a", "c"], "low": 0, "high": 1, "n_points": 3}, "pair"),
         ("merge_landscape", lab | {"pair": ["a", "b"], "low": 1, "high": 0, "n_points": 3}, "low"),
-        ("merge_landscape", lab | {"pair": ["a", "b"], "low": 0, "high": 1, "n_points": 1}, "n_points"),
-        ("merge_landscape", lab | {"base": None, "pair": ["a", "b"], "low": 0, "high": 1, "n_points": 3}, "base"),
+        (
+            "merge_landscape",
+            lab | {"pair": ["a", "b"], "low": 0, "high": 1, "n_points": 1},
+            "n_points",
+        ),
+        (
+            "merge_landscape",
+            lab | {"base": None, "pair": ["a", "b"], "low": 0, "high": 1, "n_points": 3},
+            "base",
+        ),
         ("merge_sweep", lab | {"method": "ties", "param": "", "n_points": 3}, "param"),
-        ("merge_sweep", {"models": [], "method": "ties", "param": "scale", "n_points": 3}, "models"),
+        (
+            "merge_sweep",
+            {"models": [], "method": "ties", "param": "scale", "n_points": 3},
+            "models",
+        ),
         ("merge_comparison", lab | {"methods": []}, "methods"),
-        ("merge_comparison", lab | {"methods": ["ties"], "hyperparameters": {"ties": 1}}, "hyperparameters"),
+        (
+            "merge_comparison",
+            lab | {"methods": ["ties"], "hyperparameters": {"ties": 1}},
+            "hyperparameters",
+        ),
         ("merge_comparison", lab | {"methods": ["ties"], "chart": "pie"}, "chart"),
-        ("interpolation_barriers", {"models": ["a", "b"], "task": "mnist", "column": "x"}, "column"),
+        (
+            "interpolation_barriers",
+            {"models": ["a", "b"], "task": "mnist", "column": "x"},
+            "column",
+        ),
         ("interpolation_plane", {"models": ["a", "b"], "third": "", "task": "mnist"}, "third"),
-        ("interpolation_plane", {"models": ["a", "b"], "third": "c", "task": "mnist", "metric": "x"}, "metric"),
-        ("interpolation_plane", {"models": ["a", "b"], "third": "c", "task": "mnist", "resolution": 1}, "resolution"),
+        (
+            "interpolation_plane",
+            {"models": ["a", "b"], "third": "c", "task": "mnist", "metric": "x"},
+            "metric",
+        ),
+        (
+            "interpolation_plane",
+            {"models": ["a", "b"], "third": "c", "task": "mnist", "resolution": 1},
+            "resolution",
+        ),
         ("interpolation_bezier", {"models": ["a", "b"], "task": "mnist", "steps": 0}, "steps"),
         ("interpolation_bezier", {"models": ["a", "b"], "task": "mnist", "lr": "fast"}, "lr"),
-        ("geometry_mixup", {"model": "a", "task": "digits", "mixer": "mixup", "classes": [-1]}, "classes"),
+        (
+            "geometry_mixup",
+            {"model": "a", "task": "digits", "mixer": "mixup", "classes": [-1]},
+            "classes",
+        ),
         ("geometry_nc_epochs", {"run": ""}, "run"),
         ("mixup_accuracy", {"run": 3}, "run"),
         ("mixup_reliability", {"run": None}, "run"),
         ("mixup_lam_grid", {"method": "mixup", "images": ["a", "b"], "lams": []}, "lams"),
-        ("mixup_methods", {"method": "mixup", "images": [], "source": "dataset", "task": "digits"}, "n_images"),
+        (
+            "mixup_methods",
+            {"method": "mixup", "images": [], "source": "dataset", "task": "digits"},
+            "n_images",
+        ),
         ("cluster_contingency", {"source": "pixels", "task": "digits", "n": 0}, "'n'"),
         ("cluster_scatter", {"source": "pixels", "task": "digits", "n": 9, "k_max": 1}, "k_max"),
-    ]  # fmt: skip
+    ]
     for kind, args, name in bad:
         with pytest.raises(ValueError, match=name):
             notebook_for({"kind": kind, "args": args})
@@ -507,8 +580,13 @@ def test_merge_lab_panel_notebooks(workspace_env: Path, shown: dict, tmp_path: P
     assert tasks_recipe["args"]["chart"] == "tasks"
     _reproduce(tasks_recipe, tasks_fig, workspace_env, tmp_path / "comparison_tasks")
 
-    lab = lab_from_zoo(Zoo(workspace_env), args["models"], base_id=args["base"],
-                       n_per_task=args["n_per_task"], random_state=args["random_state"])  # fmt: skip
+    lab = lab_from_zoo(
+        Zoo(workspace_env),
+        args["models"],
+        base_id=args["base"],
+        n_per_task=args["n_per_task"],
+        random_state=args["random_state"],
+    )
     _differs(
         land, landscape_figure(coefficient_landscape(lab, (0, 1), lams=linear_grid(0.0, 0.5, 3)))
     )
@@ -553,8 +631,16 @@ def test_interpolation_panel_notebooks(workspace_env: Path, shown: dict, tmp_pat
     zoo, ds, seed = Zoo(workspace_env), get_task(args["task"]), args["seed"]
     model = zoo.load_model("mlp-mnist-s1")
     sd_a, sd_b = zoo.state_dict("mlp-mnist-s1"), zoo.state_dict("mlp-mnist-s2")
-    paths = compare_paths(model, sd_a, sd_b, ds, methods=args["methods"], n_points=5, max_examples=1000,
-                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    paths = compare_paths(
+        model,
+        sd_a,
+        sd_b,
+        ds,
+        methods=args["methods"],
+        n_points=5,
+        max_examples=1000,
+        generator=torch.Generator().manual_seed(seed),
+    )
     _differs(bars, barrier_figure([barrier(p) for p in paths.values()], column="accuracy_barrier"))
     wm_b = align(
         model, sd_a, sd_b, "weight matching", generator=torch.Generator().manual_seed(seed)
@@ -604,8 +690,16 @@ def _tiny_run(workspace: Path, seed: int) -> dict[str, Any]:
 
     hyper = {"alpha": 1.0, "prob": 1.0}
     methods = [MixMethod(), MixMethod("mixup", hyper), MixMethod("mixup", hyper, mix_until_epoch=1)]
-    return train_mixers(Zoo(workspace), task="digits", methods=methods, arch="mlp", arch_kwargs={"width": 16},
-                        config=TrainConfig(epochs=2, lr=1e-2, seed=seed), n_train=100, device="cpu")  # fmt: skip
+    return train_mixers(
+        Zoo(workspace),
+        task="digits",
+        methods=methods,
+        arch="mlp",
+        arch_kwargs={"width": 16},
+        config=TrainConfig(epochs=2, lr=1e-2, seed=seed),
+        n_train=100,
+        device="cpu",
+    )
 
 
 @pytest.mark.slow
@@ -618,10 +712,18 @@ def test_mixup_training_notebooks(empty_workspace: Path, shown: dict, tmp_path: 
     latest = _tiny_run(empty_workspace, seed=1)
     _run_page("pages/5_Mixup_Training.py")  # shows the latest run
     rels = {k: v["reliability"] for k, v in first["methods"].items()}
-    others = {"accuracy": mf.accuracy_figure(first), "curves": mf.curves_figure(first),
-              "early": mf.early_stopping_figure(first), "reliability": mf.reliability_figure(rels)}  # fmt: skip
-    for key, kind in [("accuracy", "mixup_accuracy"), ("curves", "mixup_curves"),
-                      ("early", "mixup_early_stopping"), ("reliability", "mixup_reliability")]:  # fmt: skip
+    others = {
+        "accuracy": mf.accuracy_figure(first),
+        "curves": mf.curves_figure(first),
+        "early": mf.early_stopping_figure(first),
+        "reliability": mf.reliability_figure(rels),
+    }
+    for key, kind in [
+        ("accuracy", "mixup_accuracy"),
+        ("curves", "mixup_curves"),
+        ("early", "mixup_early_stopping"),
+        ("reliability", "mixup_reliability"),
+    ]:
         fig, recipe = _page_recipe(shown, f"mixup_training.{key}", kind)
         assert recipe["args"] == {"run": latest["run_id"]}
         _reproduce(recipe, fig, empty_workspace, tmp_path / key)
@@ -663,8 +765,16 @@ def test_feature_geometry_panel_notebooks(
     assert args["classes"] == [0, 1, 2] and args["n"] == 600 and args["model"] == "mlp-mnist-s1"
     _reproduce(mix_recipe, mix, ws, tmp_path / "mixup")
     ds = get_task(args["task"])
-    mr = mixup_report(zoo.load_model(args["model"]), ds.x_train, ds.y_train, mixer=args["mixer"],
-                      alpha=args["alpha"], classes=[0, 1, 2], n=600, random_state=args["seed"] + 1)  # fmt: skip
+    mr = mixup_report(
+        zoo.load_model(args["model"]),
+        ds.x_train,
+        ds.y_train,
+        mixer=args["mixer"],
+        alpha=args["alpha"],
+        classes=[0, 1, 2],
+        n=600,
+        random_state=args["seed"] + 1,
+    )
     _differs(
         mix, mixup_lambda_figure(mr["coords"], mr["lam"], mr["same_class"], anchors=mr["anchors"])
     )

@@ -67,8 +67,13 @@ def test_workspace_path_is_a_file(
 @pytest.fixture
 def one_model_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ws = tmp_path / "ws1"
-    Zoo(ws).add(create_model("mlp", width=16), arch="mlp", arch_kwargs={"width": 16},
-                task="digits", name="lonely")  # fmt: skip
+    Zoo(ws).add(
+        create_model("mlp", width=16),
+        arch="mlp",
+        arch_kwargs={"width": 16},
+        task="digits",
+        name="lonely",
+    )
     monkeypatch.setenv("MIXMERGE_WORKSPACE", str(ws))
     return ws
 
@@ -112,8 +117,9 @@ def test_widgets_at_their_extremes(workspace_env: Path, page: str) -> None:
         _no_exception(at, f"{page} with widgets at their {end}")
         # press every enabled button that does not write or delete (those are tested elsewhere)
         for b in at.button:
-            if not b.disabled and not any(w in b.label for w in ("Delete", "Save", "Train", "Build",
-                                                                   "Import", "Store", "Run")):  # fmt: skip
+            if not b.disabled and not any(
+                w in b.label for w in ("Delete", "Save", "Train", "Build", "Import", "Store", "Run")
+            ):
                 b.click()
                 at.run()
                 _no_exception(at, f"{page}: button {b.label!r} with widgets at their {end}")

@@ -69,8 +69,15 @@ def tensors(
 def state_dicts(draw: st.DrawFn, like: dict[str, torch.Tensor] | None = None) -> dict:
     if like is not None:
         return {k: draw(tensors(tuple(v.shape), v.dtype)) for k, v in like.items()}
-    keys = draw(st.lists(st.sampled_from(["a.weight", "a.bias", "bn.running_mean",
-                                          "bn.num_batches_tracked", "x"]), unique=True, max_size=4))  # fmt: skip
+    keys = draw(
+        st.lists(
+            st.sampled_from(
+                ["a.weight", "a.bias", "bn.running_mean", "bn.num_batches_tracked", "x"]
+            ),
+            unique=True,
+            max_size=4,
+        )
+    )
     return {k: draw(tensors()) for k in keys}
 
 
@@ -221,18 +228,26 @@ def test_slugify_is_always_a_safe_file_name(text: str) -> None:
 @pytest.fixture(scope="module")
 def small_zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     z = Zoo(tmp_path_factory.mktemp("ws"))
-    z.add(create_model("mlp", width=16, depth=1), arch="mlp", arch_kwargs={"width": 16, "depth": 1},
-          task="mnist", name="m")  # fmt: skip
+    z.add(
+        create_model("mlp", width=16, depth=1),
+        arch="mlp",
+        arch_kwargs={"width": 16, "depth": 1},
+        task="mnist",
+        name="m",
+    )
     return z
 
 
 @SETTINGS
 @given(
     model_id=st.one_of(
-        st.text(max_size=50), st.none(), st.integers(), st.lists(st.integers(), max_size=2),
+        st.text(max_size=50),
+        st.none(),
+        st.integers(),
+        st.lists(st.integers(), max_size=2),
         st.sampled_from(["../m", "m/../m", "m\x00", "m'; DROP TABLE models; --", "M", " m"]),
     )
-)  # fmt: skip
+)
 def test_zoo_lookups_with_any_id(small_zoo: Zoo, model_id: Any) -> None:
     assert (model_id in small_zoo) is (model_id == "m")
     for fn in (small_zoo.get, small_zoo.state_dict, small_zoo.load_model, small_zoo.delete):
@@ -270,9 +285,12 @@ def good_blobs() -> dict[str, bytes]:
     data=st.data(),
 )
 def test_load_checkpoint_on_corrupt_bytes(
-    tmp_path_factory: pytest.TempPathFactory, good_blobs: dict[str, bytes], suffix: str, how: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    good_blobs: dict[str, bytes],
+    suffix: str,
+    how: str,
     data: st.DataObject,
-) -> None:  # fmt: skip
+) -> None:
     good = good_blobs[".safetensors" if suffix == ".safetensors" else ".pt"]
     if how == "random":
         blob = data.draw(st.binary(max_size=2000))

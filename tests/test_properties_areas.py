@@ -87,15 +87,23 @@ def test_merge_never_crashes(method: str, data: st.DataObject) -> None:
         st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16])
     )
     kind = data.draw(st.sampled_from(["normal", "normal", "constant", "zeros", "nan", "inf"]))
-    models = [{"w": _tensor(shape, dtype, i, kind if i == 0 else "normal"),
-               "b": _tensor((shape[0],), dtype, 100 + i, "normal"),
-               "count": torch.tensor(7)} for i in range(n)]  # fmt: skip
+    models = [
+        {
+            "w": _tensor(shape, dtype, i, kind if i == 0 else "normal"),
+            "b": _tensor((shape[0],), dtype, 100 + i, "normal"),
+            "count": torch.tensor(7),
+        }
+        for i in range(n)
+    ]
     if n and data.draw(st.integers(0, 9)) == 0:  # a mismatched model
         models[-1] = {**models[-1], "w": torch.zeros(shape[0] + 1)}
     base = None
     if "needs_base" in entry.tags or data.draw(st.booleans()):
-        base = {"w": _tensor(shape, dtype, 50, "normal"), "b": _tensor((shape[0],), dtype, 51, "normal"),
-                "count": torch.tensor(3)}  # fmt: skip
+        base = {
+            "w": _tensor(shape, dtype, 50, "normal"),
+            "b": _tensor((shape[0],), dtype, 51, "normal"),
+            "count": torch.tensor(3),
+        }
     hyper = {
         h.name: _hyper_value(h, data.draw, n) for h in entry.params if data.draw(st.booleans())
     }
@@ -165,7 +173,7 @@ def test_mixer_never_crashes(name: str, data: st.DataObject) -> None:
             generator=torch.Generator().manual_seed(2),
             n_classes=n_classes if y == "int" else None,
             **hyper,
-        ),  # fmt: skip
+        ),
         (
             "x",
             "shape",
@@ -189,10 +197,12 @@ def test_mixer_never_crashes(name: str, data: st.DataObject) -> None:
 # ----------------------------------------------------------------------------- neural collapse
 @SETTINGS
 @given(
-    n=st.integers(0, 12), d=st.integers(1, 5), n_classes=st.integers(1, 4),
+    n=st.integers(0, 12),
+    d=st.integers(1, 5),
+    n_classes=st.integers(1, 4),
     kind=st.sampled_from(["normal", "constant", "zeros", "nan", "inf"]),
     labels_kind=st.sampled_from(["ok", "float", "short", "negative", "2d"]),
-)  # fmt: skip
+)
 def test_neural_collapse_never_crashes(
     n: int, d: int, n_classes: int, kind: str, labels_kind: str
 ) -> None:
@@ -220,10 +230,11 @@ def test_neural_collapse_never_crashes(
 # ----------------------------------------------------------------------------- clustering
 @settings(max_examples=15, deadline=None)
 @given(
-    n=st.integers(0, 30), d=st.integers(1, 3),
+    n=st.integers(0, 30),
+    d=st.integers(1, 3),
     kind=st.sampled_from(["normal", "constant", "nan", "inf"]),
     k_max=st.sampled_from([-1, 0, 1, 2, 3, 50]),
-)  # fmt: skip
+)
 def test_ppp_never_crashes(n: int, d: int, kind: str, k_max: int) -> None:
     cluster = pytest.importorskip("core.cluster")
     x = _tensor((n, d), torch.float32, 4, kind)

@@ -299,8 +299,13 @@ def _snapshot(z: Zoo) -> tuple[list[str], set[str], list[str]]:
 
 def test_cancelled_training_leaves_zoo_unchanged(tmp_path: Path) -> None:
     z = Zoo(tmp_path / "ws")
-    z.add(create_model("mlp", width=16, depth=1), arch="mlp",
-          arch_kwargs={"width": 16, "depth": 1}, task="mnist", name="kept")  # fmt: skip
+    z.add(
+        create_model("mlp", width=16, depth=1),
+        arch="mlp",
+        arch_kwargs={"width": 16, "depth": 1},
+        task="mnist",
+        name="kept",
+    )
     before = _snapshot(z)
     calls = 0
 
@@ -310,8 +315,9 @@ def test_cancelled_training_leaves_zoo_unchanged(tmp_path: Path) -> None:
         return calls > 5
 
     with pytest.raises(TrainingCancelled, match="cancelled"):
-        train_custom(z, arch="mlp", task="digits", epochs=3, width=16, device="cpu",
-                     should_stop=stop)  # fmt: skip
+        train_custom(
+            z, arch="mlp", task="digits", epochs=3, width=16, device="cpu", should_stop=stop
+        )
     assert calls == 6
     assert _snapshot(Zoo(z.root)) == before
     z.state_dict("kept", verify=True)
@@ -339,8 +345,13 @@ def test_cancelled_zoo_build_keeps_complete_models_only(tmp_path: Path) -> None:
 
 def test_state_dict_of_a_model_deleted_meanwhile_is_a_key_error(tmp_path: Path) -> None:
     z = Zoo(tmp_path / "ws")
-    rec = z.add(create_model("mlp", width=16, depth=1), arch="mlp",
-                arch_kwargs={"width": 16, "depth": 1}, task="mnist", name="gone")  # fmt: skip
+    rec = z.add(
+        create_model("mlp", width=16, depth=1),
+        arch="mlp",
+        arch_kwargs={"width": 16, "depth": 1},
+        task="mnist",
+        name="gone",
+    )
     (z.root / rec.file).unlink()  # another process deleted the file after our get()
     with pytest.raises(KeyError, match="gone"):
         z.state_dict("gone")

@@ -182,9 +182,24 @@ def test_upload_size_limit_is_set() -> None:
 # ----------------------------------------------------------------------------- path traversal
 @pytest.mark.parametrize(
     "name",
-    ["../../etc/passwd", "..", ".", "/abs/path", "a/../../b", "..\\..\\win", "\x00evil", "", "  ",
-     "models/../../x", "~/.ssh/id_rsa", "a" * 500, "név ünicode ✓", "-.-", ".hidden"],
-)  # fmt: skip
+    [
+        "../../etc/passwd",
+        "..",
+        ".",
+        "/abs/path",
+        "a/../../b",
+        "..\\..\\win",
+        "\x00evil",
+        "",
+        "  ",
+        "models/../../x",
+        "~/.ssh/id_rsa",
+        "a" * 500,
+        "név ünicode ✓",
+        "-.-",
+        ".hidden",
+    ],
+)
 def test_slugify_never_escapes(name: str) -> None:
     s = slugify(name)
     assert s and len(s) <= 80

@@ -118,8 +118,12 @@ def test_config_file_keys() -> None:
 def test_effective_config_as_streamlit_reads_it() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "streamlit", "config", "show"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     values = dict(re.findall(r"^(\w+) = (.+)$", out, re.M))
     assert values["address"] == '"127.0.0.1"'
     assert values["enableXsrfProtection"] == "true"
@@ -129,8 +133,11 @@ def test_effective_config_as_streamlit_reads_it() -> None:
 @pytest.mark.parametrize("how", ["make-run-flags", "config-only"])
 def test_server_listens_on_loopback_only_with_xsrf(how: str, tmp_path: Path) -> None:
     port = _free_port()
-    args = _make_run_args(port) if how == "make-run-flags" else ["run", "app.py",
-                                                                  "--server.port", str(port)]  # fmt: skip
+    args = (
+        _make_run_args(port)
+        if how == "make-run-flags"
+        else ["run", "app.py", "--server.port", str(port)]
+    )
     proc = _start(args, tmp_path / "ws")
     try:
         _wait_healthy(proc, port)

@@ -144,10 +144,12 @@ def test_task_arithmetic_gradient_and_filter(family, tmp_path: Path) -> None:
     (tmp_path / "c.yml").write_text(text)
     stream_merge(tmp_path / "c.yml", tmp_path / "out", progress=False)
     got = read_out(tmp_path / "out")
-    for name, t in (("model.layers.0.mlp.up_proj.weight", 0.0),
-                    ("model.layers.1.self_attn.q_proj.weight", 0.5),
-                    ("model.layers.2.mlp.up_proj.weight", 1.0),
-                    ("lm_head.weight", 0.0)):  # fmt: skip
+    for name, t in (
+        ("model.layers.0.mlp.up_proj.weight", 0.0),
+        ("model.layers.1.self_attn.q_proj.weight", 0.5),
+        ("model.layers.2.mlp.up_proj.weight", 1.0),
+        ("lm_head.weight", 0.0),
+    ):
         w1 = 2.0 if "mlp" in name else 0.5
         want = base[name] + t * (fts[0][name] - base[name]) + w1 * (fts[1][name] - base[name])
         torch.testing.assert_close(got[name], want, rtol=1e-6, atol=1e-6, msg=name)
@@ -163,8 +165,13 @@ def test_evaluate_setting_and_depths() -> None:
     assert evaluate_setting(s, "lm_head", 0.0) == pytest.approx(0.9)
     assert evaluate_setting([{"filter": "x", "value": 1}], "y", 0.0) is None
     d = layer_depths(["embed", "model.layers.0.a", "model.layers.2.b", "model.layers.4.c", "head"])
-    assert d == {"embed": 0.0, "model.layers.0.a": 0.0, "model.layers.2.b": 0.5,
-                 "model.layers.4.c": 1.0, "head": 0.0}  # fmt: skip
+    assert d == {
+        "embed": 0.0,
+        "model.layers.0.a": 0.0,
+        "model.layers.2.b": 0.5,
+        "model.layers.4.c": 1.0,
+        "head": 0.0,
+    }
 
 
 def test_config_errors(family, tmp_path: Path) -> None:
@@ -363,8 +370,14 @@ def _big_family(root: Path, n_tensors: int, numel: int) -> tuple[Path, list[Path
 
 def _run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=str(ROOT))  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=str(ROOT),
+    )
 
 
 def test_peak_memory_bounded_by_tensors_not_models(tmp_path: Path) -> None:

@@ -37,17 +37,41 @@ def zoo(tiny_zoo_dir: Path, tmp_path: Path) -> Zoo:
 def test_points_grid_and_random() -> None:
     spec = load_sweep_spec(SPEC)
     pts = sweep_points(spec)
-    assert [p.params for p in pts] == [{"scale": 0.2}, {"scale": 0.5}, {"scale": 1.0},
-                                       {"weights": [1.0, 3.0]}]  # fmt: skip
+    assert [p.params for p in pts] == [
+        {"scale": 0.2},
+        {"scale": 0.5},
+        {"scale": 1.0},
+        {"weights": [1.0, 3.0]},
+    ]
     assert len({p.key for p in pts}) == 4 and all(p.key.startswith("t/") for p in pts)
-    rnd = load_sweep_spec({**SPEC, "search": "random", "n_samples": 5, "seed": 3,
-                           "methods": [{"method": "task_arithmetic",
-                                        "params": {"scale": {"low": 0.1, "high": 0.9}}}]})  # fmt: skip
+    rnd = load_sweep_spec(
+        {
+            **SPEC,
+            "search": "random",
+            "n_samples": 5,
+            "seed": 3,
+            "methods": [
+                {"method": "task_arithmetic", "params": {"scale": {"low": 0.1, "high": 0.9}}}
+            ],
+        }
+    )
     a, b = sweep_points(rnd), sweep_points(rnd)
     assert [p.params for p in a] == [p.params for p in b]
     assert all(0.1 <= p.params["scale"] <= 0.9 for p in a) and len({p.key for p in a}) == 5
-    grid = load_sweep_spec({**SPEC, "methods": [{"method": "task_arithmetic", "params": {
-        "scale": {"low": 0.5, "high": 1.5, "num": 3}, "weights": [[1, 1], [1, 2]]}}]})  # fmt: skip
+    grid = load_sweep_spec(
+        {
+            **SPEC,
+            "methods": [
+                {
+                    "method": "task_arithmetic",
+                    "params": {
+                        "scale": {"low": 0.5, "high": 1.5, "num": 3},
+                        "weights": [[1, 1], [1, 2]],
+                    },
+                }
+            ],
+        }
+    )
     assert len(sweep_points(grid)) == 6
     with pytest.raises(ValueError, match="methods\\[0\\].method must be one of"):
         load_sweep_spec({**SPEC, "methods": [{"method": "nope"}]})
@@ -70,8 +94,12 @@ def test_values_and_resume(zoo: Zoo) -> None:
     assert len(df) == 4 and sorted(df["point"]) == [0, 1, 2, 3]
     # the stored number is the merged model's accuracy, checked independently
     row = df[df["param_scale"] == 0.5].iloc[0]
-    merged = merge("task_arithmetic", [zoo.state_dict(m) for m in FTS],
-                   base=zoo.state_dict("mlp-base"), scale=0.5)  # fmt: skip
+    merged = merge(
+        "task_arithmetic",
+        [zoo.state_dict(m) for m in FTS],
+        base=zoo.state_dict("mlp-base"),
+        scale=0.5,
+    )
     model = zoo.load_model("mlp-base")
     model.load_state_dict(merged)
     from core.data import get_task
@@ -99,8 +127,11 @@ def test_cli_sweep(zoo: Zoo, tmp_path: Path, capsys) -> None:
 @pytest.mark.slow
 def test_ray_backend_matches_inprocess(zoo: Zoo) -> None:
     ray = pytest.importorskip("ray")
-    spec = {**SPEC, "name": "ray", "methods": [
-        {"method": "task_arithmetic", "params": {"scale": [0.3, 1.0]}}]}  # fmt: skip
+    spec = {
+        **SPEC,
+        "name": "ray",
+        "methods": [{"method": "task_arithmetic", "params": {"scale": [0.3, 1.0]}}],
+    }
     local = run_sweep({**spec, "name": "local"}, zoo)
     try:
         remote = run_sweep(spec, zoo, backend="ray", num_cpus=2)

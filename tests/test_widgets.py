@@ -43,8 +43,12 @@ def test_form_builds_widgets_from_metadata() -> None:
     assert not at.exception
     values = at.session_state["demo.values"]
     assert values == {
-        "scale": 0.3, "k": 3, "exact": True, "scope": "global", "weights": [1.0, 1.0, 1.0]
-    }  # fmt: skip
+        "scale": 0.3,
+        "k": 3,
+        "exact": True,
+        "scope": "global",
+        "weights": [1.0, 1.0, 1.0],
+    }
     assert at.slider(key="demo.scale").min == 0.0 and at.slider(key="demo.scale").max == 2.0
     assert [at.slider(key=f"demo.weights.{i}").label for i in range(3)] == ["x", "y", "z"]
     at.slider(key="demo.scale").set_value(1.5)

@@ -46,8 +46,16 @@ def model(workspace: str, model_id: str, sha256: str, device: str = "cpu") -> Cl
 
 
 @st.cache_data(max_entries=8, show_spinner="Computing features and neural-collapse metrics…")
-def geometry_report(workspace: str, model_id: str, sha256: str, task_name: str, split: str, n: int,
-                    seed: int, device: str = "cpu") -> dict:  # fmt: skip
+def geometry_report(
+    workspace: str,
+    model_id: str,
+    sha256: str,
+    task_name: str,
+    split: str,
+    n: int,
+    seed: int,
+    device: str = "cpu",
+) -> dict:
     """Features, NC metrics and ETF comparison of a zoo model on ``n`` rows of a task split."""
     from core.geometry import feature_report, sample_rows
 
@@ -58,8 +66,17 @@ def geometry_report(workspace: str, model_id: str, sha256: str, task_name: str, 
 
 
 @st.cache_data(max_entries=16, show_spinner="Projecting…")
-def geometry_projection(workspace: str, model_id: str, sha256: str, task_name: str, split: str, n: int,
-                        seed: int, method: str, device: str = "cpu") -> dict:  # fmt: skip
+def geometry_projection(
+    workspace: str,
+    model_id: str,
+    sha256: str,
+    task_name: str,
+    split: str,
+    n: int,
+    seed: int,
+    method: str,
+    device: str = "cpu",
+) -> dict:
     """2-D projection (PCA / class plane / UMAP / t-SNE) of :func:`geometry_report`'s features."""
     from core.geometry import projection_report
 
@@ -68,14 +85,33 @@ def geometry_projection(workspace: str, model_id: str, sha256: str, task_name: s
 
 
 @st.cache_data(max_entries=8, show_spinner="Mixing and computing features…")
-def geometry_mixup(workspace: str, model_id: str, sha256: str, task_name: str, n: int, seed: int, mixer: str,
-                   alpha: float, classes: tuple[int, ...], device: str = "cpu") -> dict:  # fmt: skip
+def geometry_mixup(
+    workspace: str,
+    model_id: str,
+    sha256: str,
+    task_name: str,
+    n: int,
+    seed: int,
+    mixer: str,
+    alpha: float,
+    classes: tuple[int, ...],
+    device: str = "cpu",
+) -> dict:
     """Features of mixed training samples of chosen classes, projected on the class plane."""
     from core.geometry import mixup_report
 
     ds = task(task_name)
-    return mixup_report(model(workspace, model_id, sha256, device), ds.x_train, ds.y_train, mixer=mixer,
-                        alpha=alpha, classes=list(classes) or None, n=n, random_state=seed, device=device)  # fmt: skip
+    return mixup_report(
+        model(workspace, model_id, sha256, device),
+        ds.x_train,
+        ds.y_train,
+        mixer=mixer,
+        alpha=alpha,
+        classes=list(classes) or None,
+        n=n,
+        random_state=seed,
+        device=device,
+    )
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
@@ -88,8 +124,18 @@ def umap_warm_up() -> bool:
 
 
 @st.cache_data(max_entries=8, show_spinner="Clustering…")
-def cluster_data(workspace: str, source: str, model_id: str, sha256: str, task_name: str, n: int, seed: int,
-                 k_max: int, n_seeds: int, device: str = "cpu") -> dict:  # fmt: skip
+def cluster_data(
+    workspace: str,
+    source: str,
+    model_id: str,
+    sha256: str,
+    task_name: str,
+    n: int,
+    seed: int,
+    k_max: int,
+    n_seeds: int,
+    device: str = "cpu",
+) -> dict:
     """PPP, BIC/AIC selection and a PCA view of model features (``source="features"``) or raw
     pixels (``source="pixels"``) of ``n`` training rows."""
     from core.cluster import agreement, ppp
@@ -103,17 +149,34 @@ def cluster_data(workspace: str, source: str, model_id: str, sha256: str, task_n
         data = xs.flatten(1)
     res = ppp(data, k_max=k_max, random_state=seed, n_seeds=n_seeds, device=device)
     coords = project(data.float(), "pca").coords
-    return {"k": res.k, "ks": res.ks, "scores": res.scores, "labels": res.labels, "truth": ys.numpy(),
-            "posterior": res.posterior, "coords": coords, "agreement": agreement(ys.numpy(), res.labels),
-            "stability": res.scores["stability"][res.ks.index(res.k)], "dim": int(data.shape[1])}  # fmt: skip
+    return {
+        "k": res.k,
+        "ks": res.ks,
+        "scores": res.scores,
+        "labels": res.labels,
+        "truth": ys.numpy(),
+        "posterior": res.posterior,
+        "coords": coords,
+        "agreement": agreement(ys.numpy(), res.labels),
+        "stability": res.scores["stability"][res.ks.index(res.k)],
+        "dim": int(data.shape[1]),
+    }
 
 
 # ---------------------------------------------------------------- Mixup
 @st.cache_data(max_entries=16, show_spinner="Mixing…")
 def mixup_gallery(
-    source: str, names: tuple[str, ...], task_name: str, n_images: int, method: str,
-    alpha: float, lam: float | None, per_sample: bool, seed: int, size: int = 96,
-) -> dict:  # fmt: skip
+    source: str,
+    names: tuple[str, ...],
+    task_name: str,
+    n_images: int,
+    method: str,
+    alpha: float,
+    lam: float | None,
+    per_sample: bool,
+    seed: int,
+    size: int = 96,
+) -> dict:
     """Gallery, λ grid for the first pair and all methods side by side (numpy records).
 
     ``source`` is "photos" (``names`` from core.data.load_photos) or "dataset" (the first
@@ -167,34 +230,91 @@ def landscape_is_cached(key: tuple) -> bool:
         return key in _LANDSCAPE
 
 
-def interpolation_paths(workspace: str, id_a: str, sha_a: str, id_b: str, sha_b: str, task_name: str,
-                        methods: tuple[str, ...], n_points: int, recompute_bn: bool,
-                        max_examples: int | None, seed: int, device: str = "cpu",
-                        progress: Callable[[int, int], None] | None = None) -> dict:  # fmt: skip
+def interpolation_paths(
+    workspace: str,
+    id_a: str,
+    sha_a: str,
+    id_b: str,
+    sha_b: str,
+    task_name: str,
+    methods: tuple[str, ...],
+    n_points: int,
+    recompute_bn: bool,
+    max_examples: int | None,
+    seed: int,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Naive / weight-matched / activation-matched paths between two zoo models (PathResults)."""
     import torch
 
     from core.landscape import compare_paths
 
-    key = ("paths", workspace, id_a, sha_a, id_b, sha_b, task_name, methods, n_points, recompute_bn, max_examples, seed, device)  # fmt: skip
+    key = (
+        "paths",
+        workspace,
+        id_a,
+        sha_a,
+        id_b,
+        sha_b,
+        task_name,
+        methods,
+        n_points,
+        recompute_bn,
+        max_examples,
+        seed,
+        device,
+    )
     z = zoo(workspace)
-    return _landscape_cached(key, lambda: compare_paths(
-        model(workspace, id_a, sha_a, device), z.state_dict(id_a), z.state_dict(id_b), task(task_name),
-        methods=methods, n_points=n_points, recompute_bn=recompute_bn, max_examples=max_examples,
-        generator=torch.Generator().manual_seed(seed), device=device, progress=progress))  # fmt: skip
+    return _landscape_cached(
+        key,
+        lambda: compare_paths(
+            model(workspace, id_a, sha_a, device),
+            z.state_dict(id_a),
+            z.state_dict(id_b),
+            task(task_name),
+            methods=methods,
+            n_points=n_points,
+            recompute_bn=recompute_bn,
+            max_examples=max_examples,
+            generator=torch.Generator().manual_seed(seed),
+            device=device,
+            progress=progress,
+        ),
+    )
 
 
-def landscape_plane(workspace: str, ids: tuple[str, str, str], shas: tuple[str, str, str], task_name: str,
-                    resolution: int, recompute_bn: bool, max_examples: int | None, seed: int,
-                    device: str = "cpu", progress: Callable[[int, int], None] | None = None,
-                    on_level: Callable[[Any], None] | None = None) -> Any:  # fmt: skip
+def landscape_plane(
+    workspace: str,
+    ids: tuple[str, str, str],
+    shas: tuple[str, str, str],
+    task_name: str,
+    resolution: int,
+    recompute_bn: bool,
+    max_examples: int | None,
+    seed: int,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+    on_level: Callable[[Any], None] | None = None,
+) -> Any:
     """PlaneResult through three zoo models; the third id may be ``"wm:<B>"`` (B weight-matched
     to A) or ``"am:<B>"`` (activation-matched)."""
     import torch
 
     from core.landscape import align, plane
 
-    key = ("plane", workspace, ids, shas, task_name, resolution, recompute_bn, max_examples, seed, device)  # fmt: skip
+    key = (
+        "plane",
+        workspace,
+        ids,
+        shas,
+        task_name,
+        resolution,
+        recompute_bn,
+        max_examples,
+        seed,
+        device,
+    )
     z = zoo(workspace)
 
     def compute() -> Any:
@@ -203,29 +323,74 @@ def landscape_plane(workspace: str, ids: tuple[str, str, str], shas: tuple[str, 
         for mid in ids:
             if mid[:3] in ("wm:", "am:"):
                 method = "weight matching" if mid.startswith("wm:") else "activation matching"
-                sd = align(net, z.state_dict(ids[0]), z.state_dict(mid[3:]), method, data=task(task_name),
-                           generator=torch.Generator().manual_seed(seed), device=device)  # fmt: skip
+                sd = align(
+                    net,
+                    z.state_dict(ids[0]),
+                    z.state_dict(mid[3:]),
+                    method,
+                    data=task(task_name),
+                    generator=torch.Generator().manual_seed(seed),
+                    device=device,
+                )
                 sds.append(sd)
                 labels.append(f"π({mid[3:]})")
             else:
                 sds.append(z.state_dict(mid))
                 labels.append(mid)
-        return plane(net, sds, task(task_name), resolution=resolution, labels=labels, recompute_bn=recompute_bn,
-                     max_examples=max_examples, device=device, progress=progress, on_level=on_level)  # fmt: skip
+        return plane(
+            net,
+            sds,
+            task(task_name),
+            resolution=resolution,
+            labels=labels,
+            recompute_bn=recompute_bn,
+            max_examples=max_examples,
+            device=device,
+            progress=progress,
+            on_level=on_level,
+        )
 
     return _landscape_cached(key, compute)
 
 
-def landscape_bezier(workspace: str, id_a: str, sha_a: str, id_b: str, sha_b: str, task_name: str, aligned: bool,
-                     steps: int, lr: float, n_points: int, max_examples: int | None, seed: int,
-                     device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> Any:  # fmt: skip
+def landscape_bezier(
+    workspace: str,
+    id_a: str,
+    sha_a: str,
+    id_b: str,
+    sha_b: str,
+    task_name: str,
+    aligned: bool,
+    steps: int,
+    lr: float,
+    n_points: int,
+    max_examples: int | None,
+    seed: int,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> Any:
     """CurveResult: a quadratic Bezier curve between two zoo models (B weight-matched first when
     ``aligned``) and the straight line."""
     import torch
 
     from core.landscape import align, bezier_curve
 
-    key = ("bezier", workspace, id_a, sha_a, id_b, sha_b, task_name, aligned, steps, lr, n_points, max_examples, seed, device)  # fmt: skip
+    key = (
+        "bezier",
+        workspace,
+        id_a,
+        sha_a,
+        id_b,
+        sha_b,
+        task_name,
+        aligned,
+        steps,
+        lr,
+        n_points,
+        max_examples,
+        seed,
+        device,
+    )
     z = zoo(workspace)
 
     def compute() -> Any:
@@ -235,9 +400,19 @@ def landscape_bezier(workspace: str, id_a: str, sha_a: str, id_b: str, sha_b: st
             sd_b = align(
                 net, sd_a, sd_b, "weight matching", generator=torch.Generator().manual_seed(seed)
             )
-        return bezier_curve(net, sd_a, sd_b, task(task_name), steps=steps, lr=lr, n_points=n_points,
-                            generator=torch.Generator().manual_seed(seed), max_examples=max_examples,
-                            device=device, progress=progress)  # fmt: skip
+        return bezier_curve(
+            net,
+            sd_a,
+            sd_b,
+            task(task_name),
+            steps=steps,
+            lr=lr,
+            n_points=n_points,
+            generator=torch.Generator().manual_seed(seed),
+            max_examples=max_examples,
+            device=device,
+            progress=progress,
+        )
 
     return _landscape_cached(key, compute)
 
@@ -255,13 +430,26 @@ class MergeLabKey(NamedTuple):
     device: str
 
 
-def merge_lab_key(workspace: str, model_ids: tuple[str, ...], base_id: str | None, n_per_task: int,
-                  seed: int, device: str = "cpu") -> MergeLabKey:  # fmt: skip
+def merge_lab_key(
+    workspace: str,
+    model_ids: tuple[str, ...],
+    base_id: str | None,
+    n_per_task: int,
+    seed: int,
+    device: str = "cpu",
+) -> MergeLabKey:
     """The cache key of a selection; a replaced checkpoint (new sha256) gives a new key."""
     z = zoo(workspace)
     ids = (*model_ids, *([base_id] if base_id else []))
-    return MergeLabKey(workspace, tuple(model_ids), base_id, tuple(z.get(i).sha256 for i in ids),
-                       int(n_per_task), int(seed), device)  # fmt: skip
+    return MergeLabKey(
+        workspace,
+        tuple(model_ids),
+        base_id,
+        tuple(z.get(i).sha256 for i in ids),
+        int(n_per_task),
+        int(seed),
+        device,
+    )
 
 
 @st.cache_resource(
@@ -271,8 +459,14 @@ def merge_lab(key: MergeLabKey) -> Any:
     """A :class:`core.merge_eval.MergeLab` (source models, task vectors, evaluation subset)."""
     from core.merge_eval import lab_from_zoo
 
-    return lab_from_zoo(zoo(key.workspace), list(key.model_ids), base_id=key.base_id,
-                        n_per_task=key.n_per_task, random_state=key.seed, device=key.device)  # fmt: skip
+    return lab_from_zoo(
+        zoo(key.workspace),
+        list(key.model_ids),
+        base_id=key.base_id,
+        n_per_task=key.n_per_task,
+        random_state=key.seed,
+        device=key.device,
+    )
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -290,30 +484,73 @@ def merge_data_inputs(
     merge_lab(key).data_arguments(method, progress=progress)
 
 
-def merge_landscape(key: MergeLabKey, pair: tuple[int, int], lams: tuple[float, ...], full: bool,
-                    progress: Callable[[int, int, str], None] | None = None) -> Any:  # fmt: skip
+def merge_landscape(
+    key: MergeLabKey,
+    pair: tuple[int, int],
+    lams: tuple[float, ...],
+    full: bool,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Any:
     """LandscapeResult over θ₀ + λ1 τ_i + λ2 τ_j."""
     from core.merge_eval import coefficient_landscape
 
-    return _landscape_cached(("merge-landscape", key, pair, lams, full), lambda: coefficient_landscape(
-        merge_lab(key), pair, lams=lams, full=full, progress=progress))  # fmt: skip
+    return _landscape_cached(
+        ("merge-landscape", key, pair, lams, full),
+        lambda: coefficient_landscape(
+            merge_lab(key), pair, lams=lams, full=full, progress=progress
+        ),
+    )
 
 
-def merge_sweep(key: MergeLabKey, method: str, param: str, values: tuple[float, ...], hyper: dict, seed: int,
-                recompute_bn: bool, progress: Callable[[int, int, str], None] | None = None) -> Any:  # fmt: skip
+def merge_sweep(
+    key: MergeLabKey,
+    method: str,
+    param: str,
+    values: tuple[float, ...],
+    hyper: dict,
+    seed: int,
+    recompute_bn: bool,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Any:
     """SweepResult of one hyperparameter of ``method``."""
     from core.merge_eval import sweep
 
     frozen = tuple(sorted((k, str(v)) for k, v in hyper.items()))
-    return _landscape_cached(("merge-sweep", key, method, param, values, frozen, seed, recompute_bn), lambda: sweep(
-        merge_lab(key), method, param, values, hyper, seed=seed, recompute_bn=recompute_bn, progress=progress))  # fmt: skip
+    return _landscape_cached(
+        ("merge-sweep", key, method, param, values, frozen, seed, recompute_bn),
+        lambda: sweep(
+            merge_lab(key),
+            method,
+            param,
+            values,
+            hyper,
+            seed=seed,
+            recompute_bn=recompute_bn,
+            progress=progress,
+        ),
+    )
 
 
-def merge_comparison(key: MergeLabKey, methods: tuple[str, ...], hyper: dict, full: bool, seed: int,
-                     progress: Callable[[int, int, str], None] | None = None) -> Any:  # fmt: skip
+def merge_comparison(
+    key: MergeLabKey,
+    methods: tuple[str, ...],
+    hyper: dict,
+    full: bool,
+    seed: int,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Any:
     """ComparisonResult: every method in ``methods`` on the same samples, CI + McNemar."""
     from core.merge_eval import compare_methods
 
     frozen = tuple(sorted((m, str(h)) for m, h in hyper.items()))
-    return _landscape_cached(("merge-compare", key, methods, frozen, full, seed), lambda: compare_methods(
-        merge_lab(key), list(methods), hyperparameters=hyper, full=full, random_state=seed, progress=progress))  # fmt: skip
+    return _landscape_cached(
+        ("merge-compare", key, methods, frozen, full, seed),
+        lambda: compare_methods(
+            merge_lab(key),
+            list(methods),
+            hyperparameters=hyper,
+            full=full,
+            random_state=seed,
+            progress=progress,
+        ),
+    )

@@ -12,8 +12,15 @@ from core.data import DatasetUnavailable
 from core.io import CheckpointError
 from core.train import TrainingCancelled
 
-EXPECTED = (ValueError, TypeError, KeyError, FileNotFoundError, DatasetUnavailable, CheckpointError,
-            TrainingCancelled)  # fmt: skip
+EXPECTED = (
+    ValueError,
+    TypeError,
+    KeyError,
+    FileNotFoundError,
+    DatasetUnavailable,
+    CheckpointError,
+    TrainingCancelled,
+)
 
 
 def message_of(err: BaseException) -> str:

@@ -65,10 +65,19 @@ def show_figure(
         _export_panel(fig, key=key, stem=stem, data=data, meta=meta, recipe=recipe, caption=caption)
 
 
-def _export_panel(fig: go.Figure, *, key: str, stem: str, data: Any, meta: Mapping[str, Any] | None,
-                  recipe: Mapping[str, Any] | None, caption: str) -> None:  # fmt: skip
-    size = st.selectbox("Size", list(SIZES), format_func=lambda s: SIZE_LABELS.get(s, s),
-                        key=f"{key}.size")  # fmt: skip
+def _export_panel(
+    fig: go.Figure,
+    *,
+    key: str,
+    stem: str,
+    data: Any,
+    meta: Mapping[str, Any] | None,
+    recipe: Mapping[str, Any] | None,
+    caption: str,
+) -> None:
+    size = st.selectbox(
+        "Size", list(SIZES), format_func=lambda s: SIZE_LABELS.get(s, s), key=f"{key}.size"
+    )
     frozen = go.Figure(fig)  # the callables below must not see later changes to ``fig``
     workspace = st.session_state.get(state.WORKSPACE) or str(default_workspace())
     can_static = static_available()
@@ -81,27 +90,49 @@ def _export_panel(fig: go.Figure, *, key: str, stem: str, data: Any, meta: Mappi
         def make(fmt: str = fmt) -> bytes:
             return render(frozen, fmt, size=size, data=data, meta=meta, workspace=workspace)
 
-        col.download_button(label, _deferred(make), file_name=f"{stem}.{fmt}", mime=MIME[fmt],
-                            key=f"{key}.{fmt}", on_click="ignore",
-                            disabled=fmt in STATIC_LABELS and not can_static)  # fmt: skip
+        col.download_button(
+            label,
+            _deferred(make),
+            file_name=f"{stem}.{fmt}",
+            mime=MIME[fmt],
+            key=f"{key}.{fmt}",
+            on_click="ignore",
+            disabled=fmt in STATIC_LABELS and not can_static,
+        )
     if recipe:
         from core.notebook_export import notebook_bytes
 
         def make_nb() -> bytes:
             return notebook_bytes(recipe, workspace=workspace, title=caption or stem)
 
-        cols[6].download_button("Notebook", _deferred(make_nb), file_name=f"{stem}.ipynb",
-                                mime="application/x-ipynb+json", key=f"{key}.ipynb", on_click="ignore",
-                                help="A runnable notebook that recomputes this figure from the workspace")  # fmt: skip
+        cols[6].download_button(
+            "Notebook",
+            _deferred(make_nb),
+            file_name=f"{stem}.ipynb",
+            mime="application/x-ipynb+json",
+            key=f"{key}.ipynb",
+            on_click="ignore",
+            help="A runnable notebook that recomputes this figure from the workspace",
+        )
     if not can_static:
-        st.caption("PNG, SVG and PDF need Chromium (`sudo apt-get install chromium fonts-open-sans`); "
-                   "HTML, CSV and JSON work without it.")  # fmt: skip
+        st.caption(
+            "PNG, SVG and PDF need Chromium (`sudo apt-get install chromium fonts-open-sans`); "
+            "HTML, CSV and JSON work without it."
+        )
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
     text = c1.text_input(
         "Caption", value=caption, key=f"{key}.caption", placeholder="Caption for the paper"
     )
     if c2.button("Add to figures", key=f"{key}.add", icon=":material/add_photo_alternate:"):
         with shown_errors("Adding the figure"):
-            entry = FigureStore(workspace).add(fig, caption=text, stem=stem, data=data, meta=meta,
-                                               recipe=recipe, page=key.split(".")[0], size=size)  # fmt: skip
+            entry = FigureStore(workspace).add(
+                fig,
+                caption=text,
+                stem=stem,
+                data=data,
+                meta=meta,
+                recipe=recipe,
+                page=key.split(".")[0],
+                size=size,
+            )
             st.success(f"Added **{entry.id}** to the Figures page.")

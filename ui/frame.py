@@ -20,16 +20,36 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # section -> [(page file, label, icon)]; pages that do not exist yet are not linked
 SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
-    ("Workbench", [("app.py", "Home", ":material/home:"),
-                   ("pages/1_Model_Zoo.py", "Model Zoo", ":material/inventory_2:")]),
-    ("Merging", [("pages/2_Merge_Lab.py", "Merge Lab", ":material/merge:"),
-                 ("pages/3_Interpolation.py", "Interpolation", ":material/timeline:")]),
-    ("Mixing", [("pages/4_Mixup_Gallery.py", "Mixup Gallery", ":material/photo_library:"),
-                ("pages/5_Mixup_Training.py", "Mixup Training", ":material/model_training:")]),
-    ("Geometry", [("pages/6_Feature_Geometry.py", "Feature Geometry", ":material/scatter_plot:"),
-                  ("pages/7_Clustering.py", "Clustering", ":material/bubble_chart:")]),
+    (
+        "Workbench",
+        [
+            ("app.py", "Home", ":material/home:"),
+            ("pages/1_Model_Zoo.py", "Model Zoo", ":material/inventory_2:"),
+        ],
+    ),
+    (
+        "Merging",
+        [
+            ("pages/2_Merge_Lab.py", "Merge Lab", ":material/merge:"),
+            ("pages/3_Interpolation.py", "Interpolation", ":material/timeline:"),
+        ],
+    ),
+    (
+        "Mixing",
+        [
+            ("pages/4_Mixup_Gallery.py", "Mixup Gallery", ":material/photo_library:"),
+            ("pages/5_Mixup_Training.py", "Mixup Training", ":material/model_training:"),
+        ],
+    ),
+    (
+        "Geometry",
+        [
+            ("pages/6_Feature_Geometry.py", "Feature Geometry", ":material/scatter_plot:"),
+            ("pages/7_Clustering.py", "Clustering", ":material/bubble_chart:"),
+        ],
+    ),
     ("Output", [("pages/8_Figures.py", "Figures", ":material/image:")]),
-]  # fmt: skip
+]
 
 
 @dataclass(frozen=True)
@@ -69,8 +89,11 @@ def _workspace_ok(path: str) -> str | None:
 
 def frame(title: str, *, icon: str = ":material/science:", wide: bool = True) -> Settings:
     """Set the page config, draw the shared sidebar and the page title; return the settings."""
-    st.set_page_config(page_title=f"{title} · Mixmerge Workbench", page_icon=icon,
-                       layout="wide" if wide else "centered")  # fmt: skip
+    st.set_page_config(
+        page_title=f"{title} · Mixmerge Workbench",
+        page_icon=icon,
+        layout="wide" if wide else "centered",
+    )
     ss = st.session_state
     ss.setdefault(state.DEVICE, "auto")
     ss.setdefault(state.SEED, 0)
@@ -97,12 +120,16 @@ def frame(title: str, *, icon: str = ":material/science:", wide: bool = True) ->
                 ss[state.WORKSPACE] = str(Path(new_ws).expanduser().resolve())
     bad_ws = _workspace_ok(ss[state.WORKSPACE])
     dev = resolve_device(ss[state.DEVICE])
-    st.sidebar.caption(f"Device: **{describe_device(dev)}**  \nSeed: **{ss[state.SEED]}**  \n"
-                       f"Workspace: `{ss[state.WORKSPACE]}`")  # fmt: skip
+    st.sidebar.caption(
+        f"Device: **{describe_device(dev)}**  \nSeed: **{ss[state.SEED]}**  \n"
+        f"Workspace: `{ss[state.WORKSPACE]}`"
+    )
     st.title(title)
     if bad_ws:  # e.g. MIXMERGE_WORKSPACE names a file: say so instead of a traceback
-        st.error(f"The workspace cannot be used: {bad_ws}. Choose another folder under "
-                 "**Settings** in the sidebar, or set MIXMERGE_WORKSPACE.")  # fmt: skip
+        st.error(
+            f"The workspace cannot be used: {bad_ws}. Choose another folder under "
+            "**Settings** in the sidebar, or set MIXMERGE_WORKSPACE."
+        )
         st.stop()
     return Settings(
         device=ss[state.DEVICE], seed=int(ss[state.SEED]), workspace=ss[state.WORKSPACE]

@@ -144,8 +144,15 @@ def _scalar_widget(p: Hyper, key: str) -> Any:
         if p.low is not None and p.high is not None:
             if step is None:
                 step = (float(p.high) - float(p.low)) / 100
-            return st.slider(_label(p), min_value=cast(p.low), max_value=cast(p.high),
-                             value=default, step=step, key=key, help=help_)  # fmt: skip
+            return st.slider(
+                _label(p),
+                min_value=cast(p.low),
+                max_value=cast(p.high),
+                value=default,
+                step=step,
+                key=key,
+                help=help_,
+            )
         return st.number_input(
             _label(p),
             min_value=None if p.low is None else cast(p.low),
@@ -167,8 +174,9 @@ def _scalar_widget(p: Hyper, key: str) -> Any:
         return st.selectbox(_label(p), options, index=index, key=key, help=help_)
     if kept is not None:
         _drop_invalid(key, isinstance(kept, str))
-    return st.text_input(_label(p), value="" if p.default is None else str(p.default),
-                         key=key, help=help_)  # fmt: skip
+    return st.text_input(
+        _label(p), value="" if p.default is None else str(p.default), key=key, help=help_
+    )
 
 
 def default_weight(p: Hyper, n_models: int) -> list[float]:

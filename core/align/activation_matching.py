@@ -114,9 +114,13 @@ def activation_matching(
         for name in mods:
             for side in (0, 1):
                 if name not in modules_of[side]:
-                    raise ValueError(f"spec.activations[{p!r}] names {name!r}, not a module of model")  # fmt: skip
+                    raise ValueError(
+                        f"spec.activations[{p!r}] names {name!r}, not a module of model"
+                    )
 
-                def hook(_m: nn.Module, _i: object, out: Tensor, side: int = side, name: str = name) -> None:  # fmt: skip
+                def hook(
+                    _m: nn.Module, _i: object, out: Tensor, side: int = side, name: str = name
+                ) -> None:
                     records[side][name] = _channels_last(out)
 
                 handles.append(modules_of[side][name].register_forward_hook(hook))

@@ -16,18 +16,24 @@ Permutation = dict[str, Tensor]  # permutation name -> (n,) int64 index vector
 def check_permutation(spec: PermutationSpec, perm: object, name: str = "perm") -> Permutation:
     """Check that ``perm`` maps every permutation of ``spec`` to a valid index vector."""
     if not isinstance(perm, Mapping):
-        raise TypeError(f"{name} must be a mapping of permutation name to Tensor, got {type(perm).__name__}")  # fmt: skip
+        raise TypeError(
+            f"{name} must be a mapping of permutation name to Tensor, got {type(perm).__name__}"
+        )
     missing = sorted(set(spec.sizes) - set(perm))
     extra = sorted(set(perm) - set(spec.sizes))
     if missing or extra:
-        raise ValueError(f"{name} must have keys {spec.names}; missing {missing}, unexpected {extra}")  # fmt: skip
+        raise ValueError(
+            f"{name} must have keys {spec.names}; missing {missing}, unexpected {extra}"
+        )
     out: Permutation = {}
     for p, n in spec.sizes.items():
         idx = perm[p]
         if not isinstance(idx, Tensor) or idx.ndim != 1 or idx.dtype != torch.int64:
             raise TypeError(f"{name}[{p!r}] must be a 1-D int64 Tensor, got {idx!r:.60}")
         if idx.numel() != n or not torch.equal(torch.sort(idx.cpu()).values, torch.arange(n)):
-            raise ValueError(f"{name}[{p!r}] must be a permutation of range({n}), got {idx.numel()} entries that are not")  # fmt: skip
+            raise ValueError(
+                f"{name}[{p!r}] must be a permutation of range({n}), got {idx.numel()} entries that are not"
+            )
         out[p] = idx
     return out
 

@@ -76,7 +76,9 @@ def weight_matching(
     spec.check(sd_b, "sd_b")
     check_int("max_iter", max_iter, 1, 100_000)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")  # fmt: skip
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     perm = (
         identity_permutation(spec)
@@ -95,8 +97,10 @@ def weight_matching(
     names = spec.names
     # p's cost matrix depends only on the permutations sharing a tensor with it: when none of
     # them changed since p was last solved, its LAP would return the same answer, so skip it.
-    neighbours = {p: {q for key, _ in pairs for q in spec.axes_to_perm[key] if q not in (None, p)}
-                  for p, pairs in spec.perm_to_axes.items()}  # fmt: skip
+    neighbours = {
+        p: {q for key, _ in pairs for q in spec.axes_to_perm[key] if q not in (None, p)}
+        for p, pairs in spec.perm_to_axes.items()
+    }
     changed_at: dict[str, int] = {}
     solved_at: dict[str, int] = {}
     clock = 0

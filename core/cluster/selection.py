@@ -146,11 +146,16 @@ def agreement(labels_true: Any, labels_pred: Any) -> dict[str, float]:
     whose cluster's majority label is their own)."""
     t, p = np.asarray(labels_true).ravel(), np.asarray(labels_pred).ravel()
     if len(t) != len(p) or len(t) == 0:
-        raise ValueError(f"labels_true and labels_pred must have the same non-zero length, "
-                         f"got {len(t)} and {len(p)}")  # fmt: skip
+        raise ValueError(
+            f"labels_true and labels_pred must have the same non-zero length, "
+            f"got {len(t)} and {len(p)}"
+        )
     cm = contingency_matrix(t, p)  # (classes, clusters)
-    return {"nmi": float(normalized_mutual_info_score(t, p)), "ari": float(adjusted_rand_score(t, p)),
-            "purity": float(cm.max(0).sum() / cm.sum())}  # fmt: skip
+    return {
+        "nmi": float(normalized_mutual_info_score(t, p)),
+        "ari": float(adjusted_rand_score(t, p)),
+        "purity": float(cm.max(0).sum() / cm.sum()),
+    }
 
 
 @dataclass(frozen=True)
@@ -225,22 +230,39 @@ def ppp(
     for k in ks:
         parts = _partitions(zt, k, n_seeds, random_state, device)
         best = min(parts, key=lambda p: p.inertia_)
-        gm = GaussianMixture(k, covariance_type=covariance_type, means_init=best.cluster_centers_,
-                             random_state=random_state, reg_covar=1e-6).fit(z)  # fmt: skip
+        gm = GaussianMixture(
+            k,
+            covariance_type=covariance_type,
+            means_init=best.cluster_centers_,
+            random_state=random_state,
+            reg_covar=1e-6,
+        ).fit(z)
         post = gm.predict_proba(z).max(1)  # (N,)
         stab = _mean_pairwise_ari([p.labels_ for p in parts])
         agree = float(adjusted_rand_score(best.labels_, gm.predict(z)))
         conf = float(post.mean())
-        for name, v in (("stability", stab), ("agreement", agree), ("confidence", conf),
-                        ("score", max(stab, 0.0) * max(agree, 0.0) * conf), ("bic", gm.bic(z)),
-                        ("aic", gm.aic(z)), ("inertia", best.inertia_)):  # fmt: skip
+        for name, v in (
+            ("stability", stab),
+            ("agreement", agree),
+            ("confidence", conf),
+            ("score", max(stab, 0.0) * max(agree, 0.0) * conf),
+            ("bic", gm.bic(z)),
+            ("aic", gm.aic(z)),
+            ("inertia", best.inertia_),
+        ):
             scores[name].append(float(v))
         chosen.append((best.labels_, best.cluster_centers_, post))
     valid = [i for i, s in enumerate(scores["score"]) if s >= threshold]
     i = min(valid, key=lambda j: scores["bic"][j]) if valid else int(np.argmax(scores["score"]))
     labels, centres, post = chosen[i]
-    params = {"k_max": k_max, "random_state": random_state, "n_seeds": n_seeds, "threshold": threshold,
-              "covariance_type": covariance_type, "n_components": n_components}  # fmt: skip
+    params = {
+        "k_max": k_max,
+        "random_state": random_state,
+        "n_seeds": n_seeds,
+        "threshold": threshold,
+        "covariance_type": covariance_type,
+        "n_components": n_components,
+    }
     return PPPResult(ks[i], canonical_labels(labels), ks, scores, centres, post, params)
 
 
@@ -250,8 +272,17 @@ class PPP:
     Attributes (after ``fit``): n_clusters_, labels_, scores_, ks_, result_.
     """
 
-    def __init__(self, *, k_max: int = 10, random_state: int = 0, n_seeds: int = 5, threshold: float = 0.9,
-                 covariance_type: str = "full", n_components: int | None = 16, device: str = "cpu") -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        k_max: int = 10,
+        random_state: int = 0,
+        n_seeds: int = 5,
+        threshold: float = 0.9,
+        covariance_type: str = "full",
+        n_components: int | None = 16,
+        device: str = "cpu",
+    ) -> None:
         self.k_max = k_max
         self.random_state = random_state
         self.n_seeds = n_seeds
@@ -261,9 +292,16 @@ class PPP:
         self.device = device
 
     def fit(self, x: Any, y: Any = None) -> PPP:
-        res = ppp(x, k_max=self.k_max, random_state=self.random_state, n_seeds=self.n_seeds,
-                  threshold=self.threshold, covariance_type=self.covariance_type,
-                  n_components=self.n_components, device=self.device)  # fmt: skip
+        res = ppp(
+            x,
+            k_max=self.k_max,
+            random_state=self.random_state,
+            n_seeds=self.n_seeds,
+            threshold=self.threshold,
+            covariance_type=self.covariance_type,
+            n_components=self.n_components,
+            device=self.device,
+        )
         self.result_ = res
         self.n_clusters_, self.labels_, self.scores_, self.ks_ = (
             res.k,

@@ -29,9 +29,17 @@ FASHION_DIR_DEFAULT = "/usr/share/datasets/fashion-mnist"
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 FASHION_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 class DatasetUnavailable(RuntimeError):

@@ -66,17 +66,27 @@ def _specs() -> dict[str, TaskSpec]:
         for lo, hi in ((0, 4), (5, 9)):
             nm = f"{ds}_{lo}-{hi}"
             specs[nm] = TaskSpec(
-                nm, ds, loader, f"{ds}, classes {lo}-{hi} only (10-way labels kept)",
-                classes=tuple(range(lo, hi + 1)), optional=optional,
-            )  # fmt: skip
+                nm,
+                ds,
+                loader,
+                f"{ds}, classes {lo}-{hi} only (10-way labels kept)",
+                classes=tuple(range(lo, hi + 1)),
+                optional=optional,
+            )
     specs["mnist_inverted"] = TaskSpec(
-        "mnist_inverted", "mnist", load_mnist, "MNIST with inverted pixels (a new domain, same labels)",
+        "mnist_inverted",
+        "mnist",
+        load_mnist,
+        "MNIST with inverted pixels (a new domain, same labels)",
         transform=_invert,
-    )  # fmt: skip
+    )
     specs["mnist_rotated"] = TaskSpec(
-        "mnist_rotated", "mnist", load_mnist, "MNIST rotated by 90 degrees (a new domain, same labels)",
+        "mnist_rotated",
+        "mnist",
+        load_mnist,
+        "MNIST rotated by 90 degrees (a new domain, same labels)",
         transform=_rotate90,
-    )  # fmt: skip
+    )
     return specs
 
 

@@ -16,5 +16,13 @@ __all__ += ["FORMATS", "ExportError", "export", "figure_data", "provenance"]
 from .export import MIME, render, safe_name, static_available, stop_server, to_html  # noqa: E402
 from .theme import SIZE_LABELS, png_px  # noqa: E402
 
-__all__ += ["MIME", "SIZE_LABELS", "png_px", "render", "safe_name", "static_available",
-            "stop_server", "to_html"]  # fmt: skip
+__all__ += [
+    "MIME",
+    "SIZE_LABELS",
+    "png_px",
+    "render",
+    "safe_name",
+    "static_available",
+    "stop_server",
+    "to_html",
+]

@@ -31,17 +31,40 @@ def k_selection_figure(
     for name, v in scores.items():
         if len(v) != len(ks):
             raise ValueError(f"scores[{name!r}] must have {len(ks)} values, got {len(v)}")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("information criteria (lower is better)",
-                                                         "PPP validation (higher is better)"))  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "information criteria (lower is better)",
+            "PPP validation (higher is better)",
+        ),
+    )
     for i, key in enumerate(("bic", "aic")):
         if key in scores:
-            fig.add_trace(go.Scatter(x=ks, y=list(scores[key]), name=key.upper(), mode="lines+markers",
-                                     line=dict(color=PALETTE[i])), row=1, col=1)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=ks,
+                    y=list(scores[key]),
+                    name=key.upper(),
+                    mode="lines+markers",
+                    line=dict(color=PALETTE[i]),
+                ),
+                row=1,
+                col=1,
+            )
     for i, key in enumerate(("stability", "agreement", "confidence", "score")):
         if key in scores:
-            fig.add_trace(go.Scatter(x=ks, y=list(scores[key]), name="PPP score" if key == "score" else key,
-                                     mode="lines+markers", line=dict(color=PALETTE[i + 2], width=3 if key == "score" else 1.5)),
-                          row=1, col=2)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=ks,
+                    y=list(scores[key]),
+                    name="PPP score" if key == "score" else key,
+                    mode="lines+markers",
+                    line=dict(color=PALETTE[i + 2], width=3 if key == "score" else 1.5),
+                ),
+                row=1,
+                col=2,
+            )
     if chosen is not None:
         for col in (1, 2):
             fig.add_vline(x=chosen, line=dict(color="black", dash="dot"), row=1, col=col)
@@ -76,8 +99,17 @@ def contingency_figure(
         class_names[r] if class_names and 0 <= r < len(class_names) else str(r)
         for r in rows.tolist()
     ]
-    fig = go.Figure(go.Heatmap(z=table, x=[f"cluster {c}" for c in cols.tolist()], y=names, colorscale="Blues",
-                               text=table, texttemplate="%{text}", hovertemplate="%{y} · %{x}: %{z}<extra></extra>"))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            z=table,
+            x=[f"cluster {c}" for c in cols.tolist()],
+            y=names,
+            colorscale="Blues",
+            text=table,
+            texttemplate="%{text}",
+            hovertemplate="%{y} · %{x}: %{z}<extra></extra>",
+        )
+    )
     fig.update_yaxes(autorange="reversed", title_text="label")
     fig.update_layout(title=title, height=max(300, 28 * len(rows) + 120))
     return apply_paper(fig)
@@ -102,7 +134,14 @@ def cluster_scatter_figure(
         op = (
             np.clip(np.asarray(confidence)[m], 0.2, 1.0).tolist() if confidence is not None else 0.6
         )
-        fig.add_trace(go.Scattergl(x=coords[m, 0], y=coords[m, 1], mode="markers", name=f"cluster {c}",
-                                   marker=dict(size=4, color=PALETTE[i % len(PALETTE)], opacity=op)))  # fmt: skip
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[m, 0],
+                y=coords[m, 1],
+                mode="markers",
+                name=f"cluster {c}",
+                marker=dict(size=4, color=PALETTE[i % len(PALETTE)], opacity=op),
+            )
+        )
     fig.update_layout(title=title, xaxis_title="component 1", yaxis_title="component 2", height=460)
     return apply_paper(fig)

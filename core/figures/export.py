@@ -33,9 +33,14 @@ from .theme import DPI, PX_PER_INCH, apply_paper, size_px
 STATIC = ("png", "svg", "pdf")
 FORMATS = (*STATIC, "html", "csv", "json")
 MIME = {
-    "png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html",
-    "csv": "text/csv", "json": "application/json", "zip": "application/zip",
-}  # fmt: skip
+    "png": "image/png",
+    "svg": "image/svg+xml",
+    "pdf": "application/pdf",
+    "html": "text/html",
+    "csv": "text/csv",
+    "json": "application/json",
+    "zip": "application/zip",
+}
 MATHJAX = Path(__file__).resolve().parent / "vendor" / "mathjax" / "tex-svg.js"
 BROWSER_ENV = "BROWSER_PATH"  # the variable choreographer (kaleido's browser driver) reads
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -43,8 +48,18 @@ RENDER_TIMEOUT_S = 120.0
 INSTALL_HINT = (
     "Install Chromium and the figure font: `sudo apt-get install chromium fonts-open-sans`"
 )
-_PACKAGES = ("torch", "numpy", "scipy", "pandas", "scikit-learn", "plotly", "kaleido", "streamlit",
-             "safetensors", "mixmerge-workbench")  # fmt: skip
+_PACKAGES = (
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "plotly",
+    "kaleido",
+    "streamlit",
+    "safetensors",
+    "mixmerge-workbench",
+)
 _LATEX = re.compile(r"^\s*\$.+\$\s*$", re.S)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -87,8 +102,13 @@ def resolve_stem(stem: str | Path, root: str | Path | None = None) -> Path:
 # ---------------------------------------------------------------------------- provenance and data
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -162,8 +182,11 @@ def figure_data(fig: go.Figure) -> Any:
                 yy, xx = np.meshgrid(range(arr.shape[0]), range(arr.shape[1]), indexing="ij")
                 xs = np.asarray(tr.x) if tr.x is not None else None
                 ys = np.asarray(tr.y) if tr.y is not None else None
-                cols = {"x": xs[xx.ravel()] if xs is not None else xx.ravel(),
-                        "y": ys[yy.ravel()] if ys is not None else yy.ravel(), "z": arr.ravel()}  # fmt: skip
+                cols = {
+                    "x": xs[xx.ravel()] if xs is not None else xx.ravel(),
+                    "y": ys[yy.ravel()] if ys is not None else yy.ravel(),
+                    "z": arr.ravel(),
+                }
         if not cols:
             continue
         n = max(len(v) for v in cols.values())
@@ -240,12 +263,13 @@ class _Server:
                         f"${BROWSER_ENV}={where!r} is not an executable file"
                         if where
                         else "none was found on PATH"
-                    )  # fmt: skip
+                    )
                     + f". {INSTALL_HINT}. HTML, CSV and JSON export still work."
                 )
             mathjax: str | bool = str(MATHJAX) if MATHJAX.is_file() else False
-            kaleido.start_sync_server(path=browser, mathjax=mathjax, timeout=RENDER_TIMEOUT_S,
-                                      silence_warnings=True)  # fmt: skip
+            kaleido.start_sync_server(
+                path=browser, mathjax=mathjax, timeout=RENDER_TIMEOUT_S, silence_warnings=True
+            )
             self.browser = browser
             self.starts += 1
 
@@ -283,8 +307,10 @@ class _Server:
                 worker.join(0.05)
                 if not server_thread.is_alive() and worker.is_alive():
                     self.stop()
-                    raise ExportError(f"the Chromium used for export ({self.browser or browser_path()}) "
-                                      f"stopped or could not start. {INSTALL_HINT}.")  # fmt: skip
+                    raise ExportError(
+                        f"the Chromium used for export ({self.browser or browser_path()}) "
+                        f"stopped or could not start. {INSTALL_HINT}."
+                    )
                 if time.monotonic() > deadline:
                     raise ExportError(f"static export took longer than {RENDER_TIMEOUT_S:.0f} s")
             if isinstance(result[0], BaseException):
@@ -357,8 +383,16 @@ def render(
     return _render_text(fig, fmt, size, data=data, meta=meta, workspace=workspace).encode()
 
 
-def _render_text(fig: go.Figure, fmt: str, size: str, *, data: Any, meta: Mapping[str, Any] | None,
-                 workspace: str | Path | None, styled_fig: go.Figure | None = None) -> str:  # fmt: skip
+def _render_text(
+    fig: go.Figure,
+    fmt: str,
+    size: str,
+    *,
+    data: Any,
+    meta: Mapping[str, Any] | None,
+    workspace: str | Path | None,
+    styled_fig: go.Figure | None = None,
+) -> str:
     if fmt == "html":
         return to_html(fig, size=size, styled_fig=styled_fig)
     if fmt == "csv":

@@ -39,14 +39,29 @@ def nc_epochs_figure(
     """
     if not runs or not any(runs.values()):
         raise ValueError("runs must hold at least one run with epochs, got none")
-    fig = make_subplots(rows=2, cols=3, subplot_titles=[p[1] for p in NC_PANELS],
-                        horizontal_spacing=0.08, vertical_spacing=0.16)  # fmt: skip
+    fig = make_subplots(
+        rows=2,
+        cols=3,
+        subplot_titles=[p[1] for p in NC_PANELS],
+        horizontal_spacing=0.08,
+        vertical_spacing=0.16,
+    )
     for i, (name, rows) in enumerate(runs.items()):
         epochs = [r["epoch"] for r in rows]
         for j, (key, _, _log) in enumerate(NC_PANELS):
-            fig.add_trace(go.Scatter(x=epochs, y=[r.get(key) for r in rows], name=name, mode="lines+markers",
-                                     line=dict(color=_colour(i)), legendgroup=name, showlegend=j == 0),
-                          row=j // 3 + 1, col=j % 3 + 1)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs,
+                    y=[r.get(key) for r in rows],
+                    name=name,
+                    mode="lines+markers",
+                    line=dict(color=_colour(i)),
+                    legendgroup=name,
+                    showlegend=j == 0,
+                ),
+                row=j // 3 + 1,
+                col=j % 3 + 1,
+            )
     for j, (_, _, log) in enumerate(NC_PANELS):
         if log:
             fig.update_yaxes(type="log", row=j // 3 + 1, col=j % 3 + 1)
@@ -85,8 +100,16 @@ def projection_figure(
     classes = np.unique(labels)
     for i, c in enumerate(classes.tolist()):
         pts = coords[labels == c]
-        fig.add_trace(go.Scattergl(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name(c), legendgroup=str(c),
-                                   marker=dict(size=4, color=_colour(i), opacity=0.55)))  # fmt: skip
+        fig.add_trace(
+            go.Scattergl(
+                x=pts[:, 0],
+                y=pts[:, 1],
+                mode="markers",
+                name=name(c),
+                legendgroup=str(c),
+                marker=dict(size=4, color=_colour(i), opacity=0.55),
+            )
+        )
     _add_anchors(
         fig,
         anchors or {},
@@ -99,8 +122,13 @@ def projection_figure(
     return apply_paper(fig)
 
 
-def _add_anchors(fig: go.Figure, anchors: Mapping[str, np.ndarray], anchor_classes: Sequence[int] | None,
-                 colour_of: Mapping[int, str], name: Any) -> None:  # fmt: skip
+def _add_anchors(
+    fig: go.Figure,
+    anchors: Mapping[str, np.ndarray],
+    anchor_classes: Sequence[int] | None,
+    colour_of: Mapping[int, str],
+    name: Any,
+) -> None:
     """Class means (stars) and classifier directions (arrows from the global mean)."""
     means, tips, centre = (
         anchors.get("class_means"),
@@ -110,19 +138,51 @@ def _add_anchors(fig: go.Figure, anchors: Mapping[str, np.ndarray], anchor_class
     n = len(means) if means is not None else len(tips) if tips is not None else 0
     rows = list(anchor_classes) if anchor_classes is not None else list(range(n))
     if means is not None:
-        fig.add_trace(go.Scatter(x=means[:, 0], y=means[:, 1], mode="markers", name="class means",
-                                 marker=dict(symbol="star", size=13, color=[colour_of.get(c, "#000000") for c in rows],
-                                             line=dict(color="black", width=1)),
-                                 text=[name(c) for c in rows], hovertemplate="mean of %{text}<extra></extra>"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=means[:, 0],
+                y=means[:, 1],
+                mode="markers",
+                name="class means",
+                marker=dict(
+                    symbol="star",
+                    size=13,
+                    color=[colour_of.get(c, "#000000") for c in rows],
+                    line=dict(color="black", width=1),
+                ),
+                text=[name(c) for c in rows],
+                hovertemplate="mean of %{text}<extra></extra>",
+            )
+        )
     if tips is not None and centre is not None:
         x0, y0 = float(centre[0, 0]), float(centre[0, 1])
         for k in range(len(rows)):
-            fig.add_annotation(x=float(tips[k, 0]), y=float(tips[k, 1]), ax=x0, ay=y0, xref="x", yref="y",
-                               axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.5,
-                               arrowcolor="black", text="")  # fmt: skip
-        fig.add_trace(go.Scatter(x=tips[:, 0], y=tips[:, 1], mode="markers", name="classifier w_c",
-                                 marker=dict(symbol="triangle-up", size=8, color="black"),
-                                 text=[name(c) for c in rows], hovertemplate="w of %{text}<extra></extra>"))  # fmt: skip
+            fig.add_annotation(
+                x=float(tips[k, 0]),
+                y=float(tips[k, 1]),
+                ax=x0,
+                ay=y0,
+                xref="x",
+                yref="y",
+                axref="x",
+                ayref="y",
+                showarrow=True,
+                arrowhead=2,
+                arrowwidth=1.5,
+                arrowcolor="black",
+                text="",
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=tips[:, 0],
+                y=tips[:, 1],
+                mode="markers",
+                name="classifier w_c",
+                marker=dict(symbol="triangle-up", size=8, color="black"),
+                text=[name(c) for c in rows],
+                hovertemplate="w of %{text}<extra></extra>",
+            )
+        )
 
 
 def _namer(class_names: Sequence[str] | None) -> Any:
@@ -130,9 +190,12 @@ def _namer(class_names: Sequence[str] | None) -> Any:
 
 
 def etf_figure(
-    gram: np.ndarray, ideal: np.ndarray, *, class_names: Sequence[str] | None = None,
+    gram: np.ndarray,
+    ideal: np.ndarray,
+    *,
+    class_names: Sequence[str] | None = None,
     title: str = "Class-mean geometry vs the simplex ETF",
-) -> go.Figure:  # fmt: skip
+) -> go.Figure:
     """Heatmaps of the cosine Gram of centred class means, the ideal ETF Gram and their difference."""
     gram, ideal = np.asarray(gram), np.asarray(ideal)
     if gram.shape != ideal.shape or gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
@@ -140,12 +203,30 @@ def etf_figure(
             f"gram and ideal must be equal square matrices, got {gram.shape} and {ideal.shape}"
         )
     names = list(class_names) if class_names else [str(i) for i in range(len(gram))]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("observed cos(μ_c, μ_c')", "simplex ETF", "observed − ETF"),
-                        horizontal_spacing=0.06)  # fmt: skip
-    for col, (m, scale, show) in enumerate(((gram, "RdBu_r", False), (ideal, "RdBu_r", False),
-                                            (gram - ideal, "RdBu_r", True)), start=1):  # fmt: skip
-        fig.add_trace(go.Heatmap(z=m, x=names, y=names, colorscale=scale, zmid=0, zmin=-1, zmax=1,
-                                 showscale=show, hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"), row=1, col=col)  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("observed cos(μ_c, μ_c')", "simplex ETF", "observed − ETF"),
+        horizontal_spacing=0.06,
+    )
+    for col, (m, scale, show) in enumerate(
+        ((gram, "RdBu_r", False), (ideal, "RdBu_r", False), (gram - ideal, "RdBu_r", True)), start=1
+    ):
+        fig.add_trace(
+            go.Heatmap(
+                z=m,
+                x=names,
+                y=names,
+                colorscale=scale,
+                zmid=0,
+                zmin=-1,
+                zmax=1,
+                showscale=show,
+                hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=title, height=330)
     return apply_paper(fig)
@@ -165,18 +246,35 @@ def mixup_lambda_figure(
     class means and classifier directions (Fisher, Meng & Papyan 2024, Fig. 1)."""
     coords, lam, same = np.asarray(coords), np.asarray(lam), np.asarray(same_class, dtype=bool)
     if coords.ndim != 2 or coords.shape[1] != 2 or not len(coords) == len(lam) == len(same):
-        raise ValueError(f"coords (N, 2), lam (N,) and same_class (N,) must agree, got {coords.shape}, "
-                         f"{lam.shape}, {same.shape}")  # fmt: skip
+        raise ValueError(
+            f"coords (N, 2), lam (N,) and same_class (N,) must agree, got {coords.shape}, "
+            f"{lam.shape}, {same.shape}"
+        )
     fig = go.Figure()
     for mask, label, symbol in (
         (same, "same-class pairs", "circle"),
         (~same, "different-class pairs", "x"),
     ):
         if mask.any():
-            fig.add_trace(go.Scattergl(x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=label,
-                                       marker=dict(size=5, symbol=symbol, color=lam[mask], colorscale="Viridis",
-                                                   cmin=0, cmax=1, colorbar=dict(title="λ", x=1.12)),
-                                       customdata=lam[mask], hovertemplate="λ = %{customdata:.2f}<extra></extra>"))  # fmt: skip
+            fig.add_trace(
+                go.Scattergl(
+                    x=coords[mask, 0],
+                    y=coords[mask, 1],
+                    mode="markers",
+                    name=label,
+                    marker=dict(
+                        size=5,
+                        symbol=symbol,
+                        color=lam[mask],
+                        colorscale="Viridis",
+                        cmin=0,
+                        cmax=1,
+                        colorbar=dict(title="λ", x=1.12),
+                    ),
+                    customdata=lam[mask],
+                    hovertemplate="λ = %{customdata:.2f}<extra></extra>",
+                )
+            )
     rows = list(anchor_classes) if anchor_classes is not None else []
     _add_anchors(
         fig,

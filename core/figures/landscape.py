@@ -90,14 +90,26 @@ def path_figure(
                 raise ValueError(f"split {s!r} is not in path {name!r} (has {list(res.loss)})")
             for c, m in enumerate(metrics, start=1):
                 y = res.loss[s] if m == "loss" else res.accuracy[s]
-                fig.add_trace(go.Scatter(x=res.t, y=y, name=f"{name} · {s}", mode="lines+markers",
-                                         marker=dict(size=4), legendgroup=f"{name}·{s}", showlegend=c == 1,
-                                         line=dict(color=_color(name, i), dash=SPLIT_DASH.get(s, "dot"), width=1.6)),
-                              row=1, col=c)  # fmt: skip
+                fig.add_trace(
+                    go.Scatter(
+                        x=res.t,
+                        y=y,
+                        name=f"{name} · {s}",
+                        mode="lines+markers",
+                        marker=dict(size=4),
+                        legendgroup=f"{name}·{s}",
+                        showlegend=c == 1,
+                        line=dict(color=_color(name, i), dash=SPLIT_DASH.get(s, "dot"), width=1.6),
+                    ),
+                    row=1,
+                    col=c,
+                )
     fig.update_xaxes(title_text=x_title)
     if endpoint_labels is not None:
-        fig.update_xaxes(tickvals=[0, 0.25, 0.5, 0.75, 1],
-                         ticktext=[endpoint_labels[0], "0.25", "0.5", "0.75", endpoint_labels[1]])  # fmt: skip
+        fig.update_xaxes(
+            tickvals=[0, 0.25, 0.5, 0.75, 1],
+            ticktext=[endpoint_labels[0], "0.25", "0.5", "0.75", endpoint_labels[1]],
+        )
     fig.update_layout(title=f"{title}<br><sup>{evaluation_note(first)}</sup>")
     return apply_paper(fig)
 
@@ -134,8 +146,14 @@ def barrier_figure(reports: Sequence[Any], *, column: str = "loss_barrier") -> g
     fig = go.Figure()
     splits = list(reports[0].values)
     for j, s in enumerate(splits):
-        fig.add_trace(go.Bar(x=[r.label for r in reports], y=[r.values[s][column] for r in reports],
-                             name=s, marker_color=PALETTE[j % len(PALETTE)]))  # fmt: skip
+        fig.add_trace(
+            go.Bar(
+                x=[r.label for r in reports],
+                y=[r.values[s][column] for r in reports],
+                name=s,
+                marker_color=PALETTE[j % len(PALETTE)],
+            )
+        )
     fig.update_layout(barmode="group", title=BARRIER_TITLES[column], yaxis_title=column)
     return apply_paper(fig)
 
@@ -168,20 +186,43 @@ def plane_figure(
         raise ValueError("result has no evaluated grid points")
     if zmax is None and metric == "loss":
         zmax = finite[min(len(finite) - 1, int(0.9 * len(finite)))]
-    fig = go.Figure(go.Contour(x=result.x, y=result.y, z=z, zmax=zmax, zmin=finite[0] if zmax is not None else None,
-                               colorscale="RdBu" if metric == "loss" else "RdBu_r", reversescale=metric == "loss",
-                               ncontours=15, contours=dict(coloring="heatmap", showlines=True),
-                               line=dict(width=0.5, color="rgba(60,60,60,0.4)"),
-                               colorbar=dict(title=dict(text=f"{split} {metric}", side="right")),
-                               name=f"{split} {metric}"))  # fmt: skip
+    fig = go.Figure(
+        go.Contour(
+            x=result.x,
+            y=result.y,
+            z=z,
+            zmax=zmax,
+            zmin=finite[0] if zmax is not None else None,
+            colorscale="RdBu" if metric == "loss" else "RdBu_r",
+            reversescale=metric == "loss",
+            ncontours=15,
+            contours=dict(coloring="heatmap", showlines=True),
+            line=dict(width=0.5, color="rgba(60,60,60,0.4)"),
+            colorbar=dict(title=dict(text=f"{split} {metric}", side="right")),
+            name=f"{split} {metric}",
+        )
+    )
     px, py = zip(*result.positions, strict=True)
-    fig.add_trace(go.Scatter(x=px, y=py, mode="markers+text", text=list(result.labels), textposition="top center",
-                             marker=dict(symbol="x", size=9, color="black", line=dict(width=1, color="white")),
-                             textfont=dict(color="black", size=10), name="models", showlegend=False))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=px,
+            y=py,
+            mode="markers+text",
+            text=list(result.labels),
+            textposition="top center",
+            marker=dict(symbol="x", size=9, color="black", line=dict(width=1, color="white")),
+            textfont=dict(color="black", size=10),
+            name="models",
+            showlegend=False,
+        )
+    )
     state = "" if result.complete else " (coarse preview)"
     title = title or f"{split} {metric} on the plane{state}"
-    fig.update_layout(title=f"{title}<br><sup>{evaluation_note(result)}</sup>",
-                      xaxis_title="x (units of ‖θ₁ − θ₀‖)", yaxis_title="y")  # fmt: skip
+    fig.update_layout(
+        title=f"{title}<br><sup>{evaluation_note(result)}</sup>",
+        xaxis_title="x (units of ‖θ₁ − θ₀‖)",
+        yaxis_title="y",
+    )
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return apply_paper(fig)
 
@@ -195,7 +236,7 @@ def plane_data(result: Any) -> pd.DataFrame:
             "split": s,
             "loss": result.loss[s][j][i],
             "accuracy": result.accuracy[s][j][i],
-        }  # fmt: skip
+        }
         for s in result.loss
         for j, y in enumerate(result.y)
         for i, x in enumerate(result.x)
@@ -205,12 +246,19 @@ def plane_data(result: Any) -> pd.DataFrame:
 
 def curve_figure(result: Any, *, metrics: Sequence[str] = ("loss", "accuracy")) -> go.Figure:
     """A trained Bezier curve against the straight line (``core.landscape.CurveResult``)."""
-    return path_figure({"straight line": result.line, "Bezier curve": result.curve}, metrics=metrics,
-                       title="Quadratic Bezier curve vs straight line (Garipov et al.)")  # fmt: skip
+    return path_figure(
+        {"straight line": result.line, "Bezier curve": result.curve},
+        metrics=metrics,
+        title="Quadratic Bezier curve vs straight line (Garipov et al.)",
+    )
 
 
 def direction_figure(result: Any, *, metrics: Sequence[str] = ("loss", "accuracy")) -> go.Figure:
     """Loss along a filter-normalised random direction (Li et al.), centred on the model."""
-    return path_figure({result.label or "random direction": result}, metrics=metrics,
-                       title="Random direction (filter-normalised)", x_title="step",
-                       endpoint_labels=None)  # fmt: skip
+    return path_figure(
+        {result.label or "random direction": result},
+        metrics=metrics,
+        title="Random direction (filter-normalised)",
+        x_title="step",
+        endpoint_labels=None,
+    )

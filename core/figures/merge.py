@@ -37,12 +37,24 @@ def task_accuracy_figure(result: Any, *, title: str = "Per-task accuracy") -> go
     if result.base is not None:
         base = [*result.base, float(np.mean(result.base))]
         fig.add_trace(go.Bar(x=tasks, y=base, name="base (θ₀)", marker_color=GREY))
-    fig.add_trace(go.Bar(x=tasks, y=merged, name="merged", marker_color=PALETTE[0],
-                         text=[f"{v:.3f}" for v in merged], textposition="outside"))  # fmt: skip
+    fig.add_trace(
+        go.Bar(
+            x=tasks,
+            y=merged,
+            name="merged",
+            marker_color=PALETTE[0],
+            text=[f"{v:.3f}" for v in merged],
+            textposition="outside",
+        )
+    )
     fig.add_trace(go.Bar(x=tasks, y=ref, name="fine-tuned", marker_color=PALETTE[1]))
     split = "full test sets" if result.full else f"evaluation subset (n={result.correct.size})"
-    fig.update_layout(barmode="group", title=f"{title} · {split}",
-                      yaxis=dict(title="accuracy", range=[0, 1.08]), legend=dict(orientation="h", y=-0.2))  # fmt: skip
+    fig.update_layout(
+        barmode="group",
+        title=f"{title} · {split}",
+        yaxis=dict(title="accuracy", range=[0, 1.08]),
+        legend=dict(orientation="h", y=-0.2),
+    )
     return apply_paper(fig)
 
 
@@ -58,8 +70,16 @@ def task_radar_figure(result: Any, *, title: str = "Per-task accuracy") -> go.Fi
         series.insert(0, ("base (θ₀)", result.base, GREY))
     for name, vals, color in series:
         r = [*vals, vals[0]]
-        fig.add_trace(go.Scatterpolar(r=r, theta=theta, name=name, line=dict(color=color),
-                                      fill="toself" if name == "merged" else None, opacity=0.8))  # fmt: skip
+        fig.add_trace(
+            go.Scatterpolar(
+                r=r,
+                theta=theta,
+                name=name,
+                line=dict(color=color),
+                fill="toself" if name == "merged" else None,
+                opacity=0.8,
+            )
+        )
     fig.update_layout(title=title, polar=dict(radialaxis=dict(range=[0, 1])))
     return apply_paper(fig)
 
@@ -78,7 +98,11 @@ def landscape_figure(
         point: (λ1, λ2) of the current sliders, drawn as a marker.
         metric: "average", "normalized" or a task name.
     """
-    _need(result, ("lam1", "lam2", "accuracy", "average", "normalized", "tasks", "models"), "LandscapeResult")  # fmt: skip
+    _need(
+        result,
+        ("lam1", "lam2", "accuracy", "average", "normalized", "tasks", "models"),
+        "LandscapeResult",
+    )
     if metric == "average":
         z, label = result.average, "average accuracy"
     elif metric == "normalized":
@@ -86,21 +110,47 @@ def landscape_figure(
     elif metric in result.tasks:
         z, label = result.accuracy[list(result.tasks).index(metric)], f"accuracy on {metric}"
     else:
-        raise ValueError(f"metric must be 'average', 'normalized' or one of {list(result.tasks)}, got {metric!r}")  # fmt: skip
+        raise ValueError(
+            f"metric must be 'average', 'normalized' or one of {list(result.tasks)}, got {metric!r}"
+        )
     m1, m2 = result.models
     # rows of z follow λ1 (y axis), columns λ2 (x axis)
-    fig = go.Figure(go.Heatmap(x=result.lam2, y=result.lam1, z=z, colorscale="Viridis",
-                               colorbar=dict(title=dict(text=label, side="right")),
-                               hovertemplate="λ2=%{x:.2f}<br>λ1=%{y:.2f}<br>%{z:.3f}<extra></extra>"))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            x=result.lam2,
+            y=result.lam1,
+            z=z,
+            colorscale="Viridis",
+            colorbar=dict(title=dict(text=label, side="right")),
+            hovertemplate="λ2=%{x:.2f}<br>λ1=%{y:.2f}<br>%{z:.3f}<extra></extra>",
+        )
+    )
     i, j = np.unravel_index(int(np.argmax(z)), z.shape)
-    fig.add_trace(go.Scatter(x=[result.lam2[j]], y=[result.lam1[i]], mode="markers", name="best",
-                             marker=dict(symbol="star", size=13, color="white", line=dict(color="black", width=1))))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[result.lam2[j]],
+            y=[result.lam1[i]],
+            mode="markers",
+            name="best",
+            marker=dict(symbol="star", size=13, color="white", line=dict(color="black", width=1)),
+        )
+    )
     if point is not None:
-        fig.add_trace(go.Scatter(x=[point[1]], y=[point[0]], mode="markers", name="current",
-                                 marker=dict(symbol="x", size=12, color=PALETTE[3], line=dict(width=2))))  # fmt: skip
-    fig.update_layout(title=title or f"{label}: θ₀ + λ1·τ({m1}) + λ2·τ({m2})",
-                      xaxis=dict(title=f"λ2 ({m2})"), yaxis=dict(title=f"λ1 ({m1})"),
-                      legend=dict(orientation="h", y=-0.25))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[point[1]],
+                y=[point[0]],
+                mode="markers",
+                name="current",
+                marker=dict(symbol="x", size=12, color=PALETTE[3], line=dict(width=2)),
+            )
+        )
+    fig.update_layout(
+        title=title or f"{label}: θ₀ + λ1·τ({m1}) + λ2·τ({m2})",
+        xaxis=dict(title=f"λ2 ({m2})"),
+        yaxis=dict(title=f"λ1 ({m1})"),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return apply_paper(fig)
 
 
@@ -113,20 +163,46 @@ def sweep_figure(
         result: a :class:`core.merge_eval.SweepResult`.
         current: the slider's current value, drawn as a vertical line.
     """
-    _need(result, ("method", "param", "values", "accuracy", "average", "normalized", "tasks", "reference"), "SweepResult")  # fmt: skip
+    _need(
+        result,
+        ("method", "param", "values", "accuracy", "average", "normalized", "tasks", "reference"),
+        "SweepResult",
+    )
     fig = go.Figure()
     for k, task in enumerate(result.tasks):
         color = PALETTE[(k + 1) % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=result.values, y=result.accuracy[k], name=task, mode="lines+markers",
-                                 line=dict(color=color, width=1.2), marker=dict(size=4)))  # fmt: skip
-    fig.add_trace(go.Scatter(x=result.values, y=result.average, name="average", mode="lines+markers",
-                             line=dict(color="black", width=2.2)))  # fmt: skip
-    fig.add_hline(y=float(np.mean(result.reference)), line=dict(color=GREY, dash="dash", width=1),
-                  annotation_text="fine-tuned (avg)", annotation_position="bottom right")  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=result.values,
+                y=result.accuracy[k],
+                name=task,
+                mode="lines+markers",
+                line=dict(color=color, width=1.2),
+                marker=dict(size=4),
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=result.values,
+            y=result.average,
+            name="average",
+            mode="lines+markers",
+            line=dict(color="black", width=2.2),
+        )
+    )
+    fig.add_hline(
+        y=float(np.mean(result.reference)),
+        line=dict(color=GREY, dash="dash", width=1),
+        annotation_text="fine-tuned (avg)",
+        annotation_position="bottom right",
+    )
     if current is not None:
         fig.add_vline(x=current, line=dict(color=PALETTE[3], dash="dot", width=1))
-    fig.update_layout(title=title or f"{result.method}: sweep of {result.param}",
-                      xaxis=dict(title=result.param), yaxis=dict(title="accuracy"))  # fmt: skip
+    fig.update_layout(
+        title=title or f"{result.method}: sweep of {result.param}",
+        xaxis=dict(title=result.param),
+        yaxis=dict(title="accuracy"),
+    )
     return apply_paper(fig)
 
 
@@ -145,22 +221,48 @@ def comparison_figure(result: Any, *, title: str | None = None) -> go.Figure:
     avg = np.array([r.average for r in rows])
     labels = [("ref" if r.p_value is None else f"p={r.p_value:.2g}") for r in rows]
     colors = [PALETTE[1] if r.method == result.reference_method else PALETTE[0] for r in rows]
-    fig = go.Figure(go.Bar(
-        y=names, x=avg, orientation="h", marker_color=colors, text=labels, textposition="inside",
-        insidetextanchor="start",
-        error_x=dict(type="data", symmetric=False, array=[r.ci_high - r.average for r in rows],
-                     arrayminus=[r.average - r.ci_low for r in rows], color="#333333", thickness=1),
-        hovertemplate="%{y}: %{x:.3f}<extra></extra>", name="merged",
-    ))  # fmt: skip
-    fig.add_vline(x=float(np.mean(result.reference)), line=dict(color=GREY, dash="dash"),
-                  annotation_text="fine-tuned", annotation_position="top")  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            y=names,
+            x=avg,
+            orientation="h",
+            marker_color=colors,
+            text=labels,
+            textposition="inside",
+            insidetextanchor="start",
+            error_x=dict(
+                type="data",
+                symmetric=False,
+                array=[r.ci_high - r.average for r in rows],
+                arrayminus=[r.average - r.ci_low for r in rows],
+                color="#333333",
+                thickness=1,
+            ),
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+            name="merged",
+        )
+    )
+    fig.add_vline(
+        x=float(np.mean(result.reference)),
+        line=dict(color=GREY, dash="dash"),
+        annotation_text="fine-tuned",
+        annotation_position="top",
+    )
     if result.base is not None:
-        fig.add_vline(x=float(np.mean(result.base)), line=dict(color=GREY, dash="dot"),
-                      annotation_text="base", annotation_position="bottom")  # fmt: skip
+        fig.add_vline(
+            x=float(np.mean(result.base)),
+            line=dict(color=GREY, dash="dot"),
+            annotation_text="base",
+            annotation_position="bottom",
+        )
     pct = round(result.level * 100)
-    fig.update_layout(title=title or f"Average accuracy with {pct}% bootstrap CI · McNemar vs {result.reference_method}",
-                      xaxis=dict(title="average accuracy over tasks", range=[0, 1.02]),
-                      height=max(260, 32 * len(rows) + 120), showlegend=False)  # fmt: skip
+    fig.update_layout(
+        title=title
+        or f"Average accuracy with {pct}% bootstrap CI · McNemar vs {result.reference_method}",
+        xaxis=dict(title="average accuracy over tasks", range=[0, 1.02]),
+        height=max(260, 32 * len(rows) + 120),
+        showlegend=False,
+    )
     return apply_paper(fig)
 
 
@@ -174,8 +276,17 @@ def comparison_task_figure(result: Any) -> go.Figure:
         rows=1, cols=len(result.tasks), shared_yaxes=True, subplot_titles=result.tasks
     )
     for k in range(len(result.tasks)):
-        fig.add_trace(go.Bar(y=[r.method for r in rows], x=[r.per_task[k] for r in rows], orientation="h",
-                             marker_color=PALETTE[(k + 1) % len(PALETTE)], showlegend=False), row=1, col=k + 1)  # fmt: skip
+        fig.add_trace(
+            go.Bar(
+                y=[r.method for r in rows],
+                x=[r.per_task[k] for r in rows],
+                orientation="h",
+                marker_color=PALETTE[(k + 1) % len(PALETTE)],
+                showlegend=False,
+            ),
+            row=1,
+            col=k + 1,
+        )
     fig.update_xaxes(range=[0, 1])
     fig.update_layout(title="Per-task accuracy by method", height=max(260, 28 * len(rows) + 120))
     return apply_paper(fig)

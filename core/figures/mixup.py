@@ -47,9 +47,14 @@ def gallery_figure(data: Mapping[str, Any], *, max_images: int = 8) -> go.Figure
     masks = data.get("masks")
     rows = 3 if masks is not None else 2
     heights = [0.4, 0.4, 0.2] if rows == 3 else [0.7, 0.3]
-    fig = make_subplots(rows=rows, cols=n, row_heights=heights, vertical_spacing=0.04,
-                        horizontal_spacing=0.01,
-                        subplot_titles=[f"{names[i]} + {names[int(partner[i])]}" for i in range(n)])  # fmt: skip
+    fig = make_subplots(
+        rows=rows,
+        cols=n,
+        row_heights=heights,
+        vertical_spacing=0.04,
+        horizontal_spacing=0.01,
+        subplot_titles=[f"{names[i]} + {names[int(partner[i])]}" for i in range(n)],
+    )
     for i in range(n):
         fig.add_trace(go.Image(z=images[i], name=f"mixed {i}"), row=1, col=i + 1)
         if masks is not None:
@@ -57,12 +62,19 @@ def gallery_figure(data: Mapping[str, Any], *, max_images: int = 8) -> go.Figure
                 go.Image(z=_mask_rgb(np.asarray(masks)[i]), name=f"mask {i}"), row=2, col=i + 1
             )
         own, other = names[i], names[int(partner[i])]
-        fig.add_trace(go.Bar(x=[own, other] if own != other else [own], marker_color=[_OWN, _PARTNER],
-                             y=[float(lam[i]), 1 - float(lam[i])] if own != other else [1.0],
-                             showlegend=False, name=f"label weights {i}",
-                             text=[f"{float(lam[i]):.2f}", f"{1 - float(lam[i]):.2f}"],
-                             textposition="outside"),
-                      row=rows, col=i + 1)  # fmt: skip
+        fig.add_trace(
+            go.Bar(
+                x=[own, other] if own != other else [own],
+                marker_color=[_OWN, _PARTNER],
+                y=[float(lam[i]), 1 - float(lam[i])] if own != other else [1.0],
+                showlegend=False,
+                name=f"label weights {i}",
+                text=[f"{float(lam[i]):.2f}", f"{1 - float(lam[i]):.2f}"],
+                textposition="outside",
+            ),
+            row=rows,
+            col=i + 1,
+        )
         fig.update_yaxes(range=[0, 1.25], row=rows, col=i + 1, showticklabels=i == 0)
     for r in range(1, rows):
         for c in range(1, n + 1):
@@ -72,9 +84,12 @@ def gallery_figure(data: Mapping[str, Any], *, max_images: int = 8) -> go.Figure
             fig.update_yaxes(
                 showticklabels=False, showgrid=False, showline=False, ticks="", row=r, col=c
             )
-    fig.update_layout(title=f"{data.get('title', data.get('method', 'mix'))}: mixed images, "
-                      + ("masks (blue = own pixels), " if masks is not None else "")
-                      + "label weights", bargap=0.3)  # fmt: skip
+    fig.update_layout(
+        title=f"{data.get('title', data.get('method', 'mix'))}: mixed images, "
+        + ("masks (blue = own pixels), " if masks is not None else "")
+        + "label weights",
+        bargap=0.3,
+    )
     return apply_paper(fig, size="double")
 
 
@@ -84,9 +99,15 @@ def lam_grid_figure(data: Mapping[str, Any]) -> go.Figure:
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"data['images'] must be (K, H, W, 3), got shape {images.shape}")
     req, real = np.asarray(data["requested"]), np.asarray(data["lam"])
-    fig = make_subplots(rows=1, cols=len(images), horizontal_spacing=0.01,
-                        subplot_titles=[f"λ={r:.2f}" + (f" → {a:.2f}" if abs(a - r) > 5e-3 else "")
-                                        for r, a in zip(req, real, strict=True)])  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=len(images),
+        horizontal_spacing=0.01,
+        subplot_titles=[
+            f"λ={r:.2f}" + (f" → {a:.2f}" if abs(a - r) > 5e-3 else "")
+            for r, a in zip(req, real, strict=True)
+        ],
+    )
     for i, img in enumerate(images):
         fig.add_trace(go.Image(z=img, name=f"λ={req[i]:.2f}"), row=1, col=i + 1)
     _image_axes(fig)
@@ -100,9 +121,15 @@ def methods_figure(data: Mapping[str, Any]) -> go.Figure:
     k = len(images)
     if k == 0:
         raise ValueError("data['images'] must hold at least one method, got none")
-    fig = make_subplots(rows=2, cols=k, horizontal_spacing=0.01, vertical_spacing=0.06,
-                        subplot_titles=[f"{t} λ={lam:.2f}" for t, lam in
-                                        zip(data["titles"], data["lam"], strict=True)])  # fmt: skip
+    fig = make_subplots(
+        rows=2,
+        cols=k,
+        horizontal_spacing=0.01,
+        vertical_spacing=0.06,
+        subplot_titles=[
+            f"{t} λ={lam:.2f}" for t, lam in zip(data["titles"], data["lam"], strict=True)
+        ],
+    )
     for i in range(k):
         fig.add_trace(go.Image(z=images[i], name=data["titles"][i]), row=1, col=i + 1)
         mask = data["masks"][i]
@@ -121,16 +148,29 @@ def reliability_figure(reliabilities: Mapping[str, Mapping[str, Any]]) -> go.Fig
     if not reliabilities:
         raise ValueError("reliabilities must hold at least one method, got none")
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                             line=dict(color="#888888", dash="dash", width=1)))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            name="perfect calibration",
+            line=dict(color="#888888", dash="dash", width=1),
+        )
+    )
     for i, (label, rel) in enumerate(reliabilities.items()):
         conf, acc = rel["confidence"], rel["accuracy"]
         keep = [j for j, c in enumerate(conf) if c is not None and not math.isnan(c)]
-        fig.add_trace(go.Scatter(
-            x=[conf[j] for j in keep], y=[acc[j] for j in keep], mode="lines+markers",
-            name=f"{label} (ECE {rel['ece']:.3f})", line=dict(color=PALETTE[i % len(PALETTE)]),
-            customdata=[rel["count"][j] for j in keep],
-            hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>n=%{customdata}"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[conf[j] for j in keep],
+                y=[acc[j] for j in keep],
+                mode="lines+markers",
+                name=f"{label} (ECE {rel['ece']:.3f})",
+                line=dict(color=PALETTE[i % len(PALETTE)]),
+                customdata=[rel["count"][j] for j in keep],
+                hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>n=%{customdata}",
+            )
+        )
     fig.update_xaxes(title_text="confidence", range=[0, 1])
     fig.update_yaxes(title_text="accuracy", range=[0, 1])
     fig.update_layout(title="Reliability diagram")
@@ -145,16 +185,37 @@ def accuracy_figure(run: Mapping[str, Any]) -> go.Figure:
     lo = [a - methods[m]["ci"]["low"] for a, m in zip(acc, labels, strict=True)]
     hi = [methods[m]["ci"]["high"] - a for a, m in zip(acc, labels, strict=True)]
     level = next(iter(methods.values()))["ci"].get("level", 0.95)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"test accuracy ({level:.0%} bootstrap CI)",
-                                                        "ECE (lower is better)"))  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(f"test accuracy ({level:.0%} bootstrap CI)", "ECE (lower is better)"),
+    )
     colors = [PALETTE[i % len(PALETTE)] for i in range(len(labels))]
-    fig.add_trace(go.Bar(x=labels, y=acc, marker_color=colors, name="test accuracy",
-                         error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo)),
-                  row=1, col=1)  # fmt: skip
-    fig.add_trace(go.Bar(x=labels, y=[methods[m]["reliability"]["ece"] for m in labels],
-                         marker_color=colors, name="ECE"), row=1, col=2)  # fmt: skip
-    fig.update_layout(title=f"{run.get('task', '')} · {run.get('arch', '')} · seed {run.get('seed', '')}",
-                      showlegend=False)  # fmt: skip
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=acc,
+            marker_color=colors,
+            name="test accuracy",
+            error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=[methods[m]["reliability"]["ece"] for m in labels],
+            marker_color=colors,
+            name="ECE",
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_layout(
+        title=f"{run.get('task', '')} · {run.get('arch', '')} · seed {run.get('seed', '')}",
+        showlegend=False,
+    )
     return apply_paper(fig, size="double")
 
 
@@ -168,9 +229,19 @@ def curves_figure(run: Mapping[str, Any]) -> go.Figure:
         h, color = res["history"], PALETTE[i % len(PALETTE)]
         for col, key in enumerate(("train_loss", "test_loss", "test_accuracy"), start=1):
             if h.get(key):
-                fig.add_trace(go.Scatter(x=h["epoch"], y=h[key], name=label, legendgroup=label,
-                                         mode="lines+markers", line=dict(color=color),
-                                         showlegend=col == 1), row=1, col=col)  # fmt: skip
+                fig.add_trace(
+                    go.Scatter(
+                        x=h["epoch"],
+                        y=h[key],
+                        name=label,
+                        legendgroup=label,
+                        mode="lines+markers",
+                        line=dict(color=color),
+                        showlegend=col == 1,
+                    ),
+                    row=1,
+                    col=col,
+                )
         stop = res.get("mix_until_epoch")
         if stop is not None and res.get("mixer") not in (None, "erm"):
             for col in (1, 2, 3):
@@ -189,8 +260,10 @@ def early_stopping_figure(run: Mapping[str, Any]) -> go.Figure:
     for all epochs (Zou et al. 2023: early-stopped mixup).
     """
     methods = _methods(run)
-    epochs = int(run.get("config", {}).get("epochs") or max(
-        max(r["history"]["epoch"], default=0) for r in methods.values()))  # fmt: skip
+    epochs = int(
+        run.get("config", {}).get("epochs")
+        or max(max(r["history"]["epoch"], default=0) for r in methods.values())
+    )
     erm = [r["test_accuracy"] for r in methods.values() if r.get("mixer") in (None, "erm")]
     by_mixer: dict[str, list[tuple[int, float, float, float]]] = {}
     for r in methods.values():
@@ -199,18 +272,33 @@ def early_stopping_figure(run: Mapping[str, Any]) -> go.Figure:
         stop = r.get("mix_until_epoch")
         stop = epochs if stop is None else min(int(stop), epochs)
         by_mixer.setdefault(r["mixer"], []).append(
-            (stop, r["test_accuracy"], r["ci"]["low"], r["ci"]["high"]))  # fmt: skip
+            (stop, r["test_accuracy"], r["ci"]["low"], r["ci"]["high"])
+        )
     fig = go.Figure()
     for i, (mixer, pts) in enumerate(sorted(by_mixer.items())):
         pts = sorted(pts + ([(0, erm[0], erm[0], erm[0])] if erm else []))
-        fig.add_trace(go.Scatter(
-            x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=mixer,
-            line=dict(color=PALETTE[(i + 1) % len(PALETTE)]),
-            error_y=dict(type="data", symmetric=False, array=[p[3] - p[1] for p in pts],
-                         arrayminus=[p[1] - p[2] for p in pts])))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                mode="lines+markers",
+                name=mixer,
+                line=dict(color=PALETTE[(i + 1) % len(PALETTE)]),
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[p[3] - p[1] for p in pts],
+                    arrayminus=[p[1] - p[2] for p in pts],
+                ),
+            )
+        )
     if erm:
-        fig.add_hline(y=erm[0], line=dict(color=PALETTE[0], dash="dash", width=1),
-                      annotation_text="ERM", annotation_position="bottom right")  # fmt: skip
+        fig.add_hline(
+            y=erm[0],
+            line=dict(color=PALETTE[0], dash="dash", width=1),
+            annotation_text="ERM",
+            annotation_position="bottom right",
+        )
     fig.update_xaxes(
         title_text="mixing switched off after epoch (0 = ERM)", range=[-0.3, epochs + 0.3]
     )
@@ -228,8 +316,11 @@ def _methods(run: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
 
 def lam_histogram_figure(lams: Sequence[float], *, title: str = "Realised λ") -> go.Figure:
     """Histogram of realised λ (e.g. CutMix after clipping shifts the mean to about 0.7)."""
-    fig = go.Figure(go.Histogram(x=list(lams), xbins=dict(start=0, end=1, size=0.05),
-                                 marker_color=_OWN, name="λ"))  # fmt: skip
+    fig = go.Figure(
+        go.Histogram(
+            x=list(lams), xbins=dict(start=0, end=1, size=0.05), marker_color=_OWN, name="λ"
+        )
+    )
     fig.update_xaxes(title_text="λ (share of own pixels)", range=[0, 1])
     fig.update_yaxes(title_text="count")
     fig.update_layout(title=title)

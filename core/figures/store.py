@@ -85,10 +85,17 @@ class FigureStore:
         return self.root / fig_id
 
     def _entry(self, fig_id: str, rec: Mapping[str, Any]) -> StoredFigure:
-        return StoredFigure(id=fig_id, caption=rec.get("caption", ""), stem=rec.get("stem", fig_id),
-                            page=rec.get("page", ""), size=rec.get("size", "column"),
-                            created=rec.get("created", ""), recipe=rec.get("recipe"),
-                            meta=dict(rec.get("meta") or {}), folder=self._folder(fig_id))  # fmt: skip
+        return StoredFigure(
+            id=fig_id,
+            caption=rec.get("caption", ""),
+            stem=rec.get("stem", fig_id),
+            page=rec.get("page", ""),
+            size=rec.get("size", "column"),
+            created=rec.get("created", ""),
+            recipe=rec.get("recipe"),
+            meta=dict(rec.get("meta") or {}),
+            folder=self._folder(fig_id),
+        )
 
     def list(self) -> list[StoredFigure]:
         """All figures, oldest first (only complete folders are listed)."""
@@ -147,10 +154,19 @@ class FigureStore:
         stem = safe_name(stem)
         fig_id = f"{stem[:50]}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         created = datetime.now(UTC).isoformat(timespec="microseconds")
-        rec = {"caption": caption, "stem": stem, "page": page, "size": size, "created": created,
-               "recipe": dict(recipe) if recipe is not None else None, "meta": dict(meta or {})}  # fmt: skip
-        prov = provenance({**dict(meta or {}), "caption": caption, "recipe": rec["recipe"]},
-                          workspace=self.zoo.root)  # fmt: skip
+        rec = {
+            "caption": caption,
+            "stem": stem,
+            "page": page,
+            "size": size,
+            "created": created,
+            "recipe": dict(recipe) if recipe is not None else None,
+            "meta": dict(meta or {}),
+        }
+        prov = provenance(
+            {**dict(meta or {}), "caption": caption, "recipe": rec["recipe"]},
+            workspace=self.zoo.root,
+        )
         tmp = self.zoo.tmp_dir / f".tmp-fig-{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
         try:

@@ -40,11 +40,22 @@ SIZE_LABELS: dict[str, str] = {
 }
 
 _AXIS = dict(
-    showline=True, linewidth=0.75, linecolor="#333333", mirror=False,
-    ticks="outside", tickwidth=0.75, ticklen=3, tickcolor="#333333", tickfont=dict(size=10),
+    showline=True,
+    linewidth=0.75,
+    linecolor="#333333",
+    mirror=False,
+    ticks="outside",
+    tickwidth=0.75,
+    ticklen=3,
+    tickcolor="#333333",
+    tickfont=dict(size=10),
     title=dict(font=dict(size=10), standoff=4),
-    showgrid=True, gridcolor="#EBEBEB", gridwidth=0.5, zeroline=False, automargin=True,
-)  # fmt: skip
+    showgrid=True,
+    gridcolor="#EBEBEB",
+    gridwidth=0.5,
+    zeroline=False,
+    automargin=True,
+)
 
 PAPER = go.layout.Template(
     layout=go.Layout(
@@ -55,8 +66,13 @@ PAPER = go.layout.Template(
         plot_bgcolor="white",
         margin=dict(l=48, r=12, t=30, b=40),
         title=dict(font=dict(size=11), x=0.02, xanchor="left"),
-        legend=dict(font=dict(size=9), bgcolor="rgba(255,255,255,0.7)", borderwidth=0,
-                    tracegroupgap=2, itemwidth=30),
+        legend=dict(
+            font=dict(size=9),
+            bgcolor="rgba(255,255,255,0.7)",
+            borderwidth=0,
+            tracegroupgap=2,
+            itemwidth=30,
+        ),
         xaxis=_AXIS,
         yaxis=_AXIS,
         coloraxis=dict(colorbar=dict(thickness=8, outlinewidth=0, tickfont=dict(size=9))),
@@ -68,7 +84,7 @@ PAPER = go.layout.Template(
         heatmap=[go.Heatmap(colorbar=dict(thickness=8, outlinewidth=0))],
         contour=[go.Contour(colorbar=dict(thickness=8, outlinewidth=0), line=dict(width=0.5))],
     ),
-)  # fmt: skip
+)
 pio.templates["paper"] = PAPER
 
 

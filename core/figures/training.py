@@ -25,11 +25,32 @@ def history_figure(
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "test accuracy"))
     for i, (name, h) in enumerate(histories.items()):
         color = PALETTE[i % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=h["epoch"], y=h["train_loss"], name=name, mode="lines+markers",
-                                 line=dict(color=color), legendgroup=name), row=1, col=1)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=h["epoch"],
+                y=h["train_loss"],
+                name=name,
+                mode="lines+markers",
+                line=dict(color=color),
+                legendgroup=name,
+            ),
+            row=1,
+            col=1,
+        )
         if h.get("test_accuracy"):
-            fig.add_trace(go.Scatter(x=h["epoch"], y=h["test_accuracy"], name=name, mode="lines+markers",
-                                     line=dict(color=color), legendgroup=name, showlegend=False), row=1, col=2)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=h["epoch"],
+                    y=h["test_accuracy"],
+                    name=name,
+                    mode="lines+markers",
+                    line=dict(color=color),
+                    legendgroup=name,
+                    showlegend=False,
+                ),
+                row=1,
+                col=2,
+            )
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title)
     return apply_paper(fig)

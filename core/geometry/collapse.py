@@ -54,8 +54,9 @@ def _check_features_labels(features: Tensor, labels: Tensor) -> None:
     if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
     if len(labels) != len(features):
-        raise ValueError(f"features and labels must have the same length, "
-                         f"got {len(features)} and {len(labels)}")  # fmt: skip
+        raise ValueError(
+            f"features and labels must have the same length, got {len(features)} and {len(labels)}"
+        )
     if int(labels.min()) < 0:
         raise ValueError(f"labels must be >= 0, got minimum {int(labels.min())}")
 
@@ -82,8 +83,11 @@ def class_stats(features: Tensor, labels: Tensor, *, chunk: int = 16384) -> Clas
         sums += (onehot.T @ x[i : i + chunk].to(work)).double()  # (C, D): BLAS, not a scatter
     if not bool(torch.isfinite(sums).all()):  # NaN/Inf propagate into the sums: check only then
         n_bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"features must be finite, got {n_bad} NaN/Inf values" if n_bad
-                         else "features are too large: their class sums overflow")  # fmt: skip
+        raise ValueError(
+            f"features must be finite, got {n_bad} NaN/Inf values"
+            if n_bad
+            else "features are too large: their class sums overflow"
+        )
     means = sums / counts[:, None].double()
     return ClassStats(classes, counts, means, sums.sum(0) / len(x))
 
@@ -100,12 +104,16 @@ def _classifier_parts(classifier: Classifier, dim: int) -> tuple[Tensor, Tensor 
     elif isinstance(classifier, tuple) and len(classifier) == 2:
         w, b = classifier
     else:
-        raise TypeError("classifier must be an nn.Linear, a (C, D) weight tensor or a "
-                        f"(weight, bias) tuple, got {type(classifier).__name__}")  # fmt: skip
+        raise TypeError(
+            "classifier must be an nn.Linear, a (C, D) weight tensor or a "
+            f"(weight, bias) tuple, got {type(classifier).__name__}"
+        )
     check_tensor("classifier weight", w, ndim=2, floating=True, finite=True)
     if w.shape[1] != dim:
-        raise ValueError(f"classifier weight must have {dim} columns (the feature width), "
-                         f"got shape {tuple(w.shape)}")  # fmt: skip
+        raise ValueError(
+            f"classifier weight must have {dim} columns (the feature width), "
+            f"got shape {tuple(w.shape)}"
+        )
     if b is not None:
         check_tensor("classifier bias", b, ndim=1, floating=True, finite=True)
         if len(b) != len(w):
@@ -221,11 +229,16 @@ def neural_collapse(
     if parts is not None:
         w_all, b_all = parts
         if len(w_all) <= int(stats.classes.max()):
-            raise ValueError(f"classifier must have more than {int(stats.classes.max())} rows "
-                             f"(the largest label), got {len(w_all)}")  # fmt: skip
+            raise ValueError(
+                f"classifier must have more than {int(stats.classes.max())} rows "
+                f"(the largest label), got {len(w_all)}"
+            )
         w = w_all.to(dev)[stats.classes]  # (C, D) rows of the present classes
-        b = (b_all.to(dev)[stats.classes] if b_all is not None
-             else torch.zeros(c, dtype=torch.float64, device=dev))  # fmt: skip
+        b = (
+            b_all.to(dev)[stats.classes]
+            if b_all is not None
+            else torch.zeros(c, dtype=torch.float64, device=dev)
+        )
 
     # Σ_B = Ṁ Ṁᵀ / C: its eigenpairs from the (C, C) Gram ṀᵀṀ / C
     evals, evecs = torch.linalg.eigh(mc @ mc.T / c)

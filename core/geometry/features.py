@@ -95,8 +95,10 @@ def layer_features(
     modules = dict(model.named_modules())
     unknown = [name for name in layers if name not in modules or not name]
     if unknown:
-        raise ValueError(f"layers {unknown} are not submodules of the model; expected some of "
-                         f"{layer_names(model)[:20]}")  # fmt: skip
+        raise ValueError(
+            f"layers {unknown} are not submodules of the model; expected some of "
+            f"{layer_names(model)[:20]}"
+        )
     dev = resolve_device(device)
     captured: dict[str, list[Tensor]] = {name: [] for name in layers}
 

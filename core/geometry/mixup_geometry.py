@@ -95,8 +95,10 @@ def mixup_geometry(
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if mixer not in mixup_lib.MIXERS.names() or mixer == "manifold_mixup":
-        raise ValueError(f"mixer must be one of {[m for m in mixup_lib.MIXERS.names() if m != 'manifold_mixup']}, "
-                         f"got {mixer!r}")  # fmt: skip
+        raise ValueError(
+            f"mixer must be one of {[m for m in mixup_lib.MIXERS.names() if m != 'manifold_mixup']}, "
+            f"got {mixer!r}"
+        )
     check_range("alpha", alpha, 0.0, None, low_inclusive=False)
     check_int("n", n, 2)
     if classes is not None:
@@ -109,8 +111,9 @@ def mixup_geometry(
         x, y = x[keep], y[keep]
     idx = torch.randperm(len(x), generator=generator)[:n]
     xs, ys = x[idx], y[idx]  # (n, ...), (n,)
-    res = mixup_lib.mix(mixer, xs, ys, alpha=alpha, generator=generator, per_sample=True,
-                        n_classes=model.n_classes)  # fmt: skip
+    res = mixup_lib.mix(
+        mixer, xs, ys, alpha=alpha, generator=generator, per_sample=True, n_classes=model.n_classes
+    )
     lam = res.lam_x if res.lam_x is not None else res.lam  # (n,)
     feats = extract_features(model, res.x, device=device)  # (n, D)
     clean = extract_features(model, xs, device=device)  # (n, D)
@@ -118,8 +121,16 @@ def mixup_geometry(
     w = model.classifier_layer(head).weight.detach().cpu().double()[stats.classes]  # (C, D)
     label_b = ys[res.partner]
     return MixupGeometry(
-        features=feats, lam=lam.detach().cpu().float(), label_a=ys.clone(), label_b=label_b,
-        same_class=ys == label_b, clean_features=clean, clean_labels=ys.clone(),
-        classes=stats.classes, class_means=stats.means, global_mean=stats.global_mean,
-        classifier=w, mixer=mixer,
-    )  # fmt: skip
+        features=feats,
+        lam=lam.detach().cpu().float(),
+        label_a=ys.clone(),
+        label_b=label_b,
+        same_class=ys == label_b,
+        clean_features=clean,
+        clean_labels=ys.clone(),
+        classes=stats.classes,
+        class_means=stats.means,
+        global_mean=stats.global_mean,
+        classifier=w,
+        mixer=mixer,
+    )

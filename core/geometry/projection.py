@@ -118,8 +118,10 @@ def project(
     for name, a in (anchors or {}).items():
         check_tensor(f"anchors[{name!r}]", a, ndim=2, floating=True, finite=True)
         if a.shape[1] != features.shape[1]:
-            raise ValueError(f"anchors[{name!r}] must have {features.shape[1]} columns, "
-                             f"got shape {tuple(a.shape)}")  # fmt: skip
+            raise ValueError(
+                f"anchors[{name!r}] must have {features.shape[1]} columns, "
+                f"got shape {tuple(a.shape)}"
+            )
     t0 = time.perf_counter()
     if method in LINEAR:
         centre, basis = linear_basis(features, method, labels)
@@ -127,8 +129,10 @@ def project(
         coords = x @ basis  # (N, 2)
         total = float((x * x).sum())
         explained = float((coords * coords).sum()) / total if total > 0 else float("nan")
-        mapped = {k: ((a.detach().to(torch.float64) - centre) @ basis).numpy()
-                  for k, a in (anchors or {}).items()}  # fmt: skip
+        mapped = {
+            k: ((a.detach().to(torch.float64) - centre) @ basis).numpy()
+            for k, a in (anchors or {}).items()
+        }
         return Projection(coords.numpy(), method, mapped, explained, time.perf_counter() - t0)
     x_np = features.detach().to(torch.float32).numpy()
     if method == "umap":
@@ -157,8 +161,9 @@ def umap_embed(
     ``random_state`` makes it reproducible (umap then runs single-threaded).
     """
     if not isinstance(x, np.ndarray) or x.ndim != 2:
-        raise ValueError(f"x must be a 2-D numpy array, got {type(x).__name__} "
-                         f"{getattr(x, 'shape', '')}")  # fmt: skip
+        raise ValueError(
+            f"x must be a 2-D numpy array, got {type(x).__name__} {getattr(x, 'shape', '')}"
+        )
     if not np.isfinite(x).all():
         raise ValueError(f"x must be finite, got {int((~np.isfinite(x)).sum())} NaN/Inf values")
     check_int("n_neighbors", n_neighbors, 2)
@@ -170,16 +175,23 @@ def umap_embed(
 
     with _UMAP_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")
-        model = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_components=2,
-                          random_state=random_state, n_epochs=n_epochs)  # fmt: skip
+        model = umap.UMAP(
+            n_neighbors=n_neighbors,
+            min_dist=min_dist,
+            n_components=2,
+            random_state=random_state,
+            n_epochs=n_epochs,
+        )
         return np.asarray(model.fit_transform(x), dtype=np.float32)
 
 
 def tsne_embed(x: np.ndarray, *, perplexity: float = 30.0, random_state: int = 0) -> np.ndarray:
     """t-SNE (scikit-learn, PCA init) of (N, D) points to (N, 2)."""
     if not isinstance(x, np.ndarray) or x.ndim != 2 or len(x) < 4:
-        raise ValueError(f"x must be a 2-D numpy array with at least 4 rows, got "
-                         f"{getattr(x, 'shape', type(x).__name__)}")  # fmt: skip
+        raise ValueError(
+            f"x must be a 2-D numpy array with at least 4 rows, got "
+            f"{getattr(x, 'shape', type(x).__name__)}"
+        )
     if not np.isfinite(x).all():
         raise ValueError(f"x must be finite, got {int((~np.isfinite(x)).sum())} NaN/Inf values")
     from sklearn.manifold import TSNE

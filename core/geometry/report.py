@@ -33,8 +33,9 @@ def sample_rows(x: Tensor, y: Tensor, n: int, *, random_state: int = 0) -> tuple
     return x[idx], y[idx]
 
 
-def feature_report(model: Classifier, x: Tensor, y: Tensor, *, device: str | torch.device = "auto",
-                   head: int = 0) -> dict[str, Any]:  # fmt: skip
+def feature_report(
+    model: Classifier, x: Tensor, y: Tensor, *, device: str | torch.device = "auto", head: int = 0
+) -> dict[str, Any]:
     """Features, NC metrics and the ETF comparison of ``model`` on (x, y).
 
     Returns:
@@ -49,11 +50,16 @@ def feature_report(model: Classifier, x: Tensor, y: Tensor, *, device: str | tor
     nc = neural_collapse(feats, y, (w, b))
     stats = class_stats(feats, y)
     return {
-        "features": feats.numpy(), "labels": y.numpy(), "classes": stats.classes.numpy(),
-        "class_means": stats.means.numpy(), "global_mean": stats.global_mean.numpy(),
-        "classifier": w.double()[stats.classes].numpy(), "nc": nc,
-        "gram": normalized_gram(stats.centred).numpy(), "ideal": simplex_etf_gram(len(stats.classes)).numpy(),
-    }  # fmt: skip
+        "features": feats.numpy(),
+        "labels": y.numpy(),
+        "classes": stats.classes.numpy(),
+        "class_means": stats.means.numpy(),
+        "global_mean": stats.global_mean.numpy(),
+        "classifier": w.double()[stats.classes].numpy(),
+        "nc": nc,
+        "gram": normalized_gram(stats.centred).numpy(),
+        "ideal": simplex_etf_gram(len(stats.classes)).numpy(),
+    }
 
 
 def _tips(means: np.ndarray, centre: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -77,13 +83,28 @@ def projection_report(
         ).float()
         anchors["global_mean"] = torch.from_numpy(centre).float()
     proj = project(feats, method, labels=labels, anchors=anchors, random_state=random_state)
-    return {"coords": proj.coords, "anchors": proj.anchors, "explained": proj.explained,
-            "seconds": proj.seconds, "method": method}  # fmt: skip
+    return {
+        "coords": proj.coords,
+        "anchors": proj.anchors,
+        "explained": proj.explained,
+        "seconds": proj.seconds,
+        "method": method,
+    }
 
 
-def mixup_report(model: Classifier, x: Tensor, y: Tensor, *, mixer: str = "mixup", alpha: float = 1.0,
-                 classes: list[int] | None = None, n: int = 600, method: str = "class_plane",
-                 random_state: int = 0, device: str | torch.device = "auto") -> dict[str, Any]:  # fmt: skip
+def mixup_report(
+    model: Classifier,
+    x: Tensor,
+    y: Tensor,
+    *,
+    mixer: str = "mixup",
+    alpha: float = 1.0,
+    classes: list[int] | None = None,
+    n: int = 600,
+    method: str = "class_plane",
+    random_state: int = 0,
+    device: str | torch.device = "auto",
+) -> dict[str, Any]:
     """Mixed-sample features projected with their class means and classifier directions.
 
     The projection (linear only: it must map the class means and classifier rows) is fitted on the
@@ -91,16 +112,35 @@ def mixup_report(model: Classifier, x: Tensor, y: Tensor, *, mixer: str = "mixup
     ``anchors``, ``classes``.
     """
     check_choice("method", method, LINEAR)
-    geo = mixup_geometry(model, x, y, generator=torch.Generator().manual_seed(random_state), mixer=mixer,
-                         alpha=alpha, classes=classes, n=n, device=device)  # fmt: skip
+    geo = mixup_geometry(
+        model,
+        x,
+        y,
+        generator=torch.Generator().manual_seed(random_state),
+        mixer=mixer,
+        alpha=alpha,
+        classes=classes,
+        n=n,
+        device=device,
+    )
     centre = geo.global_mean[None]
     anchors = {
         "class_means": geo.class_means,
         "classifier_tips": geo.classifier_tips(),
         "global_mean": centre,
     }
-    fitted = project(geo.clean_features.double(), method, labels=geo.clean_labels, anchors={
-        **anchors, "mixed": geo.features.double()})  # fmt: skip
+    fitted = project(
+        geo.clean_features.double(),
+        method,
+        labels=geo.clean_labels,
+        anchors={**anchors, "mixed": geo.features.double()},
+    )
     mixed = fitted.anchors.pop("mixed")
-    return {"coords": mixed, "lam": geo.lam.numpy(), "same_class": geo.same_class.numpy(),
-            "anchors": fitted.anchors, "classes": geo.classes.numpy(), "mixer": mixer}  # fmt: skip
+    return {
+        "coords": mixed,
+        "lam": geo.lam.numpy(),
+        "same_class": geo.same_class.numpy(),
+        "anchors": fitted.anchors,
+        "classes": geo.classes.numpy(),
+        "mixer": mixer,
+    }

@@ -68,6 +68,15 @@ def train_nc_comparison(
     x, y = ds.x_train[:n_train], ds.y_train[:n_train]
     callback = track_neural_collapse(x, y, n_max=n_track, random_state=seed, device=device)
     methods = [MixMethod(), MixMethod("mixup", {"alpha": alpha})]
-    return train_mixers(zoo, task=task, methods=methods, arch=arch, arch_kwargs=arch_kwargs,
-                        config=TrainConfig(epochs=epochs, seed=seed), n_train=n_train, device=device,
-                        progress=progress, epoch_callback=callback)  # fmt: skip
+    return train_mixers(
+        zoo,
+        task=task,
+        methods=methods,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        config=TrainConfig(epochs=epochs, seed=seed),
+        n_train=n_train,
+        device=device,
+        progress=progress,
+        epoch_callback=callback,
+    )

@@ -76,7 +76,9 @@ def prepare_data(
     elif isinstance(data, Mapping):
         raw = dict(data)
     else:
-        raise TypeError(f"data must be a core.data.Dataset or a mapping of split -> (x, y), got {type(data).__name__}")  # fmt: skip
+        raise TypeError(
+            f"data must be a core.data.Dataset or a mapping of split -> (x, y), got {type(data).__name__}"
+        )
     if not raw:
         raise ValueError("data must hold at least one split, got none")
     if max_examples is not None:
@@ -90,11 +92,15 @@ def prepare_data(
             raise TypeError(f"data[{name!r}] must be an (x, y) pair, got {type(xy).__name__}")
         x, y = xy
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
-            raise TypeError(f"data[{name!r}] x must be a floating (N, ...) Tensor, got {type(x).__name__}")  # fmt: skip
+            raise TypeError(
+                f"data[{name!r}] x must be a floating (N, ...) Tensor, got {type(x).__name__}"
+            )
         if not isinstance(y, Tensor) or y.ndim != 1 or y.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"data[{name!r}] y must be a 1-D integer Tensor")
         if len(x) != len(y) or len(x) == 0:
-            raise ValueError(f"data[{name!r}] must have equal, non-zero lengths, got {len(x)} and {len(y)}")  # fmt: skip
+            raise ValueError(
+                f"data[{name!r}] must have equal, non-zero lengths, got {len(x)} and {len(y)}"
+            )
         idx = _subset(len(x), max_examples)
         if idx is not None:
             x, y = x[idx], y[idx]

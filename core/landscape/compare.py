@@ -59,7 +59,9 @@ def align(
     else:
         if data is None:
             raise ValueError("data is required for activation matching, got None")
-        perm = activation_matching(model, sd_a, sd_b, _train_inputs(data, am_examples).split(250), spec=spec, device=device)  # fmt: skip
+        perm = activation_matching(
+            model, sd_a, sd_b, _train_inputs(data, am_examples).split(250), spec=spec, device=device
+        )
     return apply_permutation(spec, perm, sd_b)
 
 
@@ -102,6 +104,16 @@ def compare_paths(
             if progress is not None:
                 progress(i * n_points + done, total)
 
-        out[m] = interpolate(model, sd_a, sd, data, n_points=n_points, recompute_bn=recompute_bn,
-                             max_examples=max_examples, device=device, label=m, progress=prog)  # fmt: skip
+        out[m] = interpolate(
+            model,
+            sd_a,
+            sd,
+            data,
+            n_points=n_points,
+            recompute_bn=recompute_bn,
+            max_examples=max_examples,
+            device=device,
+            label=m,
+            progress=prog,
+        )
     return out

@@ -136,7 +136,13 @@ def bezier_curve(
     ts = torch.linspace(0, 1, n_points, dtype=torch.float64).tolist()
 
     def on_curve(t: float) -> None:
-        pnet.write(lambda k, out: out.copy_(bezier_point(a[k], bend_sd[k], b[k], t) if k in bend_sd else torch.lerp(a[k], b[k], t)))  # fmt: skip
+        pnet.write(
+            lambda k, out: out.copy_(
+                bezier_point(a[k], bend_sd[k], b[k], t)
+                if k in bend_sd
+                else torch.lerp(a[k], b[k], t)
+            )
+        )
 
     def on_line(t: float) -> None:
         pnet.write(lambda k, out: torch.lerp(a[k], b[k], t, out=out))
@@ -149,10 +155,25 @@ def bezier_curve(
             if progress is not None:
                 progress(steps + i * n_points + done, total)
 
-        path_loss, path_acc = evaluate_path(pnet, ts, write_at, evdata, recompute_bn=bn, batch_size=2048, head=head, progress=prog)  # fmt: skip
-        results.append(PathResult(t=ts, loss=path_loss, accuracy=path_acc, n_examples=evdata.n_examples,
-                                  n_total=evdata.n_total, recompute_bn=bn and pnet.has_bn,
-                                  label=label, seconds=time.perf_counter() - t0,
-                                  meta={"kind": "bezier" if i == 0 else "linear", "steps": steps,
-                                        "lr": lr, "train_seconds": time.perf_counter() - start}))  # fmt: skip
+        path_loss, path_acc = evaluate_path(
+            pnet, ts, write_at, evdata, recompute_bn=bn, batch_size=2048, head=head, progress=prog
+        )
+        results.append(
+            PathResult(
+                t=ts,
+                loss=path_loss,
+                accuracy=path_acc,
+                n_examples=evdata.n_examples,
+                n_total=evdata.n_total,
+                recompute_bn=bn and pnet.has_bn,
+                label=label,
+                seconds=time.perf_counter() - t0,
+                meta={
+                    "kind": "bezier" if i == 0 else "linear",
+                    "steps": steps,
+                    "lr": lr,
+                    "train_seconds": time.perf_counter() - start,
+                },
+            )
+        )
     return CurveResult(curve=results[0], line=results[1], bend=bend_sd, train_loss=losses)

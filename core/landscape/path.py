@@ -78,7 +78,9 @@ def evaluate_path(
     acc: dict[str, list[float]] = {s: [] for s in data.splits}
     for i, t in enumerate(ts):
         write_at(t)
-        for s, (lo, ac) in net.evaluate(data, recompute_bn=recompute_bn, batch_size=batch_size, head=head).items():  # fmt: skip
+        for s, (lo, ac) in net.evaluate(
+            data, recompute_bn=recompute_bn, batch_size=batch_size, head=head
+        ).items():
             loss[s].append(lo)
             acc[s].append(ac)
         if progress is not None:
@@ -139,12 +141,31 @@ def interpolate(
     def write_at(t: float) -> None:
         net.write(lambda k, out: torch.lerp(a[k], b[k], t, out=out))
 
-    loss, acc = evaluate_path(net, ts, write_at, evdata, recompute_bn=recompute_bn, batch_size=batch_size, head=head, progress=progress)  # fmt: skip
-    dist = math.sqrt(sum(float((a[k] - b[k]).double().pow(2).sum()) for k in a if "running" not in k))  # fmt: skip
-    return PathResult(t=ts, loss=loss, accuracy=acc, n_examples=evdata.n_examples,
-                      n_total=evdata.n_total, recompute_bn=recompute_bn and net.has_bn,
-                      distance=dist, label=label, seconds=time.perf_counter() - start,
-                      meta={"kind": "linear", "subset_seed": 0, "bn_examples": bn_examples})  # fmt: skip
+    loss, acc = evaluate_path(
+        net,
+        ts,
+        write_at,
+        evdata,
+        recompute_bn=recompute_bn,
+        batch_size=batch_size,
+        head=head,
+        progress=progress,
+    )
+    dist = math.sqrt(
+        sum(float((a[k] - b[k]).double().pow(2).sum()) for k in a if "running" not in k)
+    )
+    return PathResult(
+        t=ts,
+        loss=loss,
+        accuracy=acc,
+        n_examples=evdata.n_examples,
+        n_total=evdata.n_total,
+        recompute_bn=recompute_bn and net.has_bn,
+        distance=dist,
+        label=label,
+        seconds=time.perf_counter() - start,
+        meta={"kind": "linear", "subset_seed": 0, "bn_examples": bn_examples},
+    )
 
 
 # --------------------------------------------------------------------------- barriers
@@ -152,7 +173,7 @@ BARRIER_COLUMNS: dict[str, str] = {
     "loss_barrier": "max_t L(t) - (L(0) + L(1)) / 2  [Git Re-Basin, Ainsworth et al. 2023]",
     "loss_barrier_linear": "max_t [L(t) - ((1 - t) L(0) + t L(1))]  [Entezari et al. 2022]",
     "accuracy_barrier": "(acc(0) + acc(1)) / 2 - min_t acc(t)",
-    "midpoint_accuracy": "acc(0.5) (linear interpolation between grid points if 0.5 is not on the grid)",  # fmt: skip
+    "midpoint_accuracy": "acc(0.5) (linear interpolation between grid points if 0.5 is not on the grid)",
     "midpoint_loss": "L(0.5)",
     "argmax_t": "t of the highest loss",
 }
@@ -210,7 +231,9 @@ def barrier(result: PathResult) -> BarrierReport:
         raise TypeError(f"result must be a PathResult, got {type(result).__name__}")
     ts = list(result.t)
     if len(ts) < 2 or abs(ts[0]) > 1e-9 or abs(ts[-1] - 1) > 1e-9:
-        raise ValueError(f"result.t must run from 0 to 1 with >= 2 points, got {ts[:1]}...{ts[-1:]}")  # fmt: skip
+        raise ValueError(
+            f"result.t must run from 0 to 1 with >= 2 points, got {ts[:1]}...{ts[-1:]}"
+        )
     t = torch.tensor(ts, dtype=torch.float64)
     values: dict[str, dict[str, float]] = {}
     for s in result.loss:

@@ -105,7 +105,9 @@ def grid_evaluate(
     acc = {s: torch.full((ny, nx), math.nan, dtype=torch.float64) for s in data.splits}
     done = torch.zeros(ny, nx, dtype=torch.bool)
     lx, ly = _levels(nx), _levels(ny)
-    levels = [(lx[min(i, len(lx) - 1)], ly[min(i, len(ly) - 1)]) for i in range(max(len(lx), len(ly)))]  # fmt: skip
+    levels = [
+        (lx[min(i, len(lx) - 1)], ly[min(i, len(ly) - 1)]) for i in range(max(len(lx), len(ly)))
+    ]
     count = 0
 
     def write(key: str, out: Tensor, *, a: float, b: float) -> None:
@@ -122,7 +124,9 @@ def grid_evaluate(
                     continue
                 a, b = xs[i], ys[j]
                 net.write(partial(write, a=a, b=b))
-                res = net.evaluate(data, recompute_bn=recompute_bn, batch_size=batch_size, head=head)  # fmt: skip
+                res = net.evaluate(
+                    data, recompute_bn=recompute_bn, batch_size=batch_size, head=head
+                )
                 for s, (lo, ac) in res.items():
                     loss[s][j, i], acc[s][j, i] = lo, ac
                 done[j, i] = True
@@ -131,13 +135,26 @@ def grid_evaluate(
                     progress(count, nx * ny)
         if on_level is not None and li < len(levels) - 1:
             sub_x, sub_y = torch.tensor(ix), torch.tensor(iy)
-            on_level(replace(base, x=[xs[i] for i in ix], y=[ys[j] for j in iy],
-                             loss={s: t[sub_y][:, sub_x].tolist() for s, t in loss.items()},
-                             accuracy={s: t[sub_y][:, sub_x].tolist() for s, t in acc.items()},
-                             complete=False, seconds=time.perf_counter() - start))  # fmt: skip
-    return replace(base, x=list(xs), y=list(ys), loss={s: t.tolist() for s, t in loss.items()},
-                   accuracy={s: t.tolist() for s, t in acc.items()}, complete=True,
-                   seconds=time.perf_counter() - start)  # fmt: skip
+            on_level(
+                replace(
+                    base,
+                    x=[xs[i] for i in ix],
+                    y=[ys[j] for j in iy],
+                    loss={s: t[sub_y][:, sub_x].tolist() for s, t in loss.items()},
+                    accuracy={s: t[sub_y][:, sub_x].tolist() for s, t in acc.items()},
+                    complete=False,
+                    seconds=time.perf_counter() - start,
+                )
+            )
+    return replace(
+        base,
+        x=list(xs),
+        y=list(ys),
+        loss={s: t.tolist() for s, t in loss.items()},
+        accuracy={s: t.tolist() for s, t in acc.items()},
+        complete=True,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
@@ -184,7 +201,9 @@ def plane(
         A :class:`PlaneResult` with the models' (x, y) positions.
     """
     if isinstance(sds, Mapping) or len(sds) != 3:
-        raise ValueError(f"sds must be a sequence of three state dicts, got {type(sds).__name__} of length {len(sds)}")  # fmt: skip
+        raise ValueError(
+            f"sds must be a sequence of three state dicts, got {type(sds).__name__} of length {len(sds)}"
+        )
     check_int("resolution", resolution, 2, 501)
     check_range("margin", margin, 0.0, 10.0)
     labels = list(labels) if labels is not None else ["θ₀", "θ₁", "θ₂"]
@@ -214,14 +233,34 @@ def plane(
     ys = torch.linspace(lo_y - margin * span, hi_y + margin * span, resolution).tolist()
     evdata = prepare_data(data, max_examples=max_examples, bn_examples=bn_examples, device=dev)
     net = PrivateNet(model, sds[0], dev)
-    base = PlaneResult(x=xs, y=ys, loss={}, accuracy={}, positions=pos, labels=labels, scale=scale,
-                       n_examples=evdata.n_examples, n_total=evdata.n_total,
-                       recompute_bn=recompute_bn and net.has_bn,
-                       meta={"kind": "three models", "resolution": resolution, "margin": margin,
-                             "subset_seed": 0})  # fmt: skip
-    return grid_evaluate(net, t0, big_u, big_v, xs, ys, evdata, recompute_bn=recompute_bn,
-                         batch_size=batch_size, head=head, base=base, progress=progress,
-                         on_level=on_level)  # fmt: skip
+    base = PlaneResult(
+        x=xs,
+        y=ys,
+        loss={},
+        accuracy={},
+        positions=pos,
+        labels=labels,
+        scale=scale,
+        n_examples=evdata.n_examples,
+        n_total=evdata.n_total,
+        recompute_bn=recompute_bn and net.has_bn,
+        meta={"kind": "three models", "resolution": resolution, "margin": margin, "subset_seed": 0},
+    )
+    return grid_evaluate(
+        net,
+        t0,
+        big_u,
+        big_v,
+        xs,
+        ys,
+        evdata,
+        recompute_bn=recompute_bn,
+        batch_size=batch_size,
+        head=head,
+        base=base,
+        progress=progress,
+        on_level=on_level,
+    )
 
 
 # --------------------------------------------------------------------------- random directions
@@ -293,35 +332,89 @@ def random_directions(
     check_int("resolution", resolution, 2, 501)
     dev = device_of(device)
     (centre,) = float_state([sd], ["sd"], dev)
-    dirs = [filter_normalized_direction(centre, generator=generator, normalization=normalization)
-            for _ in range(dims)]  # fmt: skip
+    dirs = [
+        filter_normalized_direction(centre, generator=generator, normalization=normalization)
+        for _ in range(dims)
+    ]
     if not dirs[0]:
         raise ValueError("sd has no weight with two or more dimensions to perturb")
     steps = torch.linspace(-distance, distance, resolution).tolist()
     evdata = prepare_data(data, max_examples=max_examples, bn_examples=1, device=dev)
     net = PrivateNet(model, sd, dev)
-    meta = {"kind": "random directions", "normalization": normalization, "distance": distance,
-            "subset_seed": 0, "cosine": _cos(dirs) if dims == 2 else None}  # fmt: skip
+    meta = {
+        "kind": "random directions",
+        "normalization": normalization,
+        "distance": distance,
+        "subset_seed": 0,
+        "cosine": _cos(dirs) if dims == 2 else None,
+    }
     zero = {k: torch.zeros_like(v) for k, v in dirs[0].items()}
     start = time.perf_counter()
     if dims == 1:
-        base = PlaneResult(x=steps, y=[0.0], loss={}, accuracy={}, positions=[(0.0, 0.0)],
-                           labels=["model"], scale=1.0, n_examples=evdata.n_examples,
-                           n_total=evdata.n_total, meta=meta)  # fmt: skip
-        res = grid_evaluate(net, centre, dirs[0], zero, steps, [0.0], evdata, recompute_bn=False,
-                            batch_size=batch_size, head=head, base=base, progress=progress,
-                            on_level=None)  # fmt: skip
-        return PathResult(t=steps, loss={s: r[0] for s, r in res.loss.items()},
-                          accuracy={s: r[0] for s, r in res.accuracy.items()},
-                          n_examples=evdata.n_examples, n_total=evdata.n_total,
-                          label=f"random direction ({normalization})",
-                          seconds=time.perf_counter() - start, meta=meta)  # fmt: skip
-    base = PlaneResult(x=steps, y=steps, loss={}, accuracy={}, positions=[(0.0, 0.0)],
-                       labels=["model"], scale=1.0, n_examples=evdata.n_examples,
-                       n_total=evdata.n_total, meta=meta)  # fmt: skip
-    return grid_evaluate(net, centre, dirs[0], dirs[1], steps, steps, evdata, recompute_bn=False,
-                         batch_size=batch_size, head=head, base=base, progress=progress,
-                         on_level=on_level)  # fmt: skip
+        base = PlaneResult(
+            x=steps,
+            y=[0.0],
+            loss={},
+            accuracy={},
+            positions=[(0.0, 0.0)],
+            labels=["model"],
+            scale=1.0,
+            n_examples=evdata.n_examples,
+            n_total=evdata.n_total,
+            meta=meta,
+        )
+        res = grid_evaluate(
+            net,
+            centre,
+            dirs[0],
+            zero,
+            steps,
+            [0.0],
+            evdata,
+            recompute_bn=False,
+            batch_size=batch_size,
+            head=head,
+            base=base,
+            progress=progress,
+            on_level=None,
+        )
+        return PathResult(
+            t=steps,
+            loss={s: r[0] for s, r in res.loss.items()},
+            accuracy={s: r[0] for s, r in res.accuracy.items()},
+            n_examples=evdata.n_examples,
+            n_total=evdata.n_total,
+            label=f"random direction ({normalization})",
+            seconds=time.perf_counter() - start,
+            meta=meta,
+        )
+    base = PlaneResult(
+        x=steps,
+        y=steps,
+        loss={},
+        accuracy={},
+        positions=[(0.0, 0.0)],
+        labels=["model"],
+        scale=1.0,
+        n_examples=evdata.n_examples,
+        n_total=evdata.n_total,
+        meta=meta,
+    )
+    return grid_evaluate(
+        net,
+        centre,
+        dirs[0],
+        dirs[1],
+        steps,
+        steps,
+        evdata,
+        recompute_bn=False,
+        batch_size=batch_size,
+        head=head,
+        base=base,
+        progress=progress,
+        on_level=on_level,
+    )
 
 
 def _cos(dirs: list[dict[str, Tensor]]) -> float:

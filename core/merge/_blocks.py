@@ -235,10 +235,16 @@ def ties_kernel(
     if _fused.usable(tensors, base):
         dropping = drop > 0.0 and quantised_drop(drop) > 0
         return _fused.ties(
-            tensors, base, thresholds, scale=scale, weights=weights, disjoint=disjoint,
+            tensors,
+            base,
+            thresholds,
+            scale=scale,
+            weights=weights,
+            disjoint=disjoint,
             drop_m=quantised_drop(drop) if dropping else 0,
-            factor=dare_factor(drop) if dropping else 1.0, generator=generator,
-        )  # fmt: skip
+            factor=dare_factor(drop) if dropping else 1.0,
+            generator=generator,
+        )
     ref = tensors[0]
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
@@ -338,9 +344,13 @@ def dare_kernel(
     """
     if _fused.usable(tensors, base):
         return _fused.dare(
-            tensors, base, weights, drop_m=quantised_drop(drop),
-            factor=dare_factor(drop) if rescale else 1.0, generator=generator,
-        )  # fmt: skip
+            tensors,
+            base,
+            weights,
+            drop_m=quantised_drop(drop),
+            factor=dare_factor(drop) if rescale else 1.0,
+            generator=generator,
+        )
     ref = tensors[0]
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)

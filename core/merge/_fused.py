@@ -101,9 +101,21 @@ def ties(
     dt = xs[0].dtype
     seeds = draw_seeds(len(tensors), generator) if drop_m > 0 else np.zeros(len(tensors), np.uint64)
     with LOCK:
-        k.ties_all(xs, b, base is not None, np.asarray(thresholds, dt), np.asarray(weights, dt),
-                      any(w != 1.0 for w in weights), seeds, drop_m, factor, float(scale),
-                      disjoint == "mean", _np(out), FUSED_CHUNK)  # fmt: skip
+        k.ties_all(
+            xs,
+            b,
+            base is not None,
+            np.asarray(thresholds, dt),
+            np.asarray(weights, dt),
+            any(w != 1.0 for w in weights),
+            seeds,
+            drop_m,
+            factor,
+            float(scale),
+            disjoint == "mean",
+            _np(out),
+            FUSED_CHUNK,
+        )
     return out.view(ref.shape)
 
 
@@ -131,9 +143,13 @@ def dare(
 
 
 def _bracket(
-    xs: tuple[np.ndarray, ...], b: np.ndarray, has_base: bool, los: Sequence[float],
-    his: Sequence[float], expect: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, list[np.ndarray]]]:  # fmt: skip
+    xs: tuple[np.ndarray, ...],
+    b: np.ndarray,
+    has_base: bool,
+    los: Sequence[float],
+    his: Sequence[float],
+    expect: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, list[np.ndarray]]]:
     """The :func:`bracket_many` pass: counts above, counts inside, the padded (M, L) hits, and
     for the rows where a block overflowed, the row rebuilt in order as pieces."""
     k = _kernels()
@@ -146,8 +162,18 @@ def _bracket(
     inside = np.zeros((m, nb), np.int64)
     out = np.empty((m, nb * (cap + 1)), dtype=dt)
     with LOCK:
-        k.bracket_all(xs, b, has_base, np.asarray(los, np.float64), np.asarray(his, np.float64),
-                      block, cap, above, inside, out)  # fmt: skip
+        k.bracket_all(
+            xs,
+            b,
+            has_base,
+            np.asarray(los, np.float64),
+            np.asarray(his, np.float64),
+            block,
+            cap,
+            above,
+            inside,
+            out,
+        )
     rebuilt: dict[int, list[np.ndarray]] = {}
     for j in np.flatnonzero((inside > cap).any(axis=1)).tolist():
         pieces = []  # rare: a block with more hits than room; keep the entries in order
@@ -260,8 +286,17 @@ def warm(max_models: int = 8) -> None:
         base = torch.zeros(8, dtype=dt)
         for n in range(1, top + 1):
             x = [torch.full((8,), float(i) - 1.5, dtype=dt) for i in range(n)]
-            ties(x, base, [0.5] * n, scale=1.0, weights=[1.0] * n, disjoint="mean",
-                 drop_m=1 << 14, factor=2.0, generator=torch.Generator())  # fmt: skip
+            ties(
+                x,
+                base,
+                [0.5] * n,
+                scale=1.0,
+                weights=[1.0] * n,
+                disjoint="mean",
+                drop_m=1 << 14,
+                factor=2.0,
+                generator=torch.Generator(),
+            )
             dare(x, base, [1.0] * n, drop_m=1 << 14, factor=2.0, generator=torch.Generator())
             big = [torch.arange(DIRECT_MAX + 8, dtype=dt) * (i + 1) for i in range(n)]
             thresholds(big, torch.zeros_like(big[0]), [DIRECT_MAX // 2] * n)

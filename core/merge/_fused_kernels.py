@@ -20,8 +20,24 @@ def splitmix(seed, i):
 
 
 @njit(cache=True, error_model="numpy")
-def ties_acc(x, base, has_base, thr, w, weighted, seed, drop_m, factor, offset,
-             tot, mag, sgn, cnt, wtot, wmag):  # fmt: skip
+def ties_acc(
+    x,
+    base,
+    has_base,
+    thr,
+    w,
+    weighted,
+    seed,
+    drop_m,
+    factor,
+    offset,
+    tot,
+    mag,
+    sgn,
+    cnt,
+    wtot,
+    wmag,
+):
     zero = x.dtype.type(0.0)
     one = x.dtype.type(1.0)
     fac = x.dtype.type(factor)
@@ -46,7 +62,7 @@ def ties_acc(x, base, has_base, thr, w, weighted, seed, drop_m, factor, offset,
 
 
 @njit(cache=True, error_model="numpy")
-def ties_fin(tot, num, den, sgn, cnt, base, has_base, scale, mean, out):  # fmt: skip
+def ties_fin(tot, num, den, sgn, cnt, base, has_base, scale, mean, out):
     one = tot.dtype.type(1.0)
     half = tot.dtype.type(0.5)
     sc = tot.dtype.type(scale)
@@ -59,8 +75,7 @@ def ties_fin(tot, num, den, sgn, cnt, base, has_base, scale, mean, out):  # fmt:
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def ties_all(xs, base, has_base, thr, w, weighted, seeds, drop_m, factor, scale, mean,
-             out, block):  # fmt: skip
+def ties_all(xs, base, has_base, thr, w, weighted, seeds, drop_m, factor, scale, mean, out, block):
     # One parallel region per tensor (a region per chunk stalls at every barrier when the
     # cores are shared); each block folds the models in turn into its own running sums.
     n = out.shape[0]
@@ -70,8 +85,24 @@ def ties_all(xs, base, has_base, thr, w, weighted, seeds, drop_m, factor, scale,
         st = np.zeros((6, hi - lo), dtype=out.dtype)  # (6, B) running sums
         bb = base[lo:hi]
         for j in range(len(xs)):
-            ties_acc(xs[j][lo:hi], bb, has_base, thr[j], w[j], weighted, seeds[j], drop_m,
-                     factor, lo, st[0], st[1], st[2], st[3], st[4], st[5])  # fmt: skip
+            ties_acc(
+                xs[j][lo:hi],
+                bb,
+                has_base,
+                thr[j],
+                w[j],
+                weighted,
+                seeds[j],
+                drop_m,
+                factor,
+                lo,
+                st[0],
+                st[1],
+                st[2],
+                st[3],
+                st[4],
+                st[5],
+            )
         if weighted:
             ties_fin(st[0], st[4], st[5], st[2], st[3], bb, has_base, scale, mean, out[lo:hi])
         else:

@@ -26,9 +26,12 @@ from ..params import StateDict
 from ._base import METHODS
 
 MODE = Hyper(
-    "mode", "choice", "task", choices=("task", "layer"),
+    "mode",
+    "choice",
+    "task",
+    choices=("task", "layer"),
     help="one coefficient per task, or per task and tensor",
-)  # fmt: skip
+)
 STEPS = Hyper("steps", "int", 100, 0, 1000, 10, help="Adam steps on the entropy")
 LR = Hyper("lr", "float", 1e-3, 1e-4, 1e-1, 1e-4, help="Adam learning rate")
 INIT = Hyper("init", "float", 0.3, 0.0, 1.0, 0.05, help="initial coefficient (the paper's prior)")
@@ -77,9 +80,17 @@ def adamerging(
     or one per task). Use :func:`adamerging_coefficients` for the learned λ."""
     assert base is not None  # merge() checks needs_base
     return adamerging_coefficients(
-        model, base, models, x, mode=mode, steps=steps, lr=lr, init=init,
-        batch_size=batch_size, generator=generator,
-    ).state_dict  # fmt: skip
+        model,
+        base,
+        models,
+        x,
+        mode=mode,
+        steps=steps,
+        lr=lr,
+        init=init,
+        batch_size=batch_size,
+        generator=generator,
+    ).state_dict
 
 
 def adamerging_coefficients(

@@ -25,8 +25,16 @@ from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, che
 from ._blocks import keep_count
 
 BC_DENSITY = Hyper("density", "float", 0.1, 0.01, 1.0, 0.01, help="final fraction of |τ| kept")
-GAMMA = Hyper("gamma", "float", 0.01, 0.0, 0.5, 0.005, help="top fraction of |τ| removed",
-              sum_limit=("density", 1.0))  # fmt: skip
+GAMMA = Hyper(
+    "gamma",
+    "float",
+    0.01,
+    0.0,
+    0.5,
+    0.005,
+    help="top fraction of |τ| removed",
+    sum_limit=("density", 1.0),
+)
 BC_SCALE = Hyper("scale", "float", 1.0, 0.0, 3.0, 0.05, help="λ: scale of the summed vectors")
 BC_WEIGHTS = Hyper("weights", "floats", None, 0.0, 2.0, 0.05, help="weight per task vector")
 
@@ -50,9 +58,14 @@ def breadcrumbs(
 ) -> StateDict:
     """θ₀ + λ Σᵢ wᵢ · (τᵢ without its top-γ and bottom entries), row by row."""
     return apply_per_tensor(
-        breadcrumbs_tensor, models, base, density=density, gamma=gamma, scale=scale,
+        breadcrumbs_tensor,
+        models,
+        base,
+        density=density,
+        gamma=gamma,
+        scale=scale,
         weights=weights,
-    )  # fmt: skip
+    )
 
 
 def breadcrumbs_tensor(

@@ -50,16 +50,26 @@ def dare_ties(
         for k, v in models[0].items():
             if v.is_floating_point():
                 out[k] = dare_ties_tensor(
-                    [m[k] for m in models], None if base is None else base[k],
-                    generator=generator, drop=drop, density=1.0, scale=scale,
-                    disjoint=disjoint, weights=weights,
-                )  # fmt: skip
+                    [m[k] for m in models],
+                    None if base is None else base[k],
+                    generator=generator,
+                    drop=drop,
+                    density=1.0,
+                    scale=scale,
+                    disjoint=disjoint,
+                    weights=weights,
+                )
         return out
     dropped = [_dare_task_vector(m, base, drop, generator) for m in models]
     merged_tv = ties(
-        dropped, base=None, density=density, scale=scale, trim=trim, disjoint=disjoint,
+        dropped,
+        base=None,
+        density=density,
+        scale=scale,
+        trim=trim,
+        disjoint=disjoint,
         weights=weights,
-    )  # fmt: skip
+    )
     return {k: tv if base is None else base[k] + tv for k, tv in merged_tv.items()}
 
 
@@ -97,9 +107,15 @@ def dare_ties_tensor(
     n = len(tensors)
     if density >= 1.0:
         out = ties_kernel(
-            tensors, base, [0.0] * n, scale=scale, weights=w, disjoint=disjoint,
-            drop=drop, generator=generator,
-        )  # fmt: skip
+            tensors,
+            base,
+            [0.0] * n,
+            scale=scale,
+            weights=w,
+            disjoint=disjoint,
+            drop=drop,
+            generator=generator,
+        )
         return out.to(tensors[0].dtype)
     dropped = [dare_kernel([t], base, [1.0], drop=drop, generator=generator) for t in tensors]
     thr = [magnitude_threshold([d], None, density) for d in dropped]

@@ -28,13 +28,19 @@ from ._blocks import magnitude_threshold, tensor_thresholds, ties_kernel
 DENSITY = Hyper("density", "float", 0.2, 0.01, 1.0, 0.01, help="fraction of |τ| kept per model")
 TIES_SCALE = Hyper("scale", "float", 1.0, 0.0, 3.0, 0.05, help="λ: scale of the merged vector")
 TRIM = Hyper(
-    "trim", "choice", "global", choices=("global", "tensor"),
+    "trim",
+    "choice",
+    "global",
+    choices=("global", "tensor"),
     help="top-k over the whole model (paper) or per tensor (mergekit/PEFT)",
-)  # fmt: skip
+)
 DISJOINT = Hyper(
-    "disjoint", "choice", "mean", choices=("mean", "sum"),
+    "disjoint",
+    "choice",
+    "mean",
+    choices=("mean", "sum"),
     help="mean of agreeing entries (paper) or their sum (ViT literature)",
-)  # fmt: skip
+)
 WEIGHTS = Hyper("weights", "floats", None, 0.0, 2.0, 0.05, help="weight per task vector")
 
 
@@ -65,10 +71,15 @@ def ties(
     for k, v in models[0].items():
         if v.is_floating_point():
             out[k] = ties_tensor(
-                [m[k] for m in models], None if base is None else base[k],
-                density=density, scale=scale, trim=trim, disjoint=disjoint,
-                weights=weights, threshold=thresholds,
-            )  # fmt: skip
+                [m[k] for m in models],
+                None if base is None else base[k],
+                density=density,
+                scale=scale,
+                trim=trim,
+                disjoint=disjoint,
+                weights=weights,
+                threshold=thresholds,
+            )
     return out
 
 

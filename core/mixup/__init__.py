@@ -183,17 +183,22 @@ def mix(
         if float(torch.rand((), generator=generator)) >= prob:
             return _identity(x, soft)
     keep = torch.rand(n, generator=generator) < prob if gate == "elem" and prob < 1.0 else None
-    result = entry.fn(x, soft, alpha=alpha, lam=lam, per_sample=per_sample, generator=generator,
-                      **hyper)  # fmt: skip
+    result = entry.fn(
+        x, soft, alpha=alpha, lam=lam, per_sample=per_sample, generator=generator, **hyper
+    )
     lam_x = result.lam_x if result.lam_x is not None else result.lam
     if keep is not None:
         result = _gate_rows(result, x, soft, keep)
         lam_x = result.lam_x if result.lam_x is not None else result.lam
     if lam_y is not None:
-        ly = torch.where(result.mixed if result.mixed is not None else torch.ones(n, dtype=torch.bool),
-                         torch.full((n,), float(lam_y)), torch.ones(n))  # fmt: skip
-        result = result.with_(y=mix_targets(soft, result.partner.to(soft.device), ly.to(soft.device)),
-                              lam=ly)  # fmt: skip
+        ly = torch.where(
+            result.mixed if result.mixed is not None else torch.ones(n, dtype=torch.bool),
+            torch.full((n,), float(lam_y)),
+            torch.ones(n),
+        )
+        result = result.with_(
+            y=mix_targets(soft, result.partner.to(soft.device), ly.to(soft.device)), lam=ly
+        )
     if result.mixed is None:
         result = result.with_(mixed=torch.ones(n, dtype=torch.bool))
     return result.with_(lam_x=lam_x)
@@ -202,8 +207,14 @@ def mix(
 def _identity(x: Tensor, soft: Tensor) -> MixResult:
     """The result of a batch the gate left alone: inputs (copied), own labels, λ = 1."""
     n = x.shape[0]
-    return MixResult(x=x.clone(), y=soft, lam=torch.ones(n), partner=torch.arange(n),
-                     lam_x=torch.ones(n), mixed=torch.zeros(n, dtype=torch.bool))  # fmt: skip
+    return MixResult(
+        x=x.clone(),
+        y=soft,
+        lam=torch.ones(n),
+        partner=torch.arange(n),
+        lam_x=torch.ones(n),
+        mixed=torch.zeros(n, dtype=torch.bool),
+    )
 
 
 def _gate_rows(result: MixResult, x: Tensor, soft: Tensor, keep: Tensor) -> MixResult:

@@ -93,11 +93,13 @@ def sample_cutmix(
     """Draw partners and boxes for a batch of ``shape`` (N, C, H, W)."""
     n, _, h, w = check_image_shape("shape", shape)
     partner = sample_partner(n, generator)
-    lams = sample_lam(n if per_sample else 1, alpha=alpha, lam=lam, per_sample=per_sample,
-                      generator=generator)  # fmt: skip
+    lams = sample_lam(
+        n if per_sample else 1, alpha=alpha, lam=lam, per_sample=per_sample, generator=generator
+    )
     boxes = sample_boxes(lams, h, w, inside=inside, generator=generator)  # (N or 1, 4)
-    return CutMixParams(boxes=boxes.expand(n, 4).clone(), partner=partner,
-                        shared_box=not per_sample)  # fmt: skip
+    return CutMixParams(
+        boxes=boxes.expand(n, 4).clone(), partner=partner, shared_box=not per_sample
+    )
 
 
 def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
@@ -112,11 +114,15 @@ def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
     if not isinstance(params, CutMixParams):
         raise TypeError(f"params must be CutMixParams, got {type(params).__name__}")
     if params.boxes.shape != (n, 4) or params.partner.shape != (n,):
-        raise ValueError(f"params must hold boxes (N, 4) and partner (N,) for N={n}, "
-                         f"got {tuple(params.boxes.shape)} and {tuple(params.partner.shape)}")  # fmt: skip
+        raise ValueError(
+            f"params must hold boxes (N, 4) and partner (N,) for N={n}, "
+            f"got {tuple(params.boxes.shape)} and {tuple(params.partner.shape)}"
+        )
     if params.shared_box and not bool((params.boxes == params.boxes[:1]).all()):
-        raise ValueError(f"params.boxes must hold one box in every row when shared_box is True, "
-                         f"got {params.boxes.unique(dim=0).shape[0]} different boxes")  # fmt: skip
+        raise ValueError(
+            f"params.boxes must hold one box in every row when shared_box is True, "
+            f"got {params.boxes.unique(dim=0).shape[0]} different boxes"
+        )
     partner = params.partner.to(x.device)
     out = _paste_boxes(x, params.boxes, params.partner, shared=params.shared_box)
     boxes, device = params.boxes, x.device
@@ -125,9 +131,15 @@ def apply_cutmix(x: Tensor, y: Tensor, params: CutMixParams) -> MixResult:
     else:
         mask = LazyMask(lambda: box_mask(boxes, h, w).to(device))  # (N, 1, H, W)
     lam = box_lam(params.boxes, h, w)  # (N,) exact own-pixel share
-    return MixResult(x=out, y=mix_targets(y, partner, lam.to(y.device)), lam=lam,
-                     partner=params.partner, mask=mask, lam_x=lam,
-                     info={"boxes": params.boxes})  # fmt: skip
+    return MixResult(
+        x=out,
+        y=mix_targets(y, partner, lam.to(y.device)),
+        lam=lam,
+        partner=params.partner,
+        mask=mask,
+        lam_x=lam,
+        info={"boxes": params.boxes},
+    )
 
 
 def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor, *, shared: bool) -> Tensor:
@@ -186,6 +198,7 @@ def cutmix(
 ) -> MixResult:
     """Paste a box from the partner; λ = exact share of own pixels after clipping."""
     check_image_shape("x", check_images("x", x).shape)
-    params = sample_cutmix(x.shape, alpha=alpha, lam=lam, per_sample=per_sample, inside=inside,
-                           generator=generator)  # fmt: skip
+    params = sample_cutmix(
+        x.shape, alpha=alpha, lam=lam, per_sample=per_sample, inside=inside, generator=generator
+    )
     return apply_cutmix(x, y, params)

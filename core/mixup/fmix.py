@@ -142,8 +142,9 @@ def _row_chunks(m: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(cuts))
 
 
-def _in_threads(fn: Callable[[int, int], None], chunks: list[tuple[int, int]], *,
-                parallel: bool) -> None:  # fmt: skip
+def _in_threads(
+    fn: Callable[[int, int], None], chunks: list[tuple[int, int]], *, parallel: bool
+) -> None:
     """``fn(a, b)`` for every chunk, on up to ``torch.get_num_threads()`` threads (this one
     included) when ``parallel``; for work that releases the GIL (torch ops, numpy selection).
 
@@ -200,8 +201,9 @@ def sample_fmix(
     partner = sample_partner(n, generator)
     m = n if per_sample else 1
     lams = sample_lam(m, alpha=alpha, lam=lam, per_sample=per_sample, generator=generator)
-    return FMixParams(mask=fmix_masks(lams, h, w, decay_power=decay_power, generator=generator),
-                      partner=partner)  # fmt: skip
+    return FMixParams(
+        mask=fmix_masks(lams, h, w, decay_power=decay_power, generator=generator), partner=partner
+    )
 
 
 def apply_fmix(x: Tensor, y: Tensor, params: FMixParams) -> MixResult:
@@ -218,8 +220,14 @@ def apply_fmix(x: Tensor, y: Tensor, params: FMixParams) -> MixResult:
     mask = params.mask.to(x.device).expand(n, 1, h, w)
     partner = params.partner.to(x.device)
     lam = mask.mean(dim=(1, 2, 3)).float().cpu()  # (N,) exact own-pixel share
-    return MixResult(x=mask_mix(x, mask, partner), y=mix_targets(y, partner, lam.to(y.device)),
-                     lam=lam, partner=params.partner, mask=mask, lam_x=lam)  # fmt: skip
+    return MixResult(
+        x=mask_mix(x, mask, partner),
+        y=mix_targets(y, partner, lam.to(y.device)),
+        lam=lam,
+        partner=params.partner,
+        mask=mask,
+        lam_x=lam,
+    )
 
 
 @MIXERS.register(
@@ -246,6 +254,12 @@ def fmix(
 ) -> MixResult:
     """Low-frequency Fourier mask with mean λ (to within half a pixel)."""
     check_image_shape("x", check_images("x", x).shape)
-    params = sample_fmix(x.shape, alpha=alpha, lam=lam, per_sample=per_sample,
-                         decay_power=decay_power, generator=generator)  # fmt: skip
+    params = sample_fmix(
+        x.shape,
+        alpha=alpha,
+        lam=lam,
+        per_sample=per_sample,
+        decay_power=decay_power,
+        generator=generator,
+    )
     return apply_fmix(x, y, params)

@@ -52,9 +52,16 @@ def gallery(
     y = torch.arange(len(images))
     res = mix(name, images, y, alpha=alpha, lam=lam, generator=g, per_sample=per_sample, **hyper)
     masks = None if res.mask is None else res.mask.expand(len(images), 1, *images.shape[2:])[:, 0]
-    return {"method": name, "title": MIXERS[name].title, "images": _uint8(res.x),
-            "sources": _uint8(images), "masks": None if masks is None else masks.cpu().numpy(),
-            "lam": res.lam.numpy(), "partner": res.partner.numpy(), "names": list(names)}  # fmt: skip
+    return {
+        "method": name,
+        "title": MIXERS[name].title,
+        "images": _uint8(res.x),
+        "sources": _uint8(images),
+        "masks": None if masks is None else masks.cpu().numpy(),
+        "lam": res.lam.numpy(),
+        "partner": res.partner.numpy(),
+        "names": list(names),
+    }
 
 
 def lam_grid(
@@ -79,8 +86,13 @@ def lam_grid(
         res = _pair_mix(name, pair, lam, seed, hyper)
         images.append(res[0])
         realised.append(res[1])
-    return {"method": name, "title": MIXERS[name].title, "images": np.stack(images),
-            "lam": np.asarray(realised), "requested": np.asarray(list(lams), dtype=float)}  # fmt: skip
+    return {
+        "method": name,
+        "title": MIXERS[name].title,
+        "images": np.stack(images),
+        "lam": np.asarray(realised),
+        "requested": np.asarray(list(lams), dtype=float),
+    }
 
 
 def methods_side_by_side(
@@ -115,8 +127,9 @@ def _pair_mix(
     entry = MIXERS[name]
     for k in range(64):
         g = torch.Generator().manual_seed(seed * 1000 + k)
-        res = entry.fn(pair, torch.eye(2), lam=float(lam), alpha=1.0, per_sample=False,
-                       generator=g, **hyper)  # fmt: skip
+        res = entry.fn(
+            pair, torch.eye(2), lam=float(lam), alpha=1.0, per_sample=False, generator=g, **hyper
+        )
         if int(res.partner[0]) == 1:
             break
     img = _uint8(res.x[:1])[0]

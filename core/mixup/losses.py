@@ -44,8 +44,9 @@ def soft_target_cross_entropy(
     _check_logits(logits)
     check_tensor("target", target, ndim=2, floating=True)
     if target.shape != logits.shape:
-        raise ValueError(f"target must have the logits' shape {tuple(logits.shape)}, "
-                         f"got {tuple(target.shape)}")  # fmt: skip
+        raise ValueError(
+            f"target must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
     check_choice("reduction", reduction, ("mean", "sum", "none"))
     if label_smoothing:
         target = smooth_targets(target, label_smoothing)

@@ -56,8 +56,10 @@ class HiddenMix:
     def _hook(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
         self.remove()
         if output.shape[0] != self.partner.shape[0]:
-            raise ValueError(f"manifold mixup was sampled for {self.partner.shape[0]} rows, "
-                             f"but layer {self.layer!r} saw a batch of {output.shape[0]}")  # fmt: skip
+            raise ValueError(
+                f"manifold mixup was sampled for {self.partner.shape[0]} rows, "
+                f"but layer {self.layer!r} saw a batch of {output.shape[0]}"
+            )
         self.fired = True
         partner = self.partner.to(output.device)
         w = self.lam.to(output.device, output.dtype).view(-1, *([1] * (output.ndim - 1)))
@@ -111,9 +113,14 @@ def apply_manifold_mixup(
         return res.with_(info={"layer": INPUT})
     hidden = HiddenMix(model, params.layer, params.lam, params.partner)
     partner = params.partner.to(y.device)
-    return MixResult(x=x, y=mix_targets(y, partner, params.lam.to(y.device)), lam=params.lam,
-                     partner=params.partner, lam_x=params.lam,
-                     info={"layer": params.layer, "hidden": hidden})  # fmt: skip
+    return MixResult(
+        x=x,
+        y=mix_targets(y, partner, params.lam.to(y.device)),
+        lam=params.lam,
+        partner=params.partner,
+        lam_x=params.lam,
+        info={"layer": params.layer, "hidden": hidden},
+    )
 
 
 @MIXERS.register(
@@ -142,6 +149,7 @@ def manifold_mixup(
     bad = [name for name in layers if name not in allowed]
     if bad:
         raise ValueError(f"layers must be among {allowed}, got {bad}")
-    params = sample_manifold_mixup(len(x), layers, alpha=alpha, lam=lam, per_sample=per_sample,
-                                   generator=generator)  # fmt: skip
+    params = sample_manifold_mixup(
+        len(x), layers, alpha=alpha, lam=lam, per_sample=per_sample, generator=generator
+    )
     return apply_manifold_mixup(model, x, y, params)

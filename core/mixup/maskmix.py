@@ -82,8 +82,14 @@ def apply_maskmix(x: Tensor, y: Tensor, params: MaskMixParams) -> MixResult:
     mask = cell_mask(params.cells, h, w).to(x.device)  # (N, 1, H, W)
     partner = params.partner.to(x.device)
     lam = mask.mean(dim=(1, 2, 3)).float().cpu()
-    return MixResult(x=mask_mix(x, mask, partner), y=mix_targets(y, partner, lam.to(y.device)),
-                     lam=lam, partner=params.partner, mask=mask, lam_x=lam)  # fmt: skip
+    return MixResult(
+        x=mask_mix(x, mask, partner),
+        y=mix_targets(y, partner, lam.to(y.device)),
+        lam=lam,
+        partner=params.partner,
+        mask=mask,
+        lam_x=lam,
+    )
 
 
 @MIXERS.register(
@@ -108,6 +114,7 @@ def maskmix(
 ) -> MixResult:
     """Patch-grid mask: a random round(λ · cells) cells keep the own image."""
     check_image_shape("x", check_images("x", x).shape)
-    params = sample_maskmix(len(x), alpha=alpha, lam=lam, per_sample=per_sample, grid=grid,
-                            generator=generator)  # fmt: skip
+    params = sample_maskmix(
+        len(x), alpha=alpha, lam=lam, per_sample=per_sample, grid=grid, generator=generator
+    )
     return apply_maskmix(x, y, params)

@@ -90,9 +90,12 @@ def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
             w = params.lam.to(device=x.device, dtype=x.dtype).view(n, *([1] * (x.ndim - 1)))
             out.lerp_(x, w)  # w (N, 1, ...)
     return MixResult(
-        x=out, y=mix_targets(y, partner, lam.to(y.device)), lam=lam, partner=params.partner,
+        x=out,
+        y=mix_targets(y, partner, lam.to(y.device)),
+        lam=lam,
+        partner=params.partner,
         lam_x=lam,
-    )  # fmt: skip
+    )
 
 
 def _rows_lerp() -> Any:

@@ -109,9 +109,15 @@ def apply_resizemix(x: Tensor, y: Tensor, params: ResizeMixParams) -> MixResult:
         out[i, :, y0:y1, x0:x1] = shrunk[size][i]
     mask = box_mask(params.boxes, h, w).to(x.device)  # (N, 1, H, W)
     lam = box_lam(params.boxes, h, w)
-    return MixResult(x=out, y=mix_targets(y, partner, lam.to(y.device)), lam=lam,
-                     partner=params.partner, mask=mask, lam_x=lam,
-                     info={"boxes": params.boxes})  # fmt: skip
+    return MixResult(
+        x=out,
+        y=mix_targets(y, partner, lam.to(y.device)),
+        lam=lam,
+        partner=params.partner,
+        mask=mask,
+        lam_x=lam,
+        info={"boxes": params.boxes},
+    )
 
 
 def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
@@ -129,11 +135,16 @@ def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     params=(
         Hyper("scale_low", "float", 0.1, 0.0, 1.0, 0.05, help="smallest side scale τ"),
         Hyper("scale_high", "float", 0.8, 0.0, 1.0, 0.05, help="largest side scale τ"),
-        Hyper("mode", "choice", "nearest", choices=("nearest", "bilinear", "area"),
-              help="how the partner is shrunk"),
+        Hyper(
+            "mode",
+            "choice",
+            "nearest",
+            choices=("nearest", "bilinear", "area"),
+            help="how the partner is shrunk",
+        ),
     ),
     tags=("pixel", "mask", "resized"),
-)  # fmt: skip
+)
 def resizemix(
     x: Tensor,
     y: Tensor,
@@ -149,6 +160,12 @@ def resizemix(
     """Shrunk partner pasted into the own image; ``alpha`` is unused (τ is uniform)."""
     check_image_shape("x", check_images("x", x).shape)
     _check_scale((scale_low, scale_high), ("scale_low", "scale_high"))
-    params = sample_resizemix(x.shape, lam=lam, per_sample=per_sample,
-                              scale=(scale_low, scale_high), mode=mode, generator=generator)  # fmt: skip
+    params = sample_resizemix(
+        x.shape,
+        lam=lam,
+        per_sample=per_sample,
+        scale=(scale_low, scale_high),
+        mode=mode,
+        generator=generator,
+    )
     return apply_resizemix(x, y, params)

@@ -120,9 +120,12 @@ def saliencymix(
     if saliency is None:
         saliency = input_saliency(model, x, y) if model is not None else contrast_saliency(x)
     elif saliency.shape != (x.shape[0], *x.shape[2:]):
-        raise ValueError(f"saliency must be (N, H, W) = {(x.shape[0], *x.shape[2:])}, "
-                         f"got {tuple(saliency.shape)}")  # fmt: skip
-    params = sample_saliencymix(saliency, alpha=alpha, lam=lam, per_sample=per_sample,
-                                generator=generator)  # fmt: skip
+        raise ValueError(
+            f"saliency must be (N, H, W) = {(x.shape[0], *x.shape[2:])}, "
+            f"got {tuple(saliency.shape)}"
+        )
+    params = sample_saliencymix(
+        saliency, alpha=alpha, lam=lam, per_sample=per_sample, generator=generator
+    )
     res = apply_saliencymix(x, y, params)
     return res.with_(info={**res.info, "saliency": saliency.detach()})

@@ -61,8 +61,9 @@ class MixMethod:
             check_int("mix_until_epoch", self.mix_until_epoch, 0)
         check_choice("loss", self.loss, LOSSES)
         if self.loss == "soft_ce" and self.loss_params:
-            raise ValueError(f"loss_params must be empty for loss='soft_ce', "
-                             f"got {sorted(self.loss_params)}")  # fmt: skip
+            raise ValueError(
+                f"loss_params must be empty for loss='soft_ce', got {sorted(self.loss_params)}"
+            )
         self.loss_fn()  # checks loss_params now, not at the first batch
         if not self.label:
             name = self.mixer or ERM
@@ -82,9 +83,13 @@ class MixMethod:
 
     def recipe(self) -> dict[str, Any]:
         hyper = {k: v for k, v in self.hyper.items() if not isinstance(v, nn.Module | torch.Tensor)}
-        return {"mixer": self.mixer or ERM, "hyperparameters": hyper,
-                "mix_until_epoch": self.mix_until_epoch, "loss": self.loss,
-                "loss_params": dict(self.loss_params)}  # fmt: skip
+        return {
+            "mixer": self.mixer or ERM,
+            "hyperparameters": hyper,
+            "mix_until_epoch": self.mix_until_epoch,
+            "loss": self.loss,
+            "loss_params": dict(self.loss_params),
+        }
 
 
 def train_mixers(
@@ -160,27 +165,58 @@ def train_mixers(
             if progress is not None:
                 progress({**info, "method": k + 1, "methods": len(methods), "label": label})
 
-        hist = train(model, x, y, cfg, n_classes=ds.n_classes, eval_data=(ds.x_test, ds.y_test),
-                     mix_fn=fn, loss_fn=method.loss_fn(), device=device, progress=report, epoch_callback=epoch_callback,
-                     should_stop=should_stop)  # fmt: skip
+        hist = train(
+            model,
+            x,
+            y,
+            cfg,
+            n_classes=ds.n_classes,
+            eval_data=(ds.x_test, ds.y_test),
+            mix_fn=fn,
+            loss_fn=method.loss_fn(),
+            device=device,
+            progress=report,
+            epoch_callback=epoch_callback,
+            should_stop=should_stop,
+        )
         model = model.cpu().eval()
         ev = evaluate(model, ds.x_test, ds.y_test, device="cpu")
         rel = model_reliability(model, ds.x_test, ds.y_test, n_bins=n_bins)
         ci = bootstrap_ci(ev.correct.numpy(), random_state=config.seed)
         metrics = {"test_accuracy": ev.accuracy, "ece": rel.ece, "mce": rel.mce}
-        rec = zoo.add(model, arch=arch, arch_kwargs=kwargs, task=task, role="mixup",
-                      name=f"{run_id}-{slugify(method.label)}", seed=config.seed,
-                      train_config=cfg.to_dict(), metrics=metrics,
-                      recipe={**method.recipe(), "run": run_id})  # fmt: skip
+        rec = zoo.add(
+            model,
+            arch=arch,
+            arch_kwargs=kwargs,
+            task=task,
+            role="mixup",
+            name=f"{run_id}-{slugify(method.label)}",
+            seed=config.seed,
+            train_config=cfg.to_dict(),
+            metrics=metrics,
+            recipe={**method.recipe(), "run": run_id},
+        )
         results[method.label] = {
-            **method.recipe(), "label": method.label, "model_id": rec.id,
-            "history": hist.to_dict(), "test_accuracy": ev.accuracy, "test_loss": ev.loss,
+            **method.recipe(),
+            "label": method.label,
+            "model_id": rec.id,
+            "history": hist.to_dict(),
+            "test_accuracy": ev.accuracy,
+            "test_loss": ev.loss,
             "ci": {"low": ci.low, "high": ci.high, "level": ci.level},
-            "reliability": rel.to_dict(), "correct": ev.correct.int().tolist(),
-        }  # fmt: skip
-    record = {"run_id": run_id, "task": task, "arch": arch, "arch_kwargs": kwargs,
-              "seed": config.seed, "config": config.to_dict(), "n_train": len(x),
-              "methods": results}  # fmt: skip
+            "reliability": rel.to_dict(),
+            "correct": ev.correct.int().tolist(),
+        }
+    record = {
+        "run_id": run_id,
+        "task": task,
+        "arch": arch,
+        "arch_kwargs": kwargs,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "n_train": len(x),
+        "methods": results,
+    }
     zoo.put_record(RUN_KIND, run_id, record)
     return record
 

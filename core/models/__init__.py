@@ -41,9 +41,12 @@ ARCHITECTURES.register(
     "mlp",
     title="MLP",
     paper="",
-    params=(Hyper("width", "int", 512, 16, 2048, 16, help="hidden units per layer"),
-            Hyper("depth", "int", 3, 1, 8, 1, help="hidden layers"), *_COMMON),
-)(build_mlp)  # fmt: skip
+    params=(
+        Hyper("width", "int", 512, 16, 2048, 16, help="hidden units per layer"),
+        Hyper("depth", "int", 3, 1, 8, 1, help="hidden layers"),
+        *_COMMON,
+    ),
+)(build_mlp)
 ARCHITECTURES.register(
     "cnn",
     title="CNN (3 conv + BatchNorm)",

@@ -10,9 +10,13 @@ from .classifier import Classifier
 
 
 def build_cnn(
-    *, width: int = 16, n_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+    *,
+    width: int = 16,
+    n_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 28,
     n_heads: int = 1,
-) -> Classifier:  # fmt: skip
+) -> Classifier:
     """conv(w)-BN-ReLU-pool, conv(2w)-BN-ReLU-pool, conv(4w)-BN-ReLU, global mean pool."""
     chans = [in_channels, width, 2 * width, 4 * width]
     layers: OrderedDict[str, nn.Module] = OrderedDict()

@@ -10,9 +10,14 @@ from .classifier import Classifier
 
 
 def build_mlp(
-    *, width: int = 512, depth: int = 3, n_classes: int = 10, in_channels: int = 1,
-    image_size: int = 28, n_heads: int = 1,
-) -> Classifier:  # fmt: skip
+    *,
+    width: int = 512,
+    depth: int = 3,
+    n_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 28,
+    n_heads: int = 1,
+) -> Classifier:
     """``depth`` hidden layers of ``width`` ReLU units: trunk.fc0 ... trunk.fc{depth-1}."""
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     d_in = in_channels * image_size * image_size

@@ -48,8 +48,10 @@ class ResNetTrunk(nn.Module):
         stages = []
         for s, mult in enumerate((1, 2, 4)):
             c_out = width * mult
-            blocks = [BasicBlock(c_in if b == 0 else c_out, c_out, 2 if (b == 0 and s > 0) else 1)
-                      for b in range(blocks_per_stage)]  # fmt: skip
+            blocks = [
+                BasicBlock(c_in if b == 0 else c_out, c_out, 2 if (b == 0 and s > 0) else 1)
+                for b in range(blocks_per_stage)
+            ]
             stages.append(nn.Sequential(*blocks))
             c_in = c_out
         self.layer1, self.layer2, self.layer3 = stages
@@ -62,9 +64,13 @@ class ResNetTrunk(nn.Module):
 
 
 def build_resnet20(
-    *, width: int = 8, n_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+    *,
+    width: int = 8,
+    n_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 28,
     n_heads: int = 1,
-) -> Classifier:  # fmt: skip
+) -> Classifier:
     """ResNet-20 with stage widths (width, 2*width, 4*width)."""
     trunk = ResNetTrunk(width, in_channels)
     return Classifier(trunk, trunk.out_dim, n_classes, n_heads)

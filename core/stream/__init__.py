@@ -8,7 +8,17 @@ from .engine import MergeReport, global_thresholds, model_tensors, parse_size, s
 from .st_io import DiskFullError, StreamError, read_header
 
 __all__ = [
-    "DiskFullError", "MergeConfig", "MergeReport", "ModelEntry", "StreamError", "evaluate_setting",
-    "global_thresholds", "layer_depths", "load_config", "model_tensors", "parse_size",
-    "read_header", "stream_merge",
-]  # fmt: skip
+    "DiskFullError",
+    "MergeConfig",
+    "MergeReport",
+    "ModelEntry",
+    "StreamError",
+    "evaluate_setting",
+    "global_thresholds",
+    "layer_depths",
+    "load_config",
+    "model_tensors",
+    "parse_size",
+    "read_header",
+    "stream_merge",
+]

@@ -28,8 +28,15 @@ def _merge(args: argparse.Namespace) -> int:
     from . import DiskFullError, StreamError, stream_merge
 
     try:
-        rep = stream_merge(args.config, args.out_dir, device=args.device, overwrite=args.overwrite,
-                           shard_size=args.shard_size, seed=args.seed, progress=not args.quiet)  # fmt: skip
+        rep = stream_merge(
+            args.config,
+            args.out_dir,
+            device=args.device,
+            overwrite=args.overwrite,
+            shard_size=args.shard_size,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
     except (StreamError, DiskFullError) as err:
         print(f"error: {err.strerror if isinstance(err, DiskFullError) else err}", file=sys.stderr)
         return 2
@@ -54,7 +61,11 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         "--address", default=None, help="Ray cluster address (default: start a local one)"
     )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
-    p.add_argument("--workspace", default=None, help="workspace folder (default: $MIXMERGE_WORKSPACE or ./workspace)")  # fmt: skip
+    p.add_argument(
+        "--workspace",
+        default=None,
+        help="workspace folder (default: $MIXMERGE_WORKSPACE or ./workspace)",
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_sweep)
 
@@ -73,13 +84,23 @@ def _sweep(args: argparse.Namespace) -> int:
         bar.total = info["total"]
         bar.n = info["done"]
         acc = info["mean_accuracy"]
-        bar.set_postfix_str(("skip " if info["skipped"] else "") + info["method"]
-                            + ("" if acc is None else f" acc={acc:.4f}"))  # fmt: skip
+        bar.set_postfix_str(
+            ("skip " if info["skipped"] else "")
+            + info["method"]
+            + ("" if acc is None else f" acc={acc:.4f}")
+        )
         bar.refresh()
 
     try:
-        df = run_sweep(spec, zoo, backend=args.backend, address=args.address,
-                       num_cpus=args.num_cpus, device=args.device, progress=on_progress)  # fmt: skip
+        df = run_sweep(
+            spec,
+            zoo,
+            backend=args.backend,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            device=args.device,
+            progress=on_progress,
+        )
     except ImportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -52,8 +52,15 @@ METHOD_ALIASES: dict[str, str] = {
     "slerp": "slerp",
     "model_stock": "model_stock",
 }
-NEEDS_BASE = {"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "slerp",
-              "model_stock"}  # fmt: skip
+NEEDS_BASE = {
+    "task_arithmetic",
+    "ties",
+    "dare_ties",
+    "dare_linear",
+    "breadcrumbs",
+    "slerp",
+    "model_stock",
+}
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -64,8 +71,18 @@ DTYPE_NAMES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "float64": torch.float64,
 }
-_TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
-             "tokenizer_source", "tokenizer", "chat_template", "name"}  # fmt: skip
+_TOP_KEYS = {
+    "merge_method",
+    "base_model",
+    "models",
+    "parameters",
+    "dtype",
+    "out_dtype",
+    "tokenizer_source",
+    "tokenizer",
+    "chat_template",
+    "name",
+}
 _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
 
 
@@ -292,8 +309,9 @@ def layer_depths(names: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def parameter(cfg: MergeConfig, model: ModelEntry | None, key: str, tensor: str, t: float,
-              default: Any) -> Any:  # fmt: skip
+def parameter(
+    cfg: MergeConfig, model: ModelEntry | None, key: str, tensor: str, t: float, default: Any
+) -> Any:
     """A parameter for one tensor: the model's own setting, else the global one, else default."""
     for source in ((model.parameters if model is not None else {}), cfg.parameters):
         if key in source:

@@ -129,13 +129,19 @@ def check_inputs(
             problems.append(f"{nm} lacks {len(missing)} tensor(s) of {ref_name}: {_cut(missing)}")
         if extra:
             problems.append(f"{nm} has {len(extra)} tensor(s) {ref_name} lacks: {_cut(extra)}")
-        shapes = [f"{k} {list(ref[k].shape)} vs {list(infos[k].shape)}" for k in ref
-                  if k in infos and ref[k].shape != infos[k].shape]  # fmt: skip
+        shapes = [
+            f"{k} {list(ref[k].shape)} vs {list(infos[k].shape)}"
+            for k in ref
+            if k in infos and ref[k].shape != infos[k].shape
+        ]
         if shapes:
             problems.append(f"{nm} differs from {ref_name} in shape: {_cut(shapes)}")
         if not allow_dtype_mix:
-            dts = [f"{k} {ref[k].dtype} vs {infos[k].dtype}" for k in ref
-                   if k in infos and ref[k].dtype != infos[k].dtype]  # fmt: skip
+            dts = [
+                f"{k} {ref[k].dtype} vs {infos[k].dtype}"
+                for k in ref
+                if k in infos and ref[k].dtype != infos[k].dtype
+            ]
             if dts:
                 problems.append(
                     f"{nm} differs from {ref_name} in dtype (set 'dtype:' in the config to cast "
@@ -156,8 +162,21 @@ def parse_size(text: str | int) -> int:
         value = text
     else:
         s = str(text).strip().upper().replace(" ", "")
-        units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6,
-                 "GB": 10**9, "TB": 10**12, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}  # fmt: skip
+        units = {
+            "KIB": 2**10,
+            "MIB": 2**20,
+            "GIB": 2**30,
+            "TIB": 2**40,
+            "KB": 10**3,
+            "MB": 10**6,
+            "GB": 10**9,
+            "TB": 10**12,
+            "K": 10**3,
+            "M": 10**6,
+            "B": 10**9,
+            "G": 10**9,
+            "T": 10**12,
+        }
         for u, mult in units.items():
             if s.endswith(u) and s[: -len(u)].replace(".", "", 1).isdigit():
                 value = int(float(s[: -len(u)]) * mult)
@@ -215,22 +234,33 @@ def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
         )
     if mk == "ties":
         hyper: dict[str, Any] = {
-            "weights": w, "scale": lam, "trim": str(g("trim", "tensor")),
+            "weights": w,
+            "scale": lam,
+            "trim": str(g("trim", "tensor")),
             "disjoint": str(g("disjoint", "mean" if g("normalize", True) else "sum")),
-        }  # fmt: skip
+        }
         if len(set(dens)) == 1:
             hyper["density"] = dens[0]
         else:
             hyper["_densities"] = dens  # per-model trim: thresholds computed per tensor
         return "ties", hyper, True
     if mk == "dare_ties":
-        hyper = {"weights": w, "scale": lam, "drop": 1.0 - _uniform(dens, "density", mk),
-                 "disjoint": str(g("disjoint", "mean" if g("normalize", False) else "sum")),
-                 "density": 1.0, "trim": "tensor"}  # fmt: skip
+        hyper = {
+            "weights": w,
+            "scale": lam,
+            "drop": 1.0 - _uniform(dens, "density", mk),
+            "disjoint": str(g("disjoint", "mean" if g("normalize", False) else "sum")),
+            "density": 1.0,
+            "trim": "tensor",
+        }
         return "dare_ties", hyper, True
     if mk == "breadcrumbs":
-        hyper = {"weights": w, "scale": lam, "density": _uniform(dens, "density", mk),
-                 "gamma": float(g("gamma", 0.01))}  # fmt: skip
+        hyper = {
+            "weights": w,
+            "scale": lam,
+            "density": _uniform(dens, "density", mk),
+            "gamma": float(g("gamma", 0.01)),
+        }
         return "breadcrumbs", hyper, True
     raise StreamError(f"merge_method {mk!r} is not supported")  # pragma: no cover
 
@@ -386,8 +416,15 @@ def stream_merge(
         raise
     finally:
         reader.close()
-    return MergeReport(out, len(inp.keys), stats["read"], sum(s.nbytes for s in out_specs),
-                       time.perf_counter() - t0, thresholds, [p.filename for p in plans])  # fmt: skip
+    return MergeReport(
+        out,
+        len(inp.keys),
+        stats["read"],
+        sum(s.nbytes for s in out_specs),
+        time.perf_counter() - t0,
+        thresholds,
+        [p.filename for p in plans],
+    )
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -428,8 +465,15 @@ class _Buffers:
         return buf
 
 
-def _load_key(inp: _Inputs, reader: ShardReader, key: str, use_base: bool, pin: bool,
-              bufs: _Buffers | None = None, phase: int = 0) -> tuple[list[Tensor], Tensor | None]:  # fmt: skip
+def _load_key(
+    inp: _Inputs,
+    reader: ShardReader,
+    key: str,
+    use_base: bool,
+    pin: bool,
+    bufs: _Buffers | None = None,
+    phase: int = 0,
+) -> tuple[list[Tensor], Tensor | None]:
     def into(slot: int) -> Tensor | None:
         return None if bufs is None else bufs.get(phase, slot)
 
@@ -463,9 +507,17 @@ def _prefetched(items: Sequence[str], load: Callable[[str, int], Any]) -> Iterat
             del value
 
 
-def _run(inp: _Inputs, calls: dict[str, tuple[str, dict[str, Any], bool]], reader: ShardReader,
-         writer: ShardWriter, plans: list, dev: torch.device, seed: int,
-         progress: bool | ProgressFn, stats: dict[str, int]) -> None:  # fmt: skip
+def _run(
+    inp: _Inputs,
+    calls: dict[str, tuple[str, dict[str, Any], bool]],
+    reader: ShardReader,
+    writer: ShardWriter,
+    plans: list,
+    dev: torch.device,
+    seed: int,
+    progress: bool | ProgressFn,
+    stats: dict[str, int],
+) -> None:
     from tqdm import tqdm
 
     cfg = inp.cfg
@@ -500,8 +552,15 @@ def _run(inp: _Inputs, calls: dict[str, tuple[str, dict[str, Any], bool]], reade
                 bar.update(1)
                 bar.set_postfix_str(f"{stats['read'] / max(secs, 1e-9) / 1e9:.2f} GB/s read")
             elif callable(progress):
-                progress({"done": done, "total": len(inp.keys), "name": key,
-                          "bytes_read": stats["read"], "seconds": secs})  # fmt: skip
+                progress(
+                    {
+                        "done": done,
+                        "total": len(inp.keys),
+                        "name": key,
+                        "bytes_read": stats["read"],
+                        "seconds": secs,
+                    }
+                )
         if pending is not None:
             pending.result()
     bar.close()
@@ -513,8 +572,15 @@ def _write(writer: ShardWriter, key: str, t: Tensor, last_in_shard: str | None) 
         writer.finish(last_in_shard)
 
 
-def _merge_one(method: str, hyper: dict[str, Any], tensors: list[Tensor], base: Tensor | None,
-               cfg: MergeConfig, dev: torch.device, gen: torch.Generator) -> Tensor:  # fmt: skip
+def _merge_one(
+    method: str,
+    hyper: dict[str, Any],
+    tensors: list[Tensor],
+    base: Tensor | None,
+    cfg: MergeConfig,
+    dev: torch.device,
+    gen: torch.Generator,
+) -> Tensor:
     work = cfg.dtype
     tensors = [x.to(dev, dtype=work or x.dtype, non_blocking=True) for x in tensors]
     if base is not None:
@@ -539,8 +605,13 @@ def _merge_one(method: str, hyper: dict[str, Any], tensors: list[Tensor], base: 
 SAMPLE = 65536
 
 
-def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[float],
-                      dev: torch.device, stats: dict[str, int]) -> list[float]:  # fmt: skip
+def global_thresholds(
+    inp: _Inputs,
+    reader: ShardReader,
+    densities: Sequence[float],
+    dev: torch.device,
+    stats: dict[str, int],
+) -> list[float]:
     """Per model, the k-th largest |τ| over all its floating-point entries, k = ⌊density·n⌋.
 
     Exact, and equal to :func:`core.merge._blocks.magnitude_threshold` over the whole model:
@@ -640,8 +711,14 @@ def global_thresholds(inp: _Inputs, reader: ShardReader, densities: Sequence[flo
 # finishing: non-weight files, recipe, index last, then the rename
 
 
-def _finish(cfg: MergeConfig, inp: _Inputs, folder: Path, plans: list, thresholds: list[float] | None,
-            seed: int) -> None:  # fmt: skip
+def _finish(
+    cfg: MergeConfig,
+    inp: _Inputs,
+    folder: Path,
+    plans: list,
+    thresholds: list[float] | None,
+    seed: int,
+) -> None:
     src = cfg.tokenizer_source or (cfg.base.path if cfg.base is not None else inp.merged[0].path)
     if src.is_dir():
         for f in sorted(src.iterdir()):

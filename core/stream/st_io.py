@@ -156,8 +156,13 @@ class ShardReader:
             raise StreamError(f"{info.path}: unexpected end of file reading {info.name!r}")
         off = info.start - info.start % mmap.ALLOCATIONGRANULARITY
         try:
-            mm = mmap.mmap(fd, info.start + info.nbytes - off, flags=mmap.MAP_PRIVATE,
-                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=off)  # fmt: skip
+            mm = mmap.mmap(
+                fd,
+                info.start + info.nbytes - off,
+                flags=mmap.MAP_PRIVATE,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                offset=off,
+            )
         except OSError:  # a file system without mmap support: read it instead
             return self.read(info)
         if POPULATE_READ is not None:
