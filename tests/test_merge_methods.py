@@ -156,6 +156,21 @@ def test_slerp_properties() -> None:
         assert float(s([u, v], None, t=t).norm()) == pytest.approx(5.0, rel=1e-5)
 
 
+def test_slerp_does_not_depend_on_where_the_tensor_sits_in_memory() -> None:
+    # float32 SIMD dot products sum in an alignment-dependent order; a streamed tensor mapped
+    # from a file sits at any offset, so the stream and the in-memory merge once disagreed.
+    s = TENSOR_METHODS["slerp"]
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(100_003, generator=g)
+    b = 0.8 * a + 0.6 * torch.randn(100_003, generator=g)  # cos Ω ≈ 0.8
+    want = s([a, b], None, t=0.3)
+    buf = torch.empty(200_010)
+    for offset in range(8):
+        view = buf[offset : offset + a.numel()]
+        view.copy_(a)
+        assert torch.equal(s([view, b], None, t=0.3), want), offset
+
+
 def test_fisher_equal_fishers_is_average_and_dominant_fisher_selects() -> None:
     f = TENSOR_METHODS["fisher"]
     a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0])

@@ -7,7 +7,10 @@ arXiv:2403.13257.
 
 Per tensor, flattened: Ω = arccos⟨v̂₀, v̂₁⟩ from normalised copies; the result is
 sin((1−t)Ω)/sin Ω · v₀ + sin(tΩ)/sin Ω · v₁ on the unnormalised tensors. When
-|cos Ω| > 0.9995 (nearly colinear) or a norm is below 1e-8 it falls back to lerp.
+|cos Ω| > 0.9995 (nearly colinear) or a norm is below 1e-8 it falls back to lerp. The norms
+and the dot product accumulate in float64 over fixed chunks, so the result does not depend on
+where a tensor sits in memory (float32 SIMD reductions sum in an alignment-dependent order, and a
+streamed tensor mapped from a file is rarely aligned like a freshly allocated one).
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from torch import Tensor
 from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, compute_dtype
+from ._base import (
+    METHODS,
+    TENSOR_METHODS,
+    apply_per_tensor,
+    check_tensors,
+    chunks,
+    compute_dtype,
+)
 
 DOT_THRESHOLD = 0.9995
 EPS = 1e-8
@@ -68,10 +78,10 @@ def slerp_tensor(
     t = check_range("t", t, 0.0, 1.0)
     dtype = compute_dtype(tensors[0])
     v0, v1 = (x.to(dtype).reshape(-1) for x in tensors)  # (P,) each
-    n0, n1 = float(v0.norm()), float(v1.norm())
+    n0, n1 = math.sqrt(_dot64(v0, v0)), math.sqrt(_dot64(v1, v1))
     if n0 < EPS or n1 < EPS:
         return torch.lerp(v0, v1, t).reshape(tensors[0].shape).to(tensors[0].dtype)
-    cos = max(-1.0, min(1.0, float(torch.dot(v0, v1)) / (n0 * n1)))
+    cos = max(-1.0, min(1.0, _dot64(v0, v1) / (n0 * n1)))
     if abs(cos) > DOT_THRESHOLD:
         out = torch.lerp(v0, v1, t)  # (P,)
     else:
@@ -79,6 +89,11 @@ def slerp_tensor(
         s = math.sin(omega)
         out = (math.sin((1 - t) * omega) / s) * v0 + (math.sin(t * omega) / s) * v1  # (P,)
     return out.reshape(tensors[0].shape).to(tensors[0].dtype)
+
+
+def _dot64(a: Tensor, b: Tensor) -> float:
+    """⟨a, b⟩ of two flat tensors, accumulated in float64 chunk by chunk (bounded memory)."""
+    return sum(float(torch.dot(a[c].double(), b[c].double())) for c in chunks(a.numel()))
 
 
 TENSOR_METHODS["slerp"] = slerp_tensor
