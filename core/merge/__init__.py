@@ -26,15 +26,24 @@ from torch import Tensor
 
 from ..params import StateDict, check_compatible, is_mergeable
 from . import adamerging as _adamerging  # noqa: F401
+from . import arcee_fusion as _arcee_fusion  # noqa: F401
 from . import average as _average  # noqa: F401  (registers; order = menu order)
 from . import breadcrumbs as _breadcrumbs  # noqa: F401
+from . import breadcrumbs_ties as _breadcrumbs_ties  # noqa: F401
 from . import dare as _dare  # noqa: F401
 from . import dare_ties as _dare_ties  # noqa: F401
+from . import della as _della  # noqa: F401
 from . import fisher as _fisher  # noqa: F401
 from . import greedy_soup as _greedy_soup  # noqa: F401
+from . import karcher as _karcher  # noqa: F401
 from . import model_stock as _model_stock  # noqa: F401
+from . import multislerp as _multislerp  # noqa: F401
+from . import nearswap as _nearswap  # noqa: F401
+from . import nuslerp as _nuslerp  # noqa: F401
 from . import pcb as _pcb  # noqa: F401
+from . import ram as _ram  # noqa: F401
 from . import regmean as _regmean  # noqa: F401
+from . import sce as _sce  # noqa: F401
 from . import slerp as _slerp  # noqa: F401
 from . import task_arithmetic as _task_arithmetic  # noqa: F401
 from . import ties as _ties  # noqa: F401

@@ -1,0 +1,102 @@
+"""Arcee Fusion: fuse only the changes that stand out (mergekit's ``arcee_fusion``).
+
+Arcee AI, "Meet MergeKit v0.1: Arcee Fusion, expanded model support, multi-GPU acceleration"
+(blog post, 2025, :data:`BLOG`); the method of mergekit's ``merge_methods/arcee_fusion.py``.
+No paper.
+
+Per tensor, with a = ``models[0]`` (mergekit's ``base_model``) and b = ``models[1]``:
+
+1. importance sⱼ = |bⱼ − aⱼ| · KL(softmax(b) ‖ softmax(a)), the KL divergence taken along the
+   last axis (one value per row, ε = 1e-8 added to both distributions);
+2. threshold = median + 1.5 · IQR of the importances (quartiles at the sorted positions
+   ⌊q (n − 1)⌋, as mergekit);
+3. result a + (b − a) · [s >= threshold].
+
+mergekit estimates the quartiles from 10⁶ entries drawn with replacement (unseeded) when a
+tensor has more; here they are exact order statistics (selection, no sort), so the result is
+deterministic and equals mergekit's wherever mergekit's are exact. The ``base`` argument (the
+pre-trained model of the task-vector setting) is not used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..params import StateDict
+from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, compute_dtype
+from ._gta import kth_largest
+
+KL_EPS = 1e-8
+BLOG = (
+    "https://www.arcee.ai/blog/"
+    "meet-mergekit-v0-1-arcee-fusion-expanded-model-support-multi-gpu-acceleration"
+)
+
+
+@METHODS.register(
+    "arcee_fusion",
+    title="Arcee Fusion (two models)",
+    paper=BLOG,
+    params=(),
+    tags=("per_tensor", "two_models"),
+)
+def arcee_fusion(
+    models: Sequence[StateDict],
+    *,
+    base: StateDict | None = None,
+    generator: torch.Generator | None = None,
+) -> StateDict:
+    """``models[0]`` plus the entries of ``models[1] − models[0]`` whose importance is an
+    outlier (above median + 1.5 IQR)."""
+    return apply_per_tensor(arcee_fusion_tensor, models, None)
+
+
+def arcee_fusion_tensor(
+    tensors: Sequence[Tensor],
+    base: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Arcee Fusion of two tensors [a, b] (``base`` is ignored)."""
+    tensors = check_tensors(tensors, None)
+    if len(tensors) != 2:
+        raise ValueError(f"arcee_fusion merges exactly 2 tensors, got {len(tensors)}")
+    ref = tensors[0]
+    if ref.numel() == 0:
+        return ref.clone()
+    dtype = compute_dtype(ref)
+    a, b = (x.to(dtype).reshape(ref.shape if ref.ndim else (1,)) for x in tensors)
+    delta = b - a
+    score = importance(a, b, delta)
+    cut = fusion_threshold(score)
+    out = delta.mul_(score >= cut).add_(a)
+    return out.reshape(ref.shape).to(ref.dtype)
+
+
+def importance(a: Tensor, b: Tensor, delta: Tensor) -> Tensor:
+    """|b − a| · KL(softmax(b) ‖ softmax(a)) along the last axis (ε added to both)."""
+    p = torch.softmax(b, dim=-1).add_(KL_EPS)
+    q = torch.softmax(a, dim=-1).add_(KL_EPS)
+    kl = (p * torch.log(p / q)).sum(dim=-1, keepdim=True)  # (..., 1) one value per row
+    return delta.abs().mul_(kl)
+
+
+def fusion_threshold(score: Tensor) -> Tensor:
+    """median + 1.5 (q3 − q1) of ``score``, each quartile the sorted entry at ⌊q (n − 1)⌋."""
+    flat = score.reshape(1, -1)
+    n = flat.shape[1]
+    q1, med, q3 = (_order_stat(flat, math.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))
+    return med + 1.5 * (q3 - q1)
+
+
+def _order_stat(flat: Tensor, i: int) -> Tensor:
+    """The entry at position i (0-based) of ``flat`` (1, n) sorted ascending."""
+    n = flat.shape[1]
+    return kth_largest(flat, n - i)[0].to(flat.device)
+
+
+TENSOR_METHODS["arcee_fusion"] = arcee_fusion_tensor
