@@ -102,7 +102,8 @@ def test_inputs_untouched_and_seeded(name: str) -> None:
 
 
 # Methods for which merging one fine-tuned model alone must return it: every method whose
-# one-model case is the identity (TIES/DARE/breadcrumbs/PCB sparsify by design; SLERP needs 2).
+# one-model case is the identity (TIES/DARE/breadcrumbs/PCB sparsify by design; SLERP, NuSLERP,
+# NearSwap and Arcee Fusion need 2: tests/test_merge_mergekit.py merges those with themselves).
 IDENTITY = {
     "average": {},
     "task_arithmetic": {"scale": 1.0},
@@ -114,6 +115,13 @@ IDENTITY = {
     "fisher": {},
     "regmean": {"alpha": 1.0},
     "greedy_soup": {},
+    "della": {"density": 1.0},
+    "della_linear": {"density": 1.0},
+    "breadcrumbs_ties": {"density": 1.0, "gamma": 0.0},
+    "sce": {},
+    "ram": {"epsilon": 0.0},
+    "multislerp": {},
+    "karcher": {},
 }
 
 

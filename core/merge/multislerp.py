@@ -1,22 +1,25 @@
 """Multi-SLERP: barycentric spherical interpolation of N models (mergekit's ``multislerp``).
 
 Goddard, "Multi-SLERP" (https://goddard.blog/posts/multislerp-wow-what-a-cool-idea), the
-method of mergekit's ``merge_methods/multislerp.py``; for N = 2 on equal-norm inputs it is
-SLERP at t = w₁ / (w₀ + w₁).
+method of mergekit's ``merge_methods/multislerp.py``, computed as mergekit computes it.
 
 Per tensor (flattened), with xᵢ the models (their task vectors when a ``base`` is given) and
 weights wᵢ (normalised to sum 1 unless ``normalize=False``):
 
 1. project onto the unit sphere, uᵢ = xᵢ / (‖xᵢ‖ + ε), and take the normalised weighted mean
-   m = Σ wᵢuᵢ / ‖Σ wᵢuᵢ‖;
-2. map each uᵢ to the tangent space at m, vᵢ = uᵢ − ⟨uᵢ, m⟩ m, and average: v = Σ wᵢvᵢ;
-3. map back with the exponential map, cos‖v‖ m + sin‖v‖ v/‖v‖ (‖v‖ + ε in the division), and
-   scale by the weighted mean norm Σ wᵢ‖xᵢ‖ (then add the base back).
+   m = M / ‖M‖ with M = Σ wᵢuᵢ;
+2. project each uᵢ onto the tangent space at m, vᵢ = uᵢ − ⟨uᵢ, m⟩ m, and average: v = Σ wᵢvᵢ;
+3. map back, cos‖v‖ m + sin‖v‖ v/‖v‖ (with ‖v‖ + ε), and scale by the weighted mean norm
+   Σ wᵢ‖xᵢ‖ (then add the base back).
 
-All of it runs on the N × N Gram matrix of the inputs (:mod:`core.merge._sphere`): one pass
-to build it, one weighted sum to write the result. When the weighted mean of the unit
-vectors vanishes, two models fall back to the linear blend w₀x₀ + w₁x₁ (as mergekit) and more
-raise ValueError.
+Step 2 uses the orthogonal projection, not the logarithmic map, and M is parallel to m, so
+v = M − ⟨M, m⟩ m = 0 up to rounding: the result is the normalised weighted mean of the unit
+vectors times the weighted mean norm (a normalised lerp; for two equal-norm models at equal
+weights it is SLERP's midpoint, otherwise not SLERP — :mod:`core.merge.karcher` is the
+geodesic barycentre). All of it runs on the N × N Gram matrix of the inputs
+(:mod:`core.merge._sphere`): one pass to build it, one weighted sum to write the result. When
+M vanishes, two models fall back to the linear blend w₀x₀ + w₁x₁ (as mergekit) and more raise
+ValueError.
 """
 
 from __future__ import annotations
