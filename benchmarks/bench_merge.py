@@ -12,6 +12,15 @@ peak memory is that process's peak RSS (CPU; ``torch.cuda.max_memory_allocated``
 minus what the inputs and one warm-up call on tiny inputs already held (so fixed runtime costs
 such as numba's JIT runtime are not counted), in output-sized buffers (target <= 2). The
 bandwidth bound is one read pass over the inputs (``torch.sum`` of each), measured alike.
+
+    python benchmarks/bench_merge.py --mergekit-family   # the mergekit family vs mergekit
+
+The mergekit-family section (its own functions at the end of this file) runs each of DELLA,
+DELLA-linear, Breadcrumbs-TIES, SCE, RAM, RAM+, NuSLERP, Multi-SLERP, Karcher, NearSwap and
+Arcee Fusion on 4 fine-tuned 5000 x 5000 float32 tensors (25M parameters each) and a base,
+next to mergekit's own implementation (``mergekit.merge_methods.api.merge_tensors``) run in
+``.venv-mergekit`` (see benchmarks/bench_stream.py) on the same seeded tensors (both sides
+use torch 2.13's generator) with the same intra-op thread count (``MIXMERGE_THREADS``).
 """
 
 from __future__ import annotations
@@ -115,7 +124,13 @@ def main() -> None:
     ap.add_argument("--worker", choices=IMPLS)
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--size", type=int, default=25_000_000)
+    ap.add_argument("--mergekit-family", action="store_true", help="the mergekit-family section")
+    ap.add_argument("--family-worker", choices=[f[0] for f in FAMILY])
+    ap.add_argument("--tool", choices=("ours", "mergekit"), default="ours")
     args = ap.parse_args()
+    if args.mergekit_family or args.family_worker:
+        family_main(args)
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.n, args.size, args.device, args.repeats)))
         return
@@ -141,6 +156,135 @@ def main() -> None:
                 f"{b['extra_bytes'] / b['out_bytes']:.2f} | {bound['time']:.3f} |",
                 flush=True,
             )
+
+
+# ---- mergekit family: each method next to mergekit's implementation ------------------------
+
+MK_PYTHON = ROOT / ".venv-mergekit" / "bin" / "python"
+# (name, our TENSOR_METHODS entry and keyword arguments, mergekit method and parameters,
+#  fine-tuned models used, base passed, sparse deltas). The parameters mean the same on both
+#  sides (tests/test_merge_mergekit.py checks the outputs agree).
+FAMILY: tuple[tuple[str, str, dict, str, dict, int, bool, bool], ...] = (
+    ("DELLA", "della", {"density": 0.5, "epsilon": 0.1, "rescale": "l1"},
+     "della", {"weight": 1.0, "density": 0.5, "epsilon": 0.1}, 4, True, False),
+    ("DELLA linear", "della_linear", {"density": 0.5, "epsilon": 0.1, "rescale": "l1"},
+     "della_linear", {"weight": 1.0, "density": 0.5, "epsilon": 0.1}, 4, True, False),
+    ("Breadcrumbs-TIES", "breadcrumbs_ties", {"density": 0.5, "gamma": 0.01, "scope": "tensor"},
+     "breadcrumbs_ties", {"weight": 1.0, "density": 0.5, "gamma": 0.01}, 4, True, False),
+    ("SCE (top 50%)", "sce", {"density": 0.5}, "sce", {"select_topk": 0.5}, 4, True, False),
+    ("RAM", "ram", {}, "ram", {}, 4, True, True),
+    ("RAM+ (per tensor)", "ram", {"rescale": "tensor"}, "ramplus_tl", {}, 4, True, True),
+    ("NuSLERP", "nuslerp", {}, "nuslerp", {"weight": 1.0}, 2, True, False),
+    ("Multi-SLERP", "multislerp", {}, "multislerp", {"weight": 1.0}, 4, True, False),
+    ("Karcher", "karcher", {}, "karcher", {}, 4, False, False),
+    ("NearSwap", "nearswap", {"t": 0.001}, "nearswap", {"t": 0.001}, 1, True, False),
+    ("Arcee Fusion", "arcee_fusion", {}, "arcee_fusion", {}, 1, True, False),
+)  # fmt: skip
+
+
+def family_inputs(torch, n: int, shape: tuple[int, int], sparse: bool):  # type: ignore[no-untyped-def]
+    """Base + n fine-tunes (base + 0.002·noise; 90% of the delta zero for RAM's sparse RL-style
+    task vectors), seeded, built without N-sized temporaries."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(shape, generator=g).mul_(0.02)
+    models = []
+    for _ in range(n):
+        delta = torch.randn(shape, generator=g).mul_(0.002)
+        if sparse:
+            delta.mul_(torch.rand(shape, generator=g) >= 0.9)
+        models.append(delta.add_(base))
+    return base, models
+
+
+def family_worker(name: str, tool: str, shape: tuple[int, int], repeats: int) -> dict[str, float]:
+    """Time one method of :data:`FAMILY` with one tool in this process."""
+    import os
+
+    import torch
+
+    spec = next(f for f in FAMILY if f[0] == name)
+    _, ours_name, ours_kw, mk_name, mk_params, n, with_base, sparse = spec
+    if tool == "ours":
+        sys.path.insert(0, str(ROOT))
+        from core.device import configure_threads
+        from core.merge import TENSOR_METHODS
+
+        configure_threads()
+
+        def call(base, models):  # type: ignore[no-untyped-def]
+            gen = torch.Generator().manual_seed(1)
+            kw = dict(ours_kw, generator=gen) if ours_name.startswith("della") else ours_kw
+            if ours_name in ("nearswap", "arcee_fusion"):
+                return TENSOR_METHODS[ours_name]([base, *models], None, **kw)
+            return TENSOR_METHODS[ours_name](models, base if with_base else None, **kw)
+    else:
+        from mergekit.merge_methods.api import merge_tensors
+
+        if os.environ.get("MIXMERGE_THREADS"):
+            torch.set_num_threads(int(os.environ["MIXMERGE_THREADS"]))
+        else:
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+        def call(base, models):  # type: ignore[no-untyped-def]
+            torch.manual_seed(1)
+            if not with_base:
+                return merge_tensors(models, mk_name, parameters=mk_params)
+            return merge_tensors([base, *models], mk_name, parameters=mk_params, base_index=0)
+
+    small_base, small = family_inputs(torch, n, (64, 64), sparse)
+    call(small_base, small)  # imports, JIT and allocator warm-up are not the merge's
+    base, models = family_inputs(torch, n, shape, sparse)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = call(base, models)
+        times.append(time.perf_counter() - t0)
+        del out
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out_bytes = shape[0] * shape[1] * 4
+    return {"time": min(times), "extra_bytes": max(0, peak - before), "out_bytes": out_bytes}
+
+
+def family_measure(name: str, tool: str, shape: tuple[int, int], repeats: int) -> dict | None:
+    """Run :func:`family_worker` in a fresh interpreter (mergekit's virtualenv for mergekit)."""
+    python = sys.executable if tool == "ours" else str(MK_PYTHON)
+    if tool == "mergekit" and not MK_PYTHON.exists():
+        return None
+    cmd = [python, __file__, "--family-worker", name, "--tool", tool, "--repeats", str(repeats)]
+    cmd += ["--size", str(shape[0])]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"{name} ({tool}) failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def family_main(args: argparse.Namespace) -> None:
+    """The mergekit-family table (or one worker run)."""
+    side = 1000 if args.quick else 5000
+    if args.family_worker:
+        side = args.size if args.size != 25_000_000 else side
+        print(json.dumps(family_worker(args.family_worker, args.tool, (side, side), args.repeats)))
+        return
+    print(f"mergekit family, {side} x {side} float32 per model, best of {args.repeats}")
+    if not MK_PYTHON.exists():
+        print(f"(mergekit's virtualenv {MK_PYTHON} is missing: mergekit columns left empty)")
+    print("| method | models | ours (s) | mergekit (s) | mergekit / ours | ours extra mem | "
+          "mergekit extra mem |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for spec in FAMILY:
+        name, n = spec[0], spec[5]
+        a = family_measure(name, "ours", (side, side), args.repeats)
+        b = family_measure(name, "mergekit", (side, side), args.repeats)
+        assert a is not None
+        ratio = f"{b['time'] / a['time']:.2f}x" if b else "—"
+        mk_t = f"{b['time']:.3f}" if b else "—"
+        mk_m = f"{b['extra_bytes'] / b['out_bytes']:.2f}" if b else "—"
+        print(
+            f"| {name} | {n} | {a['time']:.3f} | {mk_t} | {ratio} | "
+            f"{a['extra_bytes'] / a['out_bytes']:.2f} | {mk_m} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
