@@ -5,7 +5,7 @@ no model), neural-collapse metrics and PPP clustering.
 Random shapes, dtypes, one model, one class, constant features, empty inputs and NaN/Inf: each
 call either works — and then its output is finite where the input was, with the documented
 keys/shapes — or raises ValueError/TypeError whose message names the argument. Never another
-exception type. A module that does not exist yet is skipped.
+exception type.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core import cluster, geometry, merge, mixup
 from tests.test_properties import expect_clean
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -40,7 +41,6 @@ def _tensor(shape: tuple[int, ...], dtype: torch.dtype, seed: int, kind: str) ->
 
 # ----------------------------------------------------------------------------- merges
 def _merge_methods() -> list[str]:
-    merge = pytest.importorskip("core.merge")
     return [n for n in merge.METHODS.names() if "data_dependent" not in merge.METHODS[n].tags]
 
 
@@ -72,7 +72,7 @@ def _hyper_value(h: Any, draw: st.DrawFn, n: int) -> Any:
     return h.default
 
 
-@pytest.mark.parametrize("method", _merge_methods() if pytest.importorskip("core.merge") else [])
+@pytest.mark.parametrize("method", _merge_methods())
 @SETTINGS
 @given(data=st.data())
 def test_merge_never_crashes(method: str, data: st.DataObject) -> None:
@@ -131,11 +131,10 @@ def test_merge_never_crashes(method: str, data: st.DataObject) -> None:
 
 # ----------------------------------------------------------------------------- mixers
 def _mixers() -> list[str]:
-    mixup = pytest.importorskip("core.mixup")
     return [n for n in mixup.MIXERS.names() if "model" not in mixup.MIXERS[n].tags]
 
 
-@pytest.mark.parametrize("name", _mixers() if pytest.importorskip("core.mixup") else [])
+@pytest.mark.parametrize("name", _mixers())
 @SETTINGS
 @given(data=st.data())
 def test_mixer_never_crashes(name: str, data: st.DataObject) -> None:
@@ -206,7 +205,6 @@ def test_mixer_never_crashes(name: str, data: st.DataObject) -> None:
 def test_neural_collapse_never_crashes(
     n: int, d: int, n_classes: int, kind: str, labels_kind: str
 ) -> None:
-    geometry = pytest.importorskip("core.geometry")
     x = _tensor((n, d), torch.float32, 3, kind)
     labels = torch.arange(n) % n_classes
     if labels_kind == "float":
@@ -236,7 +234,6 @@ def test_neural_collapse_never_crashes(
     k_max=st.sampled_from([-1, 0, 1, 2, 3, 50]),
 )
 def test_ppp_never_crashes(n: int, d: int, kind: str, k_max: int) -> None:
-    cluster = pytest.importorskip("core.cluster")
     x = _tensor((n, d), torch.float32, 4, kind)
     ok, res = expect_clean(lambda: cluster.ppp(x, k_max=k_max, n_components=None), ("x", "k_max"))
     if ok:
