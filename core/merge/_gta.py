@@ -2,6 +2,7 @@
 
 * :func:`rows` — the (R, D) row view the row-wise methods rank in: rows are the first axis.
 * :func:`kth_largest` — exact k-th largest value per row, by selection (no sort).
+* :func:`row_order` — the ascending order of each row.
 * :func:`rank_window` — the entries whose magnitude rank lies in a window, ties by index.
 * :class:`SignConsensus` — TIES-style sign election and disjoint merge over task vectors fed
   one at a time (no N-times-size stack), electing on weighted or unweighted deltas.
@@ -30,17 +31,32 @@ def rows(t: Tensor) -> Tensor:
 def kth_largest(a: Tensor, k: int) -> Tensor:
     """Per row of ``a`` (R, D), the k-th largest value (1 <= k <= D), as an (R,) tensor.
 
-    Selection, not sorting: numpy's introselect for one CPU row (4-5x faster than
-    ``torch.kthvalue`` here), ``torch.kthvalue`` along the rows otherwise.
+    Selection, not sorting: numpy's SIMD introselect on the CPU (``np.partition``, 10-20x
+    faster than ``torch.kthvalue`` on the 2-core machine), ``torch.kthvalue`` elsewhere.
     """
     r, d = a.shape
     if not 1 <= k <= d:
         raise ValueError(f"k must be in [1, {d}], got {k}")
-    if a.device.type == "cpu" and r == 1 and a.dtype in (torch.float32, torch.float64):
-        flat = a.reshape(-1).numpy()
-        v = np.partition(flat, d - k)[d - k]
-        return torch.tensor([v], dtype=a.dtype)
+    if _numpy_ok(a):
+        part = np.partition(a.numpy(), d - k, axis=1)  # (R, D) a copy, partitioned per row
+        return torch.from_numpy(np.ascontiguousarray(part[:, d - k]))
     return torch.kthvalue(a, d - k + 1, dim=1).values
+
+
+def row_order(a: Tensor) -> Tensor:
+    """Per row of ``a`` (R, D), the indices that sort it ascending (int64, (R, D)): numpy's
+    SIMD argsort on the CPU (5x ``torch.argsort`` here), ``torch.argsort`` elsewhere."""
+    if _numpy_ok(a):
+        return torch.from_numpy(np.argsort(a.numpy(), axis=1))
+    return torch.argsort(a, dim=1)
+
+
+def _numpy_ok(a: Tensor) -> bool:
+    return (
+        a.device.type == "cpu"
+        and a.dtype in (torch.float32, torch.float64)
+        and (not a.requires_grad)
+    )
 
 
 def rank_window(a: Tensor, start: int, count: int) -> Tensor:
@@ -65,10 +81,13 @@ def _top_ranks(a: Tensor, k: int) -> Tensor:
     if k <= 0:
         return torch.zeros_like(a, dtype=torch.bool)
     v = kth_largest(a, k)[:, None]  # (R, 1) the k-th largest of each row
-    above = a > v  # (R, D)
+    keep = a >= v  # (R, D)
+    extra = keep.sum(dim=1, keepdim=True) - k  # (R, 1) tied entries beyond the k
+    if not bool((extra > 0).any()):  # the usual case: the cut value occurs once per row
+        return keep
     tied = a == v  # (R, D)
-    need = k - above.sum(dim=1, keepdim=True)  # (R, 1) tied entries to take, >= 1
-    return above | (tied & (torch.cumsum(tied, dim=1) <= need))
+    need = tied.sum(dim=1, keepdim=True) - extra  # (R, 1) tied entries to take, >= 1
+    return (a > v) | (tied & (torch.cumsum(tied, dim=1) <= need))
 
 
 class SignConsensus:

@@ -39,7 +39,7 @@ from ._base import (
     check_weights,
     compute_dtype,
 )
-from ._gta import SignConsensus, l1_rescale_, rows
+from ._gta import SignConsensus, l1_rescale_, row_order, rows
 
 DELLA_DENSITY = Hyper(
     "density", "float", 0.7, 0.02, 1.0, 0.01, help="mean keep probability (1 − drop rate)"
@@ -221,7 +221,7 @@ def magprune(
     else:  # one entry: the middle of the window (the reference divides 0 by 0)
         p_sorted = torch.full((1,), 0.5, dtype=tau.dtype, device=tau.device)
     p_sorted = p_sorted.mul_(2).mul_(epsilon).add_(density - epsilon)  # (D,) ascending
-    order = torch.argsort(a.abs(), dim=1)  # (R, D) ascending magnitude
+    order = row_order(a.abs())  # (R, D) ascending magnitude
     p = torch.empty_like(a).scatter_(1, order, p_sorted.expand_as(a))  # (R, D) keep prob.
     u = torch.rand(a.shape, dtype=tau.dtype, device=tau.device, generator=generator)
     keep = u < p  # (R, D)

@@ -113,12 +113,6 @@ def ram_tensor(
     """
     tensors = check_tensors(tensors, base)
     epsilon, r, alpha = _check(epsilon, rescale, r, alpha)
-    ref = tensors[0]
-    dtype = compute_dtype(ref)
-    b = None if base is None else base.to(dtype)
-    count = torch.zeros(ref.shape, dtype=dtype, device=ref.device)  # active models per entry
-    for t in tensors:
-        count += (_tau(t, b, dtype).abs_() > epsilon).to(dtype)
     lam = None
     if rescale == "global":
         if rho is None or len(rho) != len(tensors):
@@ -128,17 +122,26 @@ def ram_tensor(
                 f"from ram_overlap_ratios over the whole model), got {got}"
             )
         lam = [_lambda(float(x), r, alpha) for x in rho]
-    elif rescale == "tensor":
-        ratios = [_ratio(*_counts(t, b, dtype, epsilon, count), epsilon) for t in tensors]
-        lam = [_lambda(x, r, alpha) for x in ratios]
+    ref = tensors[0]
+    dtype = compute_dtype(ref)
+    b = None if base is None else base.to(dtype)
+    count = torch.zeros(ref.shape, dtype=dtype, device=ref.device)  # active models per entry
     total = torch.zeros_like(count)  # Σ active τ
-    unique = torch.zeros_like(count) if lam is not None else None  # Σ λᵢ active τ
+    unique = None if rescale == "none" else torch.zeros_like(count)  # Σ λᵢ active τ
     for i, t in enumerate(tensors):
         tau = _tau(t, b, dtype)
-        tau.mul_(tau.abs() > epsilon)
+        active = tau.abs() > epsilon
+        tau.mul_(active)
         total += tau
-        if unique is not None and lam is not None:
+        count += active
+        if lam is not None and unique is not None:
             unique.add_(tau, alpha=lam[i])
+    if rescale == "tensor" and unique is not None:  # λᵢ from this tensor's counts: 2nd pass
+        for t in tensors:
+            tau = _tau(t, b, dtype)
+            active = tau.abs() > epsilon
+            lam_i = _lambda(_ratio(*_counts(active, count), epsilon), r, alpha)
+            unique.add_(tau.mul_(active), alpha=lam_i)
     merged = total.div_(count.clamp(min=1.0))
     if unique is not None:
         merged = torch.where(count == 1, unique, merged)
@@ -164,20 +167,18 @@ def ram_overlap_ratios(
         b = None if base is None else base[k].to(dtype)
         count = torch.zeros(v.shape, dtype=dtype, device=v.device)
         for t in tensors:
-            count += (_tau(t, b, dtype).abs_() > epsilon).to(dtype)
+            count += _tau(t, b, dtype).abs_() > epsilon
         for i, t in enumerate(tensors):
-            s, u = _counts(t, b, dtype, epsilon, count)
+            s, u = _counts(_tau(t, b, dtype).abs_() > epsilon, count)
             shared[i] += s
             uniq[i] += u
     return [_ratio(s, u, epsilon) for s, u in zip(shared, uniq, strict=True)]
 
 
-def _counts(
-    t: Tensor, b: Tensor | None, dtype: torch.dtype, epsilon: float, count: Tensor
-) -> tuple[float, float]:
+def _counts(active: Tensor, count: Tensor) -> tuple[float, float]:
     """(shared, unique) active entries of one model given the per-entry activity count."""
-    active = _tau(t, b, dtype).abs_() > epsilon
-    return float((active & (count > 1)).sum()), float((active & (count == 1)).sum())
+    unique = float((active & (count == 1)).sum())
+    return float(active.sum()) - unique, unique
 
 
 def _ratio(shared: float, unique: float, epsilon: float) -> float:
