@@ -14,6 +14,7 @@ such as numba's JIT runtime are not counted), in output-sized buffers (target <=
 bandwidth bound is one read pass over the inputs (``torch.sum`` of each), measured alike.
 
     python benchmarks/bench_merge.py --mergekit-family   # the mergekit family vs mergekit
+    python benchmarks/bench_merge.py --mergekit-family --only "DELLA,Karcher"   # a subset
 
 The mergekit-family section (its own functions at the end of this file) runs each of DELLA,
 DELLA-linear, Breadcrumbs-TIES, SCE, RAM, RAM+, NuSLERP, Multi-SLERP, Karcher, NearSwap and
@@ -127,6 +128,7 @@ def main() -> None:
     ap.add_argument("--mergekit-family", action="store_true", help="the mergekit-family section")
     ap.add_argument("--family-worker", choices=[f[0] for f in FAMILY])
     ap.add_argument("--tool", choices=("ours", "mergekit"), default="ours")
+    ap.add_argument("--only", default="", help="mergekit family: comma-separated method names")
     args = ap.parse_args()
     if args.mergekit_family or args.family_worker:
         family_main(args)
@@ -272,8 +274,16 @@ def family_main(args: argparse.Namespace) -> None:
     print("| method | models | ours (s) | mergekit (s) | mergekit / ours | ours extra mem | "
           "mergekit extra mem |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = sorted(set(only) - {f[0] for f in FAMILY})
+    if unknown:
+        raise SystemExit(
+            f"--only names unknown methods {unknown}; expected {[f[0] for f in FAMILY]}"
+        )
     for spec in FAMILY:
         name, n = spec[0], spec[5]
+        if only and name not in only:
+            continue
         a = family_measure(name, "ours", (side, side), args.repeats)
         b = family_measure(name, "mergekit", (side, side), args.repeats)
         assert a is not None
