@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def add_merge_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,22 +22,36 @@ def add_merge_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", default="5B", help="bytes per output shard: 5B, 500M, 2GB")
     p.add_argument("--seed", type=int, default=0, help="seed of the random methods (DARE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--intermediate-dir",
+        default=None,
+        help="multi-document configs: folder of the named merges (default OUT_DIR-parts)",
+    )
     p.set_defaults(func=_merge)
 
 
 def _merge(args: argparse.Namespace) -> int:
     from . import DiskFullError, StreamError, stream_merge
+    from .multi import load_documents, stream_multi
 
+    common: dict[str, Any] = {
+        "device": args.device,
+        "overwrite": args.overwrite,
+        "shard_size": args.shard_size,
+        "seed": args.seed,
+        "progress": not args.quiet,
+    }
     try:
-        rep = stream_merge(
-            args.config,
-            args.out_dir,
-            device=args.device,
-            overwrite=args.overwrite,
-            shard_size=args.shard_size,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
+        if len(load_documents(args.config)) > 1:  # mergekit-multi style: several merges
+            reps = stream_multi(
+                args.config, args.out_dir, intermediate_dir=args.intermediate_dir, **common
+            )
+            for r in reps:
+                if r is not None:
+                    print(f"merged {r.n_tensors} tensors into {r.out_dir} in {r.seconds:.1f} s")
+            print(f"{sum(r is None for r in reps)} finished intermediate merge(s) reused")
+            return 0
+        rep = stream_merge(args.config, args.out_dir, **common)
     except (StreamError, DiskFullError) as err:
         print(f"error: {err.strerror if isinstance(err, DiskFullError) else err}", file=sys.stderr)
         return 2

@@ -23,8 +23,13 @@ Supported (mergekit README / ``config.py`` semantics)::
 Workbench extensions (ignored by mergekit): ``parameters: {trim: global}`` selects the TIES
 paper's model-wide trim instead of mergekit's per-tensor one; ``disjoint: sum``.
 
-Not supported, with a clear error: ``slices`` / ``modules`` (layer-range frankenmerges) and
-models given as Hugging Face hub ids (nothing is downloaded: point at a local folder).
+The mergekit-family methods (della, della_linear, breadcrumbs_ties, sce, ram, ramplus_tl,
+nuslerp, multislerp, karcher, nearswap, arcee_fusion) take mergekit's parameters
+(:mod:`core.stream.family`); ``merge_method: passthrough`` with ``slices:`` (frankenmerges,
+depth up-scaling) is planned by :mod:`core.stream.slices`, which :func:`stream_merge` hands
+such configs to. Not supported, with a clear error: ``modules``, slices with several sources
+(per-slice merges) and models given as Hugging Face hub ids (nothing is downloaded: point at a
+local folder).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any
 import torch
 import yaml
 
+from .family import FAMILY_ALIASES, FAMILY_NEEDS_BASE, check_arity
 from .st_io import StreamError
 
 # mergekit name -> (workbench method, needs a base, default normalize, default trim)
@@ -61,6 +67,8 @@ NEEDS_BASE = {
     "slerp",
     "model_stock",
 }
+METHOD_ALIASES.update(FAMILY_ALIASES)  # della, sce, ram, nuslerp, ... (core/stream/family.py)
+NEEDS_BASE |= FAMILY_NEEDS_BASE
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -213,6 +221,7 @@ def load_config(
         raise StreamError(f"slerp merges base_model with exactly 1 other model, got {n}")
     if n == 0:
         raise StreamError("config lists no model to merge besides base_model")
+    check_arity(cfg)
     return cfg
 
 

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ..io import CheckpointError, hf_folder_tensors
 from .config import MergeConfig, ModelEntry, layer_depths, load_config, parameter
+from .family import BASE_AS_INPUT, FAMILY_ALIASES, family_call
 from .st_io import (
     DiskFullError,
     OutTensor,
@@ -201,6 +202,8 @@ def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
     ``lambda`` (1), ``normalize`` (linear and ties true, others false), ``t`` for slerp.
     """
     mk = cfg.merge_method
+    if mk in FAMILY_ALIASES:
+        return family_call(cfg, name, t)
     models = cfg.merged_models()
 
     def g(key: str, default: Any) -> Any:
@@ -310,14 +313,14 @@ class _Inputs:
 
 def _open_inputs(cfg: MergeConfig) -> _Inputs:
     merged = cfg.merged_models()
-    if cfg.merge_method == "slerp" and cfg.base is not None:
+    if cfg.merge_method in ("slerp", *BASE_AS_INPUT) and cfg.base is not None:
         merged = [cfg.base, *merged]  # slerp(t) goes from the base (t = 0) to the other model
     infos = [model_tensors(m.path) for m in merged]
     named: list[tuple[str, Mapping[str, TensorInfo]]] = [
         (f"{m.model!r}", inf) for m, inf in zip(merged, infos, strict=True)
     ]
     base_infos = None
-    if cfg.base is not None and cfg.merge_method not in ("linear", "slerp"):
+    if cfg.base is not None and cfg.merge_method not in ("linear", "slerp", *BASE_AS_INPUT):
         base_infos = model_tensors(cfg.base.path)
         named.insert(0, (f"base_model {cfg.base.model!r}", base_infos))
     check_inputs(named, allow_dtype_mix=cfg.dtype is not None)
@@ -357,6 +360,17 @@ def stream_merge(
         DiskFullError: the disk filled up (the partial output is removed).
     """
     t0 = time.perf_counter()
+    if not isinstance(config, MergeConfig):
+        from .slices import is_passthrough, stream_passthrough
+
+        raw = is_passthrough(config)
+        if raw is not None:  # passthrough / slices: layer stacking, no arithmetic
+            if not isinstance(overwrite, bool):
+                raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
+            root = Path(config).parent if isinstance(config, str | Path) else None
+            return stream_passthrough(
+                raw, out_dir, root=root, overwrite=overwrite, shard_size=shard_size
+            )
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
