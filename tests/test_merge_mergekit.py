@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -506,3 +508,51 @@ def test_two_model_methods_of_one_model_with_itself_return_it(name: str) -> None
     x = {"w": torch.randn(4, 6, generator=torch.Generator().manual_seed(0))}
     out = merge(name, [x, x])
     torch.testing.assert_close(out["w"], x["w"], **TOL)
+
+
+# ---- properties ----------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 4), seed=st.integers(0, 10_000), d=st.sampled_from([1, 5, 33]))
+def test_no_pruning_and_no_conflict_reduce_to_task_arithmetic(n: int, seed: int, d: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(4, d, generator=g)
+    taus = [torch.rand(4, d, generator=g) + 0.1 for _ in range(n)]  # all positive: no conflict
+    models = [base + t for t in taus]
+    ta = base + sum(taus)
+    kw: dict[str, Any] = {"density": 1.0}
+    torch.testing.assert_close(della_linear_tensor(models, base, **kw), ta, **TOL)
+    torch.testing.assert_close(della_tensor(models, base, disjoint="sum", **kw), ta, **TOL)
+    bt = breadcrumbs_ties_tensor(models, base, density=1.0, gamma=0.0)
+    torch.testing.assert_close(bt, ta, **TOL)
+    torch.testing.assert_close(ram_tensor(models, base) - base, _ram_plain(taus), **TOL)
+
+
+def _ram_plain(taus: list[torch.Tensor]) -> torch.Tensor:
+    """Every entry active: the mean of the task vectors (one model: itself)."""
+    return sum(taus) / len(taus)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), t=st.floats(0.0, 0.5))
+def test_nearswap_moves_each_entry_at_most_t_and_never_past_b(seed: int, t: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    out = nearswap_tensor([a, b], t=t)
+    step = (out - a).abs()
+    assert bool((step <= t + 1e-6).all()) or t == 0.0
+    assert bool((step <= (b - a).abs() + 1e-6).all())
+    assert bool(((out - a) * (b - a) >= -1e-12).all())  # towards b
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 5), seed=st.integers(0, 10_000))
+def test_spherical_means_have_the_weighted_mean_norm(n: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(30, generator=g) + 1.0 for _ in range(n)]  # one half-space: no cancel
+    w = torch.rand(n, generator=g) + 0.1
+    w = (w / w.sum()).tolist()
+    target = sum(wi * float(x.norm()) for wi, x in zip(w, xs, strict=True))
+    for out in (karcher_tensor(xs, weights=w), multislerp_tensor(xs, weights=w)):
+        assert float(out.norm()) == pytest.approx(target, rel=1e-4)

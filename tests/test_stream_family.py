@@ -333,6 +333,8 @@ def test_multi_document_errors(tmp_path: Path) -> None:
     assert [s.name for s in stages] == ["a", None]
     assert stages[1].config["models"] == [str(tmp_path / "parts" / "a"), "y"]
     assert stages[1].out == tmp_path / "out" and stages[1].final
+    with pytest.raises(StreamError, match="would be the final output"):
+        plan_stages([{**ok, "name": "out"}, ok], tmp_path / "out", tmp_path)
     # all named: the last document is the final one
     stages = plan([{**ok, "name": "a"}, {**ok, "name": "b", "models": ["a"]}])
     assert stages[-1].name == "b" and stages[-1].out == tmp_path / "out"

@@ -84,6 +84,9 @@ def plan_stages(
         )
     final = unnamed[0] if unnamed else len(docs) - 1
     outs = {n: intermediate_dir / n for n in named}
+    clash = sorted(n for n, p in outs.items() if p == out_dir and n != names[final])
+    if clash:
+        raise StreamError(f"the intermediate output of {clash} would be the final output {out_dir}")
     deps = [_references(d, set(named)) for d in docs]
     for i, used in enumerate(deps):
         if names[i] is not None and names[i] in used:
