@@ -498,7 +498,7 @@ NEW = [
 @pytest.mark.parametrize("name", NEW)
 def test_registered_with_paper_and_kernel(name: str) -> None:
     entry = METHODS[name]
-    assert entry.paper.startswith("https://")
+    assert entry.paper.startswith("https://arxiv.org/abs/")
     assert "per_tensor" in entry.tags and name in TENSOR_METHODS
     assert entry.doc
 
@@ -556,3 +556,12 @@ def test_spherical_means_have_the_weighted_mean_norm(n: int, seed: int) -> None:
     target = sum(wi * float(x.norm()) for wi, x in zip(w, xs, strict=True))
     for out in (karcher_tensor(xs, weights=w), multislerp_tensor(xs, weights=w)):
         assert float(out.norm()) == pytest.approx(target, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 4), ()])
+def test_empty_and_scalar_tensors(name: str, shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(shape, generator=g) for _ in range(2)]
+    out = TENSOR_METHODS[name](xs, torch.randn(shape, generator=g))
+    assert out.shape == torch.Size(shape) and bool(torch.isfinite(out).all())

@@ -2,7 +2,7 @@
 
 Arcee AI, "Meet MergeKit v0.1: Arcee Fusion, expanded model support, multi-GPU acceleration"
 (blog post, 2025, :data:`BLOG`); the method of mergekit's ``merge_methods/arcee_fusion.py``.
-No paper.
+No paper: the registry links the mergekit paper (Goddard et al., arXiv:2403.13257).
 
 Per tensor, with a = ``models[0]`` (mergekit's ``base_model``) and b = ``models[1]``:
 
@@ -48,7 +48,7 @@ BLOG = (
 @METHODS.register(
     "arcee_fusion",
     title="Arcee Fusion (two models)",
-    paper=BLOG,
+    paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(),
     tags=("per_tensor", "two_models"),
 )

@@ -212,7 +212,7 @@ def magprune(
     Per row, the entry of magnitude rank r (1 = smallest of D) is kept with probability
     p = (density − ε) + 2ε (r − 1)/(D − 1), decided by one uniform draw per entry (u < p).
     """
-    if density >= 1.0:
+    if density >= 1.0 or tau.numel() == 0:
         return tau
     a = rows(tau)  # (R, D) view
     d = a.shape[1]

@@ -1,7 +1,8 @@
 """Multi-SLERP: barycentric spherical interpolation of N models (mergekit's ``multislerp``).
 
 Goddard, "Multi-SLERP" (https://goddard.blog/posts/multislerp-wow-what-a-cool-idea), the
-method of mergekit's ``merge_methods/multislerp.py``, computed as mergekit computes it.
+method of mergekit's ``merge_methods/multislerp.py``, computed as mergekit computes it (no
+paper: the registry links the mergekit paper, Goddard et al., arXiv:2403.13257).
 
 Per tensor (flattened), with xᵢ the models (their task vectors when a ``base`` is given) and
 weights wᵢ (normalised to sum 1 unless ``normalize=False``):
@@ -51,7 +52,7 @@ EPS = 1e-8
 @METHODS.register(
     "multislerp",
     title="Multi-SLERP (spherical barycentre)",
-    paper="https://goddard.blog/posts/multislerp-wow-what-a-cool-idea",
+    paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(MS_WEIGHTS, MS_NORMALIZE),
     tags=("per_tensor",),
 )
@@ -89,7 +90,7 @@ def multislerp_tensor(
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__} {normalize!r}")
     w = check_weights(weights, len(tensors))
     ref = tensors[0]
-    if len(tensors) == 1:
+    if len(tensors) == 1 or ref.numel() == 0:
         return ref.clone()
     if normalize:
         total = sum(w)

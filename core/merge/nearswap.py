@@ -2,7 +2,8 @@
 
 Introduced with the merge "QuartetAnemoi-70B-t0.0001" (alchemonaut, Hugging Face model card,
 https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001); mergekit's ``nearswap``
-(``merge_methods/nearswap.py``). No paper.
+(``merge_methods/nearswap.py``). No paper: the registry links the mergekit paper, Goddard et
+al., "Arcee's MergeKit: A Toolkit for Merging Large Language Models", arXiv:2403.13257.
 
 Per entry, with a = ``models[0]`` (mergekit's ``base_model``: the model kept where the two
 differ) and b = ``models[1]``: w = clamp(t / max(|a − b|, 1e-6), 0, 1) and the result is
@@ -37,7 +38,7 @@ MIN_DIFF = 1e-6
 @METHODS.register(
     "nearswap",
     title="NearSwap (two models)",
-    paper="https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001",
+    paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(NS_T,),
     tags=("per_tensor", "two_models"),
 )

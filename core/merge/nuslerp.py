@@ -94,6 +94,8 @@ def nuslerp_tensor(
     w = check_weights(weights, 2)
     t = 0.5 if abs(sum(w)) < 1e-6 else w[1] / sum(w)
     ref = tensors[0]
+    if ref.numel() == 0:
+        return ref.clone()
     dtype = compute_dtype(ref)
     b = None if base is None else base.to(dtype)
     v0, v1 = (x.to(dtype) if b is None else x.to(dtype) - b for x in tensors)
