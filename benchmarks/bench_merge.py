@@ -167,12 +167,36 @@ MK_PYTHON = ROOT / ".venv-mergekit" / "bin" / "python"
 #  fine-tuned models used, base passed, sparse deltas). The parameters mean the same on both
 #  sides (tests/test_merge_mergekit.py checks the outputs agree).
 FAMILY: tuple[tuple[str, str, dict, str, dict, int, bool, bool], ...] = (
-    ("DELLA", "della", {"density": 0.5, "epsilon": 0.1, "rescale": "l1"},
-     "della", {"weight": 1.0, "density": 0.5, "epsilon": 0.1}, 4, True, False),
-    ("DELLA linear", "della_linear", {"density": 0.5, "epsilon": 0.1, "rescale": "l1"},
-     "della_linear", {"weight": 1.0, "density": 0.5, "epsilon": 0.1}, 4, True, False),
-    ("Breadcrumbs-TIES", "breadcrumbs_ties", {"density": 0.5, "gamma": 0.01, "scope": "tensor"},
-     "breadcrumbs_ties", {"weight": 1.0, "density": 0.5, "gamma": 0.01}, 4, True, False),
+    (
+        "DELLA",
+        "della",
+        {"density": 0.5, "epsilon": 0.1, "rescale": "l1"},
+        "della",
+        {"weight": 1.0, "density": 0.5, "epsilon": 0.1},
+        4,
+        True,
+        False,
+    ),
+    (
+        "DELLA linear",
+        "della_linear",
+        {"density": 0.5, "epsilon": 0.1, "rescale": "l1"},
+        "della_linear",
+        {"weight": 1.0, "density": 0.5, "epsilon": 0.1},
+        4,
+        True,
+        False,
+    ),
+    (
+        "Breadcrumbs-TIES",
+        "breadcrumbs_ties",
+        {"density": 0.5, "gamma": 0.01, "scope": "tensor"},
+        "breadcrumbs_ties",
+        {"weight": 1.0, "density": 0.5, "gamma": 0.01},
+        4,
+        True,
+        False,
+    ),
     ("SCE (top 50%)", "sce", {"density": 0.5}, "sce", {"select_topk": 0.5}, 4, True, False),
     ("RAM", "ram", {}, "ram", {}, 4, True, True),
     ("RAM+ (per tensor)", "ram", {"rescale": "tensor"}, "ramplus_tl", {}, 4, True, True),
@@ -181,7 +205,7 @@ FAMILY: tuple[tuple[str, str, dict, str, dict, int, bool, bool], ...] = (
     ("Karcher", "karcher", {}, "karcher", {}, 4, False, False),
     ("NearSwap", "nearswap", {"t": 0.001}, "nearswap", {"t": 0.001}, 1, True, False),
     ("Arcee Fusion", "arcee_fusion", {}, "arcee_fusion", {}, 1, True, False),
-)  # fmt: skip
+)
 
 
 def family_inputs(torch, n: int, shape: tuple[int, int], sparse: bool):  # type: ignore[no-untyped-def]
@@ -271,8 +295,10 @@ def family_main(args: argparse.Namespace) -> None:
     print(f"mergekit family, {side} x {side} float32 per model, best of {args.repeats}")
     if not MK_PYTHON.exists():
         print(f"(mergekit's virtualenv {MK_PYTHON} is missing: mergekit columns left empty)")
-    print("| method | models | ours (s) | mergekit (s) | mergekit / ours | ours extra mem | "
-          "mergekit extra mem |")  # fmt: skip
+    print(
+        "| method | models | ours (s) | mergekit (s) | mergekit / ours | ours extra mem | "
+        "mergekit extra mem |"
+    )
     print("|---|---|---|---|---|---|---|")
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = sorted(set(only) - {f[0] for f in FAMILY})
