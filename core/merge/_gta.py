@@ -145,10 +145,10 @@ class SignConsensus:
         return merged.div_(torch.where(den == 0, 1.0, den))
 
 
-def l1_rescale_(masked: Tensor, original: Tensor, eps: float = 1e-7) -> Tensor:
+def l1_rescale_(masked: Tensor, before: Tensor, eps: float = 1e-7) -> Tensor:
     """mergekit's ``rescaled_masked_tensor`` with the L1 norm, in place on ``masked``:
-    multiply by ‖original‖₁ / ‖masked‖₁ unless either norm is below ``eps``."""
-    before = original.abs().sum()
+    multiply by ``before`` (‖τ‖₁ of the unmasked tensor) / ‖masked‖₁ unless either norm is
+    below ``eps``."""
     after = masked.abs().sum()
     if float(before) < eps or float(after) < eps:
         return masked

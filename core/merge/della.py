@@ -228,8 +228,8 @@ def magprune(
     if rescale == "prob":
         return tau.mul_(keep.view(tau.shape)).div_(p.view(tau.shape))
     if rescale == "l1":
-        original = tau.clone()
-        return l1_rescale_(tau.mul_(keep.view(tau.shape)), original)
+        before = tau.abs().sum()  # ‖τ‖₁ before the drop
+        return l1_rescale_(tau.mul_(keep.view(tau.shape)), before)
     return tau.mul_(keep.view(tau.shape))
 
 
