@@ -151,6 +151,7 @@ def test_every_mergekit_method_is_covered() -> None:
         assert f.metadata()["mergekit"] == "0.1.5"
 
 
+@pytest.mark.slow  # runs mergekit on every case: ~10 s idle, ~40 s on the shared machine
 @pytest.mark.skipif(not MK_PYTHON.exists(), reason="mergekit's virtualenv is not installed")
 def test_reference_file_is_what_mergekit_computes_now(tmp_path: Path) -> None:
     out = tmp_path / "ref.safetensors"
