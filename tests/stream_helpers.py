@@ -79,3 +79,14 @@ def make_family(
     bpath = write_sharded(base, root / "base")
     paths = [write_sharded(sd, root / f"ft{i}") for i, sd in enumerate(fts)]
     return base, fts, bpath, paths
+
+
+def merge_config(method: str, base: Path | None, models: list[Path], **params: object) -> dict:
+    """A mergekit-style config mapping: ``merge_method``, ``models``, ``base_model`` and the
+    global ``parameters``."""
+    cfg: dict = {"merge_method": method, "models": [{"model": str(p)} for p in models]}
+    if base is not None:
+        cfg["base_model"] = str(base)
+    if params:
+        cfg["parameters"] = dict(params)
+    return cfg

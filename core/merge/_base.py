@@ -108,3 +108,17 @@ def apply_per_tensor(
             b = None if base is None else base[k]
             out[k] = fn([m[k] for m in models], b, generator=generator, **hyper)
     return out
+
+
+def check_merged_finite(key: str, t: Tensor, *, hint: str) -> None:
+    """Refuse a merged tensor holding NaN/Inf. Merges check that their inputs are finite, so
+    such values mean the result overflowed its dtype (float16 sums beyond ±65504 become inf).
+
+    Raises:
+        ValueError: naming the tensor, its dtype and ``hint`` (the way out).
+    """
+    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(
+            f"merged tensor {key!r} overflows {t.dtype}: finite inputs gave NaN/Inf (values "
+            f"beyond ±{torch.finfo(t.dtype).max:.6g} do not fit); {hint}"
+        )
