@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import torch
 from torch import Tensor, nn
 
+from ._checks import kind_of
 from .params import StateDict
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -222,20 +223,19 @@ def read_weight_map(folder: str | Path) -> dict[str, str] | None:
     except OSError as err:
         raise CheckpointError(f"{index} cannot be read: {err.strerror or err}") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{index} must hold a JSON object, got {type(data).__name__}")
+        raise CheckpointError(f"{index} must hold a JSON object, got {kind_of(data)}")
     if "weight_map" not in data:
         raise CheckpointError(f"{index} has no 'weight_map' (tensor name -> shard file)")
     weight_map = data["weight_map"]
     if not isinstance(weight_map, dict):
         raise CheckpointError(
-            f"{index}: 'weight_map' must map tensor names to shard files, got "
-            f"{type(weight_map).__name__}"
+            f"{index}: 'weight_map' must map tensor names to shard files, got {kind_of(weight_map)}"
         )
     for name, shard in weight_map.items():
         if not isinstance(shard, str):
             raise CheckpointError(
                 f"{index}: weight_map[{name!r}] must be a shard file name, got "
-                f"{type(shard).__name__} {_cut_repr(shard)}"
+                f"{kind_of(shard)}: {_cut_repr(shard)}"
             )
         _check_relative(shard, f"{index}: weight_map[{name!r}]")
     return dict(weight_map)

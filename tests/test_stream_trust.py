@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from core._warnings import MixmergeWarning
 from core.cli import main
 from core.merge import merge
 from core.stream import StreamError, model_tensors, read_header, stream_merge
-from tests.stream_helpers import make_family, read_out, write_sharded
+from tests.stream_helpers import files_opened, make_family, opened_outside, read_out, write_sharded
 from tests.stream_helpers import merge_config as cfg_of
 
 # ---------------------------------------------------------------------------------------------
@@ -361,36 +360,6 @@ def test_hugging_face_cache_snapshots_still_merge(fam: Family) -> None:
 # 4. shard names in the index stay inside the model folder
 
 
-_OPENED: list[str] = []
-_WATCH = {"on": False}
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _WATCH["on"] and event == "open" and isinstance(args[0], str | bytes | os.PathLike):
-        _OPENED.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
-
-
-@contextlib.contextmanager
-def files_opened() -> Iterator[list[str]]:
-    """The paths this process opens inside the block (Python's audit hook for ``open``)."""
-    _OPENED.clear()
-    _WATCH["on"] = True
-    try:
-        yield _OPENED
-    finally:
-        _WATCH["on"] = False
-
-
-def outside(opened: list[str], folder: Path, tmp: Path) -> list[str]:
-    """The opened paths under ``tmp`` (or /etc) that are not inside ``folder``."""
-    res = [Path(p).resolve() for p in opened]
-    near = [p for p in res if p.is_relative_to(tmp.resolve()) or p.is_relative_to("/etc")]
-    return [str(p) for p in near if not p.is_relative_to(folder.resolve())]
-
-
 def _with_weight_map(folder: Path, fn: Callable[[dict], object]) -> Path:
     index = folder / "model.safetensors.index.json"
     data = json.loads(index.read_text())
@@ -428,7 +397,7 @@ def test_shard_names_cannot_leave_the_model_folder(fam: Family, shard: str) -> N
     msg = str(err.value)
     assert "model.safetensors.index.json" in msg and "outside" in msg, msg
     assert "TOPSECRET" not in msg and str(int.from_bytes(b"root:x:0", "little")) not in msg
-    assert not outside(opened, victim, fam.tmp)
+    assert not opened_outside(opened, victim, fam.tmp)
 
 
 def test_shards_found_without_an_index_cannot_be_links_out(fam: Family) -> None:
@@ -438,7 +407,7 @@ def test_shards_found_without_an_index_cannot_be_links_out(fam: Family) -> None:
     (folder / "model.safetensors").symlink_to(fam.tmp / "elsewhere.safetensors")
     with files_opened() as opened, pytest.raises(StreamError, match="outside"):
         model_tensors(folder)
-    assert not outside(opened, folder, fam.tmp)
+    assert not opened_outside(opened, folder, fam.tmp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,13 +588,13 @@ BAD: dict[str, tuple[Callable[[Family], dict | str | bytes], tuple[str, ...]]] =
     "dtype_list": (lambda f: {**_with(f), "dtype": ["float32"]}, ("dtype", "['float32']")),
     "weight_map_ints": (
         lambda f: _bad_index(f, lambda i: {**i, "weight_map": dict.fromkeys(i["weight_map"], 1)}),
-        ("model.safetensors.index.json", "weight_map", "int"),
+        ("model.safetensors.index.json", "weight_map", "a number"),
     ),
     "weight_map_lists": (
         lambda f: _bad_index(
             f, lambda i: {**i, "weight_map": {k: [v] for k, v in i["weight_map"].items()}}
         ),
-        ("model.safetensors.index.json", "weight_map", "list"),
+        ("model.safetensors.index.json", "weight_map", "a list"),
     ),
     "weight_map_missing": (
         lambda f: _bad_index(f, lambda i: {"metadata": i["metadata"]}),
@@ -706,6 +675,22 @@ BAD: dict[str, tuple[Callable[[Family], dict | str | bytes], tuple[str, ...]]] =
         lambda f: "merge_method: !!python/object/apply:os.system ['touch pwned']\n",
         ("not valid YAML",),
     ),
+    "yaml_self_reference": (
+        lambda f: f"merge_method: linear\nmodels: [{f.paths[0]}]\nparameters: &p {{x: [*p]}}\n",
+        ("refers to itself",),
+    ),
+    "yaml_alias_bomb": (
+        lambda f: (
+            "merge_method: linear\n"
+            + "".join(
+                f"p{i}: &p{i} [{', '.join([f'*p{i - 1}'] * 9)}]\n" for i in range(1, 8)
+            ).replace(
+                "p1: &p1 [*p0, *p0, *p0, *p0, *p0, *p0, *p0, *p0, *p0]",
+                "p1: &p1 [x, x, x, x, x, x, x, x, x]",
+            )
+        ),
+        ("expands to more than",),
+    ),
     "yaml_not_utf8": (lambda f: "merge_method: t\xe9\n".encode("latin-1"), ("UTF-8",)),
     "more_than_100_models": (_many_models, ("101 models", "MIXMERGE_FUSED=0")),
 }
@@ -746,3 +731,21 @@ def test_fp16_models_still_merge_and_inputs_unchanged(fam: Family) -> None:
     for k, v in want.items():
         torch.testing.assert_close(got[k], v, rtol=0, atol=0)
     assert snapshot(fam.tmp / "a") == before
+
+
+def test_the_fast_finiteness_check_is_exact() -> None:
+    """``first_nonfinite`` sums each tensor: a finite tensor whose sum overflows is still
+    finite, and every NaN/Inf is found, in every float dtype."""
+    from core.merge._base import first_nonfinite
+
+    big16 = torch.full((10,), 60000.0, dtype=torch.float16)  # sum overflows float16
+    big64 = torch.tensor([1e308, 1e308], dtype=torch.float64)  # sum overflows float64
+    ints = torch.arange(5)
+    assert first_nonfinite([big16, big64, ints, torch.zeros(0)]) is None
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            x = torch.ones(1000, dtype=dtype)
+            x[777] = bad
+            assert first_nonfinite([torch.ones(3, dtype=dtype), big16, x]) == 2, (dtype, bad)
+        pair = torch.tensor([float("inf"), -float("inf")], dtype=dtype)  # sums to NaN
+        assert first_nonfinite([pair]) == 0

@@ -15,9 +15,15 @@ def add_merge_parser(sub: argparse._SubParsersAction) -> None:
         "index) from a mergekit-style YAML config; bounded memory, output written atomically.",
     )
     p.add_argument("config", help="merge config (mergekit YAML format)")
-    p.add_argument("out_dir", help="output folder (must not exist unless --overwrite)")
+    p.add_argument(
+        "out_dir", help="output folder: new, or a previous merge output with --overwrite"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT_DIR if it holds a previous merge output (never any other folder)",
+    )
     p.add_argument("--shard-size", default="5B", help="bytes per output shard: 5B, 500M, 2GB")
     p.add_argument("--seed", type=int, default=0, help="seed of the random methods (DARE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import yaml
 
-from .._checks import check_range
+from .._checks import check_range, kind_of
 from .st_io import StreamError
 
 # mergekit name -> (workbench method, needs a base, default normalize, default trim)
@@ -147,7 +147,10 @@ def load_config(
             relative to the working directory (default: the YAML file's folder).
 
     Raises:
-        StreamError: unknown keys or method, unsupported features, missing models, bad dtypes.
+        StreamError: unknown keys or method, unsupported features, missing models, bad dtypes,
+            a parameter value that is not what its name needs (named as written, e.g.
+            ``models[1].parameters.density``), a ``tokenizer_source`` that is not one of the
+            models, a file that is not UTF-8 YAML, or a config that refers to itself.
     """
     if isinstance(source, Mapping):
         raw = dict(source)
@@ -167,10 +170,11 @@ def load_config(
         except RecursionError:
             raise StreamError(f"{p} is not valid YAML: it nests too deeply") from None
         if not isinstance(raw, dict):
-            raise StreamError(f"{p} must hold a mapping at the top level, got {type(raw).__name__}")
+            raise StreamError(f"{p} must hold a mapping at the top level, got {kind_of(raw)}")
         base_dir = Path(root) if root is not None else p.parent
     else:
         raise TypeError(f"source must be a path or a mapping, got {type(source).__name__}")
+    _check_acyclic(raw)
     for key in ("slices", "modules"):
         if raw.get(key) is not None:
             raise StreamError(
@@ -197,7 +201,7 @@ def load_config(
         raise StreamError(f"merge_method {method!r} needs base_model, got none")
     params = raw.get("parameters") or {}
     if not isinstance(params, dict):
-        raise StreamError(f"parameters must be a mapping, got {type(params).__name__}")
+        raise StreamError(f"parameters must be a mapping, got {kind_of(params)}")
     check_parameters(params, "parameters")
     tok_path = _tokenizer_source(raw.get("tokenizer_source"), base, models, base_dir)
     cfg = MergeConfig(
@@ -218,6 +222,40 @@ def load_config(
     return cfg
 
 
+MAX_CONFIG_VALUES = 100_000  # a merge config has hundreds; YAML aliases can make billions
+
+
+def _check_acyclic(raw: object) -> None:
+    """Refuse a configuration that contains itself (a YAML alias inside its own value), nests
+    deeper than 50 levels, or expands through aliases to more than ``MAX_CONFIG_VALUES``
+    values (it is written out in full as the recipe)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: object, stack: set[int], depth: int) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in stack:
+            raise StreamError("the config refers to itself (a YAML alias inside its own value)")
+        if key in sizes:
+            return sizes[key]
+        if depth > 50:
+            raise StreamError("the config nests more than 50 levels deep")
+        stack.add(key)
+        n = 1 + sum(
+            size(v, stack, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+        )
+        stack.discard(key)
+        if n > MAX_CONFIG_VALUES:
+            raise StreamError(
+                f"the config expands to more than {MAX_CONFIG_VALUES} values (YAML aliases?)"
+            )
+        sizes[key] = n
+        return n
+
+    size(raw, set(), 0)
+
+
 def _entry(m: object, i: int, base_dir: Path) -> ModelEntry:
     if isinstance(m, str):
         m = {"model": m}
@@ -225,7 +263,7 @@ def _entry(m: object, i: int, base_dir: Path) -> ModelEntry:
         raise StreamError(f"models[{i}] must be a mapping with a 'model' key, got {m!r}")
     params = m.get("parameters") or {}
     if not isinstance(params, dict):
-        raise StreamError(f"models[{i}].parameters must be a mapping, got {type(params).__name__}")
+        raise StreamError(f"models[{i}].parameters must be a mapping, got {kind_of(params)}")
     check_parameters(params, f"models[{i}].parameters")
     ref = _reference(m["model"], f"models[{i}].model")
     return ModelEntry(ref, _resolve(ref, base_dir, f"models[{i}].model"), dict(params))
@@ -237,7 +275,7 @@ def _reference(ref: object, what: str) -> str:
     if not isinstance(ref, str) or not ref:
         raise StreamError(
             f"{what} must be the path of a model folder or .safetensors file, got "
-            f"{type(ref).__name__} {ref!r}"
+            f"{kind_of(ref)} {ref!r}"
         )
     return ref
 
@@ -331,8 +369,7 @@ def _check_setting(key: str, setting: Any, where: str) -> None:
             f = cond.get("filter")
             if f is not None and not isinstance(f, str):
                 raise StreamError(
-                    f"{loc}.filter must be text (a part of tensor names), got "
-                    f"{type(f).__name__} {f!r}"
+                    f"{loc}.filter must be text (a part of tensor names), got {kind_of(f)} {f!r}"
                 )
             if "value" not in cond:
                 raise StreamError(f"{loc} has no 'value' (expected {{filter: ..., value: ...}})")
@@ -350,6 +387,10 @@ def _check_setting(key: str, setting: Any, where: str) -> None:
 def _check_value(key: str, value: Any, where: str) -> None:
     if key in _NUMBERS:
         low, high, low_inc, high_inc, meaning = _NUMBERS[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise StreamError(
+                f"{where} must be a number, got {kind_of(value)} {value!r} ({key}: {meaning})"
+            )
         try:
             check_range(where, value, low, high, low_inclusive=low_inc, high_inclusive=high_inc)
         except (TypeError, ValueError) as err:

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from .._warnings import MixmergeWarning
 from ..io import CheckpointError, hf_folder_tensors, read_weight_map
-from ..merge._base import check_merged_finite
+from ..merge._base import check_merged_finite, first_nonfinite
 from .config import MergeConfig, ModelEntry, layer_depths, load_config, parameter
 from .output import (
     INDEX_NAME,
@@ -237,6 +237,12 @@ def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
     w = [float(x) for x in per("weight", 1.0)]
     if mk == "linear":
         if g("normalize", True):
+            if any(x < 0 for x in w) or sum(w) <= 0:
+                raise StreamError(
+                    f"linear with normalize: true averages, so every 'weight' must be >= 0 with "
+                    f"a positive sum; tensor {name!r} gets weights {w} (or set normalize: false "
+                    "for a plain weighted sum)"
+                )
             return "average", {"weights": w}, False
         return "task_arithmetic", {"weights": w, "scale": 1.0}, False
     if mk == "slerp":
@@ -286,6 +292,12 @@ def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
             "density": _uniform(dens, "density", mk),
             "gamma": float(g("gamma", 0.01)),
         }
+        if hyper["density"] + hyper["gamma"] > 1.0:
+            raise StreamError(
+                f"breadcrumbs keeps 'density' of each row after removing the top 'gamma': "
+                f"density + gamma must be <= 1, got {hyper['density']} + {hyper['gamma']} for "
+                f"tensor {name!r} (the defaults are density 1 and gamma 0.01)"
+            )
         return "breadcrumbs", hyper, True
     raise StreamError(f"merge_method {mk!r} is not supported")  # pragma: no cover
 
@@ -406,9 +418,11 @@ def stream_merge(
 
     Args:
         config: a :class:`MergeConfig`, a YAML path or a parsed mapping.
-        out_dir: output folder (must not exist unless ``overwrite``).
+        out_dir: output folder (must not exist unless ``overwrite``); it may not be, contain
+            or lie inside an input model, a shard file or the config file.
         device: where the arithmetic runs ("cpu", "cuda", "cuda:1", "auto").
-        overwrite: replace an existing ``out_dir`` (only once the new one is complete).
+        overwrite: replace an existing ``out_dir`` that holds a previous merge output (only
+            once the new one is complete); any other folder is refused.
         shard_size: most bytes of tensor data per output shard ("5B", "500M", int).
         seed: seeds the random methods (DARE); tensors draw in output order, so the result
             equals :func:`core.merge.merge` on the same models with the same seed.
@@ -419,8 +433,15 @@ def stream_merge(
         A :class:`MergeReport`.
 
     Raises:
-        StreamError: bad config, mismatched models, missing shards, existing ``out_dir``.
+        StreamError: bad config or parameter, mismatched models, missing or malformed shards,
+            shard paths or links that leave a model folder, NaN/Inf inputs, a merged tensor
+            that overflows its dtype, integer weights, an ``out_dir`` that exists, overlaps an
+            input or cannot be written.
         DiskFullError: the disk filled up (the partial output is removed).
+
+    Warns:
+        MixmergeWarning: side files of the source model that were not copied (links out of
+            its folder, or not regular files); also in ``MergeReport.skipped_files``.
     """
     t0 = time.perf_counter()
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
@@ -471,7 +492,9 @@ def stream_merge(
     partial = make_partial(out)
     try:
         writer = ShardWriter(partial, plans)
-        _run(inp, calls, reader, writer, plans, dev, seed, progress, stats)
+        # a CPU global trim has checked every input for NaN/Inf in its first pass
+        checked = global_trim and dev.type == "cpu"
+        _run(inp, calls, reader, writer, plans, dev, seed, progress, stats, checked)
         writer.close()
         skipped = _finish(cfg, inp, partial, plans, thresholds, seed)
         publish(partial, out, overwrite)
@@ -587,7 +610,11 @@ def _load_key(
     pin: bool,
     bufs: _Buffers | None = None,
     phase: int = 0,
+    check: bool = False,
 ) -> tuple[list[Tensor], Tensor | None]:
+    """The tensors of ``key`` (and the base's); with ``check``, NaN/Inf is refused here, in
+    the reader thread, where it overlaps the merge of the previous key."""
+
     def into(slot: int) -> Tensor | None:
         return None if bufs is None else bufs.get(phase, slot)
 
@@ -599,6 +626,8 @@ def _load_key(
     base = None
     if use_base and inp.base_infos is not None:
         base = get(inp.base_infos[key], len(inp.infos))
+    if check:
+        check_finite_inputs(key, tensors, base, inp.labels, inp.base_label)
     return tensors, base
 
 
@@ -631,12 +660,16 @@ def _run(
     seed: int,
     progress: bool | ProgressFn,
     stats: dict[str, int],
+    checked: bool = False,
 ) -> None:
+    """Merge and write every key (``checked``: the inputs were already checked finite)."""
     from tqdm import tqdm
 
     cfg = inp.cfg
     gen = torch.Generator(device=dev).manual_seed(seed)
     pin = dev.type == "cuda"
+    # NaN/Inf: checked by the CPU reader thread, or on the GPU once the tensors are there
+    check_on_load, check_on_device = not checked and not pin, not checked and pin
     bar = tqdm(total=len(inp.keys), unit="tensor", desc="merge", disable=progress is not True)
     last_of = {p.tensors[-1].name: p.filename for p in plans}
     t0 = time.perf_counter()
@@ -644,7 +677,8 @@ def _run(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-write") as wpool:
         bufs = _Buffers(inp, pin)
         loads = _prefetched(
-            inp.keys, lambda k, ph: _load_key(inp, reader, k, calls[k][2], pin, bufs, ph)
+            inp.keys,
+            lambda k, ph: _load_key(inp, reader, k, calls[k][2], pin, bufs, ph, check_on_load),
         )
         for done, (key, (tensors, base)) in enumerate(loads, start=1):
             stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
@@ -654,7 +688,9 @@ def _run(
                 merged = _copied_integer(inp, key, tensors, base)
             else:
                 with _fused_errors(method, len(tensors)):
-                    merged = _merge_one(inp, key, method, hyper, tensors, base, dev, gen)
+                    merged = _merge_one(
+                        inp, key, method, hyper, tensors, base, dev, gen, check_on_device
+                    )
                 merged = merged.to(out_dtype)
                 try:
                     check_merged_finite(key, merged, hint=OVERFLOW_HINT)
@@ -717,17 +753,15 @@ def check_finite_inputs(
     key: str, tensors: Sequence[Tensor], base: Tensor | None, labels: Sequence[str], base_label: str
 ) -> None:
     """Refuse NaN/Inf in the inputs of one tensor, as :func:`core.merge.merge` does (one
-    device sync for all models).
+    sum per tensor and one device sync for all models: :func:`core.merge._base.first_nonfinite`).
 
     Raises:
         StreamError: naming the model and the tensor.
     """
-    everything = [*tensors, *([base] if base is not None else [])]
-    ok = torch.stack([torch.isfinite(x).all() for x in everything])
-    if bool(ok.all()):
+    i = first_nonfinite([*tensors, *([base] if base is not None else [])])
+    if i is None:
         return
-    names = [*labels, base_label]
-    bad = names[int((~ok).nonzero()[0, 0])]
+    bad = [*labels, base_label][i]
     raise StreamError(
         f"{bad}: tensor {key!r} has NaN/Inf values; expected finite tensors (the in-memory "
         "merge refuses them too)"
@@ -743,12 +777,14 @@ def _merge_one(
     base: Tensor | None,
     dev: torch.device,
     gen: torch.Generator,
+    check: bool,
 ) -> Tensor:
     work = inp.cfg.dtype
     tensors = [x.to(dev, non_blocking=True) for x in tensors]
     if base is not None:
         base = base.to(dev, non_blocking=True)
-    check_finite_inputs(key, tensors, base, inp.labels, inp.base_label)  # before any cast
+    if check:  # before any cast
+        check_finite_inputs(key, tensors, base, inp.labels, inp.base_label)
     if work is not None:
         tensors = [x.to(work) for x in tensors]
         base = None if base is None else base.to(work)
@@ -762,7 +798,10 @@ def _merge_one(
         dens = dens or [float(kw["density"])] * len(tensors)
         kw["threshold"] = tensor_thresholds(tensors, base, dens)
         kw.setdefault("density", dens[0])
-    return fn(tensors, base, generator=gen, **_accepted(fn, kw))
+    try:
+        return fn(tensors, base, generator=gen, **_accepted(fn, kw))
+    except (ValueError, TypeError) as err:  # the config checks should have caught it first
+        raise StreamError(f"{method} cannot merge tensor {key!r}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -816,8 +855,13 @@ def global_thresholds(
     def load(k: str, phase: int) -> tuple[list[Tensor], Tensor | None]:
         return _load_key(inp, reader, k, True, pin, bufs, phase)
 
+    def load_checked(k: str, phase: int) -> tuple[list[Tensor], Tensor | None]:
+        # CPU: pass 1 checks every model and the base for NaN/Inf, which would keep the exact
+        # search below from ever closing its bracket (a GPU run checks in pass 2, on device)
+        return _load_key(inp, reader, k, True, pin, bufs, phase, check=not pin)
+
     samples: list[list[Tensor]] = [[] for _ in range(m_count)]
-    for _key, (tensors, base) in _prefetched(keys, load):
+    for _key, (tensors, base) in _prefetched(keys, load_checked):
         count_read(tensors, base)
         b = cast(None if base is None else base.reshape(-1)[::stride])
         for i, x in enumerate(tensors):
@@ -848,7 +892,7 @@ def global_thresholds(
             count_read(tensors, base)
             b = cast(base)
             xs = [x for i in todo if (x := cast(tensors[i])) is not None]
-            if first_pass:  # NaN would keep the exact search from ever closing its bracket
+            if first_pass and pin:
                 labels = [inp.labels[i] for i in todo]
                 check_finite_inputs(key, xs, b, labels, inp.base_label)
             if _fused.usable(xs, b):  # one fused pass over the base and the models

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .._checks import kind_of
+
 # safetensors dtype code <-> torch dtype
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -95,7 +97,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     if not isinstance(header, dict):
         raise StreamError(
             f"{p} is not a safetensors file: its header must be a JSON object of tensors, "
-            f"got a JSON {_json_kind(header)}"
+            f"got {kind_of(header)}"
         )
     meta = header.pop("__metadata__", None)
     if meta is not None and not (
@@ -209,11 +211,6 @@ def _tensor_entry(
 
 def _count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
-def _json_kind(x: object) -> str:
-    kinds = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
-    return "null" if x is None else kinds.get(type(x), type(x).__name__)
 
 
 def _short(x: object, limit: int = 60) -> str:
