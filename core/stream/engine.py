@@ -801,6 +801,8 @@ def _merge_one(
     try:
         return fn(tensors, base, generator=gen, **_accepted(fn, kw))
     except (ValueError, TypeError) as err:  # the config checks should have caught it first
+        if type(err).__module__.startswith("numba"):
+            raise  # _fused_errors says what to do about it
         raise StreamError(f"{method} cannot merge tensor {key!r}: {err}") from None
 
 
