@@ -15,9 +15,15 @@ def add_merge_parser(sub: argparse._SubParsersAction) -> None:
         "index) from a mergekit-style YAML config; bounded memory, output written atomically.",
     )
     p.add_argument("config", help="merge config (mergekit YAML format)")
-    p.add_argument("out_dir", help="output folder (must not exist unless --overwrite)")
+    p.add_argument(
+        "out_dir", help="output folder: new, or a previous merge output with --overwrite"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT_DIR if it holds a previous merge output (never any other folder)",
+    )
     p.add_argument("--shard-size", default="5B", help="bytes per output shard: 5B, 500M, 2GB")
     p.add_argument("--seed", type=int, default=0, help="seed of the random methods (DARE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -25,21 +31,40 @@ def add_merge_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from . import DiskFullError, StreamError, stream_merge
+    """Run the merge; every expected failure is one ``error:`` line and exit code 2."""
+    import warnings
+
+    from .._warnings import MixmergeWarning
+    from . import DiskFullError, stream_merge
 
     try:
-        rep = stream_merge(
-            args.config,
-            args.out_dir,
-            device=args.device,
-            overwrite=args.overwrite,
-            shard_size=args.shard_size,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
-    except (StreamError, DiskFullError) as err:
-        print(f"error: {err.strerror if isinstance(err, DiskFullError) else err}", file=sys.stderr)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MixmergeWarning)
+            rep = stream_merge(
+                args.config,
+                args.out_dir,
+                device=args.device,
+                overwrite=args.overwrite,
+                shard_size=args.shard_size,
+                seed=args.seed,
+                progress=not args.quiet,
+            )
+    except DiskFullError as err:
+        print(f"error: {err.strerror}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, OSError) as err:  # StreamError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: nothing was published (the partial output was removed)", file=sys.stderr
+        )
+        return 130
+    for w in caught:
+        if issubclass(w.category, MixmergeWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(
         f"merged {rep.n_tensors} tensors into {rep.out_dir} ({len(rep.shards)} shard(s), "
         f"{rep.bytes_written / 1e9:.2f} GB) in {rep.seconds:.1f} s"
