@@ -84,3 +84,26 @@ def check_tensor(
         n_bad = int((~torch.isfinite(value)).sum())
         raise ValueError(f"{name} must be finite, got {n_bad} NaN/Inf values")
     return value
+
+
+def kind_of(value: Any) -> str:
+    """What a value from a config file or JSON header is, in words ("a list", "a number",
+    "null"), for messages read by people who wrote YAML or JSON rather than Python."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    kinds: tuple[tuple[type, str], ...] = (
+        (int, "a number"),
+        (float, "a number"),
+        (str, "text"),
+        (list, "a list"),
+        (tuple, "a list"),
+        (dict, "a mapping"),
+        (bytes, "binary data"),
+        (set, "a set"),
+    )
+    for t, name in kinds:
+        if isinstance(value, t):
+            return name
+    return f"a {type(value).__name__}"

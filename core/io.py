@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from torch import Tensor, nn
 
+from ._checks import kind_of
 from .params import StateDict
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -160,22 +162,130 @@ def load_into(model: nn.Module, sd: Mapping[str, Tensor]) -> nn.Module:
     return model
 
 
+INDEX_NAME = "model.safetensors.index.json"
+
+
 def hf_folder_tensors(folder: str | Path) -> list[Path]:
     """The safetensors shard files of a Hugging Face model folder, in index order.
 
+    With an index, the shards are the files its ``weight_map`` names; without one, the
+    folder's ``*.safetensors`` files. Every shard must be a regular file inside the folder
+    (:func:`file_in_folder`): a name with ``..`` or an absolute path, or a link that leads out
+    of the folder, is refused before anything is opened.
+
     Raises:
-        CheckpointError: no safetensors weights in the folder, or the index names missing shards.
+        CheckpointError: no safetensors weights in the folder, a malformed index, or shards
+            that are missing or lie outside the folder.
     """
     f = Path(folder)
-    index = f / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
+    weight_map = read_weight_map(f)
+    if weight_map is not None:
+        index = f / INDEX_NAME
         shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (f / s).exists()]
+        missing = [s for s in shards if not os.path.lexists(f / s)]
         if missing:
             raise CheckpointError(f"{f}: index names missing shard files {missing}")
-        return [f / s for s in shards]
+        return [_shard(f, s, f"{index}: shard {s!r}") for s in shards]
     files = sorted(f.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{f} holds no .safetensors weights (other formats are not loaded)")
-    return files
+    return [_shard(f, p.name, f"{f}: shard {p.name!r}") for p in files]
+
+
+def read_weight_map(folder: str | Path) -> dict[str, str] | None:
+    """The ``weight_map`` (tensor name -> shard file name) of a folder's
+    ``model.safetensors.index.json``, checked; None when the folder has no index.
+
+    Shard names must be relative paths without ``..`` that end in ``.safetensors``.
+
+    Raises:
+        CheckpointError: the index is unreadable, not JSON, not an object, has no
+            ``weight_map`` mapping, or names a shard that is not a plain relative path.
+    """
+    index = Path(folder) / INDEX_NAME
+    if not os.path.lexists(index):
+        return None
+    target = file_in_folder(folder, INDEX_NAME)
+    if target is None:
+        raise CheckpointError(
+            f"{index} is a link to a file outside the model folder, or not a regular file"
+        )
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{index} is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(
+            f"{index} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+        ) from None
+    except RecursionError:
+        raise CheckpointError(f"{index} is not valid JSON: it nests too deeply") from None
+    except OSError as err:
+        raise CheckpointError(f"{index} cannot be read: {err.strerror or err}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{index} must hold a JSON object, got {kind_of(data)}")
+    if "weight_map" not in data:
+        raise CheckpointError(f"{index} has no 'weight_map' (tensor name -> shard file)")
+    weight_map = data["weight_map"]
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(
+            f"{index}: 'weight_map' must map tensor names to shard files, got {kind_of(weight_map)}"
+        )
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise CheckpointError(
+                f"{index}: weight_map[{name!r}] must be a shard file name, got "
+                f"{kind_of(shard)}: {_cut_repr(shard)}"
+            )
+        _check_relative(shard, f"{index}: weight_map[{name!r}]")
+    return dict(weight_map)
+
+
+def _check_relative(name: str, what: str) -> None:
+    parts = PurePosixPath(name).parts
+    if not name or "\x00" in name or name.startswith(("/", "\\")) or ".." in parts:
+        raise CheckpointError(
+            f"{what} names {_cut_repr(name)}, a path outside the model folder; shard names "
+            "must be relative paths inside it"
+        )
+    if not name.endswith(".safetensors"):
+        raise CheckpointError(f"{what} names {_cut_repr(name)}, not a .safetensors file")
+
+
+def _shard(folder: Path, name: str, what: str) -> Path:
+    path = file_in_folder(folder, name)
+    if path is None:
+        raise CheckpointError(
+            f"{what} is a link to a file outside the model folder, or not a regular file; "
+            "shards must be regular files inside the model folder"
+        )
+    return path
+
+
+def file_in_folder(folder: str | Path, name: str) -> Path | None:
+    """``folder/name`` resolved, when it is a regular file that lives inside ``folder``;
+    None otherwise (a link that leads out of the folder, a folder, a FIFO, a device).
+
+    Links that stay inside the folder are followed. One layout links out by design: a Hugging
+    Face hub cache snapshot (``models--org--name/snapshots/REV/``), whose files are links into
+    the same repository's ``blobs/``; those links are followed too, and nothing else outside.
+    """
+    if not name or "\x00" in name or PurePosixPath(name).is_absolute():
+        return None
+    base = Path(folder).resolve()
+    target = (base / name).resolve()
+    allowed = [base]
+    if base.parent.name == "snapshots" and (base.parent.parent / "blobs").is_dir():
+        allowed.append((base.parent.parent / "blobs").resolve())
+    if not any(target.is_relative_to(a) for a in allowed):
+        return None
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return None
+    return target if stat.S_ISREG(mode) else None
+
+
+def _cut_repr(x: object, limit: int = 80) -> str:
+    r = repr(x)
+    return r if len(r) <= limit else r[: limit - 3] + "..."

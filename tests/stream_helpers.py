@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -79,3 +83,44 @@ def make_family(
     bpath = write_sharded(base, root / "base")
     paths = [write_sharded(sd, root / f"ft{i}") for i, sd in enumerate(fts)]
     return base, fts, bpath, paths
+
+
+def merge_config(method: str, base: Path | None, models: list[Path], **params: object) -> dict:
+    """A mergekit-style config mapping: ``merge_method``, ``models``, ``base_model`` and the
+    global ``parameters``."""
+    cfg: dict = {"merge_method": method, "models": [{"model": str(p)} for p in models]}
+    if base is not None:
+        cfg["base_model"] = str(base)
+    if params:
+        cfg["parameters"] = dict(params)
+    return cfg
+
+
+_OPENED: list[str] = []
+_WATCH = {"on": False}
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _WATCH["on"] and event == "open" and isinstance(args[0], str | bytes | os.PathLike):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)  # cannot be removed: it records only inside files_opened()
+
+
+@contextlib.contextmanager
+def files_opened() -> Iterator[list[str]]:
+    """The paths this process opens inside the block (Python's audit event ``open``)."""
+    _OPENED.clear()
+    _WATCH["on"] = True
+    try:
+        yield _OPENED
+    finally:
+        _WATCH["on"] = False
+
+
+def opened_outside(opened: list[str], folder: Path, near: Path) -> list[str]:
+    """The opened paths under ``near`` (or /etc) that are not inside ``folder``."""
+    res = [Path(p).resolve() for p in opened]
+    close = [p for p in res if p.is_relative_to(near.resolve()) or p.is_relative_to("/etc")]
+    return [str(p) for p in close if not p.is_relative_to(folder.resolve())]

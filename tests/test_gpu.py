@@ -88,6 +88,35 @@ def test_stream_dare_ties_on_the_device_drops_the_right_fraction(family, tmp_pat
     assert abs(kept / changed - 0.3) < 0.02
 
 
+@pytest.mark.parametrize("trim", ["tensor", "global"])
+def test_stream_refuses_nan_and_overflow_on_the_device(family, tmp_path: Path, trim: str) -> None:
+    """The device path checks NaN/Inf on the device (the CPU path in its reader thread)."""
+    from core.stream import StreamError, stream_merge
+    from tests.stream_helpers import merge_config, write_sharded
+
+    base, fts, bpath, paths = family
+    key = "model.layers.1.mlp.up_proj.weight"
+    bad = dict(fts[0])
+    bad[key] = bad[key].clone()
+    bad[key][0, 0] = float("nan")
+    pbad = write_sharded(bad, tmp_path / "bad")
+    cfg = merge_config("ties", bpath, [pbad, paths[1]], density=0.5, trim=trim)
+    with pytest.raises(StreamError, match=f"'{key}' has NaN/Inf values"):
+        stream_merge(cfg, tmp_path / "out", device=DEV, progress=False)
+    big = {k: torch.full_like(v, 40000.0, dtype=torch.float16) for k, v in base.items()}
+    big["model.step"] = base["model.step"]
+    zero = {k: torch.zeros_like(v) for k, v in big.items()}
+    pb, pz = write_sharded(big, tmp_path / "big"), write_sharded(zero, tmp_path / "zero")
+    with pytest.raises(StreamError, match="overflows torch.float16"):
+        stream_merge(
+            merge_config("task_arithmetic", pz, [pb, pb]),
+            tmp_path / "out",
+            device=DEV,
+            progress=False,
+        )
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_merge_with_device_flag(family, tmp_path: Path) -> None:
     _, _, bpath, paths = family
     cfg = tmp_path / "c.yml"

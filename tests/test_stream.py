@@ -26,6 +26,7 @@ from core.stream import (
 )
 from core.stream.engine import tensor_call
 from tests.stream_helpers import make_family, make_state, read_out, write_sharded
+from tests.stream_helpers import merge_config as config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,15 +42,6 @@ def in_stream_order(sd: dict[str, torch.Tensor], folder: Path) -> dict[str, torc
     """``sd`` with its keys in the order the engine processes them (shard, then offset)."""
     infos = model_tensors(folder)
     return {k: sd[k] for k in sorted(infos, key=lambda k: (str(infos[k].path), infos[k].start))}
-
-
-def config(method: str, base: Path | None, models: list[Path], **params: object) -> dict:
-    cfg: dict = {"merge_method": method, "models": [{"model": str(p)} for p in models]}
-    if base is not None:
-        cfg["base_model"] = str(base)
-    if params:
-        cfg["parameters"] = dict(params)
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -248,15 +240,21 @@ def test_missing_shard_and_index_errors(family, tmp_path: Path) -> None:
 def test_existing_output_and_overwrite(family, tmp_path: Path) -> None:
     _, fts, _, paths = family
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
     cfg = config("linear", None, paths)
+    stream_merge(config("linear", None, paths[:2]), out, progress=False)  # a previous output
+    (out / "keep.txt").write_text("old")
     with pytest.raises(StreamError, match="exists.*--overwrite"):
         stream_merge(cfg, out, progress=False)
     assert (out / "keep.txt").exists()
     stream_merge(cfg, out, overwrite=True, progress=False)
     assert not (out / "keep.txt").exists() and (out / "model.safetensors.index.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial or old folder left
+    other = tmp_path / "other"  # --overwrite never replaces a folder that is not a merge output
+    other.mkdir()
+    (other / "keep.txt").write_text("old")
+    with pytest.raises(StreamError, match="only a previous merge output"):
+        stream_merge(cfg, other, overwrite=True, progress=False)
+    assert (other / "keep.txt").read_text() == "old"
 
 
 def test_disk_full_gives_clear_error_and_no_output(family, tmp_path: Path, monkeypatch) -> None:

@@ -61,7 +61,11 @@ CASES: dict[str, tuple[dict[str, Any], str, dict[str, Any], list[int], str | Non
         "base",
     ),
     "della_prob": (
-        {"method": "della", "per": {"density": 0.5, "epsilon": 0.1}, "params": {"rescale": "prob"}},
+        {
+            "method": "della",
+            "per": {"density": 0.5, "epsilon": 0.1},
+            "params": {"della_rescale": "prob"},
+        },
         "della",
         {"density": 0.5, "epsilon": 0.1, "rescale": "prob"},
         [0, 1, 2],
@@ -389,3 +393,27 @@ def test_multi_document_errors(tmp_path: Path) -> None:
     # all named: the last document is the final one
     stages = plan([{**ok, "name": "a"}, {**ok, "name": "b", "models": ["a"]}])
     assert stages[-1].name == "b" and stages[-1].out == tmp_path / "out"
+
+
+def test_passthrough_keeps_the_output_guards(stack, tmp_path: Path) -> None:
+    a, _, pa, _ = stack
+    cfg = {"merge_method": "passthrough", "models": [{"model": str(pa)}]}
+    with pytest.raises(StreamError, match="is input model"):
+        stream_merge(cfg, pa, overwrite=True, progress=False)
+    with pytest.raises(StreamError, match="lies inside input model"):
+        stream_merge(cfg, pa / "sub", progress=False)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep")
+    with pytest.raises(StreamError, match="previous merge output"):
+        stream_merge(cfg, precious, overwrite=True, progress=False)
+    assert (precious / "notes.txt").read_text() == "keep"
+    stream_merge(cfg, tmp_path / "out", progress=False)
+    stream_merge(cfg, tmp_path / "out", overwrite=True, progress=False)  # a merge output: ok
+    bad = {
+        "merge_method": "passthrough",
+        "models": [{"model": str(pa), "parameters": {"scale": 1e39}}],
+    }
+    with pytest.raises(StreamError, match="overflows"):
+        stream_merge({**bad, "out_dtype": "float32"}, tmp_path / "big", progress=False)
+    assert not (tmp_path / "big").exists()

@@ -12,7 +12,9 @@ sliders. Tags on entries:
 * ``two_models`` — it merges exactly two models.
 
 Integer tensors (BatchNorm's ``num_batches_tracked``) are never averaged: they are copied from
-the base (or the first model). Half-precision tensors are merged in float32 and cast back.
+the base (or the first model). Half-precision tensors are merged in float32 and cast back; NaN/Inf
+in the inputs is refused, and so is a result that overflows its dtype on that cast (a float16
+sum beyond ±65504) rather than stored as inf.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from . import sce as _sce  # noqa: F401
 from . import slerp as _slerp  # noqa: F401
 from . import task_arithmetic as _task_arithmetic  # noqa: F401
 from . import ties as _ties  # noqa: F401
-from ._base import METHODS, TAGS, TENSOR_METHODS, MergeFn, TensorFn
+from ._base import METHODS, TAGS, TENSOR_METHODS, MergeFn, TensorFn, check_merged_finite
 from .adamerging import AdaMergingResult, adamerging_coefficients
 from .bn import recompute_batchnorm
 from .fisher import fisher_diagonal
@@ -118,6 +120,7 @@ def merge(
     for k, v in sds[0].items():
         if v.is_floating_point():
             out[k] = merged[k].detach().to(v.dtype)
+            check_merged_finite(k, out[k], hint="merge float32 copies of the models")
         else:
             out[k] = ref[k].detach().clone()
     return out

@@ -16,9 +16,15 @@ def add_merge_parser(sub: argparse._SubParsersAction) -> None:
         "index) from a mergekit-style YAML config; bounded memory, output written atomically.",
     )
     p.add_argument("config", help="merge config (mergekit YAML format)")
-    p.add_argument("out_dir", help="output folder (must not exist unless --overwrite)")
+    p.add_argument(
+        "out_dir", help="output folder: new, or a previous merge output with --overwrite"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT_DIR if it holds a previous merge output (never any other folder)",
+    )
     p.add_argument("--shard-size", default="5B", help="bytes per output shard: 5B, 500M, 2GB")
     p.add_argument("--seed", type=int, default=0, help="seed of the random methods (DARE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -31,7 +37,11 @@ def add_merge_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from . import DiskFullError, StreamError, stream_merge
+    """Run the merge; every expected failure is one ``error:`` line and exit code 2."""
+    import warnings
+
+    from .._warnings import MixmergeWarning
+    from . import DiskFullError, stream_merge
     from .multi import load_documents, stream_multi
 
     common: dict[str, Any] = {
@@ -41,20 +51,38 @@ def _merge(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "progress": not args.quiet,
     }
+    reps = None
     try:
-        if len(load_documents(args.config)) > 1:  # mergekit-multi style: several merges
-            reps = stream_multi(
-                args.config, args.out_dir, intermediate_dir=args.intermediate_dir, **common
-            )
-            for r in reps:
-                if r is not None:
-                    print(f"merged {r.n_tensors} tensors into {r.out_dir} in {r.seconds:.1f} s")
-            print(f"{sum(r is None for r in reps)} finished intermediate merge(s) reused")
-            return 0
-        rep = stream_merge(args.config, args.out_dir, **common)
-    except (StreamError, DiskFullError) as err:
-        print(f"error: {err.strerror if isinstance(err, DiskFullError) else err}", file=sys.stderr)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MixmergeWarning)
+            if len(load_documents(args.config)) > 1:  # mergekit-multi style: several merges
+                reps = stream_multi(
+                    args.config, args.out_dir, intermediate_dir=args.intermediate_dir, **common
+                )
+            else:
+                rep = stream_merge(args.config, args.out_dir, **common)
+    except DiskFullError as err:
+        print(f"error: {err.strerror}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, OSError) as err:  # StreamError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: nothing was published (the partial output was removed)", file=sys.stderr
+        )
+        return 130
+    for w in caught:
+        if issubclass(w.category, MixmergeWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if reps is not None:
+        for r in reps:
+            if r is not None:
+                print(f"merged {r.n_tensors} tensors into {r.out_dir} in {r.seconds:.1f} s")
+        print(f"{sum(r is None for r in reps)} finished intermediate merge(s) reused")
+        return 0
     print(
         f"merged {rep.n_tensors} tensors into {rep.out_dir} ({len(rep.shards)} shard(s), "
         f"{rep.bytes_written / 1e9:.2f} GB) in {rep.seconds:.1f} s"

@@ -44,7 +44,15 @@ from typing import Any
 import torch
 import yaml
 
-from .family import FAMILY_ALIASES, FAMILY_NEEDS_BASE, check_arity
+from .._checks import check_range, kind_of
+from .family import (
+    FAMILY_ALIASES,
+    FAMILY_CHOICES,
+    FAMILY_FLAGS,
+    FAMILY_NEEDS_BASE,
+    FAMILY_NUMBERS,
+    check_arity,
+)
 from .st_io import StreamError
 
 # mergekit name -> (workbench method, needs a base, default normalize, default trim)
@@ -154,7 +162,10 @@ def load_config(
             relative to the working directory (default: the YAML file's folder).
 
     Raises:
-        StreamError: unknown keys or method, unsupported features, missing models, bad dtypes.
+        StreamError: unknown keys or method, unsupported features, missing models, bad dtypes,
+            a parameter value that is not what its name needs (named as written, e.g.
+            ``models[1].parameters.density``), a ``tokenizer_source`` that is not one of the
+            models, a file that is not UTF-8 YAML, or a config that refers to itself.
     """
     if isinstance(source, Mapping):
         raw = dict(source)
@@ -164,25 +175,32 @@ def load_config(
         if not p.is_file():
             raise StreamError(f"config file not found: {p}")
         try:
-            raw = yaml.safe_load(p.read_text())
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise StreamError(f"{p} is not UTF-8 text (a merge config is a YAML file)") from None
+        except OSError as err:
+            raise StreamError(f"{p} cannot be read: {err.strerror or err}") from None
         except yaml.YAMLError as err:
             raise StreamError(f"{p} is not valid YAML: {err}") from None
+        except RecursionError:
+            raise StreamError(f"{p} is not valid YAML: it nests too deeply") from None
         if not isinstance(raw, dict):
-            raise StreamError(f"{p} must hold a mapping at the top level, got {type(raw).__name__}")
+            raise StreamError(f"{p} must hold a mapping at the top level, got {kind_of(raw)}")
         base_dir = Path(root) if root is not None else p.parent
     else:
         raise TypeError(f"source must be a path or a mapping, got {type(source).__name__}")
+    _check_acyclic(raw)
     for key in ("slices", "modules"):
         if raw.get(key) is not None:
             raise StreamError(
                 f"config key {key!r} (layer-range merges) is not supported by the streaming "
                 "engine; list whole models under 'models:'"
             )
-    unknown = sorted(set(raw) - _TOP_KEYS)
+    unknown = sorted(set(raw) - _TOP_KEYS, key=str)
     if unknown:
         raise StreamError(f"unknown config key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")
     method = raw.get("merge_method")
-    if method not in METHOD_ALIASES:
+    if not isinstance(method, str) or method not in METHOD_ALIASES:
         raise StreamError(f"merge_method must be one of {sorted(METHOD_ALIASES)}, got {method!r}")
     models_raw = raw.get("models")
     if not isinstance(models_raw, list) or not models_raw:
@@ -192,20 +210,15 @@ def load_config(
     models = tuple(_entry(m, i, base_dir) for i, m in enumerate(models_raw))
     base = None
     if raw.get("base_model") is not None:
-        base = ModelEntry(
-            str(raw["base_model"]), _resolve(str(raw["base_model"]), base_dir, "base_model")
-        )
+        ref = _reference(raw["base_model"], "base_model")
+        base = ModelEntry(ref, _resolve(ref, base_dir, "base_model"))
     elif method in NEEDS_BASE:
         raise StreamError(f"merge_method {method!r} needs base_model, got none")
     params = raw.get("parameters") or {}
     if not isinstance(params, dict):
-        raise StreamError(f"parameters must be a mapping, got {type(params).__name__}")
-    tok = raw.get("tokenizer_source")
-    tok_path = None
-    if tok is not None and tok not in ("base", "union"):
-        tok_path = _resolve(str(tok), base_dir, "tokenizer_source")
-    elif tok == "base" and base is not None:
-        tok_path = base.path
+        raise StreamError(f"parameters must be a mapping, got {kind_of(params)}")
+    check_parameters(params, "parameters")
+    tok_path = _tokenizer_source(raw.get("tokenizer_source"), base, models, base_dir)
     cfg = MergeConfig(
         merge_method=method,
         models=models,
@@ -225,6 +238,40 @@ def load_config(
     return cfg
 
 
+MAX_CONFIG_VALUES = 100_000  # a merge config has hundreds; YAML aliases can make billions
+
+
+def _check_acyclic(raw: object) -> None:
+    """Refuse a configuration that contains itself (a YAML alias inside its own value), nests
+    deeper than 50 levels, or expands through aliases to more than ``MAX_CONFIG_VALUES``
+    values (it is written out in full as the recipe)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: object, stack: set[int], depth: int) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in stack:
+            raise StreamError("the config refers to itself (a YAML alias inside its own value)")
+        if key in sizes:
+            return sizes[key]
+        if depth > 50:
+            raise StreamError("the config nests more than 50 levels deep")
+        stack.add(key)
+        n = 1 + sum(
+            size(v, stack, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+        )
+        stack.discard(key)
+        if n > MAX_CONFIG_VALUES:
+            raise StreamError(
+                f"the config expands to more than {MAX_CONFIG_VALUES} values (YAML aliases?)"
+            )
+        sizes[key] = n
+        return n
+
+    size(raw, set(), 0)
+
+
 def _entry(m: object, i: int, base_dir: Path) -> ModelEntry:
     if isinstance(m, str):
         m = {"model": m}
@@ -232,9 +279,42 @@ def _entry(m: object, i: int, base_dir: Path) -> ModelEntry:
         raise StreamError(f"models[{i}] must be a mapping with a 'model' key, got {m!r}")
     params = m.get("parameters") or {}
     if not isinstance(params, dict):
-        raise StreamError(f"models[{i}].parameters must be a mapping, got {type(params).__name__}")
-    ref = str(m["model"])
+        raise StreamError(f"models[{i}].parameters must be a mapping, got {kind_of(params)}")
+    check_parameters(params, f"models[{i}].parameters")
+    ref = _reference(m["model"], f"models[{i}].model")
     return ModelEntry(ref, _resolve(ref, base_dir, f"models[{i}].model"), dict(params))
+
+
+def _reference(ref: object, what: str) -> str:
+    if isinstance(ref, Path):
+        return str(ref)
+    if not isinstance(ref, str) or not ref:
+        raise StreamError(
+            f"{what} must be the path of a model folder or .safetensors file, got "
+            f"{kind_of(ref)} {ref!r}"
+        )
+    return ref
+
+
+def _tokenizer_source(
+    tok: object, base: ModelEntry | None, models: Sequence[ModelEntry], base_dir: Path
+) -> Path | None:
+    """The model whose non-weight files are copied: "base", "union" (the default source) or
+    one of the config's models. Any other folder is refused: a config is often someone
+    else's, and the files of the named folder end up in the output."""
+    if tok is None or tok == "union":
+        return None
+    if tok == "base":
+        return None if base is None else base.path
+    ref = _reference(tok, "tokenizer_source")
+    path = _resolve(ref, base_dir, "tokenizer_source")
+    known = [m.path for m in models] + ([] if base is None else [base.path])
+    if path not in known:
+        raise StreamError(
+            f"tokenizer_source must be 'base', 'union' or one of the models of the merge "
+            f"(base_model or models:), got {ref!r} ({path}); its files are copied into the output"
+        )
+    return path
 
 
 def _resolve(ref: str, base_dir: Path, what: str) -> Path:
@@ -253,9 +333,91 @@ def _resolve(ref: str, base_dir: Path, what: str) -> Path:
 def _dtype(name: object, what: str) -> torch.dtype | None:
     if name is None:
         return None
-    if name not in DTYPE_NAMES:
+    if not isinstance(name, str) or name not in DTYPE_NAMES:
         raise StreamError(f"{what} must be one of {sorted(DTYPE_NAMES)}, got {name!r}")
     return DTYPE_NAMES[str(name)]
+
+
+# What each mergekit parameter may hold: (low, high, low inclusive, high inclusive, meaning) for
+# numbers (None: any finite number), True for true/false, a tuple for a choice. Parameters not
+# listed are mergekit options this engine does not use; they are kept in the recipe unchecked.
+_NUMBERS: dict[str, tuple[float | None, float | None, bool, bool, str]] = {
+    "weight": (None, None, True, True, "the model's weight"),
+    "lambda": (None, None, True, True, "the scale of the merged task vector"),
+    "density": (0, 1, False, True, "the fraction of each task vector kept"),
+    "t": (0, 1, True, True, "the interpolation point between base_model and the model"),
+    "gamma": (0, 1, True, False, "the fraction of the largest entries removed"),
+    "epsilon": (0, 1, True, False, "the spread of the keep probabilities"),
+}
+_FLAGS: tuple[str, ...] = ("normalize", "int8_mask", "rescale")
+_CHOICES: dict[str, tuple[str, ...]] = {"trim": ("tensor", "global"), "disjoint": ("mean", "sum")}
+_NUMBERS.update(FAMILY_NUMBERS)  # the mergekit family's parameters (core/stream/family.py)
+_FLAGS = (*_FLAGS, *FAMILY_FLAGS)
+_CHOICES.update(FAMILY_CHOICES)
+
+
+def check_parameters(params: Mapping[Any, Any], where: str) -> None:
+    """Check every value of a ``parameters:`` mapping, scalars, gradients and filter entries
+    alike, so that a bad value is reported as written and where (``models[1].parameters.
+    density``) before any tensor is read.
+
+    Raises:
+        StreamError: naming the parameter, what it must be and the value given.
+    """
+    for key, setting in params.items():
+        if key in _NUMBERS or key in _FLAGS or key in _CHOICES:
+            _check_setting(str(key), setting, f"{where}.{key}")
+
+
+def _check_setting(key: str, setting: Any, where: str) -> None:
+    if setting is None:
+        return
+    if isinstance(setting, dict):
+        setting = [setting]
+        items = [(where, setting[0])]
+    elif isinstance(setting, list):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(setting)]
+    else:
+        _check_value(key, setting, where)
+        return
+    if all(isinstance(v, dict) for _, v in items):
+        for loc, cond in items:
+            extra = sorted(set(cond) - {"filter", "value"}, key=str)
+            if extra:
+                raise StreamError(f"{loc} has unknown key(s) {extra}; expected filter and value")
+            f = cond.get("filter")
+            if f is not None and not isinstance(f, str):
+                raise StreamError(
+                    f"{loc}.filter must be text (a part of tensor names), got {kind_of(f)} {f!r}"
+                )
+            if "value" not in cond:
+                raise StreamError(f"{loc} has no 'value' (expected {{filter: ..., value: ...}})")
+            _check_setting(key, cond["value"], f"{loc}.value")
+        return
+    if any(isinstance(v, dict | list) for _, v in items):
+        raise StreamError(
+            f"{where} must be a value, a list of numbers (a gradient over the layers) or a list "
+            f"of {{filter, value}} entries, got {setting!r}"
+        )
+    for loc, v in items:
+        _check_value(key, v, loc)
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    if key in _NUMBERS:
+        low, high, low_inc, high_inc, meaning = _NUMBERS[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise StreamError(
+                f"{where} must be a number, got {kind_of(value)} {value!r} ({key}: {meaning})"
+            )
+        try:
+            check_range(where, value, low, high, low_inclusive=low_inc, high_inclusive=high_inc)
+        except (TypeError, ValueError) as err:
+            raise StreamError(f"{err} ({key}: {meaning})") from None
+    elif key in _FLAGS and not isinstance(value, bool):
+        raise StreamError(f"{where} must be true or false, got {value!r}")
+    elif key in _CHOICES and value not in _CHOICES[key]:
+        raise StreamError(f"{where} must be one of {list(_CHOICES[key])}, got {value!r}")
 
 
 def evaluate_setting(setting: Any, tensor_name: str, t: float) -> Any:

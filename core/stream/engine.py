@@ -9,19 +9,27 @@ whole model.
 
 Output safety: everything is written into ``OUT.partial-<id>`` beside ``OUT``; the
 ``model.safetensors.index.json`` is written last and the folder is renamed to ``OUT`` only at the
-end, so an interrupted run never leaves a folder that looks complete.
+end, so an interrupted run never leaves a folder that looks complete. ``OUT`` may not overlap an
+input or the config, and ``overwrite`` replaces only a previous merge output
+(:mod:`core.stream.output`).
+
+Values: NaN/Inf in an input tensor is refused as :func:`core.merge.merge` refuses it (checked per
+tensor as it is merged, so memory stays bounded), and so is a merged tensor that overflows its
+stored dtype (float16 sums beyond ±65504). Integer tensors are copied, never cast and merged
+(:func:`check_kinds`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 import json
 import math
 import os
-import secrets
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,9 +40,19 @@ import torch
 import yaml
 from torch import Tensor
 
-from ..io import CheckpointError, hf_folder_tensors
+from .._warnings import MixmergeWarning
+from ..io import CheckpointError, hf_folder_tensors, read_weight_map
+from ..merge._base import check_merged_finite, first_nonfinite
 from .config import MergeConfig, ModelEntry, layer_depths, load_config, parameter
 from .family import BASE_AS_INPUT, FAMILY_ALIASES, family_call
+from .output import (
+    INDEX_NAME,
+    check_out_dir,
+    check_replaceable,
+    copy_side_files,
+    make_partial,
+    publish,
+)
 from .st_io import (
     DiskFullError,
     OutTensor,
@@ -47,8 +65,7 @@ from .st_io import (
 )
 
 DEFAULT_SHARD_SIZE = 5 * 10**9  # bytes, mergekit's default "5B"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
-INDEX_NAME = "model.safetensors.index.json"
+OVERFLOW_HINT = "store the merge in a wider type: set 'out_dtype: float32' (or bfloat16)"
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -64,6 +81,8 @@ class MergeReport:
         seconds: wall time.
         thresholds: the global TIES |τ| thresholds per model (global trim only).
         shards: output shard file names.
+        skipped_files: side files of the source model that were not copied (links out of
+            its folder, or not regular files).
     """
 
     out_dir: Path
@@ -73,42 +92,48 @@ class MergeReport:
     seconds: float
     thresholds: list[float] | None = None
     shards: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
 
 
 def model_tensors(path: Path) -> dict[str, TensorInfo]:
     """Every tensor of a model: a .safetensors file or a folder (with or without an index).
 
+    A folder's shards must be regular files inside it (:func:`core.io.hf_folder_tensors`).
+
     Raises:
-        StreamError: missing shard files, names the index lists but the shards lack, a tensor
-            stored twice, or no safetensors weights.
+        StreamError: missing shard files, shard names or links that leave the folder, a
+            malformed index, names the index lists but the shards lack, a tensor stored twice,
+            no safetensors weights, or no tensors at all.
     """
     p = Path(path)
     if p.is_file():
         if p.suffix != ".safetensors":
             raise StreamError(f"{p}: only .safetensors weights are streamed, got {p.suffix!r}")
-        return read_header(p)
-    if not p.is_dir():
+        out = read_header(p)
+    elif not p.is_dir():
         raise StreamError(f"model not found: {p}")
-    try:
-        files = hf_folder_tensors(p)
-    except CheckpointError as err:
-        raise StreamError(str(err)) from None
-    out: dict[str, TensorInfo] = {}
-    for f in files:
-        for name, info in read_header(f).items():
-            if name in out:
-                raise StreamError(
-                    f"{p}: tensor {name!r} is stored in both {out[name].path.name} and {f.name}"
-                )
-            out[name] = info
-    index = p / INDEX_NAME
-    if index.exists():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
-        absent = sorted(n for n in weight_map if n not in out)
+    else:
+        try:
+            files = hf_folder_tensors(p)
+            weight_map = read_weight_map(p)
+        except CheckpointError as err:
+            raise StreamError(str(err)) from None
+        out = {}
+        for f in files:
+            for name, info in read_header(f).items():
+                if name in out:
+                    raise StreamError(
+                        f"{p}: tensor {name!r} is stored in both {out[name].path.name} and {f.name}"
+                    )
+                out[name] = info
+        absent = sorted(n for n in weight_map or {} if n not in out)
         if absent:
             raise StreamError(
-                f"{p}: the index lists {len(absent)} tensor(s) missing from the shards: {_cut(absent)}"
+                f"{p}: the index lists {len(absent)} tensor(s) missing from the shards: "
+                f"{_cut(absent)}"
             )
+    if not out:
+        raise StreamError(f"{p} holds no tensors: there is nothing to merge")
     return out
 
 
@@ -215,6 +240,12 @@ def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
     w = [float(x) for x in per("weight", 1.0)]
     if mk == "linear":
         if g("normalize", True):
+            if any(x < 0 for x in w) or sum(w) <= 0:
+                raise StreamError(
+                    f"linear with normalize: true averages, so every 'weight' must be >= 0 with "
+                    f"a positive sum; tensor {name!r} gets weights {w} (or set normalize: false "
+                    "for a plain weighted sum)"
+                )
             return "average", {"weights": w}, False
         return "task_arithmetic", {"weights": w, "scale": 1.0}, False
     if mk == "slerp":
@@ -264,6 +295,12 @@ def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
             "density": _uniform(dens, "density", mk),
             "gamma": float(g("gamma", 0.01)),
         }
+        if hyper["density"] + hyper["gamma"] > 1.0:
+            raise StreamError(
+                f"breadcrumbs keeps 'density' of each row after removing the top 'gamma': "
+                f"density + gamma must be <= 1, got {hyper['density']} + {hyper['gamma']} for "
+                f"tensor {name!r} (the defaults are density 1 and gamma 0.01)"
+            )
         return "breadcrumbs", hyper, True
     raise StreamError(f"merge_method {mk!r} is not supported")  # pragma: no cover
 
@@ -310,6 +347,15 @@ class _Inputs:
     base_infos: dict[str, TensorInfo] | None
     keys: list[str]  # output order
 
+    @property
+    def labels(self) -> list[str]:
+        """How messages name the merged models."""
+        return [f"model {m.model!r}" for m in self.merged]
+
+    @property
+    def base_label(self) -> str:
+        return "base_model" if self.cfg.base is None else f"base_model {self.cfg.base.model!r}"
+
 
 def _open_inputs(cfg: MergeConfig) -> _Inputs:
     merged = cfg.merged_models()
@@ -324,9 +370,41 @@ def _open_inputs(cfg: MergeConfig) -> _Inputs:
         base_infos = model_tensors(cfg.base.path)
         named.insert(0, (f"base_model {cfg.base.model!r}", base_infos))
     check_inputs(named, allow_dtype_mix=cfg.dtype is not None)
+    check_kinds(named)
     first = infos[0]
     keys = sorted(first, key=lambda k: (str(first[k].path), first[k].start))
     return _Inputs(cfg, merged, infos, base_infos, keys)
+
+
+def check_kinds(named: Sequence[tuple[str, Mapping[str, TensorInfo]]]) -> None:
+    """Integer tensors are never cast and merged: refuse a tensor that is integer in one model
+    and floating-point in another, and a model with no floating-point tensor at all (both
+    would otherwise be copied from one model while the config asks for a merge).
+
+    Raises:
+        StreamError: naming the tensors, models and dtypes.
+    """
+    ref_name, ref = named[0]
+    mixed = [
+        f"{k} {ref[k].dtype} in {ref_name} vs {infos[k].dtype} in {nm}"
+        for nm, infos in named[1:]
+        for k in ref
+        if k in infos and ref[k].dtype.is_floating_point != infos[k].dtype.is_floating_point
+    ]
+    if mixed:
+        raise StreamError(
+            f"integer and floating-point tensors do not mix: {_cut(mixed)}. Integer tensors "
+            "are copied from one model, never cast to 'dtype:' and merged; dequantize a "
+            "quantized model before merging it"
+        )
+    for nm, infos in named:
+        if not any(i.dtype.is_floating_point for i in infos.values()):
+            dts = sorted({str(i.dtype) for i in infos.values()})
+            raise StreamError(
+                f"{nm} holds no floating-point tensor (all {len(infos)} are {', '.join(dts)}): "
+                "there is nothing to merge. Integer tensors are copied, never cast to 'dtype:' "
+                "and merged; dequantize a quantized model before merging it"
+            )
 
 
 def stream_merge(
@@ -343,9 +421,11 @@ def stream_merge(
 
     Args:
         config: a :class:`MergeConfig`, a YAML path or a parsed mapping.
-        out_dir: output folder (must not exist unless ``overwrite``).
+        out_dir: output folder (must not exist unless ``overwrite``); it may not be, contain
+            or lie inside an input model, a shard file or the config file.
         device: where the arithmetic runs ("cpu", "cuda", "cuda:1", "auto").
-        overwrite: replace an existing ``out_dir`` (only once the new one is complete).
+        overwrite: replace an existing ``out_dir`` that holds a previous merge output (only
+            once the new one is complete); any other folder is refused.
         shard_size: most bytes of tensor data per output shard ("5B", "500M", int).
         seed: seeds the random methods (DARE); tensors draw in output order, so the result
             equals :func:`core.merge.merge` on the same models with the same seed.
@@ -356,8 +436,15 @@ def stream_merge(
         A :class:`MergeReport`.
 
     Raises:
-        StreamError: bad config, mismatched models, missing shards, existing ``out_dir``.
+        StreamError: bad config or parameter, mismatched models, missing or malformed shards,
+            shard paths or links that leave a model folder, NaN/Inf inputs, a merged tensor
+            that overflows its dtype, integer weights, an ``out_dir`` that exists, overlaps an
+            input or cannot be written.
         DiskFullError: the disk filled up (the partial output is removed).
+
+    Warns:
+        MixmergeWarning: side files of the source model that were not copied (links out of
+            its folder, or not regular files); also in ``MergeReport.skipped_files``.
     """
     t0 = time.perf_counter()
     if not isinstance(config, MergeConfig):
@@ -367,9 +454,14 @@ def stream_merge(
         if raw is not None:  # passthrough / slices: layer stacking, no arithmetic
             if not isinstance(overwrite, bool):
                 raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
-            root = Path(config).parent if isinstance(config, str | Path) else None
+            file = Path(config) if isinstance(config, str | Path) else None
             return stream_passthrough(
-                raw, out_dir, root=root, overwrite=overwrite, shard_size=shard_size
+                raw,
+                out_dir,
+                root=None if file is None else file.parent,
+                config_file=file,
+                overwrite=overwrite,
+                shard_size=shard_size,
             )
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -379,24 +471,22 @@ def stream_merge(
     size = parse_size(shard_size)
     dev = _device(device)
     out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not overwrite:
+    config_file = Path(config) if isinstance(config, str | Path) else None
+    check_out_dir(out, _protected(cfg, config_file))
+    if (out.exists() or out.is_symlink()) and not overwrite:
         raise StreamError(
             f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
         )
     inp = _open_inputs(cfg)
+    shard_files = {i.path for infos in [*inp.infos, inp.base_infos or {}] for i in infos.values()}
+    check_out_dir(out, [("a shard file of an input model", f) for f in sorted(shard_files)])
+    if out.exists() and overwrite:
+        check_replaceable(out)
     depth = layer_depths(inp.keys)
     ref = inp.infos[0]
     out_specs = [OutTensor(k, _out_dtype(cfg, ref[k]), ref[k].shape) for k in inp.keys]
     plans = plan_shards(out_specs, size)
     total_out = sum(p.size for p in plans)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out.parent).free
-    if total_out > free:
-        raise DiskFullError(
-            errno.ENOSPC,
-            f"not enough space for the merged model in {out.parent}: needs "
-            f"{total_out / 1e9:.2f} GB, {free / 1e9:.2f} GB free",
-        )
     calls = {k: tensor_call(cfg, k, depth[k]) for k in inp.keys}
     reader = ShardReader()
     stats = {"read": 0}
@@ -404,18 +494,29 @@ def stream_merge(
     global_trim = any(m == "ties" and h.get("trim") == "global" for m, h, _ in calls.values())
     if global_trim:
         dens = [float(parameter(cfg, m, "density", "", 0.0, 1.0)) for m in inp.merged]
-        thresholds = global_thresholds(inp, reader, dens, dev, stats)
+        with _fused_errors("ties", len(inp.merged)):
+            thresholds = global_thresholds(inp, reader, dens, dev, stats)
         for m, h, _ in calls.values():
             if m == "ties":
                 h["threshold"] = thresholds
-    partial = out.parent / f"{out.name}.partial-{os.getpid()}-{secrets.token_hex(3)}"
-    partial.mkdir()
+    existing = next(d for d in out.parents if d.exists())
+    free = shutil.disk_usage(existing).free
+    if total_out > free:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"not enough space for the merged model in {existing}: needs "
+            f"{total_out / 1e9:.2f} GB, {free / 1e9:.2f} GB free",
+        )
+    skipped: list[str] = []
+    partial = make_partial(out)
     try:
         writer = ShardWriter(partial, plans)
-        _run(inp, calls, reader, writer, plans, dev, seed, progress, stats)
+        # a CPU global trim has checked every input for NaN/Inf in its first pass
+        checked = global_trim and dev.type == "cpu"
+        _run(inp, calls, reader, writer, plans, dev, seed, progress, stats, checked)
         writer.close()
-        _finish(cfg, inp, partial, plans, thresholds, seed)
-        _publish(partial, out, overwrite)
+        skipped = _finish(cfg, inp, partial, plans, thresholds, seed)
+        publish(partial, out, overwrite)
     except OSError as err:
         shutil.rmtree(partial, ignore_errors=True)
         if err.errno == errno.ENOSPC:
@@ -424,12 +525,24 @@ def stream_merge(
                 f"disk full while writing the merged model into {out.parent} (needs "
                 f"{total_out / 1e9:.2f} GB); the partial output was removed",
             ) from None
-        raise
+        where = f" ({err.filename})" if err.filename else ""
+        raise StreamError(
+            f"cannot write the merged model into {out.parent}: {err.strerror or err}{where}; "
+            "the partial output was removed"
+        ) from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     finally:
         reader.close()
+    if skipped:
+        src = _side_source(cfg, inp)
+        warnings.warn(
+            f"not copied into the output (links out of {src}, or not regular files): "
+            f"{', '.join(skipped)}",
+            MixmergeWarning,
+            stacklevel=2,
+        )
     return MergeReport(
         out,
         len(inp.keys),
@@ -438,7 +551,36 @@ def stream_merge(
         time.perf_counter() - t0,
         thresholds,
         [p.filename for p in plans],
+        skipped,
     )
+
+
+def _protected(cfg: MergeConfig, config_file: Path | None) -> list[tuple[str, Path]]:
+    """The paths an output folder must keep clear of: the models and the config file."""
+    out = [] if cfg.base is None else [(f"base_model {cfg.base.model!r}", cfg.base.path)]
+    out += [(f"input model {m.model!r}", m.path) for m in cfg.models]
+    if cfg.tokenizer_source is not None:
+        out.append(("tokenizer_source", cfg.tokenizer_source))
+    if config_file is not None:
+        out.append(("the config file", config_file))
+    return out
+
+
+@contextlib.contextmanager
+def _fused_errors(method: str, n_models: int) -> Iterator[None]:
+    """Turn a failure inside the fused numba kernels into a message with the way out."""
+    try:
+        yield
+    except Exception as err:
+        if not type(err).__module__.startswith("numba"):
+            raise
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "tuple" in ln), lines[0] if lines else "")
+        raise StreamError(
+            f"merging {n_models} models with {method} failed in the fused CPU kernels "
+            f"({type(err).__name__}: {detail[:200]}); set MIXMERGE_FUSED=0 to run the torch "
+            "kernels instead, or merge fewer models at once"
+        ) from None
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -487,7 +629,11 @@ def _load_key(
     pin: bool,
     bufs: _Buffers | None = None,
     phase: int = 0,
+    check: bool = False,
 ) -> tuple[list[Tensor], Tensor | None]:
+    """The tensors of ``key`` (and the base's); with ``check``, NaN/Inf is refused here, in
+    the reader thread, where it overlaps the merge of the previous key."""
+
     def into(slot: int) -> Tensor | None:
         return None if bufs is None else bufs.get(phase, slot)
 
@@ -499,6 +645,8 @@ def _load_key(
     base = None
     if use_base and inp.base_infos is not None:
         base = get(inp.base_infos[key], len(inp.infos))
+    if check:
+        check_finite_inputs(key, tensors, base, inp.labels, inp.base_label)
     return tensors, base
 
 
@@ -531,12 +679,16 @@ def _run(
     seed: int,
     progress: bool | ProgressFn,
     stats: dict[str, int],
+    checked: bool = False,
 ) -> None:
+    """Merge and write every key (``checked``: the inputs were already checked finite)."""
     from tqdm import tqdm
 
     cfg = inp.cfg
     gen = torch.Generator(device=dev).manual_seed(seed)
     pin = dev.type == "cuda"
+    # NaN/Inf: checked by the CPU reader thread, or on the GPU once the tensors are there
+    check_on_load, check_on_device = not checked and not pin, not checked and pin
     bar = tqdm(total=len(inp.keys), unit="tensor", desc="merge", disable=progress is not True)
     last_of = {p.tensors[-1].name: p.filename for p in plans}
     t0 = time.perf_counter()
@@ -544,16 +696,25 @@ def _run(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-write") as wpool:
         bufs = _Buffers(inp, pin)
         loads = _prefetched(
-            inp.keys, lambda k, ph: _load_key(inp, reader, k, calls[k][2], pin, bufs, ph)
+            inp.keys,
+            lambda k, ph: _load_key(inp, reader, k, calls[k][2], pin, bufs, ph, check_on_load),
         )
         for done, (key, (tensors, base)) in enumerate(loads, start=1):
             stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
             method, hyper, _ = calls[key]
             out_dtype = _out_dtype(cfg, inp.infos[0][key])
             if not tensors[0].is_floating_point():
-                merged = (base if base is not None else tensors[0]).clone()
+                merged = _copied_integer(inp, key, tensors, base)
             else:
-                merged = _merge_one(method, hyper, tensors, base, cfg, dev, gen).to(out_dtype)
+                with _fused_errors(method, len(tensors)):
+                    merged = _merge_one(
+                        inp, key, method, hyper, tensors, base, dev, gen, check_on_device
+                    )
+                merged = merged.to(out_dtype)
+                try:
+                    check_merged_finite(key, merged, hint=OVERFLOW_HINT)
+                except ValueError as err:
+                    raise StreamError(str(err)) from None
                 merged = merged.cpu() if merged.device.type != "cpu" else merged
                 merged = _owned(merged, [*tensors, base])
             del tensors, base
@@ -586,19 +747,66 @@ def _write(writer: ShardWriter, key: str, t: Tensor, last_in_shard: str | None) 
         writer.finish(last_in_shard)
 
 
+def _copied_integer(inp: _Inputs, key: str, tensors: list[Tensor], base: Tensor | None) -> Tensor:
+    """An integer tensor is copied from the base (else the first model), as core.merge does.
+    One with more than one entry must then be equal in every model: otherwise the copy would
+    silently drop the others' values (quantized weights, for instance).
+
+    Raises:
+        StreamError: naming the tensor and the two models that differ.
+    """
+    src, src_label = (base, inp.base_label) if base is not None else (tensors[0], inp.labels[0])
+    if src.numel() > 1:
+        for label, x in zip(inp.labels, tensors, strict=True):
+            if not torch.equal(x.to(src.dtype), src):
+                raise StreamError(
+                    f"integer tensor {key!r} ({src.dtype}) differs between {src_label} and "
+                    f"{label}: integer tensors are copied from one model, never merged, so "
+                    "the merge would drop the other values. Dequantize integer (quantized) "
+                    "weights before merging"
+                )
+    return src.clone()
+
+
+def check_finite_inputs(
+    key: str, tensors: Sequence[Tensor], base: Tensor | None, labels: Sequence[str], base_label: str
+) -> None:
+    """Refuse NaN/Inf in the inputs of one tensor, as :func:`core.merge.merge` does (one
+    sum per tensor and one device sync for all models: :func:`core.merge._base.first_nonfinite`).
+
+    Raises:
+        StreamError: naming the model and the tensor.
+    """
+    i = first_nonfinite([*tensors, *([base] if base is not None else [])])
+    if i is None:
+        return
+    bad = [*labels, base_label][i]
+    raise StreamError(
+        f"{bad}: tensor {key!r} has NaN/Inf values; expected finite tensors (the in-memory "
+        "merge refuses them too)"
+    )
+
+
 def _merge_one(
+    inp: _Inputs,
+    key: str,
     method: str,
     hyper: dict[str, Any],
     tensors: list[Tensor],
     base: Tensor | None,
-    cfg: MergeConfig,
     dev: torch.device,
     gen: torch.Generator,
+    check: bool,
 ) -> Tensor:
-    work = cfg.dtype
-    tensors = [x.to(dev, dtype=work or x.dtype, non_blocking=True) for x in tensors]
+    work = inp.cfg.dtype
+    tensors = [x.to(dev, non_blocking=True) for x in tensors]
     if base is not None:
-        base = base.to(dev, dtype=work or base.dtype, non_blocking=True)
+        base = base.to(dev, non_blocking=True)
+    if check:  # before any cast
+        check_finite_inputs(key, tensors, base, inp.labels, inp.base_label)
+    if work is not None:
+        tensors = [x.to(work) for x in tensors]
+        base = None if base is None else base.to(work)
     from ..merge._blocks import tensor_thresholds
 
     fn = _kernel(method)
@@ -609,7 +817,12 @@ def _merge_one(
         dens = dens or [float(kw["density"])] * len(tensors)
         kw["threshold"] = tensor_thresholds(tensors, base, dens)
         kw.setdefault("density", dens[0])
-    return fn(tensors, base, generator=gen, **_accepted(fn, kw))
+    try:
+        return fn(tensors, base, generator=gen, **_accepted(fn, kw))
+    except (ValueError, TypeError) as err:  # the config checks should have caught it first
+        if type(err).__module__.startswith("numba"):
+            raise  # _fused_errors says what to do about it
+        raise StreamError(f"{method} cannot merge tensor {key!r}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,8 +876,13 @@ def global_thresholds(
     def load(k: str, phase: int) -> tuple[list[Tensor], Tensor | None]:
         return _load_key(inp, reader, k, True, pin, bufs, phase)
 
+    def load_checked(k: str, phase: int) -> tuple[list[Tensor], Tensor | None]:
+        # CPU: pass 1 checks every model and the base for NaN/Inf, which would keep the exact
+        # search below from ever closing its bracket (a GPU run checks in pass 2, on device)
+        return _load_key(inp, reader, k, True, pin, bufs, phase, check=not pin)
+
     samples: list[list[Tensor]] = [[] for _ in range(m_count)]
-    for _key, (tensors, base) in _prefetched(keys, load):
+    for _key, (tensors, base) in _prefetched(keys, load_checked):
         count_read(tensors, base)
         b = cast(None if base is None else base.reshape(-1)[::stride])
         for i, x in enumerate(tensors):
@@ -687,13 +905,17 @@ def global_thresholds(
     todo = [i for i in range(m_count) if result[i] is None]
     from ..merge import _fused
 
+    first_pass = True
     while todo:
         above = dict.fromkeys(todo, 0)
         inside: dict[int, list[Tensor]] = {i: [] for i in todo}
-        for _key, (tensors, base) in _prefetched(keys, load):
+        for key, (tensors, base) in _prefetched(keys, load):
             count_read(tensors, base)
             b = cast(base)
             xs = [x for i in todo if (x := cast(tensors[i])) is not None]
+            if first_pass and pin:
+                labels = [inp.labels[i] for i in todo]
+                check_finite_inputs(key, xs, b, labels, inp.base_label)
             if _fused.usable(xs, b):  # one fused pass over the base and the models
                 los, his = zip(*(brackets[i] for i in todo), strict=True)
                 ab, hits = _fused.bracket_many(xs, b, los, his, expect=width)
@@ -717,6 +939,7 @@ def global_thresholds(
                 brackets[i] = (lo, math.inf) if need < 1 else (0.0, hi)
                 nxt.append(i)
         todo = nxt
+        first_pass = False
         width = 0.5  # a reopened bracket holds a large share of the entries
     return [float(r) for r in result if r is not None]
 
@@ -732,16 +955,8 @@ def _finish(
     plans: list,
     thresholds: list[float] | None,
     seed: int,
-) -> None:
-    src = cfg.tokenizer_source or (cfg.base.path if cfg.base is not None else inp.merged[0].path)
-    if src.is_dir():
-        for f in sorted(src.iterdir()):
-            if (
-                f.is_file()
-                and not f.name.endswith(WEIGHT_SUFFIXES)
-                and not f.name.endswith(".index.json")
-            ):
-                shutil.copy2(f, folder / f.name)
+) -> list[str]:
+    skipped = copy_side_files(_side_source(cfg, inp), folder)
     conf = folder / "config.json"
     out_dt = cfg.out_dtype or cfg.dtype
     if conf.exists() and out_dt is not None:
@@ -750,7 +965,7 @@ def _finish(
             if isinstance(data, dict) and "torch_dtype" in data:
                 data["torch_dtype"] = str(out_dt).removeprefix("torch.")
                 conf.write_text(json.dumps(data, indent=2))
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or not UTF-8: copied as it is
             pass
     (folder / "mergekit_config.yml").write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
     recipe = {
@@ -770,15 +985,9 @@ def _finish(
     tmp = folder / (INDEX_NAME + ".tmp")
     tmp.write_text(json.dumps(index, indent=2))
     os.replace(tmp, folder / INDEX_NAME)  # the index is the last file written
+    return skipped
 
 
-def _publish(partial: Path, out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not overwrite:
-            raise StreamError(f"output folder {out} appeared during the merge; not overwritten")
-        old = out.parent / f"{out.name}.old-{secrets.token_hex(3)}"
-        os.replace(out, old)
-        os.replace(partial, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, out)
+def _side_source(cfg: MergeConfig, inp: _Inputs) -> Path:
+    """The model whose non-weight files are copied: tokenizer_source, else base, else first."""
+    return cfg.tokenizer_source or (cfg.base.path if cfg.base is not None else inp.merged[0].path)

@@ -20,8 +20,8 @@ nearswap            nearswap                t (required); base_model + one model
 arcee_fusion        arcee_fusion            base_model + one model
 ==================  ======================  ==================================================
 
-Workbench extensions (ignored by mergekit): ``rescale: prob`` for DELLA's per-entry 1/p
-rescale (the paper), ``scope: row`` for Breadcrumbs-TIES' per-row ranking (the reference
+Workbench extensions (ignored by mergekit): ``della_rescale: prob`` for DELLA's per-entry
+1/p rescale (the paper; ``l1`` and ``none`` are mergekit's ``rescale: true/false``), ``scope: row`` for Breadcrumbs-TIES' per-row ranking (the reference
 code), ``disjoint: sum`` for SCE's plain Σ η τ. ``passthrough`` and ``slices:`` are planned by
 :mod:`core.stream.slices`. RAM+ with the whole-model overlap ratio (``rescale: global``) needs
 a pass over the whole model first and runs through :func:`core.merge.merge`, not here.
@@ -59,6 +59,20 @@ FAMILY_NEEDS_BASE = {
     "ramplus_tl",
     "nearswap",
     "arcee_fusion",
+}
+# parameter checks, merged into core.stream.config's tables: (low, high, low inclusive, high
+# inclusive, meaning) for numbers, flags, and choices
+FAMILY_NUMBERS: dict[str, tuple[float | None, float | None, bool, bool, str]] = {
+    "select_topk": (0, 1, False, True, "the fraction of entries SCE selects by variance"),
+    "r": (0, None, True, True, "RAM+'s rescaling strength"),
+    "alpha": (0, None, True, True, "RAM+'s bound on the overlap ratio"),
+    "max_iter": (1, None, True, True, "Karcher's iterations at most"),
+    "tol": (0, None, False, True, "Karcher's tolerance"),
+}
+FAMILY_FLAGS = ("nuslerp_flatten", "nuslerp_row_wise", "normalize_weights")
+FAMILY_CHOICES: dict[str, tuple[str, ...]] = {
+    "scope": ("tensor", "row"),
+    "della_rescale": ("l1", "prob", "none"),
 }
 # methods whose base model is one of the merged inputs (first), not a task-vector origin
 BASE_AS_INPUT = {"nearswap", "arcee_fusion", "karcher"}
@@ -101,12 +115,12 @@ def family_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
     method = FAMILY_ALIASES[mk]
     if mk in ("della", "della_linear"):
         w = [float(x) for x in per("weight", 1.0)]
-        rescale = g("rescale", True)
+        rule = g("della_rescale", None) or ("l1" if g("rescale", True) else "none")
         hyper: dict[str, Any] = {
             "density": one("density", 1.0),
             "epsilon": one("epsilon", 0.15),
             "scale": float(g("lambda", 1.0)),
-            "rescale": "prob" if rescale == "prob" else ("l1" if rescale else "none"),
+            "rescale": str(rule),
         }
         normalize = bool(g("normalize", mk == "della"))
         if mk == "della":

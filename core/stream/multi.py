@@ -49,9 +49,15 @@ def load_documents(path: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         raise StreamError(f"config file not found: {p}")
     try:
-        docs = [d for d in yaml.safe_load_all(p.read_text()) if d is not None]
+        docs = [d for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d is not None]
+    except UnicodeDecodeError:
+        raise StreamError(f"{p} is not UTF-8 text (a merge config is a YAML file)") from None
+    except OSError as err:
+        raise StreamError(f"{p} cannot be read: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         raise StreamError(f"{p} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise StreamError(f"{p} is not valid YAML: it nests too deeply") from None
     for i, d in enumerate(docs):
         if not isinstance(d, dict):
             raise StreamError(f"{p}: document {i} must be a mapping, got {type(d).__name__}")
@@ -126,7 +132,8 @@ def stream_multi(
 ) -> list[Any]:
     """Run every merge of a multi-document config; returns their MergeReports (run order;
     None for a reused intermediate output). ``kwargs`` go to :func:`stream_merge`."""
-    from .engine import INDEX_NAME, stream_merge
+    from .engine import stream_merge
+    from .output import INDEX_NAME
 
     p = Path(path)
     out = Path(out_dir).expanduser().resolve()

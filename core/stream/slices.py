@@ -38,9 +38,9 @@ import errno
 import json
 import os
 import re
-import secrets
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +49,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from .config import _LAYER, _dtype, _resolve, evaluate_setting
+from .._warnings import MixmergeWarning
+from ..merge._base import check_merged_finite
+from .config import _LAYER, _check_acyclic, _dtype, _resolve, evaluate_setting
 from .config import _TOP_KEYS as _CONFIG_KEYS
+from .output import (
+    INDEX_NAME,
+    check_out_dir,
+    check_replaceable,
+    copy_side_files,
+    make_partial,
+    publish,
+)
 from .st_io import (
     DiskFullError,
     OutTensor,
@@ -82,6 +92,7 @@ class SlicePlan:
     """The output of a passthrough config, tensor by tensor, in output order."""
 
     pieces: tuple[Piece, ...]
+    inputs: tuple[Path, ...]  # the source models
     n_layers: int
     dtype: torch.dtype | None
     out_dtype: torch.dtype | None
@@ -97,9 +108,9 @@ def is_passthrough(source: Any) -> dict[str, Any] | None:
         if not p.is_file():
             return None
         try:
-            raw = yaml.safe_load(p.read_text())
-        except yaml.YAMLError:
-            return None
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+            return None  # load_config reports what is wrong with the file
     if not isinstance(raw, Mapping):
         return None
     if raw.get("merge_method") == "passthrough" or raw.get("slices") is not None:
@@ -116,7 +127,8 @@ def plan_slices(raw: Mapping[str, Any], base_dir: Path) -> SlicePlan:
     """
     from .engine import model_tensors
 
-    unknown = sorted(set(raw) - _TOP_KEYS)
+    _check_acyclic(raw)
+    unknown = sorted(set(raw) - _TOP_KEYS, key=str)
     if unknown:
         raise StreamError(f"unknown config key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")
     if raw.get("merge_method") != "passthrough":
@@ -142,6 +154,7 @@ def plan_slices(raw: Mapping[str, Any], base_dir: Path) -> SlicePlan:
         pieces = [_piece(n, infos[n], sources[0], params, 0.0) for n in _file_order(infos)]
         return SlicePlan(
             pieces=tuple(pieces),
+            inputs=tuple(paths.values()),
             n_layers=len(_by_layer(infos)),
             dtype=_dtype(raw.get("dtype"), "dtype"),
             out_dtype=_dtype(raw.get("out_dtype"), "out_dtype"),
@@ -180,6 +193,7 @@ def plan_slices(raw: Mapping[str, Any], base_dir: Path) -> SlicePlan:
         seen.add(p.out_name)
     return SlicePlan(
         pieces=tuple(pieces),
+        inputs=tuple(paths.values()),
         n_layers=out_layer,
         dtype=_dtype(raw.get("dtype"), "dtype"),
         out_dtype=_dtype(raw.get("out_dtype"), "out_dtype"),
@@ -202,25 +216,34 @@ def stream_passthrough(
     out_dir: str | Path,
     *,
     root: str | Path | None = None,
+    config_file: Path | None = None,
     overwrite: bool = False,
     shard_size: int | str = 5 * 10**9,
 ) -> MergeReport:
-    """Write the output of a passthrough config into ``out_dir`` (atomically)."""
-    from .engine import MergeReport, _publish, parse_size
+    """Write the output of a passthrough config into ``out_dir`` (atomically), with the same
+    output guards as every streaming merge (:mod:`core.stream.output`): OUT_DIR clear of the
+    inputs and the config, ``overwrite`` only over a previous merge output, finite inputs."""
+    from .engine import OVERFLOW_HINT, MergeReport, check_finite_inputs, parse_size
 
     t0 = time.perf_counter()
     plan = plan_slices(raw, Path(root) if root is not None else Path.cwd())
     out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not overwrite:
+    protected = [(f"input model {str(p)!r}", p) for p in plan.inputs]
+    protected += [("tokenizer_source", plan.files_from)]
+    if config_file is not None:
+        protected.append(("the config file", config_file))
+    check_out_dir(out, protected)
+    check_out_dir(out, [("a shard file of an input model", p.info.path) for p in plan.pieces])
+    if (out.exists() or out.is_symlink()) and not overwrite:
         raise StreamError(
             f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
         )
+    if out.exists() and overwrite:
+        check_replaceable(out)
     specs = [OutTensor(p.out_name, _out_dtype(plan, p.info), p.info.shape) for p in plan.pieces]
     plans = plan_shards(specs, parse_size(shard_size))
     last_of = {s.tensors[-1].name: s.filename for s in plans}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f"{out.name}.partial-{os.getpid()}-{secrets.token_hex(3)}"
-    partial.mkdir()
+    partial = make_partial(out)
     reader = ShardReader()
     read = 0
     try:
@@ -228,30 +251,40 @@ def stream_passthrough(
         for piece, spec in zip(plan.pieces, specs, strict=True):
             x = reader.map(piece.info)
             read += piece.info.nbytes
+            y = x
             if x.is_floating_point():
-                work = plan.dtype or x.dtype
-                y = x.to(work)
+                check_finite_inputs(piece.out_name, [x], None, [str(piece.info.path)], "")
+                y = x.to(plan.dtype or x.dtype)
                 if piece.scale is not None:
                     y = y * piece.scale
                 y = y.to(spec.dtype)
-            else:
-                y = x
+                if piece.scale is not None or y.dtype != x.dtype:
+                    check_merged_finite(piece.out_name, y, hint=OVERFLOW_HINT)
             writer.write(piece.out_name, y.contiguous())
             if piece.out_name in last_of:
                 writer.finish(last_of[piece.out_name])
             del x, y
         writer.close()
-        _finish(plan, partial, plans)
-        _publish(partial, out, overwrite)
+        skipped = _finish(plan, partial, plans)
+        publish(partial, out, overwrite)
     except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             raise DiskFullError(
                 errno.ENOSPC, f"disk full while writing {out}; the partial output was removed"
             ) from None
+        if isinstance(err, ValueError) and not isinstance(err, StreamError):
+            raise StreamError(str(err)) from None  # an overflowing scale or cast
         raise
     finally:
         reader.close()
+    if skipped:
+        warnings.warn(
+            f"not copied into the output (links out of {plan.files_from}, or not regular "
+            f"files): {', '.join(skipped)}",
+            MixmergeWarning,
+            stacklevel=3,
+        )
     return MergeReport(
         out,
         len(plan.pieces),
@@ -260,6 +293,7 @@ def stream_passthrough(
         time.perf_counter() - t0,
         None,
         [p.filename for p in plans],
+        skipped,
     )
 
 
@@ -355,19 +389,15 @@ def _out_dtype(plan: SlicePlan, info: TensorInfo) -> torch.dtype:
     return plan.out_dtype or plan.dtype or info.dtype
 
 
-def _finish(plan: SlicePlan, folder: Path, plans: list) -> None:
-    from .engine import INDEX_NAME, WEIGHT_SUFFIXES
-
-    src = plan.files_from
-    if src.is_dir():
-        for f in sorted(src.iterdir()):
-            if f.is_file() and not f.name.endswith((*WEIGHT_SUFFIXES, ".index.json")):
-                shutil.copy2(f, folder / f.name)
+def _finish(plan: SlicePlan, folder: Path, plans: list) -> list[str]:
+    """Side files, config.json's depth, the recipe, then the index (last); returns the side
+    files that were not copied."""
+    skipped = copy_side_files(plan.files_from, folder)
     conf = folder / "config.json"
     if conf.exists():
         try:
             data = json.loads(conf.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             data = None
         if isinstance(data, dict):
             if "num_hidden_layers" in data and plan.n_layers:
@@ -390,3 +420,4 @@ def _finish(plan: SlicePlan, folder: Path, plans: list) -> None:
     tmp = folder / (INDEX_NAME + ".tmp")
     tmp.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     os.replace(tmp, folder / INDEX_NAME)  # the index is the last file written
+    return skipped

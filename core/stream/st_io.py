@@ -23,6 +23,7 @@ import errno
 import json
 import mmap
 import os
+import stat
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .._checks import kind_of
 
 # safetensors dtype code <-> torch dtype
 DTYPES: dict[str, torch.dtype] = {
@@ -78,43 +81,142 @@ class TensorInfo:
 def read_header(path: Path) -> dict[str, TensorInfo]:
     """Parse a safetensors header into ``name -> TensorInfo`` (file order).
 
+    The checks are the reference loader's (``safetensors`` ``read_metadata`` / ``validate``):
+    a UTF-8 JSON object of at most 100 MB; ``__metadata__`` a mapping of text to text; every
+    tensor an object with a known ``dtype``, a ``shape`` of non-negative integers and
+    ``data_offsets`` ``[begin, end]`` matching its size; the tensors, in offset order, tile the
+    data buffer exactly (no overlap, no gap) and end at the end of the file. Messages name the
+    file and the tensor, never the file's bytes.
+
     Raises:
-        StreamError: not a safetensors file, unsupported dtype, or offsets past the file end.
+        StreamError: not a regular file, not a safetensors file, unsupported dtype, or offsets
+            that overlap, leave gaps or pass the end of the file.
     """
     p = Path(path)
+    header, n, size = _header_json(p)
+    if not isinstance(header, dict):
+        raise StreamError(
+            f"{p} is not a safetensors file: its header must be a JSON object of tensors, "
+            f"got {kind_of(header)}"
+        )
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (
+        isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
+    ):
+        raise StreamError(f"{p}: '__metadata__' must map text to text, got {_short(meta)}")
+    entries = [_tensor_entry(p, name, spec) for name, spec in header.items()]
+    entries.sort(key=lambda e: (e[1], e[2]))
+    data_start = 8 + n
+    pos = 0
+    out: dict[str, TensorInfo] = {}
+    for (name, code, shape), begin, end in entries:
+        if begin != pos:
+            how = "overlaps the tensor before it" if begin < pos else "leaves a gap before it"
+            raise StreamError(
+                f"{p}: tensor {_short(name)} has data_offsets [{begin}, {end}], which {how} "
+                f"(the previous tensor ends at {pos}); the reference loader refuses this file"
+            )
+        pos = end
+        out[name] = TensorInfo(name, p, DTYPES[code], shape, data_start + begin, end - begin)
+    if data_start + pos != size:
+        raise StreamError(
+            f"{p}: the tensors' data ends at byte {data_start + pos} but the file has {size} "
+            "bytes (truncated shard, or bytes that no tensor owns)"
+        )
+    return out
+
+
+def _header_json(p: Path) -> tuple[object, int, int]:
+    """``(header, header length, file size)`` of ``p``: the header as any JSON value; the
+    messages name the file, never its bytes."""
     try:
-        size = p.stat().st_size
+        st = os.stat(p)
+        if not stat.S_ISREG(st.st_mode):
+            raise StreamError(f"{p} is not a safetensors file: not a regular file")
         with open(p, "rb") as f:
             raw = f.read(8)
             if len(raw) != 8:
                 raise StreamError(f"{p} is not a safetensors file: shorter than 8 bytes")
             n = int.from_bytes(raw, "little")
-            if n > MAX_HEADER or n + 8 > size:
-                raise StreamError(f"{p} is not a safetensors file: header length {n} is invalid")
-            header = json.loads(f.read(n))
+            if n > MAX_HEADER:
+                raise StreamError(
+                    f"{p} is not a safetensors file: its first 8 bytes give a header longer "
+                    f"than the 100 MB limit"
+                )
+            if 8 + n > st.st_size:
+                raise StreamError(
+                    f"{p} is not a safetensors file: its first 8 bytes give a header longer "
+                    f"than the file ({st.st_size} bytes)"
+                )
+            text = f.read(n)
     except FileNotFoundError:
         raise StreamError(f"shard file not found: {p}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise StreamError(f"{p} cannot be read: {err.strerror or err}") from None
+    try:
+        return json.loads(text.decode("utf-8"), parse_constant=_no_constant), n, st.st_size
+    except UnicodeDecodeError:
+        raise StreamError(f"{p} is not a safetensors file: its header is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise StreamError(
+            f"{p} is not a safetensors file: bad JSON header ({err.msg} at line {err.lineno} "
+            f"column {err.colno})"
+        ) from None
+    except ValueError as err:  # NaN / Infinity, which JSON does not have
         raise StreamError(f"{p} is not a safetensors file: bad JSON header ({err})") from None
-    out: dict[str, TensorInfo] = {}
-    items = [(k, v) for k, v in header.items() if k != "__metadata__"]
-    items.sort(key=lambda kv: kv[1]["data_offsets"][0])
-    for name, meta in items:
-        code = meta.get("dtype")
-        if code not in DTYPES:
-            raise StreamError(
-                f"{p}: tensor {name!r} has dtype {code!r}; supported: {sorted(DTYPES)}"
-            )
-        begin, end = (int(x) for x in meta["data_offsets"])
-        shape = tuple(int(s) for s in meta["shape"])
-        info = TensorInfo(name, p, DTYPES[code], shape, 8 + n + begin, end - begin)
-        if info.numel * DTYPES[code].itemsize != info.nbytes or 8 + n + end > size:
-            raise StreamError(
-                f"{p}: tensor {name!r} byte range [{begin}, {end}) does not fit its shape "
-                f"{shape} / dtype {code} or the file size {size} (truncated shard?)"
-            )
-        out[name] = info
-    return out
+    except RecursionError:
+        raise StreamError(f"{p} is not a safetensors file: its header nests too deeply") from None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _tensor_entry(
+    p: Path, name: str, spec: object
+) -> tuple[tuple[str, str, tuple[int, ...]], int, int]:
+    """``((name, dtype code, shape), begin, end)`` of one header entry, checked."""
+    what = f"{p}: tensor {_short(name)}"
+    if not isinstance(spec, dict):
+        raise StreamError(
+            f"{what} must be an object with dtype, shape and data_offsets, got {_short(spec)}"
+        )
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in spec:
+            raise StreamError(f"{what} has no {key!r} (expected dtype, shape and data_offsets)")
+    code = spec["dtype"]
+    if not isinstance(code, str) or code not in DTYPES:
+        raise StreamError(f"{what} has dtype {_short(code)}; supported: {sorted(DTYPES)}")
+    shape, offsets = spec["shape"], spec["data_offsets"]
+    if not isinstance(shape, list) or not all(_count(s) for s in shape):
+        raise StreamError(
+            f"{what} has shape {_short(shape)}; expected a list of non-negative integers"
+        )
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_count(o) for o in offsets):
+        raise StreamError(
+            f"{what} has data_offsets {_short(offsets)}; expected [begin, end], two "
+            "non-negative integers"
+        )
+    begin, end = offsets
+    numel = 1
+    for s in shape:
+        numel *= s
+    if end < begin or end - begin != numel * DTYPES[code].itemsize:
+        raise StreamError(
+            f"{what}: byte range [{begin}, {end}) does not fit its shape {shape} / dtype {code} "
+            f"({numel * DTYPES[code].itemsize} bytes)"
+        )
+    return (name, code, tuple(shape)), begin, end
+
+
+def _count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _short(x: object, limit: int = 60) -> str:
+    """``repr(x)``, cut to ``limit`` characters (header text can be long)."""
+    r = repr(x)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
 def _as_bytes(t: Tensor) -> memoryview:
