@@ -81,20 +81,17 @@ def emr_merge(
     for k in keys:
         dtype = compute_dtype(base[k])
         b = base[k].to(dtype)
-        taus = [m[k].to(dtype) - b for m in models]  # T x (*shape)
-        total = torch.stack(taus).sum(0)  # (*shape) Σ τᵢ
-        flag = torch.where(total > 0, 1.0, -1.0).to(dtype)  # (*shape) γ, 0 -> −1
-        peak = torch.zeros_like(b)  # (*shape) max agreeing |τ|
-        for t, tau in enumerate(taus):
-            agree = tau * flag > 0  # (*shape) Mₜ
-            masks[t][k] = agree
-            torch.maximum(peak, (tau * agree).abs(), out=peak)
-        u = peak * flag  # (*shape) τ_uni
-        unified[k] = u
+        stack = torch.stack([m[k].to(dtype) for m in models]).sub_(b)  # (T, *shape) τₜ
+        flag = torch.where(stack.sum(0) > 0, 1.0, -1.0).to(dtype)  # (*shape) γ, 0 -> −1
+        agree = (stack * flag) > 0  # (T, *shape) Mₜ
+        mag = stack.abs_()  # (T, *shape) |τₜ|, in place: τ itself is not needed again
         size = max(b.numel(), 1) if rescale == "tensor_mean" else 1
-        for t, tau in enumerate(taus):
-            num[t] += float(tau.abs().sum(dtype=torch.float64)) / size
-            den[t] += float((u * masks[t][k]).abs().sum(dtype=torch.float64)) / size
+        num += mag.flatten(1).sum(1, dtype=torch.float64).cpu() / size
+        u = (mag * agree).amax(0) * flag  # (*shape) τ_uni
+        unified[k] = u
+        den += (u.abs() * agree).flatten(1).sum(1, dtype=torch.float64).cpu() / size
+        for t in range(n):
+            masks[t][k] = agree[t]
     scales = [float(a / d) if d > 0 else 1.0 for a, d in zip(num, den, strict=True)]
     return build_task_merge("emr", base, unified, masks, scales, {"rescale": rescale})
 
