@@ -182,7 +182,7 @@ def run_lora(n: int, dim: int, repeats: int, threads: int) -> dict:
     for ctype, kw in [("svd", {}), ("ties", {"density": 0.5}), ("cat", {})]:
         count = {"i": 0}
 
-        def peft_call(ctype: str = ctype, kw: dict = kw) -> None:
+        def peft_call(ctype: str = ctype, kw: dict = kw, count: dict = count) -> None:
             count["i"] += 1
             model.add_weighted_adapter(
                 names, w, f"m{ctype}{count['i']}", combination_type=ctype, **kw
