@@ -26,7 +26,7 @@ A search file (YAML)::
       params: {}                      # e.g. {density: {low: 0.05, high: 0.5, init: 0.2}}
     objective: accuracy               # or loss
     n_val: 500                        # validation examples per task
-    n_test: null                      # test examples per task for the final report (null: all)
+    n_test: null                      # seeded test subset per task for the final report (null: all)
     budget: 64                        # evaluations
     popsize: 8
     sigma0: 0.2                       # initial step, in [0, 1] units
@@ -755,8 +755,12 @@ def _test_best(
     data = []
     for t in ctx.tasks:
         ds = get_task(t)
-        n = len(ds.y_test) if spec.n_test is None else min(spec.n_test, len(ds.y_test))
-        data.append((ds.x_test[:n], ds.y_test[:n]))
+        x, y = ds.x_test, ds.y_test
+        if spec.n_test is not None and spec.n_test < len(y):  # seeded subset (splits are sorted)
+            gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(t.encode()))
+            idx = torch.randperm(len(y), generator=gen)[: spec.n_test].sort().values
+            x, y = x[idx], y[idx]
+        data.append((x, y))
     acc, loss = _score(ctx, merged, data)
     return {"accuracy": acc, "loss": loss, "mean_accuracy": float(np.mean(list(acc.values())))}
 
