@@ -140,7 +140,12 @@ def test_layer_coefficients_scale_each_module(zoo: Zoo) -> None:
         ({"search": {"weights": {"low": 0.0, "high": 1.0, "init": 2.0}}}, "init must lie"),
         ({"search": {"weights": {"low": 0, "high": 1, "step": 2}}}, "unknown key"),
         (
-            {"search": {"layers": {"low": 0, "high": 1}}, "base": None, "method": "average"},
+            {
+                "search": {"layers": {"low": 0, "high": 1}},
+                "base": None,
+                "method": "average",
+                "params": {},
+            },
             "needs base",
         ),
         (
