@@ -47,6 +47,8 @@ def polar(a: Tensor) -> Tensor:
     of the small Gram, which costs a fraction of an SVD of a; when the Gram is too ill
     conditioned (ratio of eigenvalues below :data:`POLAR_GRAM_RCOND`) the SVD is used.
     """
+    if a.numel() == 0:
+        return a.clone()
     wide = a.shape[0] < a.shape[1]
     m = a.T if wide else a  # (tall, small)
     gram = m.T @ m  # (small, small)
