@@ -755,12 +755,12 @@ def _test_best(
     data = []
     for t in ctx.tasks:
         ds = get_task(t)
-        x, y = ds.x_test, ds.y_test
-        if spec.n_test is not None and spec.n_test < len(y):  # seeded subset (splits are sorted)
+        xt, yt = ds.x_test, ds.y_test
+        if spec.n_test is not None and spec.n_test < len(yt):  # seeded subset (sorted splits)
             gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(t.encode()))
-            idx = torch.randperm(len(y), generator=gen)[: spec.n_test].sort().values
-            x, y = x[idx], y[idx]
-        data.append((x, y))
+            idx = torch.randperm(len(yt), generator=gen)[: spec.n_test].sort().values
+            xt, yt = xt[idx], yt[idx]
+        data.append((xt, yt))
     acc, loss = _score(ctx, merged, data)
     return {"accuracy": acc, "loss": loss, "mean_accuracy": float(np.mean(list(acc.values())))}
 
