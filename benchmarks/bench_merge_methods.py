@@ -25,6 +25,7 @@ rank-16 adapters on ``--n-matrices`` modules, ``combine_adapters`` against PEFT'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -78,7 +79,12 @@ def _split(path: Path, tasks: int) -> tuple[dict, list[dict]]:
     return base, tvs
 
 
-def run_fusionbench(path: Path, tasks: int, repeats: int, threads: int, steps: int) -> dict:
+METHODS = ("tsv", "iso_c", "iso_cts", "wudi", "emr", "tall_masks", "magmax")
+
+
+def run_fusionbench(
+    path: Path, tasks: int, repeats: int, threads: int, steps: int, only: tuple[str, ...] = METHODS
+) -> dict:
     """Time FusionBench's functions on the saved tensors (runs inside .venv-fusionbench)."""
     import torch
     from fusion_bench.method.emr_merging.utils import emr_merge
@@ -93,29 +99,34 @@ def run_fusionbench(path: Path, tasks: int, repeats: int, threads: int, steps: i
     torch.set_num_threads(threads)
     base, tvs = _split(path, tasks)
     keys = list(base)
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        out["tsv"] = _best(
-            lambda: compute_and_sum_svd_mem_reduction(tvs, accelerator="cpu"), repeats
-        )
-        out["iso_c"] = _best(lambda: iso_c(tvs, accelerator="cpu"), repeats)
-        out["iso_cts"] = _best(lambda: iso_cts(tvs, 0.8, accelerator="cpu"), repeats)
-        out["emr"] = _best(lambda: emr_merge(tvs), repeats)
-        out["magmax"] = _best(lambda: _magmax_select(tvs), repeats)
 
-        def tall() -> None:
-            flat_tv = torch.stack([torch.cat([tv[k].reshape(-1) for k in keys]) for tv in tvs])
-            flat_ptm = torch.cat([base[k].reshape(-1) for k in keys])
-            generate_task_masks(flat_tv, flat_tv + flat_ptm, flat_ptm, tall_mask_lambda=0.6)
+    def tall() -> None:
+        flat_tv = torch.stack([torch.cat([tv[k].reshape(-1) for k in keys]) for tv in tvs])
+        flat_ptm = torch.cat([base[k].reshape(-1) for k in keys])
+        generate_task_masks(flat_tv, flat_tv + flat_ptm, flat_ptm, tall_mask_lambda=0.6)
 
-        out["tall_masks"] = _best(tall, repeats)
-    small = [{"w": tv[keys[0]][:8, :8].clone()} for tv in tvs]
+    jobs: dict[str, Callable[[], Any]] = {
+        "tsv": lambda: compute_and_sum_svd_mem_reduction(tvs, accelerator="cpu"),
+        "iso_c": lambda: iso_c(tvs, accelerator="cpu"),
+        "iso_cts": lambda: iso_cts(tvs, 0.8, accelerator="cpu"),
+        "emr": lambda: emr_merge(tvs),
+        "magmax": lambda: _magmax_select(tvs),
+        "tall_masks": tall,
+        "wudi": lambda: wudi_merging(tvs, accelerator="cpu", iter_num=steps),
+    }
+    mat = next(k for k in keys if base[k].ndim == 2)
+    small = [{"w": tv[mat][:8, :8].clone()} for tv in tvs]
     wudi_merging(small, accelerator="cpu", iter_num=2)  # first Adam step imports torch._dynamo
-    out["wudi"] = _best(lambda: wudi_merging(tvs, accelerator="cpu", iter_num=steps), 1)
+    out: dict[str, float] = {}
+    for name in only:
+        with torch.no_grad() if name != "wudi" else contextlib.nullcontext():
+            out[name] = _best(jobs[name], repeats if name != "wudi" else 1)
     return out
 
 
-def run_ours(path: Path, tasks: int, repeats: int, threads: int, steps: int) -> dict:
+def run_ours(
+    path: Path, tasks: int, repeats: int, threads: int, steps: int, only: tuple[str, ...] = METHODS
+) -> dict:
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -130,15 +141,22 @@ def run_ours(path: Path, tasks: int, repeats: int, threads: int, steps: int) -> 
         fn = TENSOR_METHODS[name]
         return lambda: [fn([tv[k] for tv in tvs], None, **kw) for k in keys]
 
+    jobs: dict[str, Callable[[], Any]] = {
+        "tsv": per_tensor("tsv"),
+        "iso_c": per_tensor("iso_c"),
+        "iso_cts": per_tensor("iso_cts"),
+        "emr": lambda: emr_merge(tvs, base=zero, rescale="tensor_mean"),
+        "magmax": per_tensor("magmax", scale=1.0),
+        "tall_masks": lambda: tall_masks_merge(tvs, base=zero),
+        "wudi": per_tensor("wudi", steps=steps),
+    }
+    mat = next(k for k in keys if base[k].ndim == 2)
+    TENSOR_METHODS["wudi"]([tv[mat][:8, :8] for tv in tvs], None, steps=2)  # warm-up
     out: dict[str, float] = {}
-    out["tsv"] = _best(per_tensor("tsv"), repeats)
-    out["iso_c"] = _best(per_tensor("iso_c"), repeats)
-    out["iso_cts"] = _best(per_tensor("iso_cts"), repeats)
-    out["emr"] = _best(lambda: emr_merge(tvs, base=zero, rescale="tensor_mean"), repeats)
-    out["magmax"] = _best(per_tensor("magmax", scale=1.0), repeats)
-    out["tall_masks"] = _best(lambda: tall_masks_merge(tvs, base=zero), repeats)
-    TENSOR_METHODS["wudi"]([tv[keys[0]][:8, :8] for tv in tvs], None, steps=2)  # warm-up
-    out["wudi"] = _best(per_tensor("wudi", steps=steps), 1)
+    for name in only:
+        out[name] = _best(jobs[name], repeats if name != "wudi" else 1)
+    if not {"tsv", "iso_c", "iso_cts"} & set(only):
+        return out
     mats = [k for k in keys if base[k].ndim == 2]
     stack = [torch.stack([tv[k] for tv in tvs]) for k in mats]
     summed = [s.sum(0) for s in stack]
@@ -205,14 +223,19 @@ def main() -> None:
     ap.add_argument("--wudi-steps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="24 matrices of 256²")
     ap.add_argument("--skip-lora", action="store_true")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     ap.add_argument("--worker", choices=["fusionbench"], help=argparse.SUPPRESS)
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    only = tuple(m for m in args.methods.split(",") if m)
+    bad = sorted(set(only) - set(METHODS))
+    if bad:
+        ap.error(f"--methods: unknown {bad}; expected some of {METHODS}")
     if args.worker == "fusionbench":
         print(
             json.dumps(
                 run_fusionbench(
-                    Path(args.inputs), args.tasks, args.repeats, args.threads, args.wudi_steps
+                    Path(args.inputs), args.tasks, args.repeats, args.threads, args.wudi_steps, only
                 )
             )
         )
@@ -223,7 +246,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "inputs.safetensors"
         make_inputs(path, args.tasks, args.n_matrices, args.dim)
-        ours = run_ours(path, args.tasks, args.repeats, args.threads, args.wudi_steps)
+        ours = run_ours(path, args.tasks, args.repeats, args.threads, args.wudi_steps, only)
         fb: dict[str, float] = {}
         if FB_PYTHON.is_file():
             cmd = [
@@ -241,6 +264,8 @@ def main() -> None:
                 str(args.threads),
                 "--wudi-steps",
                 str(args.wudi_steps),
+                "--methods",
+                ",".join(only),
             ]
             run = subprocess.run(cmd, capture_output=True, text=True, check=True)
             fb = json.loads(run.stdout.strip().splitlines()[-1])
@@ -255,7 +280,7 @@ def main() -> None:
         "| method | ours (s) | FusionBench (s) | FusionBench / ours | SVD floor (s) | ours / floor |"
     )
     print("|---|---|---|---|---|---|")
-    for m in ("tsv", "iso_c", "iso_cts", "wudi", "emr", "tall_masks", "magmax"):
+    for m in only:
         peer = fb.get(m)
         floor = ours.get(f"svd_floor_{m}")
         cells = [

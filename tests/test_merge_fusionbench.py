@@ -28,6 +28,7 @@ from core.merge import (
     merge_per_task,
     tall_masks_merge,
 )
+from core.merge._subspace import polar
 from core.merge.consensus import consensus_counts
 from core.merge.iso_cts import common_size
 from core.merge.localize_stitch import dataless_mask
@@ -187,6 +188,19 @@ def test_tsv_keeps_nothing_when_rank_is_below_task_count() -> None:
         {"w": torch.randn(2, 5, generator=torch.Generator().manual_seed(i))} for i in range(3)
     ]
     assert torch.equal(merge("tsv", models, base=base)["w"], torch.zeros(2, 5))
+
+
+def test_polar_factor_routes_agree_with_the_svd() -> None:
+    g = torch.Generator().manual_seed(13)
+    for shape in [(100, 10), (10, 100), (30, 20), (20, 20)]:  # Gram route, Gram route, SVD, SVD
+        a = torch.randn(*shape, generator=g, dtype=torch.float64)
+        u, _, vh = torch.linalg.svd(a, full_matrices=False)
+        torch.testing.assert_close(polar(a), u @ vh, **TOL)
+    bad = torch.randn(100, 10, generator=g, dtype=torch.float64)
+    bad[:, 1] = bad[:, 0] * (1 + 1e-9)  # nearly dependent columns: the SVD route
+    u, _, vh = torch.linalg.svd(bad, full_matrices=False)
+    torch.testing.assert_close(polar(bad), u @ vh, atol=1e-6, rtol=1e-6)
+    assert polar(torch.zeros(0, 3)).shape == (0, 3)
 
 
 # ----------------------------------------------------------------------------- Iso-C / Iso-CTS

@@ -35,7 +35,7 @@ def task_deltas(
 
 # Below this eigenvalue ratio of the Gram the polar factor comes from an SVD instead: the Gram
 # route's relative error is about eps / ratio, so 1e-8 keeps it near 1e-8 in float64 and 1e-2
-# near 1e-5 in float32 (the stacks TSV-M builds from independent tasks have ratios near 1).
+# near 1e-5 in float32.
 POLAR_GRAM_RCOND = {torch.float64: 1e-8, torch.float32: 1e-2}
 
 
@@ -43,21 +43,30 @@ def polar(a: Tensor) -> Tensor:
     """The orthonormal factor U Vᵀ of a = U S Vᵀ (the nearest matrix with orthonormal rows or
     columns), as FusionBench computes it from an SVD.
 
-    Computed as a (aᵀa)^(-1/2) (or (a aᵀ)^(-1/2) a for a wide matrix) from an eigendecomposition
-    of the small Gram, which costs a fraction of an SVD of a; when the Gram is too ill
-    conditioned (ratio of eigenvalues below :data:`POLAR_GRAM_RCOND`) the SVD is used (in
-    float64 when float32 LAPACK fails to converge).
+    For a stack at least 4x taller than wide (or wider than tall) this is a (aᵀa)^(-1/2) (or
+    (a aᵀ)^(-1/2) a) from an eigendecomposition of the small Gram, a fraction of an SVD's cost.
+    Nearly square stacks, and Grams too ill conditioned (eigenvalue ratio below
+    :data:`POLAR_GRAM_RCOND`), go through the SVD (in float64 when float32 LAPACK fails).
     """
     if a.numel() == 0:
         return a.clone()
     wide = a.shape[0] < a.shape[1]
     m = a.T if wide else a  # (tall, small)
+    if 4 * m.shape[1] > m.shape[0]:
+        # stacked blocks of independent subspaces: the Gram of a nearly square stack is too ill
+        # conditioned for the eigenvalue route (λ_min/λ_max ≈ ((1 − √c)/(1 + √c))², c its
+        # aspect ratio), so go to the SVD directly
+        return _polar_svd(a)
     gram = m.T @ m  # (small, small)
     lam, q = torch.linalg.eigh(gram)
     rcond = POLAR_GRAM_RCOND.get(a.dtype, 1e-2)
     if float(lam[0]) > rcond * float(lam[-1]) > 0:
         out = m @ ((q * lam.rsqrt()) @ q.T)  # m (mᵀm)^(-1/2)
         return out.T if wide else out
+    return _polar_svd(a)
+
+
+def _polar_svd(a: Tensor) -> Tensor:
     try:
         u, _, vh = torch.linalg.svd(a, full_matrices=False)
     except torch.linalg.LinAlgError:  # LAPACK's gesdd can fail on float32; retry in float64
