@@ -21,7 +21,8 @@ from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
 from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors
-from ._subspace import finish, task_deltas
+from ._blocks import weighted_sum
+from ._subspace import finish
 
 ISO_SCALE = Hyper("scale", "float", 1.0, 0.0, 3.0, 0.05, help="α: scale of the merged vector")
 
@@ -54,10 +55,11 @@ def iso_c_tensor(
     """Iso-C of one tensor (``tensors`` are task vectors when ``base`` is None)."""
     tensors = check_tensors(tensors, base)
     scale = check_range("scale", scale)
-    taus = task_deltas(tensors, base)  # (T, *shape)
-    if taus.ndim != 3:
-        return finish(taus.mean(0), base, scale, tensors[0])
-    return finish(isotropic(taus.sum(0)), base, scale, tensors[0])
+    n = len(tensors)
+    total = weighted_sum(tensors, [1.0] * n, base, -float(n))  # Σ τᵢ in one pass, no stack
+    if total.ndim != 2:
+        return finish(total / n, base, scale, tensors[0])
+    return finish(isotropic(total), base, scale, tensors[0])
 
 
 def isotropic(matrix: Tensor) -> Tensor:

@@ -73,7 +73,10 @@ def magmax_tensor(
         delta_into(best, tensors[0], base, s)
         torch.abs(best, out=best_abs)
         for t in tensors[1:]:
-            delta_into(x, t, base, s)
+            if base is None and t.dtype == dtype:
+                x = t.reshape(-1)[s]  # (C,) read in place: no copy of a task vector
+            else:
+                x = delta_into(buf[2, :n], t, base, s)
             torch.abs(x, out=a)
             torch.ge(a, best_abs, out=m)  # later task vector wins ties
             torch.where(m, x, best, out=best)
