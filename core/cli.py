@@ -59,6 +59,11 @@ from .stream.cli import add_merge_parser, add_sweep_parser  # noqa: E402
 COMMANDS["merge"] = add_merge_parser
 COMMANDS["sweep"] = add_sweep_parser
 
+# CMA-ES search over merge coefficients (core/search.py)
+from .search import add_search_parser  # noqa: E402
+
+COMMANDS["search"] = add_search_parser
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(

@@ -11,7 +11,17 @@ import pytest
 import torch
 from torch import nn
 
-from core.merge import METHODS, TENSOR_METHODS, fisher_diagonal, gram_matrices, merge
+from core.merge import (
+    METHODS,
+    PER_TASK_METHODS,
+    TENSOR_METHODS,
+    TaskMerge,
+    fisher_diagonal,
+    gram_matrices,
+    localize_masks,
+    merge,
+    merge_per_task,
+)
 from core.params import StateDict, clone
 
 
@@ -61,6 +71,12 @@ def _data_args(name: str, net: nn.Module, models: list[StateDict]) -> dict[str, 
         return {"grams": out}
     if name == "adamerging":
         return {"model": net, "x": x, "steps": 3}
+    if name == "regmean_pp":
+        return {"model": net, "x": [x] * len(models)}
+    if name == "localize_stitch":
+        base = net.state_dict()
+        masks = [localize_masks(net, base, sd, x, y, density=0.2, epochs=2) for sd in models]
+        return {"masks": masks}
     return {}
 
 
@@ -122,6 +138,14 @@ IDENTITY = {
     "ram": {"epsilon": 0.0},
     "multislerp": {},
     "karcher": {},
+    "magmax": {"scale": 1.0},
+    "tsv": {"scale": 1.0},
+    "wudi": {"scale": 1.0, "steps": 5},
+    "emr": {},
+    "tall_masks": {},
+    "consensus": {"k": 0, "scale": 1.0},
+    "regmean_pp": {"alpha": 1.0},
+    "localize_stitch": {"density": 1.0, "masks": None},
 }
 
 
@@ -154,6 +178,10 @@ def test_runs_on_tiny_zoo_finetunes(name: str, tiny_zoo: Any) -> None:
         kw = {"grams": [_grams(net, sd, x) for sd in models]}
     elif name == "adamerging":
         kw = {"model": net, "x": x, "steps": 2}
+    elif name == "regmean_pp":
+        kw = {"model": net, "x": x}
+    elif name == "wudi":
+        kw = {"steps": 20}
     if "two_models" in METHODS[name].tags:
         models = models[:2]
     b = base if "needs_base" in METHODS[name].tags else None
@@ -170,6 +198,36 @@ def _fisher(net: nn.Module, sd: StateDict, x: torch.Tensor, y: torch.Tensor) -> 
 def _grams(net: nn.Module, sd: StateDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
     net.load_state_dict(sd)
     return gram_matrices(net, x)
+
+
+@pytest.mark.parametrize("name", sorted(PER_TASK_METHODS))
+def test_per_task_structure(name: str) -> None:
+    """Methods with one model per task: the registered function returns the shared model, each
+    task's model has the base's keys/shapes/dtypes and integer buffers, inputs stay untouched,
+    and one fine-tuned model alone is returned by ``for_task(0)``."""
+    assert "per_task" in METHODS[name].tags and "needs_base" in METHODS[name].tags
+    net, base, models = _models()
+    before = [clone(m) for m in models]
+    res = merge_per_task(name, models, base=base)
+    assert isinstance(res, TaskMerge) and res.n_tasks == len(models)
+    shared = merge(name, models, base=base)
+    for k, v in res.shared_model().items():
+        torch.testing.assert_close(shared[k], v, msg=k)
+    for t in range(res.n_tasks):
+        sd = res.for_task(t)
+        assert list(sd) == list(base)
+        for k, v in sd.items():
+            assert v.shape == base[k].shape and v.dtype == base[k].dtype, k
+        assert torch.equal(sd["bn.num_batches_tracked"], base["bn.num_batches_tracked"])
+        assert 0.0 <= res.density(t) <= 1.0
+    for m, m0 in zip(models, before, strict=True):
+        assert all(torch.equal(m[k], m0[k]) for k in m)
+    one = merge_per_task(name, models[:1], base=base)
+    for k, v in models[0].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(one.for_task(0)[k], v, atol=1e-6, rtol=1e-6, msg=k)
+    with pytest.raises(ValueError, match="task"):
+        res.for_task(len(models))
 
 
 def test_per_tensor_methods_allocate_on_the_inputs_device() -> None:

@@ -32,12 +32,18 @@ from . import arcee_fusion as _arcee_fusion  # noqa: F401
 from . import average as _average  # noqa: F401  (registers; order = menu order)
 from . import breadcrumbs as _breadcrumbs  # noqa: F401
 from . import breadcrumbs_ties as _breadcrumbs_ties  # noqa: F401
+from . import consensus as _consensus  # noqa: F401
 from . import dare as _dare  # noqa: F401
 from . import dare_ties as _dare_ties  # noqa: F401
 from . import della as _della  # noqa: F401
+from . import emr as _emr  # noqa: F401
 from . import fisher as _fisher  # noqa: F401
 from . import greedy_soup as _greedy_soup  # noqa: F401
+from . import iso_c as _iso_c  # noqa: F401
+from . import iso_cts as _iso_cts  # noqa: F401
 from . import karcher as _karcher  # noqa: F401
+from . import localize_stitch as _localize_stitch  # noqa: F401
+from . import magmax as _magmax  # noqa: F401
 from . import model_stock as _model_stock  # noqa: F401
 from . import multislerp as _multislerp  # noqa: F401
 from . import nearswap as _nearswap  # noqa: F401
@@ -45,16 +51,24 @@ from . import nuslerp as _nuslerp  # noqa: F401
 from . import pcb as _pcb  # noqa: F401
 from . import ram as _ram  # noqa: F401
 from . import regmean as _regmean  # noqa: F401
+from . import regmean_pp as _regmean_pp  # noqa: F401
 from . import sce as _sce  # noqa: F401
 from . import slerp as _slerp  # noqa: F401
+from . import tall_masks as _tall_masks  # noqa: F401
 from . import task_arithmetic as _task_arithmetic  # noqa: F401
 from . import ties as _ties  # noqa: F401
+from . import tsv as _tsv  # noqa: F401
+from . import wudi as _wudi  # noqa: F401
 from ._base import METHODS, TAGS, TENSOR_METHODS, MergeFn, TensorFn, check_merged_finite
 from .adamerging import AdaMergingResult, adamerging_coefficients
 from .bn import recompute_batchnorm
+from .emr import emr_merge
 from .fisher import fisher_diagonal
 from .greedy_soup import GreedySoupResult, greedy_soup_search
+from .localize_stitch import localize_masks
+from .per_task import PER_TASK_METHODS, TaskMerge, evaluate_per_task, merge_per_task
 from .regmean import gram_matrices
+from .tall_masks import tall_masks_merge
 from .ties import ties_thresholds
 
 __all__ = [
@@ -73,6 +87,13 @@ __all__ = [
     "method_arguments",
     "recompute_batchnorm",
     "ties_thresholds",
+    "PER_TASK_METHODS",
+    "TaskMerge",
+    "emr_merge",
+    "evaluate_per_task",
+    "localize_masks",
+    "merge_per_task",
+    "tall_masks_merge",
 ]
 
 _FRAMEWORK_ARGS = ("base", "generator")

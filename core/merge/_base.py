@@ -36,7 +36,7 @@ TENSOR_METHODS: dict[str, TensorFn] = {}
 # do not depend on anything but the generator's state).
 CHUNK = 1 << 20
 
-TAGS = frozenset({"needs_base", "per_tensor", "data_dependent", "two_models"})
+TAGS = frozenset({"needs_base", "per_tensor", "data_dependent", "two_models", "per_task"})
 
 
 def check_tensors(tensors: Sequence[Tensor], base: Tensor | None) -> list[Tensor]:
