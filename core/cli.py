@@ -1,4 +1,4 @@
-"""Command line: ``python -m core zoo build|list``.
+"""Command line: ``python -m core zoo build|list [--suite vision|text]``, ``benchmark``.
 
 Further subcommands (merge, sweep) register themselves in ``COMMANDS``.
 """
@@ -22,6 +22,12 @@ def _zoo_parser(sub: argparse._SubParsersAction) -> None:
         help="workspace folder (default: $MIXMERGE_WORKSPACE or ./workspace)",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--suite",
+        choices=["vision", "text"],
+        default=None,
+        help="build a benchmark suite's zoo (pretrained backbone + one fine-tune per task)",
+    )
     p.set_defaults(func=_zoo)
 
 
@@ -34,6 +40,10 @@ def _zoo(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(zoo.table().to_string(index=False))
         return 0
+    if args.suite is not None:
+        from .benchmark.cli import build_suite_command
+
+        return build_suite_command(args.suite, args.workspace, args.device)
     t0 = time.perf_counter()
     bar = tqdm(total=None, desc="default zoo", unit="model")
 
@@ -58,6 +68,11 @@ from .stream.cli import add_merge_parser, add_sweep_parser  # noqa: E402
 
 COMMANDS["merge"] = add_merge_parser
 COMMANDS["sweep"] = add_sweep_parser
+
+# The merging benchmark on real pretrained backbones (core/benchmark/cli.py)
+from .benchmark.cli import add_benchmark_parser  # noqa: E402
+
+COMMANDS["benchmark"] = add_benchmark_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
