@@ -28,6 +28,12 @@ def _zoo_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="build a benchmark suite's zoo (pretrained backbone + one fine-tune per task)",
     )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="with --suite: fine-tuning steps per task instead of the suite's default",
+    )
     p.set_defaults(func=_zoo)
 
 
@@ -43,7 +49,7 @@ def _zoo(args: argparse.Namespace) -> int:
     if args.suite is not None:
         from .benchmark.cli import build_suite_command
 
-        return build_suite_command(args.suite, args.workspace, args.device)
+        return build_suite_command(args.suite, args.workspace, args.device, steps=args.steps)
     t0 = time.perf_counter()
     bar = tqdm(total=None, desc="default zoo", unit="model")
 

@@ -556,9 +556,10 @@ def merge_comparison(
     )
 
 
-@st.cache_data(max_entries=4, show_spinner=False, ttl=30)
 def benchmark_results(workspace: str) -> dict[str, dict[str, Any]]:
-    """Benchmark results stored in the workspace by ``python -m core benchmark`` (by key)."""
+    """Benchmark results stored in the workspace by ``python -m core benchmark`` (by key).
+
+    Not cached: a few kB read from the index, and a benchmark that just finished must show."""
     from core.benchmark.report import stored_results
 
     return stored_results(zoo(workspace))

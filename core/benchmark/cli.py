@@ -60,14 +60,21 @@ def benchmark_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_suite_command(suite: str, workspace: str | None, device: str) -> int:
+def build_suite_command(
+    suite: str, workspace: str | None, device: str, *, steps: int | None = None
+) -> int:
+    import dataclasses
+
     from ..zoo import Zoo
     from .protocol import default_config
     from .zoo_build import build_suite_zoo
 
     t0 = time.perf_counter()
     zoo = Zoo(workspace)
-    built = build_suite_zoo(zoo, default_config(suite), device=device, show_progress=True)
+    config = default_config(suite)
+    if steps is not None:
+        config = dataclasses.replace(config, steps=steps)
+    built = build_suite_zoo(zoo, config, device=device, show_progress=True)
     for rec in built.finetunes.values():
         m = rec.metrics
         print(

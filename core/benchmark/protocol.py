@@ -106,7 +106,7 @@ class SuiteConfig:
 
 
 DEFAULT_CONFIGS = {
-    "vision": SuiteConfig("vision", resolution=32, steps=200, batch_size=32, lr=1e-4),
+    "vision": SuiteConfig("vision", resolution=32, steps=200, batch_size=32, lr=2e-5),
     "text": SuiteConfig("text", steps=150, batch_size=16, lr=5e-5),
 }
 

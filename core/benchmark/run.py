@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice
-from ..data.suites import SUITES, SuiteSizes, SuiteTask, load_task
+from ..data.suites import SUITES, SuiteTask, load_task
 from ..device import configure_threads, cpu_model, resolve_device
 from ..merge import METHODS, merge
 from ..params import StateDict
@@ -132,17 +132,16 @@ def prepare(
     zoo: Zoo,
     suite: str,
     *,
-    sizes: SuiteSizes | None = None,
     device: str | torch.device = "auto",
     settings: BenchmarkSettings = FULL,
 ) -> _Context:
-    """Load a built suite zoo: tasks (as the zoo was built), heads, base and fine-tuned
-    backbones."""
+    """Load a built suite zoo: tasks split exactly as the zoo was built (other split caps would
+    move training examples into validation or test), heads, base and fine-tuned backbones."""
     sz = load_suite_zoo(zoo, suite)
     cfg = sz.config
     names = list(cfg.task_names)
     tasks = [
-        load_task(n, sizes=sizes or cfg.sizes, resolution=cfg.resolution, max_length=cfg.max_length)
+        load_task(n, sizes=cfg.sizes, resolution=cfg.resolution, max_length=cfg.max_length)
         for n in names
     ]
     base = trunk_state(zoo.state_dict(sz.base.id))
@@ -292,7 +291,6 @@ def run_benchmark(
     methods: Sequence[str] | None = None,
     device: str | torch.device = "auto",
     settings: BenchmarkSettings | None = None,
-    sizes: SuiteSizes | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark on a built suite zoo and return the results record (JSON-ready).
@@ -304,7 +302,6 @@ def run_benchmark(
         methods: restrict to these registered methods (default: every applicable one).
         device: "auto" uses CUDA when present.
         settings: overrides the costs (default :data:`FULL`, or :data:`QUICK` with ``quick``).
-        sizes: evaluate on other split caps than the zoo was built with (tests).
         progress: receives ``{"method", "k", "n", "message"}``.
 
     Returns:
@@ -314,7 +311,7 @@ def run_benchmark(
     configure_threads()
     t_start = time.perf_counter()
     settings = settings or (QUICK if quick else FULL)
-    ctx = prepare(zoo, suite, sizes=sizes, device=device, settings=settings)
+    ctx = prepare(zoo, suite, device=device, settings=settings)
     n = len(ctx.finetunes)
     status = applicable_methods(n)
     if methods is not None:
