@@ -81,8 +81,12 @@ class MiniLMTrunk(nn.Module):
             raise ValueError(
                 f"ids must be (N, L) integer token ids, got {tuple(ids.shape)} {ids.dtype}"
             )
-        mask = (ids != PAD_ID).long()  # (N, L)
-        hidden = self.encoder(input_ids=ids.long(), attention_mask=mask).last_hidden_state
+        mask = ids != PAD_ID  # (N, L)
+        # A 4-D additive mask goes to the attention as it is: transformers' 2-D mask path
+        # branches on the mask's values, which vmap (per-example gradients) cannot trace.
+        dtype = self.encoder.embeddings.word_embeddings.weight.dtype
+        bias = (~mask)[:, None, None, :].to(dtype) * torch.finfo(dtype).min  # (N, 1, 1, L)
+        hidden = self.encoder(input_ids=ids.long(), attention_mask=bias).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)  # (N, L, 1)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (N, 384)
         return nn.functional.normalize(pooled, dim=-1)
