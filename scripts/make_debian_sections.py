@@ -20,9 +20,21 @@ import sys
 from pathlib import Path
 
 SECTIONS = (
-    "admin", "database", "editors", "electronics", "fonts", "games", "graphics",
-    "mail", "math", "net", "science", "sound", "video", "web",
-)  # fmt: skip
+    "admin",
+    "database",
+    "editors",
+    "electronics",
+    "fonts",
+    "games",
+    "graphics",
+    "mail",
+    "math",
+    "net",
+    "science",
+    "sound",
+    "video",
+    "web",
+)
 PER_SECTION = 250
 OUT = Path(__file__).resolve().parents[1] / "core/data/resources/debian_sections.jsonl.gz"
 

@@ -57,10 +57,16 @@ def made_up_results() -> dict[str, Any]:
         ("ties", 0.75),
     ):
         rows.append(
-            {"method": m, "hyperparameters": {"scale": 0.3} if m == "task_arithmetic" else {},
-             "val_avg": acc, "test_avg": acc, "test_avg_ci": [acc - 0.05, acc + 0.04],
-             "normalized": acc / 0.9, "per_task": {"faces": acc - 0.1, "textures": acc + 0.1}}
-        )  # fmt: skip
+            {
+                "method": m,
+                "hyperparameters": {"scale": 0.3} if m == "task_arithmetic" else {},
+                "val_avg": acc,
+                "test_avg": acc,
+                "test_avg_ci": [acc - 0.05, acc + 0.04],
+                "normalized": acc / 0.9,
+                "per_task": {"faces": acc - 0.1, "textures": acc + 0.1},
+            }
+        )
     return {"suite": "vision", "quick": True, "rows": rows, "skipped": {"slerp": "2 models"}}
 
 
@@ -259,8 +265,21 @@ def test_benchmark_command_writes_and_stores_results(vision_zoo: Zoo, tmp_path: 
     from core.cli import main
 
     out = tmp_path / "out" / "results.json"
-    rc = main(["benchmark", "vision", "--quick", "--out", str(out), "--workspace", str(vision_zoo.root),
-               "--device", "cpu", "--methods", "task_arithmetic,average"])  # fmt: skip
+    rc = main(
+        [
+            "benchmark",
+            "vision",
+            "--quick",
+            "--out",
+            str(out),
+            "--workspace",
+            str(vision_zoo.root),
+            "--device",
+            "cpu",
+            "--methods",
+            "task_arithmetic,average",
+        ]
+    )
     assert rc == 0
     res = load_results(out)
     assert [r["method"] for r in res["rows"]] == [

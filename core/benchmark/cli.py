@@ -44,9 +44,13 @@ def benchmark_command(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     res = run_benchmark(
-        Zoo(args.workspace), args.suite, quick=args.quick, methods=methods, device=args.device,
+        Zoo(args.workspace),
+        args.suite,
+        quick=args.quick,
+        methods=methods,
+        device=args.device,
         progress=on_progress,
-    )  # fmt: skip
+    )
     bar.close()
     write_results(res, out, zoo=Zoo(args.workspace))
     for r in sorted(res["rows"], key=lambda r: -r["test_avg"]):

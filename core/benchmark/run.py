@@ -394,7 +394,7 @@ def run_benchmark(
                 "description": t.description,
             }
             for t in ctx.tasks
-        },  # fmt: skip
+        },
         "config": load_suite_zoo(zoo, suite).config.to_dict(),
         "settings": settings.__dict__,
         "machine": {
@@ -403,7 +403,7 @@ def run_benchmark(
             "device": str(ctx.device),
             "python": platform.python_version(),
             "torch": torch.__version__,
-        },  # fmt: skip
+        },
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds": time.perf_counter() - t_start,
     }

@@ -148,8 +148,16 @@ def build_suite_zoo(
         pre = _val_test(model, head, task, dev)
 
         def step_cb(info: dict[str, Any], name: str = name, k: int = k) -> None:
-            say({**info, "stage": "finetune", "task": name, "k": k, "n": len(names),
-                 "message": f"{name} ({k}/{len(names)}): step {info['step']}/{info['steps']}"})  # fmt: skip
+            say(
+                {
+                    **info,
+                    "stage": "finetune",
+                    "task": name,
+                    "k": k,
+                    "n": len(names),
+                    "message": f"{name} ({k}/{len(names)}): step {info['step']}/{info['steps']}",
+                }
+            )
 
         t0 = time.perf_counter()
         hist = finetune(model, task, config, device=dev, progress=step_cb, should_stop=should_stop)
@@ -178,8 +186,16 @@ def build_suite_zoo(
             note=f"fine-tuned backbone with the fixed head of {suite}/{name}",
             replace=True,
         )
-        say({"stage": "done", "task": name, "k": k, "n": len(names), "test_accuracy": post["test"],
-             "message": f"{fid}: pretrained {pre['test']:.3f} -> fine-tuned {post['test']:.3f}"})  # fmt: skip
+        say(
+            {
+                "stage": "done",
+                "task": name,
+                "k": k,
+                "n": len(names),
+                "test_accuracy": post["test"],
+                "message": f"{fid}: pretrained {pre['test']:.3f} -> fine-tuned {post['test']:.3f}",
+            }
+        )
     bar.close()
     return SuiteZoo(config, zoo.get(bid), finetunes)
 

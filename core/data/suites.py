@@ -218,8 +218,17 @@ PHOTOS = (
     ),
 )
 ANIMAL_NAMES = (  # as listed by the dataset's authors (label order not documented in the wheel)
-    "bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra",
-)  # fmt: skip
+    "bear",
+    "bird",
+    "cat",
+    "cow",
+    "dog",
+    "elephant",
+    "giraffe",
+    "horse",
+    "sheep",
+    "zebra",
+)
 FORTUNE_FILES = (  # category, sha256 of the fortune file (fortunes 1:1.99.1-7.3)
     ("art", "600b8197bc994fd4fcbb623aa5e700629540af44f044d4907886bd1031f160ce"),
     ("computers", "a86be224d9f733b88eeaf8a46ea0427e05cc69c69edcf5f6db47ddf561ca37fd"),
