@@ -1,4 +1,4 @@
-"""Command line: ``python -m core zoo build|list``.
+"""Command line: ``python -m core zoo build|list [--suite vision|text]``, ``benchmark``.
 
 Further subcommands (merge, sweep) register themselves in ``COMMANDS``.
 """
@@ -22,6 +22,18 @@ def _zoo_parser(sub: argparse._SubParsersAction) -> None:
         help="workspace folder (default: $MIXMERGE_WORKSPACE or ./workspace)",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--suite",
+        choices=["vision", "text"],
+        default=None,
+        help="build a benchmark suite's zoo (pretrained backbone + one fine-tune per task)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="with --suite: fine-tuning steps per task instead of the suite's default",
+    )
     p.set_defaults(func=_zoo)
 
 
@@ -34,6 +46,10 @@ def _zoo(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(zoo.table().to_string(index=False))
         return 0
+    if args.suite is not None:
+        from .benchmark.cli import build_suite_command
+
+        return build_suite_command(args.suite, args.workspace, args.device, steps=args.steps)
     t0 = time.perf_counter()
     bar = tqdm(total=None, desc="default zoo", unit="model")
 
@@ -63,6 +79,11 @@ COMMANDS["sweep"] = add_sweep_parser
 from .search import add_search_parser  # noqa: E402
 
 COMMANDS["search"] = add_search_parser
+
+# The merging benchmark on real pretrained backbones (core/benchmark/cli.py)
+from .benchmark.cli import add_benchmark_parser  # noqa: E402
+
+COMMANDS["benchmark"] = add_benchmark_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

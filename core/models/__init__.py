@@ -11,6 +11,15 @@ State-dict key names (the alignment code relies on them):
             num_batches_tracked}`` for i = 0..2, then ``head.*``
 * resnet20: ``trunk.conv0``/``trunk.bn0``, ``trunk.layer{s}.{b}.conv{1,2}``, ``.bn{1,2}``,
             ``.shortcut.conv``/``.shortcut.bn`` (first block of stages 2 and 3), then ``head.*``
+* efficientnet_lite0: ``trunk.stem``/``trunk.stem_bn``, ``trunk.blocks.{i}.{expand,bn0,dw,bn1,
+            project,bn2}`` (i = 0..15; block 0 has no expand), ``trunk.head_conv``/``trunk.head_bn``,
+            then ``head.*``; the 1x1 convs (expand, project, head_conv) hold an ``nn.Linear``
+            as ``.linear`` (see ``efficientnet_lite``)
+* minilm:   ``trunk.encoder.<transformers BertModel name>``, then ``head.*``
+
+The two pretrained backbones (``efficientnet_lite0``, ``minilm``) load their shipped weights
+when ``pretrained=True`` (the default); the zoo stores them with ``pretrained=False`` so that
+rebuilding a stored model does not read the weights twice.
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ import torch
 from torch import Tensor, nn
 
 from .._registry import Hyper, Registry
+from ._weights import WeightsUnavailable
 from .classifier import Classifier
 from .cnn import build_cnn
+from .efficientnet_lite import build_efficientnet_lite0
+from .minilm import build_minilm
 from .mlp import build_mlp
 from .resnet import build_resnet20
 
@@ -64,6 +76,42 @@ ARCHITECTURES.register(
         *_COMMON,
     ),
 )(build_resnet20)
+# Pretrained backbones live in their own registry: pages that train architectures from scratch
+# list ARCHITECTURES (whose entries all have a ``width``); create_model builds from both.
+BACKBONES: Registry[Callable[..., Classifier]] = Registry("pretrained backbone")
+_PRETRAINED = Hyper("pretrained", "bool", True, help="load the shipped pretrained weights")
+BACKBONES.register(
+    "efficientnet_lite0",
+    title="EfficientNet-Lite0 (ImageNet-1k)",
+    paper="https://arxiv.org/abs/1905.11946",
+    params=(
+        Hyper("n_classes", "int", 1000, 2, 1000, 1, help="outputs of the head (1000: ImageNet)"),
+        _PRETRAINED,
+        Hyper("freeze_bn", "bool", True, help="keep the ImageNet BatchNorm statistics in training"),
+    ),
+)(build_efficientnet_lite0)
+BACKBONES.register(
+    "minilm",
+    title="all-MiniLM-L6-v2 (sentence embeddings)",
+    paper="https://arxiv.org/abs/2002.10957",
+    params=(Hyper("n_classes", "int", 2, 2, 1000, 1, help="outputs of the head"), _PRETRAINED),
+)(build_minilm)
+
+
+def architecture_entry(name: str) -> Any:
+    """The registry entry of ``name`` among ARCHITECTURES and BACKBONES.
+
+    Raises:
+        ValueError: unknown name (the message lists every known one).
+    """
+    if isinstance(name, str) and name in BACKBONES:
+        return BACKBONES[name]
+    if isinstance(name, str) and name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    raise ValueError(
+        f"unknown architecture {name!r}; expected one of "
+        f"{sorted([*ARCHITECTURES.names(), *BACKBONES.names()])}"
+    )
 
 
 @dataclass(frozen=True)
@@ -78,7 +126,7 @@ def create_model(name: str, *, seed: int | None = 0, **kw: Any) -> Classifier:
     """Build a registered architecture.
 
     Args:
-        name: "mlp", "cnn" or "resnet20".
+        name: "mlp", "cnn", "resnet20", "efficientnet_lite0" or "minilm".
         seed: seeds the weight initialisation in a forked RNG (the global RNG is left as it
             was); None uses the global RNG.
         **kw: architecture keyword arguments (see ``ARCHITECTURES[name].params``).
@@ -86,7 +134,7 @@ def create_model(name: str, *, seed: int | None = 0, **kw: Any) -> Classifier:
     Raises:
         ValueError: unknown name or keyword, or a value out of range.
     """
-    entry = ARCHITECTURES[name]
+    entry = architecture_entry(name)
     allowed = {p.name: p for p in entry.params}
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
@@ -97,6 +145,8 @@ def create_model(name: str, *, seed: int | None = 0, **kw: Any) -> Classifier:
         p = allowed[k]
         if p.kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
             raise TypeError(f"{k} must be an int, got {type(v).__name__} {v!r}")
+        if p.kind == "bool" and not isinstance(v, bool):
+            raise TypeError(f"{k} must be a bool, got {type(v).__name__} {v!r}")
         if p.low is not None and p.high is not None and not p.low <= v <= p.high:
             raise ValueError(f"{k} must be in [{p.low}, {p.high}], got {v!r}")
     if seed is None:
@@ -120,4 +170,13 @@ def penultimate_features(model: nn.Module, x: Tensor) -> Tensor:
     return model.features(x)
 
 
-__all__ = ["ARCHITECTURES", "Classifier", "ModelSpec", "create_model", "penultimate_features"]
+__all__ = [
+    "ARCHITECTURES",
+    "BACKBONES",
+    "Classifier",
+    "ModelSpec",
+    "WeightsUnavailable",
+    "architecture_entry",
+    "create_model",
+    "penultimate_features",
+]
