@@ -437,16 +437,40 @@ class Zoo:
         return self.get(model_id)
 
     def delete(self, model_id: str) -> None:
-        """Remove a model from the index, then its file. Children keep their (dangling) parent id."""
+        """Remove a model from the index and its file. Children keep their (dangling) parent id.
+
+        The file is moved out of ``models/`` while the index is write-locked, so an ``add`` of
+        the same name in another process (which also writes under that lock) can never have
+        its new file removed: a listed model always has its checkpoint. If the index commit
+        fails the file is moved back.
+        """
         _check_id(model_id)
-        with self.transaction() as con:
-            row = con.execute("SELECT file FROM models WHERE id=?", (model_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"model_id {model_id!r} is not in the zoo")
-            con.execute("DELETE FROM models WHERE id=?", (model_id,))
-        if self._inside(row[0]):  # a tampered index never deletes outside the workspace
+        trash: Path | None = None
+        path = self.root
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute("SELECT file FROM models WHERE id=?", (model_id,)).fetchone()
+                if row is None:
+                    raise KeyError(f"model_id {model_id!r} is not in the zoo")
+                con.execute("DELETE FROM models WHERE id=?", (model_id,))
+                if self._inside(row[0]):  # a tampered index never deletes outside the workspace
+                    path = self.root / row[0]
+                    trash = self.tmp_dir / f".tmp-deleted-{uuid.uuid4().hex}-{path.name}"
+                    try:
+                        os.replace(path, trash)
+                    except FileNotFoundError:
+                        trash = None
+                con.execute("COMMIT")
+            except BaseException:
+                if trash is not None:
+                    os.replace(trash, path)
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                raise
+        if trash is not None:
             with contextlib.suppress(FileNotFoundError):
-                (self.root / row[0]).unlink()
+                trash.unlink()
 
     # ------------------------------------------------------------------ generic records
     def put_record(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
