@@ -6,6 +6,7 @@ import ui
 from ui import cache
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
+from ui.tables import comparison_table
 from ui.widgets import hyperparameter_form
 from core.figures.merge import (
     comparison_figure,
@@ -315,7 +316,9 @@ with tab_cmp:
                 lambda d, n, m: bar.progress(d / n, text=m),
             )
             bar.empty()
-            st.dataframe(cmp.table(), hide_index=True, width="stretch", key="merge.cmp_table")
+            st.dataframe(
+                comparison_table(cmp), hide_index=True, width="stretch", key="merge.cmp_table"
+            )
             cmp_args = lab_args | {
                 "methods": list(chosen),
                 "hyperparameters": {method: hyper},
