@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from core.figures.mix_papers import FIGURES
+from core.geometry.mixup_geometry import MixupGeometry
 from core.mixup.papers import (
     Cancelled,
     bootstrap_mean_ci,
@@ -18,6 +19,7 @@ from core.mixup.papers import (
     store_run,
 )
 from core.mixup.papers import feature_learning as fl
+from core.mixup.papers import neural_collapse as nc
 from core.notebook_export import notebook_for
 from core.zoo import Zoo
 
@@ -145,3 +147,75 @@ def test_mixup_learns_the_rare_feature_erm_misses() -> None:
     assert mix["history"]["rare"][-1] > 2 * erm["history"]["rare"][-1]
     assert erm["history"]["noise"][-1] > mix["history"]["noise"][-1]  # ERM memorises noise
     assert rec["summary"]["mixup"]["rare_minus_erm"]["low"] > 0
+
+
+# ---------------------------------------------------------------------------- Fisher et al. 2024
+def _geometry(
+    lam: torch.Tensor, a: torch.Tensor, b: torch.Tensor, feats: torch.Tensor
+) -> MixupGeometry:
+    w = torch.eye(3, 4, dtype=torch.float64)  # (C, D) classifier rows
+    means = 2 * w  # class means on the classifier directions, μ_G = mean of them
+    return MixupGeometry(
+        features=feats,
+        lam=lam,
+        label_a=a,
+        label_b=b,
+        same_class=a == b,
+        clean_features=feats,
+        clean_labels=a,
+        classes=torch.arange(3),
+        class_means=means,
+        global_mean=means.mean(0),
+        classifier=w,
+        mixer="mixup",
+    )
+
+
+def test_collapse_statistics_on_the_ideal_geometry() -> None:
+    """Features built to the paper's optimum give alignment 1, R² 1, slope 1, convex gap 0."""
+    g = torch.Generator().manual_seed(0)
+    n = 60
+    lam = torch.rand(n, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    a = torch.randint(0, 3, (n,), generator=g)
+    b = torch.where(torch.arange(n) % 2 == 0, a, (a + 1) % 3)
+    geo0 = _geometry(lam, a, b, torch.zeros(n, 4, dtype=torch.float64))
+    convex = lam[:, None] * geo0.class_means[a] + (1 - lam[:, None]) * geo0.class_means[b]
+    same = a == b
+    wc = geo0.classifier - geo0.classifier.mean(0)  # centred rows
+    feats = torch.where(same[:, None], geo0.global_mean + 3 * wc[a], convex)
+    geo = _geometry(lam, a, b, feats)
+    logits = torch.zeros(n, 3, dtype=torch.float64)
+    logits[torch.arange(n), a] = torch.log(lam / (1 - lam))  # margin z_a - z_b = logit(λ)
+    v = nc.geometry_stats(geo, logits)
+    assert np.allclose(v["same_cos"], 1.0)
+    assert np.allclose(v["convex_gap"], 0.0, atol=1e-9)
+    r2, slope = nc.channel_fit(v["lam"], v["margin"])
+    assert r2 == pytest.approx(1.0) and slope == pytest.approx(1.0)
+
+
+def test_channel_fit_on_a_step_is_poor() -> None:
+    lam = np.linspace(0.05, 0.95, 50)
+    r2, slope = nc.channel_fit(lam, np.where(lam > 0.5, 8.0, -8.0))
+    assert r2 < 0.9 and slope > 2
+    with pytest.raises(ValueError, match="equal-length"):
+        nc.channel_fit(lam, lam[:3])
+
+
+def test_collapse_run_is_seeded_stored_and_drawn(tmp_path: Path) -> None:
+    cfg = nc.CollapseConfig(width=16, epochs=1, n_mix=60, n_figure=30)
+    a = nc.run_neural_collapse(cfg, seeds=(0,))
+    assert set(a["summary"]["mixup"]) >= {"same_alignment", "channel_r2", "channel_slope"}
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "neural_collapse", a)
+    rec = load_paper_runs(zoo, "neural_collapse")[rid]
+    assert rerun(rec)["per_seed"] == a["per_seed"]
+    fig = FIGURES["neural_collapse"](rec)
+    assert isinstance(fig, go.Figure) and any(
+        "logit" in str(t.text) for t in fig.layout.annotations
+    )
+    with pytest.raises(ValueError, match="figure_classes"):
+        nc.CollapseConfig(figure_classes=(0, 0, 1))
+    with pytest.raises(ValueError, match="methods"):
+        nc.run_neural_collapse(cfg, methods=("cutmix",))
+    with pytest.raises(Cancelled):
+        nc.run_neural_collapse(cfg, seeds=(0,), should_stop=lambda: True)

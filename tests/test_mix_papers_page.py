@@ -31,3 +31,18 @@ def test_feature_learning_tab_runs_and_shows_figure(empty_workspace: Path) -> No
     _submit(at, "mixup_papers.feature_learning.form")
     assert any("Stored run" in s.value for s in at.success)
     assert len(at.get("plotly_chart")) >= 1
+
+
+def test_neural_collapse_tab_runs_and_rejects_bad_classes(empty_workspace: Path) -> None:
+    at = _page()
+    at.selectbox(key="mixup_papers.nc.task").set_value("digits")
+    at.number_input(key="mixup_papers.nc.epochs").set_value(1)
+    at.number_input(key="mixup_papers.nc.width").set_value(16)
+    at.number_input(key="mixup_papers.nc.seeds").set_value(1)
+    at.text_input(key="mixup_papers.nc.classes").set_value("0,1")
+    next(b for b in at.button if b.proto.form_id == "mixup_papers.neural_collapse.form").click()
+    at.run()
+    assert not at.exception and any("three classes" in e.value for e in at.error)
+    at.text_input(key="mixup_papers.nc.classes").set_value("3,4,5")
+    _submit(at, "mixup_papers.neural_collapse.form")
+    assert any("Stored run" in s.value for s in at.success)

@@ -98,4 +98,110 @@ def feature_learning_figure(record: Mapping[str, Any]) -> go.Figure:
     return apply_paper(fig, size="double")
 
 
-FIGURES = {"feature_learning": feature_learning_figure}
+def neural_collapse_figure(record: Mapping[str, Any]) -> go.Figure:
+    """Fisher et al. 2024, Fig. 1's view: mixed training features of three classes on the plane
+    of their centred classifier rows (same-class mixes as circles, different-class mixes
+    coloured by λ, classifier rows as black segments), per method; right: the logit margin
+    z_a − z_b of different-class mixes against logit(λ), with the soft-target optimum y = x."""
+    _need(record, "neural_collapse")
+    methods = [m for m in record["methods"] if m in record["figure"]]
+    titles = [f"{_METHOD_NAMES.get(m, m)}: features of mixes" for m in methods]
+    fig = make_subplots(
+        rows=1, cols=len(methods) + 1, subplot_titles=(*titles, "margin vs logit(λ)")
+    )
+    for col, m in enumerate(methods, start=1):
+        f = record["figure"][m]
+        same = np.asarray(f["same"], dtype=bool)
+        x, y, lam = np.asarray(f["x"]), np.asarray(f["y"]), np.asarray(f["lam"])
+        fig.add_trace(
+            go.Scatter(
+                x=x[~same],
+                y=y[~same],
+                mode="markers",
+                name="different-class mix",
+                legendgroup="diff",
+                showlegend=col == 1,
+                marker=dict(
+                    size=4,
+                    color=lam[~same],
+                    colorscale="Viridis",
+                    cmin=0,
+                    cmax=1,
+                    showscale=col == 1,
+                    colorbar=dict(title="λ", len=0.6),
+                ),
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x[same],
+                y=y[same],
+                mode="markers",
+                name="same-class mix",
+                legendgroup="same",
+                showlegend=col == 1,
+                marker=dict(size=5, color=PALETTE[3], symbol="circle-open"),
+            ),
+            row=1,
+            col=col,
+        )
+        for c, tip in zip(f["classes"], f["classifier"], strict=True):
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, tip[0]],
+                    y=[0, tip[1]],
+                    mode="lines+text",
+                    text=["", f"w_{c}"],
+                    textposition="top center",
+                    line=dict(color="black", width=2),
+                    showlegend=False,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_yaxes(scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
+    last = len(methods) + 1
+    lo = 0.0
+    for i, m in enumerate(methods):
+        f = record["figure"][m]
+        lam = np.clip(np.asarray(f["margin_lam"]), 0.02, 0.98)
+        t = np.log(lam / (1 - lam))
+        lo = min(lo, float(t.min()))
+        fig.add_trace(
+            go.Scatter(
+                x=t,
+                y=f["margin"],
+                mode="markers",
+                marker=dict(size=3, color=PALETTE[i % len(PALETTE)], opacity=0.5),
+                name=f"{_METHOD_NAMES.get(m, m)} (slope "
+                f"{record['summary'][m]['channel_slope']['estimate']:.2f})",
+            ),
+            row=1,
+            col=last,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, -lo],
+            y=[lo, -lo],
+            mode="lines",
+            line=dict(dash="dot", color="grey"),
+            name="soft-CE optimum",
+        ),
+        row=1,
+        col=last,
+    )
+    fig.update_xaxes(title_text="logit(λ)", row=1, col=last)
+    fig.update_yaxes(title_text="z_a − z_b", row=1, col=last)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"{cfg['task']} · {cfg['arch']} · {cfg['epochs']} epochs · seeds {record['seeds']}"
+    )
+    return apply_paper(fig, size="double")
+
+
+FIGURES = {
+    "feature_learning": feature_learning_figure,
+    "neural_collapse": neural_collapse_figure,
+}

@@ -7,6 +7,8 @@ stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and dr
 :mod:`core.figures.mix_papers`.
 
 * ``feature_learning`` — Zou et al., "The Benefits of Mixup for Feature Learning" (ICML 2023).
+* ``neural_collapse`` — Fisher, Meng, Papyan, "Pushing Boundaries: Mixup's Influence on Neural
+  Collapse" (ICLR 2024).
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ from ._common import (
 def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[..., Any]]]:
     """study name -> (config dataclass, run function, headline-table function)."""
     from . import feature_learning as fl
+    from . import neural_collapse as nc
 
-    return {"feature_learning": (fl.FeatureNoiseConfig, fl.run_feature_learning, fl.headline)}
+    return {
+        "feature_learning": (fl.FeatureNoiseConfig, fl.run_feature_learning, fl.headline),
+        "neural_collapse": (nc.CollapseConfig, nc.run_neural_collapse, nc.headline),
+    }
 
 
 def headline(record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -55,7 +61,10 @@ def rerun(
         raise ValueError(f"record must be a study record of {sorted(studies)}, got {study!r}")
     config_cls, run, _ = studies[study]
     kwargs = {k: record[k] for k in ("methods", "seeds") if k in record}
-    return run(config_cls(**record["config"]), progress=progress, should_stop=should_stop, **kwargs)
+    config = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()
+    }  # JSON stores tuples as lists
+    return run(config_cls(**config), progress=progress, should_stop=should_stop, **kwargs)
 
 
 __all__ = [

@@ -17,6 +17,7 @@ RUN_KIND = "mix_paper_run"
 # paper key -> display title (the studies that exist)
 PAPERS: dict[str, str] = {
     "feature_learning": "Zou et al. 2023 — The Benefits of Mixup for Feature Learning",
+    "neural_collapse": "Fisher et al. 2024 — Mixup's Influence on Neural Collapse",
 }
 
 Cancelled = TrainingCancelled

@@ -10,7 +10,7 @@ three centred classifier rows.
 
 What is measured here (the variant; the statistics are ours, chosen to make the claim a number):
 
-* ``same_alignment``: cos(h − μ_G, w_y) over same-class mixes (1 = on the classifier direction),
+* ``same_alignment``: cos(h − μ_G, w_y − w̄) over same-class mixes (centred rows) (1 = on the classifier direction),
   and ``same_lam_corr``: its Pearson correlation with λ (≈ 0 = independent of λ).
 * ``channel_r2`` and ``channel_slope``: for different-class mixes, the logit margin
   z_a − z_b regressed on logit(λ) (λ clipped to [0.02, 0.98]). Soft-target CE is minimised at
@@ -94,7 +94,8 @@ def geometry_stats(geo: MixupGeometry, logits: torch.Tensor) -> dict[str, np.nda
     pos = {int(c): i for i, c in enumerate(geo.classes)}
     ia = torch.tensor([pos[int(c)] for c in geo.label_a])
     ib = torch.tensor([pos[int(c)] for c in geo.label_b])
-    w = geo.classifier.double()  # (C, D)
+    w = geo.classifier.double()
+    w = w - w.mean(dim=0)  # (C, D) centred classifier rows (the ETF is centred)
     centred = h - geo.global_mean.double()
     same = geo.same_class
     cos = torch.nn.functional.cosine_similarity(centred[same], w[ia[same]], dim=1)
@@ -202,7 +203,7 @@ def run_neural_collapse(
             )
             done = si * len(methods) + mi
 
-            def prog(info: dict, m: int = m, seed: int = seed, done: int = done) -> None:
+            def prog(info: dict, m: str = m, seed: int = seed, done: int = done) -> None:
                 frac = (done + info["step"] / max(info["steps"], 1)) / total
                 report(progress, method=m, seed=seed, epoch=info["epoch"], fraction=frac)
 
