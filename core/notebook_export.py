@@ -909,3 +909,35 @@ _register_cluster_figure(
     "fig = cluster_scatter_figure(coords, res.labels, confidence=res.posterior,\n"
     '                             title="Clusters (PCA of the clustered data)")',
 )
+
+
+# ---------------------------------------------------------------------------- mixing papers
+@register(
+    "mix_paper",
+    description="A mixing paper's headline figure from its stored study record",
+    requires=("run",),
+)
+def _mix_paper(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``run`` (a stored ``mix_paper_run`` record id), optional ``rerun`` (bool)."""
+    _need_str(args, "run")
+    rerun = bool(args.get("rerun", False))
+    return [
+        markdown(
+            "The Mixup Papers page draws this figure from the study record stored in the "
+            "workspace (config, seeds, per-seed curves and the headline numbers with CIs). "
+            "Set `RERUN = True` to train the study again from the stored config and seeds."
+        ),
+        code(
+            "from core.figures.mix_papers import FIGURES\n"
+            "from core.mixup.papers import load_paper_runs, rerun\n\n"
+            "runs = load_paper_runs(zoo)\n"
+            'if ARGS["run"] not in runs:\n'
+            "    raise KeyError(f\"no mixing-paper run {ARGS['run']!r} in {WORKSPACE}; stored: {list(runs)}\")\n"
+            'record = runs[ARGS["run"]]\n'
+            f"RERUN = {rerun}\n"
+            "if RERUN:\n"
+            "    record = rerun(record)\n"
+            'print(record["study"], record["config"], record.get("seeds"))\n'
+            'fig = FIGURES[record["study"]](record)'
+        ),
+    ]

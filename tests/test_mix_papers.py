@@ -1,0 +1,221 @@
+"""The mixing-paper studies (core.mixup.papers): definitions, records, figures, notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from core.figures.mix_papers import FIGURES
+from core.geometry.mixup_geometry import MixupGeometry
+from core.mixup.papers import (
+    Cancelled,
+    bootstrap_mean_ci,
+    load_paper_runs,
+    rerun,
+    store_run,
+)
+from core.mixup.papers import feature_learning as fl
+from core.mixup.papers import neural_collapse as nc
+from core.notebook_export import notebook_for
+from core.zoo import Zoo
+
+TINY_FL = fl.FeatureNoiseConfig(n_train=20, n_test=40, dim=40, steps=6, log_every=3, mix_until=3)
+
+
+# ---------------------------------------------------------------------------- shared plumbing
+def test_bootstrap_mean_ci_brackets_mean_and_narrows_with_n() -> None:
+    rng = np.random.default_rng(0)
+    small = bootstrap_mean_ci(rng.normal(1.0, 1.0, 20))
+    big = bootstrap_mean_ci(rng.normal(1.0, 1.0, 2000))
+    assert small.low < small.estimate < small.high
+    assert big.high - big.low < (small.high - small.low) / 4
+    assert big.low < 1.0 < big.high
+
+
+def test_bootstrap_mean_ci_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        bootstrap_mean_ci([1.0])
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        bootstrap_mean_ci([1.0, float("nan")])
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_mean_ci([1.0, 2.0], level=1.5)
+
+
+def test_store_and_load_runs(tmp_path: Path) -> None:
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "feature_learning", {"study": "feature_learning", "x": 1})
+    assert load_paper_runs(zoo, "feature_learning")[rid]["x"] == 1
+    with pytest.raises(ValueError, match="paper must be one of"):
+        store_run(zoo, "nope", {})
+
+
+# ---------------------------------------------------------------------------- Zou et al. 2023
+def _data(
+    cfg: fl.FeatureNoiseConfig, n: int, seed: int = 0
+) -> tuple[torch.Tensor, fl.FeatureNoiseData]:
+    g = torch.Generator().manual_seed(seed)
+    feats = fl.make_features(cfg, g)
+    return feats, fl.sample_data(cfg, feats, n, g)
+
+
+def test_feature_noise_data_follows_the_model() -> None:
+    cfg = fl.FeatureNoiseConfig(dim=60, n_patches=4, rho=0.2, feature_noise=0.3)
+    feats, d = _data(cfg, 3000)
+    flat = feats.reshape(-1, cfg.dim)
+    assert torch.allclose(
+        flat @ flat.T, torch.eye(2 * cfg.n_classes) * cfg.feature_norm**2, atol=1e-5
+    )
+    coef = torch.einsum("npd,fd->npf", d.x, flat)  # feature content of each patch
+    for i in range(50):
+        k, r = int(d.y[i]), int(d.rare[i])
+        label_patch = (coef[i, :, 2 * k + r] - 1.0).abs() < 1e-4
+        assert int(label_patch.sum()) == 1  # one patch is the label feature
+        own = [2 * k, 2 * k + 1]
+        others = [f for f in range(2 * cfg.n_classes) if f not in own]
+        noise_patch = (coef[i][:, others] - cfg.feature_noise).abs() < 1e-4
+        assert int(noise_patch.sum()) == 1  # one patch holds α·v of another class
+    assert abs(float(d.rare.float().mean()) - cfg.rho) < 0.03
+    assert float((d.noise.reshape(-1, cfg.dim) @ flat.T).abs().max()) < 1e-4  # noise ⟂ features
+    assert torch.allclose(d.noise.abs().sum(2).gt(0).sum(1), torch.full((3000,), cfg.n_patches - 2))
+
+
+def test_cnn_logits_match_the_definition() -> None:
+    g = torch.Generator().manual_seed(1)
+    w, x = torch.randn(3, 4, 7, generator=g), torch.randn(5, 2, 7, generator=g)
+    ref = torch.zeros(5, 3)
+    for n in range(5):
+        for k in range(3):
+            ref[n, k] = (
+                sum(max(float(w[k, r] @ x[n, p]), 0.0) ** 3 for r in range(4) for p in range(2)) / 4
+            )
+    assert torch.allclose(fl.cnn_logits(w, x, 3), ref, atol=1e-4)
+    with pytest.raises(ValueError, match="same d"):
+        fl.cnn_logits(w, torch.randn(5, 2, 6), 2)
+
+
+def test_feature_learning_measure() -> None:
+    cfg = fl.FeatureNoiseConfig(dim=20, width=3)
+    feats = fl.make_features(cfg, torch.Generator().manual_seed(0))
+    w = torch.zeros(2, 3, 20)
+    w[0, 1] = 2 * feats[0, 0]
+    w[1, 2] = 4 * feats[1, 0] + 0.5 * feats[1, 1]
+    common, rare = fl.feature_learning(w, feats)
+    assert common == pytest.approx(3.0, abs=1e-5) and rare == pytest.approx(0.25, abs=1e-5)
+
+
+def test_config_and_run_validation() -> None:
+    with pytest.raises(ValueError, match="rho"):
+        fl.FeatureNoiseConfig(rho=0.7)
+    with pytest.raises(ValueError, match="mix_until"):
+        fl.FeatureNoiseConfig(steps=10, mix_until=20, log_every=5)
+    with pytest.raises(ValueError, match="methods"):
+        fl.run_feature_learning(TINY_FL, methods=("sgd",))
+    with pytest.raises(TypeError, match="FeatureNoiseConfig"):
+        fl.run_feature_learning({"rho": 0.1})  # type: ignore[arg-type]
+
+
+def test_run_is_seeded_reports_progress_and_cancels(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    a = fl.run_feature_learning(TINY_FL, seeds=(3,), progress=seen.append)
+    b = fl.run_feature_learning(TINY_FL, seeds=(3,))
+    assert a["runs"] == b["runs"] and seen and 0 < seen[-1]["fraction"] <= 1
+    assert set(a["summary"]["mixup"]) >= {"rare", "common", "rare_minus_erm"}
+    with pytest.raises(Cancelled):
+        fl.run_feature_learning(TINY_FL, seeds=(0,), should_stop=lambda: True)
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "feature_learning", a)
+    again = rerun(load_paper_runs(zoo)[rid])
+    assert again["runs"] == a["runs"]
+    fig = FIGURES["feature_learning"](load_paper_runs(zoo)[rid])
+    assert isinstance(fig, go.Figure) and len(fig.data) == 3 * 3 + 1
+    nb = notebook_for({"kind": "mix_paper", "args": {"run": rid}}, workspace=zoo.root)
+    assert 'FIGURES[record["study"]]' in "".join(c.source for c in nb.cells)
+
+
+@pytest.mark.slow
+def test_mixup_learns_the_rare_feature_erm_misses() -> None:
+    """The paper's claim on a quick setting (one seed): mixup's rare-feature alignment and its
+    accuracy on rare-feature test points exceed ERM's, while both get the common points."""
+    cfg = fl.FeatureNoiseConfig(log_every=250)
+    rec = fl.run_feature_learning(cfg, methods=("erm", "mixup"), seeds=(0,))
+    erm, mix = rec["runs"]["erm"][0], rec["runs"]["mixup"][0]
+    assert erm["acc_common"] > 0.95 and mix["acc_common"] > 0.95
+    assert mix["history"]["rare"][-1] > 2 * erm["history"]["rare"][-1]
+    assert erm["history"]["noise"][-1] > mix["history"]["noise"][-1]  # ERM memorises noise
+    assert rec["summary"]["mixup"]["rare_minus_erm"]["low"] > 0
+
+
+# ---------------------------------------------------------------------------- Fisher et al. 2024
+def _geometry(
+    lam: torch.Tensor, a: torch.Tensor, b: torch.Tensor, feats: torch.Tensor
+) -> MixupGeometry:
+    w = torch.eye(3, 4, dtype=torch.float64)  # (C, D) classifier rows
+    means = 2 * w  # class means on the classifier directions, μ_G = mean of them
+    return MixupGeometry(
+        features=feats,
+        lam=lam,
+        label_a=a,
+        label_b=b,
+        same_class=a == b,
+        clean_features=feats,
+        clean_labels=a,
+        classes=torch.arange(3),
+        class_means=means,
+        global_mean=means.mean(0),
+        classifier=w,
+        mixer="mixup",
+    )
+
+
+def test_collapse_statistics_on_the_ideal_geometry() -> None:
+    """Features built to the paper's optimum give alignment 1, R² 1, slope 1, convex gap 0."""
+    g = torch.Generator().manual_seed(0)
+    n = 60
+    lam = torch.rand(n, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    a = torch.randint(0, 3, (n,), generator=g)
+    b = torch.where(torch.arange(n) % 2 == 0, a, (a + 1) % 3)
+    geo0 = _geometry(lam, a, b, torch.zeros(n, 4, dtype=torch.float64))
+    convex = lam[:, None] * geo0.class_means[a] + (1 - lam[:, None]) * geo0.class_means[b]
+    same = a == b
+    wc = geo0.classifier - geo0.classifier.mean(0)  # centred rows
+    feats = torch.where(same[:, None], geo0.global_mean + 3 * wc[a], convex)
+    geo = _geometry(lam, a, b, feats)
+    logits = torch.zeros(n, 3, dtype=torch.float64)
+    logits[torch.arange(n), a] = torch.log(lam / (1 - lam))  # margin z_a - z_b = logit(λ)
+    v = nc.geometry_stats(geo, logits)
+    assert np.allclose(v["same_cos"], 1.0)
+    assert np.allclose(v["convex_gap"], 0.0, atol=1e-9)
+    r2, slope = nc.channel_fit(v["lam"], v["margin"])
+    assert r2 == pytest.approx(1.0) and slope == pytest.approx(1.0)
+
+
+def test_channel_fit_on_a_step_is_poor() -> None:
+    lam = np.linspace(0.05, 0.95, 50)
+    r2, slope = nc.channel_fit(lam, np.where(lam > 0.5, 8.0, -8.0))
+    assert r2 < 0.9 and slope > 2
+    with pytest.raises(ValueError, match="equal-length"):
+        nc.channel_fit(lam, lam[:3])
+
+
+def test_collapse_run_is_seeded_stored_and_drawn(tmp_path: Path) -> None:
+    cfg = nc.CollapseConfig(width=16, epochs=1, n_mix=60, n_figure=30)
+    a = nc.run_neural_collapse(cfg, seeds=(0,))
+    assert set(a["summary"]["mixup"]) >= {"same_alignment", "channel_r2", "channel_slope"}
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "neural_collapse", a)
+    rec = load_paper_runs(zoo, "neural_collapse")[rid]
+    assert rerun(rec)["per_seed"] == a["per_seed"]
+    fig = FIGURES["neural_collapse"](rec)
+    assert isinstance(fig, go.Figure) and any(
+        "logit" in str(t.text) for t in fig.layout.annotations
+    )
+    with pytest.raises(ValueError, match="figure_classes"):
+        nc.CollapseConfig(figure_classes=(0, 0, 1))
+    with pytest.raises(ValueError, match="methods"):
+        nc.run_neural_collapse(cfg, methods=("cutmix",))
+    with pytest.raises(Cancelled):
+        nc.run_neural_collapse(cfg, seeds=(0,), should_stop=lambda: True)
