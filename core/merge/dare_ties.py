@@ -126,10 +126,11 @@ def dare_ties_tensor(
 def _dare_task_vector(
     model: StateDict, base: StateDict | None, drop: float, generator: torch.Generator | None
 ) -> StateDict:
-    """DARE(θ − θ₀) for every floating tensor of one model."""
+    """DARE(θ − θ₀) for every floating tensor of one model (the task vector alone: the
+    kernel would add θ₀ back, and TIES must trim and elect on τ, not on θ₀ + τ)."""
     return {
         k: dare_kernel(
-            [v], None if base is None else base[k], [1.0], drop=drop, generator=generator
+            [v if base is None else v - base[k]], None, [1.0], drop=drop, generator=generator
         )
         for k, v in model.items()
         if v.is_floating_point()
