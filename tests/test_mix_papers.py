@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from core.mixup.papers import (
 )
 from core.mixup.papers import feature_learning as fl
 from core.mixup.papers import neural_collapse as nc
+from core.mixup.papers import supremix as sr
 from core.notebook_export import notebook_for
 from core.zoo import Zoo
 
@@ -219,3 +221,84 @@ def test_collapse_run_is_seeded_stored_and_drawn(tmp_path: Path) -> None:
         nc.run_neural_collapse(cfg, methods=("cutmix",))
     with pytest.raises(Cancelled):
         nc.run_neural_collapse(cfg, seeds=(0,), should_stop=lambda: True)
+
+
+# ---------------------------------------------------------------------------- SupReMix
+def test_rotate_is_a_rotation() -> None:
+    x = torch.randn(2, 1, 9, 9, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(sr.rotate(x, torch.zeros(2)), x, atol=1e-5)
+    r = sr.rotate(x, torch.full((2,), 90.0))
+    assert any(torch.allclose(r, torch.rot90(x, k, dims=(2, 3)), atol=1e-4) for k in (1, -1))
+    assert torch.allclose(sr.rotate(r, torch.full((2,), -90.0)), x, atol=1e-4)
+    with pytest.raises(ValueError, match="degrees"):
+        sr.rotate(x, torch.zeros(3))
+
+
+def _rnc_naive(
+    z: torch.Tensor, y: torch.Tensor, cz: torch.Tensor, cy: torch.Tensor, t: float
+) -> float:
+    terms = []
+    for i in range(len(z)):
+        for j in range(cz.shape[1]):
+            if math.isnan(float(cy[i, j])):
+                continue
+            dij = abs(float(cy[i, j] - y[i]))
+            den = sum(
+                math.exp(float(z[i] @ cz[i, k]) / t)
+                for k in range(cz.shape[1])
+                if not math.isnan(float(cy[i, k])) and abs(float(cy[i, k] - y[i])) >= dij
+            )
+            terms.append(-math.log(math.exp(float(z[i] @ cz[i, j]) / t) / den))
+    return sum(terms) / len(terms)
+
+
+def test_rnc_loss_matches_the_definition_with_mixed_candidates() -> None:
+    g = torch.Generator().manual_seed(2)
+    z = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=1)
+    y = torch.rand(6, generator=g)
+    cz, cy = sr.batch_candidates(z, y)
+    mz, my = sr.mixed_candidates(z, y, 3, 0.5, g)
+    cz, cy = torch.cat([cz, mz], 1), torch.cat([cy, my], 1)
+    got = float(sr.rnc_loss(z, y, cz, cy, 0.3))
+    assert got == pytest.approx(_rnc_naive(z, y, cz, cy, 0.3), rel=1e-4)
+
+
+def test_mixed_candidates_follow_supremix() -> None:
+    g = torch.Generator().manual_seed(3)
+    z = torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=1)
+    y = torch.linspace(0, 1, 8)
+    mz, my = sr.mixed_candidates(z, y, 5, 0.6, g)
+    assert mz.shape == (8, 10, 4) and torch.allclose(mz.norm(dim=2), torch.ones(8, 10))
+    neg, pos = my[:, :5], my[:, 5:]
+    inner = torch.arange(1, 7)  # anchors with a label below and above
+    assert torch.allclose(pos[inner], y[inner, None].expand(-1, 5))  # hard positives: y_i exactly
+    assert torch.isnan(pos[0]).all() and torch.isnan(pos[7]).all()  # extremes have none
+    for i in range(8):  # hard negatives: λ y_i + (1 − λ) y_k with λ >= λ_low
+        for v in neg[i][~torch.isnan(neg[i])]:
+            lam_ok = [
+                (float(y[i]) - float(yk)) == 0
+                or 0.6 - 1e-6 <= (float(v) - float(yk)) / (float(y[i]) - float(yk)) <= 1 + 1e-6
+                for yk in y
+            ]
+            assert any(lam_ok)
+
+
+def test_ridge_probe_recovers_a_linear_map() -> None:
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(50, 3, generator=g)
+    y = z @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+    assert torch.allclose(sr.ridge_probe(z, y, z[:5], 0.0), y[:5], atol=1e-4)
+
+
+def test_supremix_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = sr.SupReMixConfig(n_train=64, n_test=40, width=16, epochs=1, batch_size=32)
+    a = sr.run_supremix(cfg, seeds=(1,))
+    assert set(a["summary"]["supremix"]) >= {"mae", "minus_rnc"}
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "supremix", a)
+    assert rerun(load_paper_runs(zoo)[rid])["errors"] == a["errors"]
+    assert len(FIGURES["supremix"](a).data) == 1 + 3 + 1
+    with pytest.raises(Cancelled):
+        sr.run_supremix(cfg, seeds=(0,), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="lam_low"):
+        sr.SupReMixConfig(lam_low=1.0)

@@ -46,3 +46,13 @@ def test_neural_collapse_tab_runs_and_rejects_bad_classes(empty_workspace: Path)
     at.text_input(key="mixup_papers.nc.classes").set_value("3,4,5")
     _submit(at, "mixup_papers.neural_collapse.form")
     assert any("Stored run" in s.value for s in at.success)
+
+
+def test_supremix_tab_runs(empty_workspace: Path) -> None:
+    at = _page()
+    at.number_input(key="mixup_papers.sr.n").set_value(64)
+    at.number_input(key="mixup_papers.sr.epochs").set_value(1)
+    at.number_input(key="mixup_papers.sr.width").set_value(16)
+    at.number_input(key="mixup_papers.sr.seeds").set_value(1)
+    _submit(at, "mixup_papers.supremix.form")
+    assert any("Stored run" in s.value for s in at.success)

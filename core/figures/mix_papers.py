@@ -201,7 +201,48 @@ def neural_collapse_figure(record: Mapping[str, Any]) -> go.Figure:
     return apply_paper(fig, size="double")
 
 
+def supremix_figure(record: Mapping[str, Any]) -> go.Figure:
+    """SupReMix vs plain contrastive regression (RNC): test MAE with bootstrap CIs (left) and
+    the ridge probe's predicted against true rotation angle on the first seed (right)."""
+    _need(record, "supremix")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("test MAE (degrees, 95% CI)", "predicted vs true angle")
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["mae"] for m in methods], row=1, col=1)
+    truth = record["figure"]["truth"]
+    for i, m in enumerate(methods):
+        fig.add_trace(
+            go.Scatter(
+                x=truth,
+                y=record["figure"]["pred"][m],
+                mode="markers",
+                name=m,
+                marker=dict(size=3, color=PALETTE[i % len(PALETTE)], opacity=0.5),
+            ),
+            row=1,
+            col=2,
+        )
+    a = record["config"]["max_angle"]
+    fig.add_trace(
+        go.Scatter(
+            x=[-a, a], y=[-a, a], mode="lines", line=dict(dash="dot", color="grey"), name="y = x"
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(title_text="true angle (°)", row=1, col=2)
+    fig.update_yaxes(title_text="predicted (°)", row=1, col=2)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"Rotation regression on {cfg['task']} (n={cfg['n_train']}, {cfg['epochs']} "
+        f"epochs, seeds {record['seeds']})"
+    )
+    return apply_paper(fig, size="double")
+
+
 FIGURES = {
+    "supremix": supremix_figure,
     "feature_learning": feature_learning_figure,
     "neural_collapse": neural_collapse_figure,
 }

@@ -9,6 +9,7 @@ stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and dr
 * ``feature_learning`` — Zou et al., "The Benefits of Mixup for Feature Learning" (ICML 2023).
 * ``neural_collapse`` — Fisher, Meng, Papyan, "Pushing Boundaries: Mixup's Influence on Neural
   Collapse" (ICLR 2024).
+* ``supremix`` — Wu et al., "Mixup Your Own Pairs" (SupReMix, contrastive regression).
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[
     """study name -> (config dataclass, run function, headline-table function)."""
     from . import feature_learning as fl
     from . import neural_collapse as nc
+    from . import supremix as sr
 
     return {
         "feature_learning": (fl.FeatureNoiseConfig, fl.run_feature_learning, fl.headline),
         "neural_collapse": (nc.CollapseConfig, nc.run_neural_collapse, nc.headline),
+        "supremix": (sr.SupReMixConfig, sr.run_supremix, sr.headline),
     }
 
 

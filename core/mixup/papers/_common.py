@@ -18,6 +18,7 @@ RUN_KIND = "mix_paper_run"
 PAPERS: dict[str, str] = {
     "feature_learning": "Zou et al. 2023 — The Benefits of Mixup for Feature Learning",
     "neural_collapse": "Fisher et al. 2024 — Mixup's Influence on Neural Collapse",
+    "supremix": "SupReMix — Mixup Your Own Pairs (contrastive regression)",
 }
 
 Cancelled = TrainingCancelled
