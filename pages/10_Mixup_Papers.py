@@ -206,3 +206,41 @@ with tab["supremix"]:
                 seeds=tuple(range(settings.seed, settings.seed + int(sr_seeds))),
             )
     show_runs("supremix", "Rotation-angle regression: SupReMix vs Rank-N-Contrast.")
+
+with tab["mochi"]:
+    from core.mixup.papers import mochi as mc
+
+    st.markdown(
+        f"**{PAPERS['mochi']}** (arXiv 2010.01028). A small MoCo (momentum key encoder, "
+        "queue of keys, InfoNCE) on unlabeled MNIST views; MoCHi adds, per query, synthetic "
+        "negatives mixed from its N hardest queue negatives (type 1) and from the query with "
+        "one of them (type 2). Reported: linear-probe accuracy and the hardness statistics."
+    )
+    with st.form("mixup_papers.mochi.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        mc_n = c1.number_input("Training images", 128, 4000, 4000, 128, key="mixup_papers.mc.n")
+        mc_epochs = c2.number_input("Epochs", 1, 100, 8, key="mixup_papers.mc.epochs")
+        mc_queue = c3.number_input("Queue K", 128, 8192, 1024, 128, key="mixup_papers.mc.queue")
+        mc_seeds = c4.number_input("Seeds", 1, 10, 3, key="mixup_papers.mc.seeds")
+        c1, c2, c3 = st.columns(3)
+        mc_hard = c1.number_input("N hardest", 2, 1024, 64, key="mixup_papers.mc.hard")
+        mc_s1 = c2.number_input("s (type 1)", 0, 512, 32, key="mixup_papers.mc.s1")
+        mc_s2 = c3.number_input("s' (type 2)", 0, 512, 16, key="mixup_papers.mc.s2")
+        go_mc = st.form_submit_button("Run", type="primary")
+    if go_mc:
+        with shown_errors("Settings"):
+            cfg_mc = mc.MoChiConfig(
+                n_train=int(mc_n),
+                epochs=int(mc_epochs),
+                queue=int(mc_queue),
+                n_hard=int(mc_hard),
+                s1=int(mc_s1),
+                s2=int(mc_s2),
+            )
+            run_study(
+                "mochi",
+                mc.run_mochi,
+                config=cfg_mc,
+                seeds=tuple(range(settings.seed, settings.seed + int(mc_seeds))),
+            )
+    show_runs("mochi", "MoCHi vs MoCo: linear probe and hardness (Kalantidis et al. 2020).")

@@ -20,6 +20,7 @@ from core.mixup.papers import (
     store_run,
 )
 from core.mixup.papers import feature_learning as fl
+from core.mixup.papers import mochi as mc
 from core.mixup.papers import neural_collapse as nc
 from core.mixup.papers import supremix as sr
 from core.notebook_export import notebook_for
@@ -302,3 +303,63 @@ def test_supremix_run_seeded_stored_drawn(tmp_path: Path) -> None:
         sr.run_supremix(cfg, seeds=(0,), should_stop=lambda: True)
     with pytest.raises(ValueError, match="lam_low"):
         sr.SupReMixConfig(lam_low=1.0)
+
+
+# ---------------------------------------------------------------------------- MoCHi
+def test_hard_negatives_mix_only_the_hardest() -> None:
+    d, n_hard = 12, 4
+    queue = torch.eye(d)  # (K, D) orthonormal negatives e_0..e_11
+    weights = torch.linspace(1.0, 0.1, d)
+    q = torch.nn.functional.normalize(weights, dim=0)[None].requires_grad_(
+        True
+    )  # hardest: e_0..e_3
+    syn = mc.hard_negatives(q, queue, n_hard, 6, 5, torch.Generator().manual_seed(0))
+    assert syn.shape == (1, 11, d) and not syn.requires_grad
+    assert torch.allclose(syn.norm(dim=2), torch.ones(1, 11))
+    t1, t2 = syn[0, :6], syn[0, 6:]
+    assert float(t1[:, n_hard:].abs().max()) < 1e-6  # type 1: mixes of the N hardest only
+    assert ((t1[:, :n_hard].abs() > 1e-6).sum(1) <= 2).all()
+    qd = q.detach()[0]
+    for h in t2:  # type 2: β q + (1 − β) n_j with β <= 0.5
+        r = h[n_hard:] / qd[n_hard:]
+        assert torch.allclose(r, r.mean().expand_as(r), atol=1e-5)
+        rest = h - r.mean() * qd
+        nz = rest.abs() > 1e-5
+        assert int(nz.sum()) == 1 and int(nz.nonzero()) < n_hard
+        assert float(r.mean() / rest[nz]) <= 1.0 + 1e-5  # β/(1 − β) <= 1
+    with pytest.raises(ValueError, match="share D"):
+        mc.hard_negatives(qd[None], torch.eye(5), 2, 1, 1, torch.Generator())
+
+
+def test_linear_probe_separates_separable_classes() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (300,), generator=g)
+    z = torch.nn.functional.one_hot(y, 3).float() * 3 + 0.3 * torch.randn(300, 3, generator=g)
+    pred = mc.linear_probe(z[:200], y[:200], z[200:], 3, 100, 0)
+    assert float((pred == y[200:]).float().mean()) > 0.95
+
+
+def test_mochi_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = mc.MoChiConfig(
+        n_train=128,
+        width=16,
+        embed_dim=8,
+        epochs=1,
+        batch_size=32,
+        queue=64,
+        n_hard=8,
+        s1=4,
+        s2=2,
+        probe_epochs=5,
+    )
+    a = mc.run_mochi(cfg, seeds=(0,))
+    assert set(a["summary"]["mochi"]) >= {"probe", "minus_moco", "false_neg", "uniformity"}
+    assert 0 < a["summary"]["moco"]["false_neg"] < 1  # held-out split is shuffled
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "mochi", a)
+    assert rerun(load_paper_runs(zoo)[rid])["correct"] == a["correct"]
+    assert len(FIGURES["mochi"](a).data) == 1 + 2 * 2
+    with pytest.raises(Cancelled):
+        mc.run_mochi(cfg, seeds=(0,), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="n_hard"):
+        mc.MoChiConfig(queue=128, n_hard=500)

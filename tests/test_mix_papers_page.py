@@ -56,3 +56,18 @@ def test_supremix_tab_runs(empty_workspace: Path) -> None:
     at.number_input(key="mixup_papers.sr.seeds").set_value(1)
     _submit(at, "mixup_papers.supremix.form")
     assert any("Stored run" in s.value for s in at.success)
+
+
+def test_mochi_tab_runs_and_reports_bad_settings(empty_workspace: Path) -> None:
+    at = _page()
+    at.number_input(key="mixup_papers.mc.n").set_value(128)
+    at.number_input(key="mixup_papers.mc.epochs").set_value(1)
+    at.number_input(key="mixup_papers.mc.seeds").set_value(1)
+    at.number_input(key="mixup_papers.mc.queue").set_value(128)
+    at.number_input(key="mixup_papers.mc.hard").set_value(500)  # more than the queue
+    next(b for b in at.button if b.proto.form_id == "mixup_papers.mochi.form").click()
+    at.run()
+    assert not at.exception and any("n_hard" in e.value for e in at.error)
+    at.number_input(key="mixup_papers.mc.hard").set_value(16)
+    _submit(at, "mixup_papers.mochi.form")
+    assert any("Stored run" in s.value for s in at.success)

@@ -10,6 +10,7 @@ stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and dr
 * ``neural_collapse`` — Fisher, Meng, Papyan, "Pushing Boundaries: Mixup's Influence on Neural
   Collapse" (ICLR 2024).
 * ``supremix`` — Wu et al., "Mixup Your Own Pairs" (SupReMix, contrastive regression).
+* ``mochi`` — Kalantidis et al., "Hard Negative Mixing for Contrastive Learning" (NeurIPS 2020).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ._common import (
 def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[..., Any]]]:
     """study name -> (config dataclass, run function, headline-table function)."""
     from . import feature_learning as fl
+    from . import mochi as mc
     from . import neural_collapse as nc
     from . import supremix as sr
 
@@ -39,6 +41,7 @@ def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[
         "feature_learning": (fl.FeatureNoiseConfig, fl.run_feature_learning, fl.headline),
         "neural_collapse": (nc.CollapseConfig, nc.run_neural_collapse, nc.headline),
         "supremix": (sr.SupReMixConfig, sr.run_supremix, sr.headline),
+        "mochi": (mc.MoChiConfig, mc.run_mochi, mc.headline),
     }
 
 

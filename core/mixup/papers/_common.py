@@ -19,6 +19,7 @@ PAPERS: dict[str, str] = {
     "feature_learning": "Zou et al. 2023 — The Benefits of Mixup for Feature Learning",
     "neural_collapse": "Fisher et al. 2024 — Mixup's Influence on Neural Collapse",
     "supremix": "SupReMix — Mixup Your Own Pairs (contrastive regression)",
+    "mochi": "MoCHi — Hard Negative Mixing for Contrastive Learning",
 }
 
 Cancelled = TrainingCancelled
