@@ -244,3 +244,39 @@ with tab["mochi"]:
                 seeds=tuple(range(settings.seed, settings.seed + int(mc_seeds))),
             )
     show_runs("mochi", "MoCHi vs MoCo: linear probe and hardness (Kalantidis et al. 2020).")
+
+with tab["adamixup"]:
+    from core.mixup.papers import adamixup as am
+
+    st.markdown(
+        f"**{PAPERS['adamixup']}** (arXiv 1809.02499). A policy-region generator picks each "
+        "pair's λ interval; an intrusion discriminator, trained to tell mixes from real "
+        "samples, penalises mixes that collide with the data. Compared with ERM and fixed "
+        "mixup on the same model, seed and data order."
+    )
+    with st.form("mixup_papers.adamixup.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        am_task = c1.selectbox("Dataset", cache.tasks_available(), key="mixup_papers.am.task")
+        am_n = c2.number_input("Training images", 16, 10000, 1000, 100, key="mixup_papers.am.n")
+        am_epochs = c3.number_input("Epochs", 1, 100, 10, key="mixup_papers.am.epochs")
+        am_seeds = c4.number_input("Seeds", 1, 10, 3, key="mixup_papers.am.seeds")
+        c1, c2 = st.columns(2)
+        am_arch = c1.selectbox("Architecture", ["cnn", "mlp"], key="mixup_papers.am.arch")
+        am_width = c2.number_input("Width", 4, 512, 8, 4, key="mixup_papers.am.width")
+        go_am = st.form_submit_button("Run", type="primary")
+    if go_am:
+        with shown_errors("Settings"):
+            cfg_am = am.AdaMixUpConfig(
+                task=am_task,
+                n_train=int(am_n),
+                epochs=int(am_epochs),
+                arch=am_arch,
+                width=int(am_width),
+            )
+            run_study(
+                "adamixup",
+                am.run_adamixup,
+                config=cfg_am,
+                seeds=tuple(range(settings.seed, settings.seed + int(am_seeds))),
+            )
+    show_runs("adamixup", "AdaMixUp's learned policy region vs fixed mixup (Guo et al. 2019).")

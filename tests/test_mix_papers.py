@@ -16,9 +16,11 @@ from core.mixup.papers import (
     Cancelled,
     bootstrap_mean_ci,
     load_paper_runs,
+    random_subset,
     rerun,
     store_run,
 )
+from core.mixup.papers import adamixup as am
 from core.mixup.papers import feature_learning as fl
 from core.mixup.papers import mochi as mc
 from core.mixup.papers import neural_collapse as nc
@@ -363,3 +365,44 @@ def test_mochi_run_seeded_stored_drawn(tmp_path: Path) -> None:
         mc.run_mochi(cfg, seeds=(0,), should_stop=lambda: True)
     with pytest.raises(ValueError, match="n_hard"):
         mc.MoChiConfig(queue=128, n_hard=500)
+
+
+# ---------------------------------------------------------------------------- AdaMixUp
+def test_policy_lam_lies_in_the_region_and_has_gradients() -> None:
+    logits = torch.randn(50, 3, requires_grad=True)
+    region = torch.softmax(logits, 1)
+    lam = am.sample_policy_lam(region, torch.Generator().manual_seed(0))
+    lo, hi = region[:, 0], region[:, 0] + region[:, 1]
+    assert bool(((lam >= lo - 1e-6) & (lam <= hi + 1e-6)).all())
+    lam.sum().backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="region"):
+        am.sample_policy_lam(torch.rand(5, 2), torch.Generator())
+
+
+def test_intrusion_loss_definition() -> None:
+    real, mixed = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    ref = -(torch.log(torch.sigmoid(real)).mean() + torch.log(1 - torch.sigmoid(mixed)).mean())
+    assert float(am.intrusion_loss(real, mixed)) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_random_subset_keeps_every_class_of_a_sorted_split() -> None:
+    y = torch.arange(10).repeat_interleave(50)  # sorted by class, like MNIST-5k
+    _, ys = random_subset(torch.zeros(500, 1), y, 100, 0)
+    assert len(ys) == 100 and len(set(ys.tolist())) == 10
+
+
+def test_adamixup_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = am.AdaMixUpConfig(n_train=64, width=4, epochs=2, batch_size=32)
+    a = am.run_adamixup(cfg, seeds=(0,))
+    assert set(a["summary"]["adamixup"]) >= {"accuracy", "minus_erm", "minus_mixup"}
+    log = a["logs"]["adamixup"][0]
+    assert all(0 <= lo <= hi <= 1 for lo, hi in zip(log["lam_low"], log["lam_high"], strict=True))
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "adamixup", a)
+    assert rerun(load_paper_runs(zoo)[rid])["correct"] == a["correct"]
+    assert isinstance(FIGURES["adamixup"](a), go.Figure)
+    with pytest.raises(Cancelled):
+        am.run_adamixup(cfg, seeds=(0,), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="arch"):
+        am.AdaMixUpConfig(arch="vit")

@@ -71,3 +71,14 @@ def test_mochi_tab_runs_and_reports_bad_settings(empty_workspace: Path) -> None:
     at.number_input(key="mixup_papers.mc.hard").set_value(16)
     _submit(at, "mixup_papers.mochi.form")
     assert any("Stored run" in s.value for s in at.success)
+
+
+def test_adamixup_tab_runs(empty_workspace: Path) -> None:
+    at = _page()
+    at.selectbox(key="mixup_papers.am.task").set_value("digits")
+    at.number_input(key="mixup_papers.am.n").set_value(64)
+    at.number_input(key="mixup_papers.am.epochs").set_value(1)
+    at.number_input(key="mixup_papers.am.seeds").set_value(1)
+    at.number_input(key="mixup_papers.am.width").set_value(4)
+    _submit(at, "mixup_papers.adamixup.form")
+    assert any("Stored run" in s.value for s in at.success)

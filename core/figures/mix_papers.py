@@ -296,7 +296,78 @@ def mochi_figure(record: Mapping[str, Any]) -> go.Figure:
     return apply_paper(fig, size="double")
 
 
+def adamixup_figure(record: Mapping[str, Any]) -> go.Figure:
+    """AdaMixUp vs ERM and mixup: test accuracy with bootstrap CIs; the learned policy region
+    [α₁, α₁ + α₂] and the intrusion discriminator's mean "real" score on mixes per epoch;
+    the λ used in the last epoch (AdaMixUp vs Beta mixup), first seed."""
+    _need(record, "adamixup")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("test accuracy (95% CI)", "learned policy region", "λ in the last epoch"),
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["accuracy"] for m in methods], row=1, col=1)
+    if "adamixup" in methods:
+        log = record["logs"]["adamixup"][0]
+        ep = log["epoch"]
+        fig.add_trace(
+            go.Scatter(x=ep, y=log["lam_high"], mode="lines", line=dict(width=0), showlegend=False),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=ep,
+                y=log["lam_low"],
+                mode="lines",
+                line=dict(width=0),
+                fill="tonexty",
+                fillcolor="rgba(0,114,178,0.25)",
+                name="policy region",
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=ep,
+                y=log["intrusion_mixed"],
+                mode="lines+markers",
+                line=dict(color=PALETTE[3]),
+                name="φ(mix) (real score)",
+            ),
+            row=1,
+            col=2,
+        )
+    for i, m in enumerate(methods):
+        lams = record["logs"][m][0].get("lams_last_epoch") or []
+        if lams:
+            fig.add_trace(
+                go.Histogram(
+                    x=lams,
+                    name=f"λ {m}",
+                    opacity=0.6,
+                    nbinsx=30,
+                    marker_color=PALETTE[i % len(PALETTE)],
+                ),
+                row=1,
+                col=3,
+            )
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_xaxes(title_text="λ", range=[0, 1], row=1, col=3)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"AdaMixUp on {cfg['task']} (n={cfg['n_train']}, {cfg['arch']}, "
+        f"{cfg['epochs']} epochs, seeds {record['seeds']})"
+    )
+    return apply_paper(fig, size="double")
+
+
 FIGURES = {
+    "adamixup": adamixup_figure,
     "mochi": mochi_figure,
     "supremix": supremix_figure,
     "feature_learning": feature_learning_figure,

@@ -11,6 +11,7 @@ stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and dr
   Collapse" (ICLR 2024).
 * ``supremix`` — Wu et al., "Mixup Your Own Pairs" (SupReMix, contrastive regression).
 * ``mochi`` — Kalantidis et al., "Hard Negative Mixing for Contrastive Learning" (NeurIPS 2020).
+* ``adamixup`` — Guo et al., "MixUp as Locally Linear Out-Of-Manifold Regularization" (AAAI 2019).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from ._common import (
     StopFn,
     bootstrap_mean_ci,
     load_paper_runs,
+    random_subset,
     store_run,
 )
 
 
 def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[..., Any]]]:
     """study name -> (config dataclass, run function, headline-table function)."""
+    from . import adamixup as am
     from . import feature_learning as fl
     from . import mochi as mc
     from . import neural_collapse as nc
@@ -42,6 +45,7 @@ def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[
         "neural_collapse": (nc.CollapseConfig, nc.run_neural_collapse, nc.headline),
         "supremix": (sr.SupReMixConfig, sr.run_supremix, sr.headline),
         "mochi": (mc.MoChiConfig, mc.run_mochi, mc.headline),
+        "adamixup": (am.AdaMixUpConfig, am.run_adamixup, am.headline),
     }
 
 
@@ -80,6 +84,7 @@ __all__ = [
     "bootstrap_mean_ci",
     "headline",
     "load_paper_runs",
+    "random_subset",
     "rerun",
     "store_run",
 ]

@@ -37,7 +37,7 @@ from ..._checks import check_int, check_range
 from ...device import configure_threads
 from ...models import Classifier, create_model
 from ...stats import bootstrap_ci, paired_bootstrap_ci
-from ._common import ProgressFn, StopFn, check_stop, report
+from ._common import ProgressFn, StopFn, check_stop, random_subset, report
 from .supremix import rotate
 
 METHODS = ("moco", "mochi")
@@ -271,7 +271,7 @@ def run_mochi(
         )
     configure_threads()
     ds = get_task(config.task)
-    xtr, ytr = ds.x_train[: config.n_train], ds.y_train[: config.n_train]
+    xtr, ytr = random_subset(ds.x_train, ds.y_train, config.n_train, 0)
     correct: dict[str, list[list[int]]] = {m: [] for m in methods}
     stats: dict[str, list[dict]] = {m: [] for m in methods}
     logs: dict[str, list[list[dict]]] = {m: [] for m in methods}

@@ -19,7 +19,7 @@ plain contrastive-regression loss it extends:
   This is the paper's construction; the exact mixing-ratio distribution of its negatives is
   not stated in what was readable, hence U(λ_low, 1) here.
 
-Task: rotation-angle regression on real MNIST digits, built offline — each image rotated by
+Task: rotation-angle regression on real MNIST digits (a seeded random subset), built offline — each image rotated by
 θ ~ U(−θ_max, θ_max) (bilinear, border padding), target θ / θ_max ∈ [−1, 1]. An MLP encoder is
 trained by each loss; a ridge-regression probe on frozen embeddings then predicts θ, and the
 test mean absolute error (degrees) is compared with per-sample paired bootstrap CIs. An L1
@@ -40,7 +40,7 @@ from torch import Tensor
 from ..._checks import check_int, check_range
 from ...device import configure_threads
 from ...models import Classifier, create_model
-from ._common import ProgressFn, StopFn, bootstrap_mean_ci, check_stop, report
+from ._common import ProgressFn, StopFn, bootstrap_mean_ci, check_stop, random_subset, report
 
 METHODS = ("rnc", "supremix", "l1")
 
@@ -265,8 +265,10 @@ def run_supremix(
     for si, seed in enumerate(seeds):
         check_int("seed", seed, 0)
         g = torch.Generator().manual_seed(int(seed))
-        xtr, ytr = rotation_task(ds.x_train[: config.n_train], config.max_angle, g)
-        xte, yte = rotation_task(ds.x_test[: config.n_test], config.max_angle, g)
+        xtr0, _ = random_subset(ds.x_train, ds.y_train, config.n_train, int(seed))
+        xte0, _ = random_subset(ds.x_test, ds.y_test, config.n_test, int(seed))
+        xtr, ytr = rotation_task(xtr0, config.max_angle, g)
+        xte, yte = rotation_task(xte0, config.max_angle, g)
         for mi, m in enumerate(methods):
             done = si * len(methods) + mi
 
