@@ -12,6 +12,7 @@ stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and dr
 * ``supremix`` — Wu et al., "Mixup Your Own Pairs" (SupReMix, contrastive regression).
 * ``mochi`` — Kalantidis et al., "Hard Negative Mixing for Contrastive Learning" (NeurIPS 2020).
 * ``adamixup`` — Guo et al., "MixUp as Locally Linear Out-Of-Manifold Regularization" (AAAI 2019).
+* ``adautomix`` — Qin et al., "Adversarial AutoMixup" (ICLR 2024), a reduced version.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ._common import (
 def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[..., Any]]]:
     """study name -> (config dataclass, run function, headline-table function)."""
     from . import adamixup as am
+    from . import adautomix as aa
     from . import feature_learning as fl
     from . import mochi as mc
     from . import neural_collapse as nc
@@ -46,6 +48,7 @@ def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[
         "supremix": (sr.SupReMixConfig, sr.run_supremix, sr.headline),
         "mochi": (mc.MoChiConfig, mc.run_mochi, mc.headline),
         "adamixup": (am.AdaMixUpConfig, am.run_adamixup, am.headline),
+        "adautomix": (aa.AdAutoMixConfig, aa.run_adautomix, aa.headline),
     }
 
 

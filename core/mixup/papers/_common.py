@@ -21,6 +21,7 @@ PAPERS: dict[str, str] = {
     "supremix": "SupReMix — Mixup Your Own Pairs (contrastive regression)",
     "mochi": "MoCHi — Hard Negative Mixing for Contrastive Learning",
     "adamixup": "AdaMixUp — learned mixing policy + intrusion discriminator",
+    "adautomix": "AdAutoMix — adversarial mixed-sample generator",
 }
 
 Cancelled = TrainingCancelled
