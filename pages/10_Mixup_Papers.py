@@ -167,3 +167,116 @@ with tab["neural_collapse"]:
         "neural_collapse",
         "Features of mixed training samples under ERM and mixup (Fisher et al. 2024, Fig. 1).",
     )
+
+with tab["supremix"]:
+    from core.mixup.papers import supremix as sr
+
+    st.markdown(
+        f"**{PAPERS['supremix']}** (arXiv 2309.16633). Regression target derived offline: the "
+        "rotation angle of real MNIST digits. An MLP encoder is trained by Rank-N-Contrast "
+        "(plain contrastive regression) or by SupReMix (the same loss with mixed hard negatives "
+        "and hard positives per anchor); a ridge probe on frozen embeddings predicts the angle. "
+        "An end-to-end L1 regressor is the reference."
+    )
+    with st.form("mixup_papers.supremix.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        sr_n = c1.number_input("Training images", 64, 4000, 1500, 100, key="mixup_papers.sr.n")
+        sr_epochs = c2.number_input("Epochs", 1, 200, 12, key="mixup_papers.sr.epochs")
+        sr_angle = c3.slider("Max angle (°)", 10, 180, 60, 5, key="mixup_papers.sr.angle")
+        sr_seeds = c4.number_input("Seeds", 1, 10, 3, key="mixup_papers.sr.seeds")
+        c1, c2, c3 = st.columns(3)
+        sr_mix = c1.number_input("Mixed pairs per anchor", 0, 32, 4, key="mixup_papers.sr.mix")
+        sr_tau = c2.slider("Temperature τ", 0.05, 1.0, 0.2, 0.05, key="mixup_papers.sr.tau")
+        sr_width = c3.number_input("MLP width", 8, 1024, 128, 8, key="mixup_papers.sr.width")
+        go_sr = st.form_submit_button("Run", type="primary")
+    if go_sr:
+        with shown_errors("Settings"):
+            cfg_sr = sr.SupReMixConfig(
+                n_train=int(sr_n),
+                epochs=int(sr_epochs),
+                max_angle=float(sr_angle),
+                n_mix=int(sr_mix),
+                temperature=float(sr_tau),
+                width=int(sr_width),
+            )
+            run_study(
+                "supremix",
+                sr.run_supremix,
+                config=cfg_sr,
+                seeds=tuple(range(settings.seed, settings.seed + int(sr_seeds))),
+            )
+    show_runs("supremix", "Rotation-angle regression: SupReMix vs Rank-N-Contrast.")
+
+with tab["mochi"]:
+    from core.mixup.papers import mochi as mc
+
+    st.markdown(
+        f"**{PAPERS['mochi']}** (arXiv 2010.01028). A small MoCo (momentum key encoder, "
+        "queue of keys, InfoNCE) on unlabeled MNIST views; MoCHi adds, per query, synthetic "
+        "negatives mixed from its N hardest queue negatives (type 1) and from the query with "
+        "one of them (type 2). Reported: linear-probe accuracy and the hardness statistics."
+    )
+    with st.form("mixup_papers.mochi.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        mc_n = c1.number_input("Training images", 128, 4000, 4000, 128, key="mixup_papers.mc.n")
+        mc_epochs = c2.number_input("Epochs", 1, 100, 8, key="mixup_papers.mc.epochs")
+        mc_queue = c3.number_input("Queue K", 128, 8192, 1024, 128, key="mixup_papers.mc.queue")
+        mc_seeds = c4.number_input("Seeds", 1, 10, 3, key="mixup_papers.mc.seeds")
+        c1, c2, c3 = st.columns(3)
+        mc_hard = c1.number_input("N hardest", 2, 1024, 64, key="mixup_papers.mc.hard")
+        mc_s1 = c2.number_input("s (type 1)", 0, 512, 32, key="mixup_papers.mc.s1")
+        mc_s2 = c3.number_input("s' (type 2)", 0, 512, 16, key="mixup_papers.mc.s2")
+        go_mc = st.form_submit_button("Run", type="primary")
+    if go_mc:
+        with shown_errors("Settings"):
+            cfg_mc = mc.MoChiConfig(
+                n_train=int(mc_n),
+                epochs=int(mc_epochs),
+                queue=int(mc_queue),
+                n_hard=int(mc_hard),
+                s1=int(mc_s1),
+                s2=int(mc_s2),
+            )
+            run_study(
+                "mochi",
+                mc.run_mochi,
+                config=cfg_mc,
+                seeds=tuple(range(settings.seed, settings.seed + int(mc_seeds))),
+            )
+    show_runs("mochi", "MoCHi vs MoCo: linear probe and hardness (Kalantidis et al. 2020).")
+
+with tab["adamixup"]:
+    from core.mixup.papers import adamixup as am
+
+    st.markdown(
+        f"**{PAPERS['adamixup']}** (arXiv 1809.02499). A policy-region generator picks each "
+        "pair's λ interval; an intrusion discriminator, trained to tell mixes from real "
+        "samples, penalises mixes that collide with the data. Compared with ERM and fixed "
+        "mixup on the same model, seed and data order."
+    )
+    with st.form("mixup_papers.adamixup.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        am_task = c1.selectbox("Dataset", cache.tasks_available(), key="mixup_papers.am.task")
+        am_n = c2.number_input("Training images", 16, 10000, 1000, 100, key="mixup_papers.am.n")
+        am_epochs = c3.number_input("Epochs", 1, 100, 10, key="mixup_papers.am.epochs")
+        am_seeds = c4.number_input("Seeds", 1, 10, 3, key="mixup_papers.am.seeds")
+        c1, c2 = st.columns(2)
+        am_arch = c1.selectbox("Architecture", ["cnn", "mlp"], key="mixup_papers.am.arch")
+        am_width = c2.number_input("Width", 4, 512, 8, 4, key="mixup_papers.am.width")
+        go_am = st.form_submit_button("Run", type="primary")
+    if go_am:
+        with shown_errors("Settings"):
+            cfg_am = am.AdaMixUpConfig(
+                task=am_task,
+                n_train=int(am_n),
+                epochs=int(am_epochs),
+                arch=am_arch,
+                width=int(am_width),
+            )
+            run_study(
+                "adamixup",
+                am.run_adamixup,
+                config=cfg_am,
+                seeds=tuple(range(settings.seed, settings.seed + int(am_seeds))),
+            )
+    show_runs("adamixup", "AdaMixUp's learned policy region vs fixed mixup (Guo et al. 2019).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,15 @@ from core.mixup.papers import (
     Cancelled,
     bootstrap_mean_ci,
     load_paper_runs,
+    random_subset,
     rerun,
     store_run,
 )
+from core.mixup.papers import adamixup as am
 from core.mixup.papers import feature_learning as fl
+from core.mixup.papers import mochi as mc
 from core.mixup.papers import neural_collapse as nc
+from core.mixup.papers import supremix as sr
 from core.notebook_export import notebook_for
 from core.zoo import Zoo
 
@@ -219,3 +224,185 @@ def test_collapse_run_is_seeded_stored_and_drawn(tmp_path: Path) -> None:
         nc.run_neural_collapse(cfg, methods=("cutmix",))
     with pytest.raises(Cancelled):
         nc.run_neural_collapse(cfg, seeds=(0,), should_stop=lambda: True)
+
+
+# ---------------------------------------------------------------------------- SupReMix
+def test_rotate_is_a_rotation() -> None:
+    x = torch.randn(2, 1, 9, 9, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(sr.rotate(x, torch.zeros(2)), x, atol=1e-5)
+    r = sr.rotate(x, torch.full((2,), 90.0))
+    assert any(torch.allclose(r, torch.rot90(x, k, dims=(2, 3)), atol=1e-4) for k in (1, -1))
+    assert torch.allclose(sr.rotate(r, torch.full((2,), -90.0)), x, atol=1e-4)
+    with pytest.raises(ValueError, match="degrees"):
+        sr.rotate(x, torch.zeros(3))
+
+
+def _rnc_naive(
+    z: torch.Tensor, y: torch.Tensor, cz: torch.Tensor, cy: torch.Tensor, t: float
+) -> float:
+    terms = []
+    for i in range(len(z)):
+        for j in range(cz.shape[1]):
+            if math.isnan(float(cy[i, j])):
+                continue
+            dij = abs(float(cy[i, j] - y[i]))
+            den = sum(
+                math.exp(float(z[i] @ cz[i, k]) / t)
+                for k in range(cz.shape[1])
+                if not math.isnan(float(cy[i, k])) and abs(float(cy[i, k] - y[i])) >= dij
+            )
+            terms.append(-math.log(math.exp(float(z[i] @ cz[i, j]) / t) / den))
+    return sum(terms) / len(terms)
+
+
+def test_rnc_loss_matches_the_definition_with_mixed_candidates() -> None:
+    g = torch.Generator().manual_seed(2)
+    z = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=1)
+    y = torch.rand(6, generator=g)
+    cz, cy = sr.batch_candidates(z, y)
+    mz, my = sr.mixed_candidates(z, y, 3, 0.5, g)
+    cz, cy = torch.cat([cz, mz], 1), torch.cat([cy, my], 1)
+    got = float(sr.rnc_loss(z, y, cz, cy, 0.3))
+    assert got == pytest.approx(_rnc_naive(z, y, cz, cy, 0.3), rel=1e-4)
+
+
+def test_mixed_candidates_follow_supremix() -> None:
+    g = torch.Generator().manual_seed(3)
+    z = torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=1)
+    y = torch.linspace(0, 1, 8)
+    mz, my = sr.mixed_candidates(z, y, 5, 0.6, g)
+    assert mz.shape == (8, 10, 4) and torch.allclose(mz.norm(dim=2), torch.ones(8, 10))
+    neg, pos = my[:, :5], my[:, 5:]
+    inner = torch.arange(1, 7)  # anchors with a label below and above
+    assert torch.allclose(pos[inner], y[inner, None].expand(-1, 5))  # hard positives: y_i exactly
+    assert torch.isnan(pos[0]).all() and torch.isnan(pos[7]).all()  # extremes have none
+    for i in range(8):  # hard negatives: λ y_i + (1 − λ) y_k with λ >= λ_low
+        for v in neg[i][~torch.isnan(neg[i])]:
+            lam_ok = [
+                (float(y[i]) - float(yk)) == 0
+                or 0.6 - 1e-6 <= (float(v) - float(yk)) / (float(y[i]) - float(yk)) <= 1 + 1e-6
+                for yk in y
+            ]
+            assert any(lam_ok)
+
+
+def test_ridge_probe_recovers_a_linear_map() -> None:
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(50, 3, generator=g)
+    y = z @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+    assert torch.allclose(sr.ridge_probe(z, y, z[:5], 0.0), y[:5], atol=1e-4)
+
+
+def test_supremix_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = sr.SupReMixConfig(n_train=64, n_test=40, width=16, epochs=1, batch_size=32)
+    a = sr.run_supremix(cfg, seeds=(1,))
+    assert set(a["summary"]["supremix"]) >= {"mae", "minus_rnc"}
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "supremix", a)
+    assert rerun(load_paper_runs(zoo)[rid])["errors"] == a["errors"]
+    assert len(FIGURES["supremix"](a).data) == 1 + 3 + 1
+    with pytest.raises(Cancelled):
+        sr.run_supremix(cfg, seeds=(0,), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="lam_low"):
+        sr.SupReMixConfig(lam_low=1.0)
+
+
+# ---------------------------------------------------------------------------- MoCHi
+def test_hard_negatives_mix_only_the_hardest() -> None:
+    d, n_hard = 12, 4
+    queue = torch.eye(d)  # (K, D) orthonormal negatives e_0..e_11
+    weights = torch.linspace(1.0, 0.1, d)
+    q = torch.nn.functional.normalize(weights, dim=0)[None].requires_grad_(
+        True
+    )  # hardest: e_0..e_3
+    syn = mc.hard_negatives(q, queue, n_hard, 6, 5, torch.Generator().manual_seed(0))
+    assert syn.shape == (1, 11, d) and not syn.requires_grad
+    assert torch.allclose(syn.norm(dim=2), torch.ones(1, 11))
+    t1, t2 = syn[0, :6], syn[0, 6:]
+    assert float(t1[:, n_hard:].abs().max()) < 1e-6  # type 1: mixes of the N hardest only
+    assert ((t1[:, :n_hard].abs() > 1e-6).sum(1) <= 2).all()
+    qd = q.detach()[0]
+    for h in t2:  # type 2: β q + (1 − β) n_j with β <= 0.5
+        r = h[n_hard:] / qd[n_hard:]
+        assert torch.allclose(r, r.mean().expand_as(r), atol=1e-5)
+        rest = h - r.mean() * qd
+        nz = rest.abs() > 1e-5
+        assert int(nz.sum()) == 1 and int(nz.nonzero()) < n_hard
+        assert float(r.mean() / rest[nz]) <= 1.0 + 1e-5  # β/(1 − β) <= 1
+    with pytest.raises(ValueError, match="share D"):
+        mc.hard_negatives(qd[None], torch.eye(5), 2, 1, 1, torch.Generator())
+
+
+def test_linear_probe_separates_separable_classes() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (300,), generator=g)
+    z = torch.nn.functional.one_hot(y, 3).float() * 3 + 0.3 * torch.randn(300, 3, generator=g)
+    pred = mc.linear_probe(z[:200], y[:200], z[200:], 3, 100, 0)
+    assert float((pred == y[200:]).float().mean()) > 0.95
+
+
+def test_mochi_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = mc.MoChiConfig(
+        n_train=128,
+        width=16,
+        embed_dim=8,
+        epochs=1,
+        batch_size=32,
+        queue=64,
+        n_hard=8,
+        s1=4,
+        s2=2,
+        probe_epochs=5,
+    )
+    a = mc.run_mochi(cfg, seeds=(0,))
+    assert set(a["summary"]["mochi"]) >= {"probe", "minus_moco", "false_neg", "uniformity"}
+    assert 0 < a["summary"]["moco"]["false_neg"] < 1  # held-out split is shuffled
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "mochi", a)
+    assert rerun(load_paper_runs(zoo)[rid])["correct"] == a["correct"]
+    assert len(FIGURES["mochi"](a).data) == 1 + 2 * 2
+    with pytest.raises(Cancelled):
+        mc.run_mochi(cfg, seeds=(0,), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="n_hard"):
+        mc.MoChiConfig(queue=128, n_hard=500)
+
+
+# ---------------------------------------------------------------------------- AdaMixUp
+def test_policy_lam_lies_in_the_region_and_has_gradients() -> None:
+    logits = torch.randn(50, 3, requires_grad=True)
+    region = torch.softmax(logits, 1)
+    lam = am.sample_policy_lam(region, torch.Generator().manual_seed(0))
+    lo, hi = region[:, 0], region[:, 0] + region[:, 1]
+    assert bool(((lam >= lo - 1e-6) & (lam <= hi + 1e-6)).all())
+    lam.sum().backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="region"):
+        am.sample_policy_lam(torch.rand(5, 2), torch.Generator())
+
+
+def test_intrusion_loss_definition() -> None:
+    real, mixed = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    ref = -(torch.log(torch.sigmoid(real)).mean() + torch.log(1 - torch.sigmoid(mixed)).mean())
+    assert float(am.intrusion_loss(real, mixed)) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_random_subset_keeps_every_class_of_a_sorted_split() -> None:
+    y = torch.arange(10).repeat_interleave(50)  # sorted by class, like MNIST-5k
+    _, ys = random_subset(torch.zeros(500, 1), y, 100, 0)
+    assert len(ys) == 100 and len(set(ys.tolist())) == 10
+
+
+def test_adamixup_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = am.AdaMixUpConfig(n_train=64, width=4, epochs=2, batch_size=32)
+    a = am.run_adamixup(cfg, seeds=(0,))
+    assert set(a["summary"]["adamixup"]) >= {"accuracy", "minus_erm", "minus_mixup"}
+    log = a["logs"]["adamixup"][0]
+    assert all(0 <= lo <= hi <= 1 for lo, hi in zip(log["lam_low"], log["lam_high"], strict=True))
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "adamixup", a)
+    assert rerun(load_paper_runs(zoo)[rid])["correct"] == a["correct"]
+    assert isinstance(FIGURES["adamixup"](a), go.Figure)
+    with pytest.raises(Cancelled):
+        am.run_adamixup(cfg, seeds=(0,), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="arch"):
+        am.AdaMixUpConfig(arch="vit")

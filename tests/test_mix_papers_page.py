@@ -46,3 +46,39 @@ def test_neural_collapse_tab_runs_and_rejects_bad_classes(empty_workspace: Path)
     at.text_input(key="mixup_papers.nc.classes").set_value("3,4,5")
     _submit(at, "mixup_papers.neural_collapse.form")
     assert any("Stored run" in s.value for s in at.success)
+
+
+def test_supremix_tab_runs(empty_workspace: Path) -> None:
+    at = _page()
+    at.number_input(key="mixup_papers.sr.n").set_value(64)
+    at.number_input(key="mixup_papers.sr.epochs").set_value(1)
+    at.number_input(key="mixup_papers.sr.width").set_value(16)
+    at.number_input(key="mixup_papers.sr.seeds").set_value(1)
+    _submit(at, "mixup_papers.supremix.form")
+    assert any("Stored run" in s.value for s in at.success)
+
+
+def test_mochi_tab_runs_and_reports_bad_settings(empty_workspace: Path) -> None:
+    at = _page()
+    at.number_input(key="mixup_papers.mc.n").set_value(128)
+    at.number_input(key="mixup_papers.mc.epochs").set_value(1)
+    at.number_input(key="mixup_papers.mc.seeds").set_value(1)
+    at.number_input(key="mixup_papers.mc.queue").set_value(128)
+    at.number_input(key="mixup_papers.mc.hard").set_value(500)  # more than the queue
+    next(b for b in at.button if b.proto.form_id == "mixup_papers.mochi.form").click()
+    at.run()
+    assert not at.exception and any("n_hard" in e.value for e in at.error)
+    at.number_input(key="mixup_papers.mc.hard").set_value(16)
+    _submit(at, "mixup_papers.mochi.form")
+    assert any("Stored run" in s.value for s in at.success)
+
+
+def test_adamixup_tab_runs(empty_workspace: Path) -> None:
+    at = _page()
+    at.selectbox(key="mixup_papers.am.task").set_value("digits")
+    at.number_input(key="mixup_papers.am.n").set_value(64)
+    at.number_input(key="mixup_papers.am.epochs").set_value(1)
+    at.number_input(key="mixup_papers.am.seeds").set_value(1)
+    at.number_input(key="mixup_papers.am.width").set_value(4)
+    _submit(at, "mixup_papers.adamixup.form")
+    assert any("Stored run" in s.value for s in at.success)

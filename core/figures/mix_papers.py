@@ -201,7 +201,175 @@ def neural_collapse_figure(record: Mapping[str, Any]) -> go.Figure:
     return apply_paper(fig, size="double")
 
 
+def supremix_figure(record: Mapping[str, Any]) -> go.Figure:
+    """SupReMix vs plain contrastive regression (RNC): test MAE with bootstrap CIs (left) and
+    the ridge probe's predicted against true rotation angle on the first seed (right)."""
+    _need(record, "supremix")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("test MAE (degrees, 95% CI)", "predicted vs true angle")
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["mae"] for m in methods], row=1, col=1)
+    truth = record["figure"]["truth"]
+    for i, m in enumerate(methods):
+        fig.add_trace(
+            go.Scatter(
+                x=truth,
+                y=record["figure"]["pred"][m],
+                mode="markers",
+                name=m,
+                marker=dict(size=3, color=PALETTE[i % len(PALETTE)], opacity=0.5),
+            ),
+            row=1,
+            col=2,
+        )
+    a = record["config"]["max_angle"]
+    fig.add_trace(
+        go.Scatter(
+            x=[-a, a], y=[-a, a], mode="lines", line=dict(dash="dot", color="grey"), name="y = x"
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(title_text="true angle (°)", row=1, col=2)
+    fig.update_yaxes(title_text="predicted (°)", row=1, col=2)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"Rotation regression on {cfg['task']} (n={cfg['n_train']}, {cfg['epochs']} "
+        f"epochs, seeds {record['seeds']})"
+    )
+    return apply_paper(fig, size="double")
+
+
+def mochi_figure(record: Mapping[str, Any]) -> go.Figure:
+    """MoCHi vs MoCo: linear-probe accuracy with bootstrap CIs, proxy-task accuracy per epoch
+    (harder negatives make the proxy task harder), and the histogram of each held-out query's
+    most similar negative (the paper's hardness view), first seed."""
+    _need(record, "mochi")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(
+            "linear-probe test accuracy (95% CI)",
+            "proxy-task accuracy in training",
+            "max query–negative similarity",
+        ),
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["probe"] for m in methods], row=1, col=1)
+    for i, m in enumerate(methods):
+        color = PALETTE[i % len(PALETTE)]
+        log = record["logs"][m][0]
+        fig.add_trace(
+            go.Scatter(
+                x=[e["epoch"] for e in log],
+                y=[e["proxy_acc"] for e in log],
+                mode="lines+markers",
+                name=m,
+                legendgroup=m,
+                line=dict(color=color),
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Histogram(
+                x=record["stats"][m][0]["max_neg"],
+                name=m,
+                legendgroup=m,
+                showlegend=False,
+                opacity=0.6,
+                marker_color=color,
+                nbinsx=40,
+            ),
+            row=1,
+            col=3,
+        )
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_xaxes(title_text="cosine similarity", row=1, col=3)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"MoCHi(N={cfg['n_hard']}, s={cfg['s1']}, s'={cfg['s2']}) vs MoCo on "
+        f"{cfg['task']} · seeds {record['seeds']}"
+    )
+    return apply_paper(fig, size="double")
+
+
+def adamixup_figure(record: Mapping[str, Any]) -> go.Figure:
+    """AdaMixUp vs ERM and mixup: test accuracy with bootstrap CIs; the learned policy region
+    [α₁, α₁ + α₂] and the intrusion discriminator's mean "real" score on mixes per epoch;
+    the λ used in the last epoch (AdaMixUp vs Beta mixup), first seed."""
+    _need(record, "adamixup")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("test accuracy (95% CI)", "learned policy region", "λ in the last epoch"),
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["accuracy"] for m in methods], row=1, col=1)
+    if "adamixup" in methods:
+        log = record["logs"]["adamixup"][0]
+        ep = log["epoch"]
+        fig.add_trace(
+            go.Scatter(x=ep, y=log["lam_high"], mode="lines", line=dict(width=0), showlegend=False),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=ep,
+                y=log["lam_low"],
+                mode="lines",
+                line=dict(width=0),
+                fill="tonexty",
+                fillcolor="rgba(0,114,178,0.25)",
+                name="policy region",
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=ep,
+                y=log["intrusion_mixed"],
+                mode="lines+markers",
+                line=dict(color=PALETTE[3]),
+                name="φ(mix) (real score)",
+            ),
+            row=1,
+            col=2,
+        )
+    for i, m in enumerate(methods):
+        lams = record["logs"][m][0].get("lams_last_epoch") or []
+        if lams:
+            fig.add_trace(
+                go.Histogram(
+                    x=lams,
+                    name=f"λ {m}",
+                    opacity=0.6,
+                    nbinsx=30,
+                    marker_color=PALETTE[i % len(PALETTE)],
+                ),
+                row=1,
+                col=3,
+            )
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_xaxes(title_text="λ", range=[0, 1], row=1, col=3)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"AdaMixUp on {cfg['task']} (n={cfg['n_train']}, {cfg['arch']}, "
+        f"{cfg['epochs']} epochs, seeds {record['seeds']})"
+    )
+    return apply_paper(fig, size="double")
+
+
 FIGURES = {
+    "adamixup": adamixup_figure,
+    "mochi": mochi_figure,
+    "supremix": supremix_figure,
     "feature_learning": feature_learning_figure,
     "neural_collapse": neural_collapse_figure,
 }

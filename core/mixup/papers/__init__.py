@@ -9,6 +9,10 @@ stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and dr
 * ``feature_learning`` — Zou et al., "The Benefits of Mixup for Feature Learning" (ICML 2023).
 * ``neural_collapse`` — Fisher, Meng, Papyan, "Pushing Boundaries: Mixup's Influence on Neural
   Collapse" (ICLR 2024).
+* ``supremix`` — Wu et al., "Mixup Your Own Pairs" (SupReMix, contrastive regression).
+* ``mochi`` — Kalantidis et al., "Hard Negative Mixing for Contrastive Learning" (NeurIPS 2020).
+* ``adamixup`` — Guo et al., "MixUp as Locally Linear Out-Of-Manifold Regularization" (AAAI 2019).
+* ``adautomix`` — Qin et al., "Adversarial AutoMixup" (ICLR 2024), a reduced version.
 """
 
 from __future__ import annotations
@@ -24,18 +28,27 @@ from ._common import (
     StopFn,
     bootstrap_mean_ci,
     load_paper_runs,
+    random_subset,
     store_run,
 )
 
 
 def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[..., Any]]]:
     """study name -> (config dataclass, run function, headline-table function)."""
+    from . import adamixup as am
+    from . import adautomix as aa
     from . import feature_learning as fl
+    from . import mochi as mc
     from . import neural_collapse as nc
+    from . import supremix as sr
 
     return {
         "feature_learning": (fl.FeatureNoiseConfig, fl.run_feature_learning, fl.headline),
         "neural_collapse": (nc.CollapseConfig, nc.run_neural_collapse, nc.headline),
+        "supremix": (sr.SupReMixConfig, sr.run_supremix, sr.headline),
+        "mochi": (mc.MoChiConfig, mc.run_mochi, mc.headline),
+        "adamixup": (am.AdaMixUpConfig, am.run_adamixup, am.headline),
+        "adautomix": (aa.AdAutoMixConfig, aa.run_adautomix, aa.headline),
     }
 
 
@@ -74,6 +87,7 @@ __all__ = [
     "bootstrap_mean_ci",
     "headline",
     "load_paper_runs",
+    "random_subset",
     "rerun",
     "store_run",
 ]

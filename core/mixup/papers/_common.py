@@ -18,6 +18,10 @@ RUN_KIND = "mix_paper_run"
 PAPERS: dict[str, str] = {
     "feature_learning": "Zou et al. 2023 — The Benefits of Mixup for Feature Learning",
     "neural_collapse": "Fisher et al. 2024 — Mixup's Influence on Neural Collapse",
+    "supremix": "SupReMix — Mixup Your Own Pairs (contrastive regression)",
+    "mochi": "MoCHi — Hard Negative Mixing for Contrastive Learning",
+    "adamixup": "AdaMixUp — learned mixing policy + intrusion discriminator",
+    "adautomix": "AdAutoMix — adversarial mixed-sample generator",
 }
 
 Cancelled = TrainingCancelled
@@ -76,3 +80,17 @@ def bootstrap_mean_ci(
     a = 1.0 - level
     lo, hi = np.quantile(reps, [a / 2, 1 - a / 2])
     return BootstrapCI(float(v.mean()), float(lo), float(hi), float(level), n_boot, int(v.size))
+
+
+def random_subset(x: Any, y: Any, n: int | None, seed: int) -> tuple[Any, Any]:
+    """A seeded random subset of ``n`` rows of (x, y) (all rows when n is None or larger).
+
+    Needed because some splits are stored sorted by class (MNIST-5k): the first n rows would
+    hold a few classes only.
+    """
+    import torch
+
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
