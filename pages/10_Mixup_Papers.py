@@ -280,3 +280,41 @@ with tab["adamixup"]:
                 seeds=tuple(range(settings.seed, settings.seed + int(am_seeds))),
             )
     show_runs("adamixup", "AdaMixUp's learned policy region vs fixed mixup (Guo et al. 2019).")
+
+with tab["adautomix"]:
+    from core.mixup.papers import adautomix as aa
+
+    st.markdown(
+        f"**{PAPERS['adautomix']}** (arXiv 2312.11954), reduced: a small conv generator "
+        "predicts each pair's mixing mask and is trained adversarially (every second step) to "
+        "raise the classifier's mixed loss, held back by a feature-consistency and a "
+        "λ-consistency regulariser. Compared with fixed mixers (mixup, CutMix) and ERM."
+    )
+    with st.form("mixup_papers.adautomix.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        aa_task = c1.selectbox("Dataset", cache.tasks_available(), key="mixup_papers.aa.task")
+        aa_n = c2.number_input("Training images", 16, 10000, 1000, 100, key="mixup_papers.aa.n")
+        aa_epochs = c3.number_input("Epochs", 1, 100, 10, key="mixup_papers.aa.epochs")
+        aa_seeds = c4.number_input("Seeds", 1, 10, 3, key="mixup_papers.aa.seeds")
+        c1, c2 = st.columns(2)
+        aa_beta = c1.slider(
+            "β (adversarial weight)", 0.0, 1.0, 0.3, 0.05, key="mixup_papers.aa.beta"
+        )
+        aa_width = c2.number_input("CNN width", 4, 256, 8, 4, key="mixup_papers.aa.width")
+        go_aa = st.form_submit_button("Run", type="primary")
+    if go_aa:
+        with shown_errors("Settings"):
+            cfg_aa = aa.AdAutoMixConfig(
+                task=aa_task,
+                n_train=int(aa_n),
+                epochs=int(aa_epochs),
+                beta=float(aa_beta),
+                width=int(aa_width),
+            )
+            run_study(
+                "adautomix",
+                aa.run_adautomix,
+                config=cfg_aa,
+                seeds=tuple(range(settings.seed, settings.seed + int(aa_seeds))),
+            )
+    show_runs("adautomix", "AdAutoMix's adversarial masks vs fixed mixers (Qin et al. 2024).")

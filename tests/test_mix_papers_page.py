@@ -82,3 +82,15 @@ def test_adamixup_tab_runs(empty_workspace: Path) -> None:
     at.number_input(key="mixup_papers.am.width").set_value(4)
     _submit(at, "mixup_papers.adamixup.form")
     assert any("Stored run" in s.value for s in at.success)
+
+
+def test_adautomix_tab_runs(empty_workspace: Path) -> None:
+    at = _page()
+    at.selectbox(key="mixup_papers.aa.task").set_value("digits")
+    at.number_input(key="mixup_papers.aa.n").set_value(64)
+    at.number_input(key="mixup_papers.aa.epochs").set_value(1)
+    at.number_input(key="mixup_papers.aa.seeds").set_value(1)
+    at.number_input(key="mixup_papers.aa.width").set_value(4)
+    _submit(at, "mixup_papers.adautomix.form")
+    assert any("Stored run" in s.value for s in at.success)
+    assert len(at.get("plotly_chart")) >= 1

@@ -366,7 +366,51 @@ def adamixup_figure(record: Mapping[str, Any]) -> go.Figure:
     return apply_paper(fig, size="double")
 
 
+def adautomix_figure(record: Mapping[str, Any]) -> go.Figure:
+    """AdAutoMix vs fixed mixers: test accuracy with bootstrap CIs, the generator's masks in
+    the last epoch (first seed, with their target λ), and |mean(m) − λ| per epoch."""
+    _need(record, "adautomix")
+    methods = record["methods"]
+    log = record["logs"]["adautomix"][0] if "adautomix" in methods else {}
+    masks = log.get("masks") or []
+    k = max(len(masks), 1)
+    specs = [[{"colspan": 2}, None, *[{}] * k, {"colspan": 2}, None]]
+    mask_titles = [f"λ={v:.2f}" for v in log.get("mask_lam", [])] or [""]
+    fig = make_subplots(
+        rows=1,
+        cols=k + 4,
+        specs=specs,
+        subplot_titles=(
+            "test accuracy (95% CI)",
+            *mask_titles,
+            "|mean(m) − λ|",
+        ),
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["accuracy"] for m in methods], row=1, col=1)
+    for i, m in enumerate(masks):
+        fig.add_trace(
+            go.Heatmap(z=m, zmin=0, zmax=1, colorscale="Viridis", showscale=i == 0),
+            row=1,
+            col=3 + i,
+        )
+        fig.update_xaxes(visible=False, row=1, col=3 + i)
+        fig.update_yaxes(visible=False, autorange="reversed", row=1, col=3 + i)
+    if log:
+        fig.add_trace(
+            go.Scatter(x=log["epoch"], y=log["lam_gap"], mode="lines+markers", showlegend=False),
+            row=1,
+            col=k + 3,
+        )
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"AdAutoMix on {cfg['task']} (n={cfg['n_train']}, β={cfg['beta']}, "
+        f"{cfg['epochs']} epochs, seeds {record['seeds']})"
+    )
+    return apply_paper(fig, size="double")
+
+
 FIGURES = {
+    "adautomix": adautomix_figure,
     "adamixup": adamixup_figure,
     "mochi": mochi_figure,
     "supremix": supremix_figure,
