@@ -22,6 +22,7 @@ from core.mixup.papers import (
 )
 from core.mixup.papers import adamixup as am
 from core.mixup.papers import adautomix as aa
+from core.mixup.papers import attention_labels as al
 from core.mixup.papers import feature_learning as fl
 from core.mixup.papers import mochi as mc
 from core.mixup.papers import neural_collapse as nc
@@ -471,3 +472,49 @@ def test_adautomix_run_seeded_stored_drawn(tmp_path: Path) -> None:
         aa.run_adautomix(cfg, seeds=(0,), should_stop=lambda: True)
     with pytest.raises(ValueError, match="beta"):
         aa.AdAutoMixConfig(beta=2.0)
+
+
+# ---------------------------------------------------------------------------- TransMix / MixPro
+def test_vit_exposes_cls_attention() -> None:
+    m = create_model("vit", width=16, depth=1, heads=2, patch_size=4, seed=0).eval()
+    m(torch.randn(3, 1, 28, 28))
+    att = m.trunk.cls_attention()
+    assert att.shape == (3, 7, 7)
+    tot = att.flatten(1).sum(1)  # softmax row minus the CLS→CLS entry
+    assert bool(((tot > 0) & (tot < 1)).all())
+    with pytest.raises(ValueError, match="patch_size must divide"):
+        create_model("vit", patch_size=5)
+
+
+def test_attention_lam_and_label_rules() -> None:
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, :2, :] = 1.0  # own image in the top half
+    att = torch.zeros(2, 2, 2)
+    att[0] = 0.25  # uniform attention
+    att[1, 0, 0] = 1.0  # all attention on the top-left (own) patch
+    lam_attn = al.attention_lam(mask, att)
+    assert torch.allclose(lam_attn, torch.tensor([0.5, 1.0]))
+    area = torch.tensor([0.5, 0.5])
+    assert torch.allclose(al.transmix_lam(area, lam_attn), torch.tensor([0.5, 0.75]))
+    target = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    confident = torch.tensor([[10.0, -10.0], [10.0, -10.0]])  # cos(target, p) = 1/√2
+    got = al.mixpro_lam(area, lam_attn, target, confident)
+    s = 1 / math.sqrt(2)
+    assert torch.allclose(got, s * lam_attn + (1 - s) * area, atol=1e-4)
+    with pytest.raises(ValueError, match="dividing"):
+        al.attention_lam(torch.zeros(2, 1, 5, 5), att)
+
+
+def test_attention_labels_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = al.AttentionLabelConfig(n_train=64, width=16, depth=1, heads=2, epochs=1, batch_size=32)
+    a = al.run_attention_labels(cfg, seeds=(0,))
+    assert "minus_cutmix" in a["summary"]["transmix"] and "minus_maskmix" in a["summary"]["mixpro"]
+    assert (
+        a["logs"]["transmix"][0]["label_shift"][0] > 0 == a["logs"]["cutmix"][0]["label_shift"][0]
+    )
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "attention_labels", a)
+    assert rerun(load_paper_runs(zoo)[rid])["correct"] == a["correct"]
+    assert isinstance(FIGURES["attention_labels"](a), go.Figure)
+    with pytest.raises(Cancelled):
+        al.run_attention_labels(cfg, seeds=(0,), should_stop=lambda: True)
