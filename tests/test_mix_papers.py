@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -518,3 +520,31 @@ def test_attention_labels_run_seeded_stored_drawn(tmp_path: Path) -> None:
     assert isinstance(FIGURES["attention_labels"](a), go.Figure)
     with pytest.raises(Cancelled):
         al.run_attention_labels(cfg, seeds=(0,), should_stop=lambda: True)
+
+
+# ---------------------------------------------------------------------------- notebook recipe
+@pytest.mark.slow
+def test_generated_notebook_redraws_and_retrains_a_study(tmp_path: Path) -> None:
+    """The ``mix_paper`` notebook redraws the stored figure, and with rerun=True retrains the
+    study from its stored config and seeds to the same figure data."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from core.figures import figure_data
+
+    zoo = Zoo(tmp_path / "ws")
+    rec = fl.run_feature_learning(TINY_FL, seeds=(0,))
+    rid = store_run(zoo, "feature_learning", rec)
+    want = figure_data(FIGURES["feature_learning"](rec))
+    for rerun_flag in (False, True):
+        recipe = {"kind": "mix_paper", "args": {"run": rid, "rerun": rerun_flag}}
+        nb = notebook_for(recipe, workspace=zoo.root)
+        out = tmp_path / f"fig{int(rerun_flag)}.csv"
+        nb.cells.append(
+            nbformat.v4.new_code_cell(
+                f"from core.figures import figure_data as _fd\n_fd(fig).to_csv({str(out)!r}, index=False)"
+            )
+        )
+        NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+        got = pd.read_csv(out)
+        pd.testing.assert_frame_equal(got, pd.read_csv(io.StringIO(want.to_csv(index=False))))
