@@ -280,3 +280,79 @@ with tab["adamixup"]:
                 seeds=tuple(range(settings.seed, settings.seed + int(am_seeds))),
             )
     show_runs("adamixup", "AdaMixUp's learned policy region vs fixed mixup (Guo et al. 2019).")
+
+with tab["adautomix"]:
+    from core.mixup.papers import adautomix as aa
+
+    st.markdown(
+        f"**{PAPERS['adautomix']}** (arXiv 2312.11954), reduced: a small conv generator "
+        "predicts each pair's mixing mask and is trained adversarially (every second step) to "
+        "raise the classifier's mixed loss, held back by a feature-consistency and a "
+        "λ-consistency regulariser. Compared with fixed mixers (mixup, CutMix) and ERM."
+    )
+    with st.form("mixup_papers.adautomix.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        aa_task = c1.selectbox("Dataset", cache.tasks_available(), key="mixup_papers.aa.task")
+        aa_n = c2.number_input("Training images", 16, 10000, 1000, 100, key="mixup_papers.aa.n")
+        aa_epochs = c3.number_input("Epochs", 1, 100, 10, key="mixup_papers.aa.epochs")
+        aa_seeds = c4.number_input("Seeds", 1, 10, 3, key="mixup_papers.aa.seeds")
+        c1, c2 = st.columns(2)
+        aa_beta = c1.slider(
+            "β (adversarial weight)", 0.0, 1.0, 0.3, 0.05, key="mixup_papers.aa.beta"
+        )
+        aa_width = c2.number_input("CNN width", 4, 256, 8, 4, key="mixup_papers.aa.width")
+        go_aa = st.form_submit_button("Run", type="primary")
+    if go_aa:
+        with shown_errors("Settings"):
+            cfg_aa = aa.AdAutoMixConfig(
+                task=aa_task,
+                n_train=int(aa_n),
+                epochs=int(aa_epochs),
+                beta=float(aa_beta),
+                width=int(aa_width),
+            )
+            run_study(
+                "adautomix",
+                aa.run_adautomix,
+                config=cfg_aa,
+                seeds=tuple(range(settings.seed, settings.seed + int(aa_seeds))),
+            )
+    show_runs("adautomix", "AdAutoMix's adversarial masks vs fixed mixers (Qin et al. 2024).")
+
+with tab["attention_labels"]:
+    from core.mixup.papers import attention_labels as al
+
+    st.markdown(
+        f"**{PAPERS['attention_labels']}** (arXiv 2111.09833, 2304.12043). The registry's "
+        "small ViT (`vit`, patch 4 for 28 px) trains on CutMix and MaskMix inputs; TransMix "
+        "relabels each mix by the CLS attention falling on each source, MixPro blends "
+        "attention and area labels by how well the model already fits the mix."
+    )
+    with st.form("mixup_papers.attention_labels.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        al_task = c1.selectbox("Dataset", cache.tasks_available(), key="mixup_papers.al.task")
+        al_n = c2.number_input("Training images", 16, 10000, 1000, 100, key="mixup_papers.al.n")
+        al_epochs = c3.number_input("Epochs", 1, 100, 8, key="mixup_papers.al.epochs")
+        al_seeds = c4.number_input("Seeds", 1, 10, 2, key="mixup_papers.al.seeds")
+        c1, c2, c3 = st.columns(3)
+        al_width = c1.number_input("ViT width", 16, 256, 32, 16, key="mixup_papers.al.width")
+        al_depth = c2.number_input("Blocks", 1, 8, 2, key="mixup_papers.al.depth")
+        al_patch = c3.number_input("Patch size", 1, 16, 4, key="mixup_papers.al.patch")
+        go_al = st.form_submit_button("Run", type="primary")
+    if go_al:
+        with shown_errors("Settings"):
+            cfg_al = al.AttentionLabelConfig(
+                task=al_task,
+                n_train=int(al_n),
+                epochs=int(al_epochs),
+                width=int(al_width),
+                depth=int(al_depth),
+                patch_size=int(al_patch),
+            )
+            run_study(
+                "attention_labels",
+                al.run_attention_labels,
+                config=cfg_al,
+                seeds=tuple(range(settings.seed, settings.seed + int(al_seeds))),
+            )
+    show_runs("attention_labels", "Attention vs area labels for mixed samples on a ViT.")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -21,10 +23,13 @@ from core.mixup.papers import (
     store_run,
 )
 from core.mixup.papers import adamixup as am
+from core.mixup.papers import adautomix as aa
+from core.mixup.papers import attention_labels as al
 from core.mixup.papers import feature_learning as fl
 from core.mixup.papers import mochi as mc
 from core.mixup.papers import neural_collapse as nc
 from core.mixup.papers import supremix as sr
+from core.models import create_model
 from core.notebook_export import notebook_for
 from core.zoo import Zoo
 
@@ -406,3 +411,140 @@ def test_adamixup_run_seeded_stored_drawn(tmp_path: Path) -> None:
         am.run_adamixup(cfg, seeds=(0,), should_stop=lambda: True)
     with pytest.raises(ValueError, match="arch"):
         am.AdaMixUpConfig(arch="vit")
+
+
+# ---------------------------------------------------------------------------- AdAutoMix
+def test_adversarial_losses_definition() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, generator=g)
+    target = torch.softmax(torch.randn(4, 3, generator=g), 1)
+    fa, fb = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    lam = torch.tensor([0.2, 0.5, 0.7, 0.9])
+    fm = lam[:, None] * fa + (1 - lam[:, None]) * fb  # consistent mix features
+    mask = lam.view(4, 1, 1, 1).expand(4, 1, 3, 3)  # mean(m) = λ
+    ce, gl = aa.adversarial_losses(logits, target, fm, fa, fb, mask, lam, 0.3)
+    ref = -(target * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert float(ce) == pytest.approx(float(ref), rel=1e-5)
+    assert float(gl) == pytest.approx(-0.3 * float(ref), abs=1e-5)  # R = 0
+    _, gl2 = aa.adversarial_losses(logits, target, fm, fa, fb, mask * 0, lam, 0.3)
+    assert float(gl2) == pytest.approx(-0.3 * float(ref) + 0.7 * float(lam.mean()), abs=1e-5)
+
+
+def test_generator_steps_make_mixes_harder() -> None:
+    """With the classifier fixed, descending the generator loss (β = 1) raises the mixed CE."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 1, 8, 8, generator=g)
+    y = torch.arange(16) % 2
+    clf = create_model("cnn", width=4, n_classes=2, image_size=8, seed=0).eval()
+    gen = aa.MaskGenerator(1, 4, 0)
+    opt = torch.optim.Adam(gen.parameters(), lr=0.05)
+    lam = torch.full((16,), 0.5)
+    perm = torch.roll(torch.arange(16), 1)
+    target = (
+        torch.nn.functional.one_hot(y, 2).float() * 0.5
+        + torch.nn.functional.one_hot(y[perm], 2) * 0.5
+    )
+
+    def ce_now() -> torch.Tensor:
+        m = torch.sigmoid(gen(x, x[perm], lam))
+        xm = m * x + (1 - m) * x[perm]
+        f = clf.features(xm)
+        with torch.no_grad():
+            fa, fb = clf.features(x), clf.features(x[perm])
+        return aa.adversarial_losses(clf.classify(f), target, f, fa, fb, m, lam, 1.0)
+
+    before = float(ce_now()[0].detach())
+    for _ in range(20):
+        _, gl = ce_now()
+        opt.zero_grad()
+        gl.backward()
+        opt.step()
+    assert float(ce_now()[0].detach()) > before
+
+
+def test_adautomix_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = aa.AdAutoMixConfig(n_train=64, width=4, epochs=1, batch_size=32, gen_width=4)
+    a = aa.run_adautomix(cfg, seeds=(0,))
+    assert {"minus_mixup", "minus_cutmix", "minus_erm"} <= set(a["summary"]["adautomix"])
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "adautomix", a)
+    assert rerun(load_paper_runs(zoo)[rid])["correct"] == a["correct"]
+    assert isinstance(FIGURES["adautomix"](a), go.Figure)
+    with pytest.raises(Cancelled):
+        aa.run_adautomix(cfg, seeds=(0,), should_stop=lambda: True)
+    with pytest.raises(ValueError, match="beta"):
+        aa.AdAutoMixConfig(beta=2.0)
+
+
+# ---------------------------------------------------------------------------- TransMix / MixPro
+def test_vit_exposes_cls_attention() -> None:
+    m = create_model("vit", width=16, depth=1, heads=2, patch_size=4, seed=0).eval()
+    m(torch.randn(3, 1, 28, 28))
+    att = m.trunk.cls_attention()
+    assert att.shape == (3, 7, 7)
+    tot = att.flatten(1).sum(1)  # softmax row minus the CLS→CLS entry
+    assert bool(((tot > 0) & (tot < 1)).all())
+    with pytest.raises(ValueError, match="patch_size must divide"):
+        create_model("vit", patch_size=5)
+
+
+def test_attention_lam_and_label_rules() -> None:
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, :2, :] = 1.0  # own image in the top half
+    att = torch.zeros(2, 2, 2)
+    att[0] = 0.25  # uniform attention
+    att[1, 0, 0] = 1.0  # all attention on the top-left (own) patch
+    lam_attn = al.attention_lam(mask, att)
+    assert torch.allclose(lam_attn, torch.tensor([0.5, 1.0]))
+    area = torch.tensor([0.5, 0.5])
+    assert torch.allclose(al.transmix_lam(area, lam_attn), torch.tensor([0.5, 0.75]))
+    target = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    confident = torch.tensor([[10.0, -10.0], [10.0, -10.0]])  # cos(target, p) = 1/√2
+    got = al.mixpro_lam(area, lam_attn, target, confident)
+    s = 1 / math.sqrt(2)
+    assert torch.allclose(got, s * lam_attn + (1 - s) * area, atol=1e-4)
+    with pytest.raises(ValueError, match="dividing"):
+        al.attention_lam(torch.zeros(2, 1, 5, 5), att)
+
+
+def test_attention_labels_run_seeded_stored_drawn(tmp_path: Path) -> None:
+    cfg = al.AttentionLabelConfig(n_train=64, width=16, depth=1, heads=2, epochs=1, batch_size=32)
+    a = al.run_attention_labels(cfg, seeds=(0,))
+    assert "minus_cutmix" in a["summary"]["transmix"] and "minus_maskmix" in a["summary"]["mixpro"]
+    assert (
+        a["logs"]["transmix"][0]["label_shift"][0] > 0 == a["logs"]["cutmix"][0]["label_shift"][0]
+    )
+    zoo = Zoo(tmp_path / "ws")
+    rid = store_run(zoo, "attention_labels", a)
+    assert rerun(load_paper_runs(zoo)[rid])["correct"] == a["correct"]
+    assert isinstance(FIGURES["attention_labels"](a), go.Figure)
+    with pytest.raises(Cancelled):
+        al.run_attention_labels(cfg, seeds=(0,), should_stop=lambda: True)
+
+
+# ---------------------------------------------------------------------------- notebook recipe
+@pytest.mark.slow
+def test_generated_notebook_redraws_and_retrains_a_study(tmp_path: Path) -> None:
+    """The ``mix_paper`` notebook redraws the stored figure, and with rerun=True retrains the
+    study from its stored config and seeds to the same figure data."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from core.figures import figure_data
+
+    zoo = Zoo(tmp_path / "ws")
+    rec = fl.run_feature_learning(TINY_FL, seeds=(0,))
+    rid = store_run(zoo, "feature_learning", rec)
+    want = figure_data(FIGURES["feature_learning"](rec))
+    for rerun_flag in (False, True):
+        recipe = {"kind": "mix_paper", "args": {"run": rid, "rerun": rerun_flag}}
+        nb = notebook_for(recipe, workspace=zoo.root)
+        out = tmp_path / f"fig{int(rerun_flag)}.csv"
+        nb.cells.append(
+            nbformat.v4.new_code_cell(
+                f"from core.figures import figure_data as _fd\n_fd(fig).to_csv({str(out)!r}, index=False)"
+            )
+        )
+        NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+        got = pd.read_csv(out)
+        pd.testing.assert_frame_equal(got, pd.read_csv(io.StringIO(want.to_csv(index=False))))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
+
+# each test renders all seven study tabs and trains one study: tens of seconds on a busy CPU
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,4 +85,33 @@ def test_adamixup_tab_runs(empty_workspace: Path) -> None:
     at.number_input(key="mixup_papers.am.seeds").set_value(1)
     at.number_input(key="mixup_papers.am.width").set_value(4)
     _submit(at, "mixup_papers.adamixup.form")
+    assert any("Stored run" in s.value for s in at.success)
+
+
+def test_adautomix_tab_runs(empty_workspace: Path) -> None:
+    at = _page()
+    at.selectbox(key="mixup_papers.aa.task").set_value("digits")
+    at.number_input(key="mixup_papers.aa.n").set_value(64)
+    at.number_input(key="mixup_papers.aa.epochs").set_value(1)
+    at.number_input(key="mixup_papers.aa.seeds").set_value(1)
+    at.number_input(key="mixup_papers.aa.width").set_value(4)
+    _submit(at, "mixup_papers.adautomix.form")
+    assert any("Stored run" in s.value for s in at.success)
+    assert len(at.get("plotly_chart")) >= 1
+
+
+def test_attention_labels_tab_reports_bad_patch(empty_workspace: Path) -> None:
+    at = _page()
+    at.selectbox(key="mixup_papers.al.task").set_value("digits")
+    at.number_input(key="mixup_papers.al.n").set_value(32)
+    at.number_input(key="mixup_papers.al.epochs").set_value(1)
+    at.number_input(key="mixup_papers.al.seeds").set_value(1)
+    at.number_input(key="mixup_papers.al.width").set_value(16)
+    at.number_input(key="mixup_papers.al.depth").set_value(1)
+    at.number_input(key="mixup_papers.al.patch").set_value(3)  # does not divide 8 px
+    next(b for b in at.button if b.proto.form_id == "mixup_papers.attention_labels.form").click()
+    at.run()
+    assert not at.exception and any("patch_size" in e.value for e in at.error)
+    at.number_input(key="mixup_papers.al.patch").set_value(2)
+    _submit(at, "mixup_papers.attention_labels.form")
     assert any("Stored run" in s.value for s in at.success)

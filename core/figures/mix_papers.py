@@ -366,7 +366,96 @@ def adamixup_figure(record: Mapping[str, Any]) -> go.Figure:
     return apply_paper(fig, size="double")
 
 
+def adautomix_figure(record: Mapping[str, Any]) -> go.Figure:
+    """AdAutoMix vs fixed mixers: test accuracy with bootstrap CIs, the generator's masks in
+    the last epoch (first seed, with their target λ), and |mean(m) − λ| per epoch."""
+    _need(record, "adautomix")
+    methods = record["methods"]
+    log = record["logs"]["adautomix"][0] if "adautomix" in methods else {}
+    masks = log.get("masks") or []
+    k = max(len(masks), 1)
+    specs = [[{"colspan": 2}, None, *[{}] * k, {"colspan": 2}, None]]
+    mask_titles = [f"λ={v:.2f}" for v in log.get("mask_lam", [])] or [""]
+    fig = make_subplots(
+        rows=1,
+        cols=k + 4,
+        specs=specs,
+        subplot_titles=(
+            "test accuracy (95% CI)",
+            *mask_titles,
+            "|mean(m) − λ|",
+        ),
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["accuracy"] for m in methods], row=1, col=1)
+    for i, m in enumerate(masks):
+        fig.add_trace(
+            go.Heatmap(z=m, zmin=0, zmax=1, colorscale="Viridis", showscale=i == 0),
+            row=1,
+            col=3 + i,
+        )
+        fig.update_xaxes(visible=False, row=1, col=3 + i)
+        fig.update_yaxes(visible=False, autorange="reversed", row=1, col=3 + i)
+    if log:
+        fig.add_trace(
+            go.Scatter(x=log["epoch"], y=log["lam_gap"], mode="lines+markers", showlegend=False),
+            row=1,
+            col=k + 3,
+        )
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"AdAutoMix on {cfg['task']} (n={cfg['n_train']}, β={cfg['beta']}, "
+        f"{cfg['epochs']} epochs, seeds {record['seeds']})"
+    )
+    return apply_paper(fig, size="double")
+
+
+def attention_labels_figure(record: Mapping[str, Any]) -> go.Figure:
+    """TransMix / MixPro vs area labels on a ViT: test accuracy with bootstrap CIs, the mean
+    |λ − λ_area| the attention labels apply per epoch, and the CLS→patch attention map of the
+    TransMix model on a test digit (first seed)."""
+    _need(record, "attention_labels")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("test accuracy (95% CI)", "|λ − λ_area| per epoch", "CLS attention"),
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["accuracy"] for m in methods], row=1, col=1)
+    for i, m in enumerate(methods):
+        log = record["logs"][m][0]
+        if any(log["label_shift"]):
+            fig.add_trace(
+                go.Scatter(
+                    x=log["epoch"],
+                    y=log["label_shift"],
+                    mode="lines+markers",
+                    name=m,
+                    line=dict(color=PALETTE[i % len(PALETTE)]),
+                ),
+                row=1,
+                col=2,
+            )
+    att = record.get("attention", {})
+    pick = next((m for m in ("transmix", "mixpro") if m in att), next(iter(att), None))
+    if pick is not None:
+        fig.add_trace(
+            go.Heatmap(z=att[pick][0], colorscale="Viridis", showscale=False, name=pick),
+            row=1,
+            col=3,
+        )
+        fig.update_yaxes(autorange="reversed", row=1, col=3)
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"ViT (width {cfg['width']}, depth {cfg['depth']}, patch {cfg['patch_size']}) on "
+        f"{cfg['task']} (n={cfg['n_train']}), seeds {record['seeds']}"
+    )
+    return apply_paper(fig, size="double")
+
+
 FIGURES = {
+    "attention_labels": attention_labels_figure,
+    "adautomix": adautomix_figure,
     "adamixup": adamixup_figure,
     "mochi": mochi_figure,
     "supremix": supremix_figure,

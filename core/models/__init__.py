@@ -40,6 +40,7 @@ from .external import EXTERNAL
 from .minilm import build_minilm
 from .mlp import build_mlp
 from .resnet import build_resnet20
+from .vit import build_vit
 
 ARCHITECTURES: Registry[Callable[..., Classifier]] = Registry("architecture")
 
@@ -77,6 +78,18 @@ ARCHITECTURES.register(
         *_COMMON,
     ),
 )(build_resnet20)
+ARCHITECTURES.register(
+    "vit",
+    title="ViT (small, patch tokens + CLS)",
+    paper="https://arxiv.org/abs/2010.11929",
+    params=(
+        Hyper("width", "int", 64, 16, 512, 16, help="token dimension"),
+        Hyper("depth", "int", 3, 1, 12, 1, help="transformer blocks"),
+        Hyper("heads", "int", 4, 1, 16, 1, help="attention heads (must divide width)"),
+        Hyper("patch_size", "int", 4, 1, 16, 1, help="patch side (must divide image_size)"),
+        *_COMMON,
+    ),
+)(build_vit)
 # Pretrained backbones live in their own registry: pages that train architectures from scratch
 # list ARCHITECTURES (whose entries all have a ``width``); create_model builds from both.
 BACKBONES: Registry[Callable[..., Classifier]] = Registry("pretrained backbone")

@@ -13,6 +13,8 @@ stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and dr
 * ``mochi`` — Kalantidis et al., "Hard Negative Mixing for Contrastive Learning" (NeurIPS 2020).
 * ``adamixup`` — Guo et al., "MixUp as Locally Linear Out-Of-Manifold Regularization" (AAAI 2019).
 * ``adautomix`` — Qin et al., "Adversarial AutoMixup" (ICLR 2024), a reduced version.
+* ``attention_labels`` — TransMix (CVPR 2022) and MixPro's progressive attention labels
+  (ICLR 2023) on the registry's small ViT.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[
     """study name -> (config dataclass, run function, headline-table function)."""
     from . import adamixup as am
     from . import adautomix as aa
+    from . import attention_labels as al
     from . import feature_learning as fl
     from . import mochi as mc
     from . import neural_collapse as nc
@@ -49,6 +52,7 @@ def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[
         "mochi": (mc.MoChiConfig, mc.run_mochi, mc.headline),
         "adamixup": (am.AdaMixUpConfig, am.run_adamixup, am.headline),
         "adautomix": (aa.AdAutoMixConfig, aa.run_adautomix, aa.headline),
+        "attention_labels": (al.AttentionLabelConfig, al.run_attention_labels, al.headline),
     }
 
 

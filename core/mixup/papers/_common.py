@@ -22,6 +22,7 @@ PAPERS: dict[str, str] = {
     "mochi": "MoCHi — Hard Negative Mixing for Contrastive Learning",
     "adamixup": "AdaMixUp — learned mixing policy + intrusion discriminator",
     "adautomix": "AdAutoMix — adversarial mixed-sample generator",
+    "attention_labels": "TransMix / MixPro — attention labels on a small ViT",
 }
 
 Cancelled = TrainingCancelled
