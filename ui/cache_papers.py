@@ -47,3 +47,55 @@ def singular_alignment(
             device=device,
         ),
     )
+
+
+def sparse_model_soup(
+    workspace: str,
+    model_id: str,
+    sha: str,
+    task_name: str,
+    cycles: int,
+    prune_fraction: float,
+    n_ingredients: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+    device: str = "cpu",
+    progress: Progress = None,
+) -> Any:
+    """Sparse Model Soups from a dense zoo model (Zimmer et al.)."""
+    from core.papers.sparse_soups import SoupConfig
+    from core.papers.sparse_soups import sparse_model_soup as run
+    from core.train import TrainConfig
+
+    key = (
+        "sms",
+        workspace,
+        model_id,
+        sha,
+        task_name,
+        cycles,
+        prune_fraction,
+        n_ingredients,
+        epochs,
+        lr,
+        seed,
+    )
+    config = SoupConfig(
+        cycles=cycles,
+        prune_fraction=prune_fraction,
+        n_ingredients=n_ingredients,
+        retrain=TrainConfig(epochs=epochs, lr=lr),
+    )
+    return _landscape_cached(
+        key,
+        lambda: run(
+            model(workspace, model_id, sha, device),
+            zoo(workspace).state_dict(model_id),
+            task(task_name),
+            config,
+            seed=seed,
+            device=device,
+            progress=progress,
+        ),
+    )
