@@ -90,3 +90,28 @@ def test_stream_study_rows() -> None:
     by = {(r["stream"], r["method"]): r["accuracy"] for r in res.rows}
     # unmixed does not depend on the stream order
     assert by[("shuffled", "unmixed")] == by[("label-sorted, 1/batch", "unmixed")]
+
+
+def test_merged_pair_figure_and_recipe() -> None:
+    from core.figures.papers import bn_stream_data, bn_stream_figure
+    from core.notebook_export import notebook_for
+    from core.papers.unmix_bn import StreamStudy, merged_pair
+
+    model, sd_a, _, _ = _cnn_and_data()
+    sd_b = create_model("cnn", width=4, seed=1).state_dict()
+    mid = merged_pair(model, sd_a, sd_b, align="naive")
+    torch.testing.assert_close(
+        mid["trunk.conv0.weight"], (sd_a["trunk.conv0.weight"] + sd_b["trunk.conv0.weight"]) / 2
+    )
+    with pytest.raises(ValueError, match="align"):
+        merged_pair(model, sd_a, sd_b, align="zipit")
+    rows = [
+        {"stream": "no recompute", "classes_per_batch": 0, "method": "stored", "accuracy": 0.5},
+        {"stream": "shuffled", "classes_per_batch": 0, "method": "cumulative", "accuracy": 0.8},
+        {"stream": "shuffled", "classes_per_batch": 0, "method": "unmixed", "accuracy": 0.8},
+    ]
+    fig = bn_stream_figure(StreamStudy(rows, "toy"))
+    assert [t.name for t in fig.data] == ["batch statistics (cumulative)", "unmixed"]
+    assert len(bn_stream_data(StreamStudy(rows))) == 3
+    nb = notebook_for({"kind": "bn_stream_study", "args": {"models": ["a", "b"], "task": "t"}})
+    assert "bn_stream_study" in "\n".join(c.source for c in nb.cells)

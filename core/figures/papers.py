@@ -366,7 +366,89 @@ def _sparse_soup_cells(args: Mapping[str, Any]) -> list[Cell]:
     ]
 
 
+# ------------------------------------------------------------------ UnMix-TNS-style BN recompute
+
+
+def bn_stream_data(study: Any) -> pd.DataFrame:
+    """The study's rows: stream, classes_per_batch, method, accuracy."""
+    return pd.DataFrame(study.rows)
+
+
+def bn_stream_figure(study: Any, *, title: str | None = None) -> go.Figure:
+    """Test accuracy of a merged model after BN re-estimation, per calibration stream, for the
+    cumulative (batch statistics) and unmixed (pooled) estimates; stored statistics dotted."""
+    rows = study.rows
+    if not rows:
+        raise ValueError("study has no rows")
+    fig = go.Figure()
+    stored = [r for r in rows if r["method"] == "stored"]
+    if stored:
+        fig.add_hline(
+            y=100 * stored[0]["accuracy"],
+            line=dict(color="#777777", dash="dot"),
+            annotation_text="stored (averaged) statistics",
+            annotation_position="bottom left",
+        )
+    for j, method in enumerate(("cumulative", "unmixed")):
+        sel = [r for r in rows if r["method"] == method]
+        fig.add_trace(
+            go.Bar(
+                x=[r["stream"] for r in sel],
+                y=[100 * r["accuracy"] for r in sel],
+                name={"cumulative": "batch statistics (cumulative)", "unmixed": "unmixed"}[method],
+                marker_color=PALETTE[j],
+            )
+        )
+    fig.update_layout(
+        title=title or f"BatchNorm re-estimation after merging, {study.task or 'task'}",
+        xaxis_title="calibration stream",
+        yaxis_title="test accuracy (%)",
+        barmode="group",
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return apply_paper(fig, size="column_tall")
+
+
+@register(
+    "bn_stream_study",
+    description="BN re-estimation after merging from shuffled vs label-sorted streams",
+    requires=("models", "task"),
+)
+def _bn_stream_cells(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` ([A, B]), ``task``, ``align`` ("naive" / "weight matching"),
+    ``classes_per_batch`` (list), ``n_examples``, ``batch_size``, ``seed``."""
+    _ids(args, "models", 2)
+    return [
+        markdown(
+            "Merge A and B (midpoint), then re-estimate BatchNorm statistics from a shuffled and "
+            "from label-sorted calibration streams, with batch statistics and unmixed (pooled) "
+            "statistics (after UnMix-TNS, Tomar et al., ICLR 2024)."
+        ),
+        code(
+            "import torch\n\n"
+            "from core.data import get_task\n"
+            "from core.figures.papers import bn_stream_figure\n"
+            "from core.papers.unmix_bn import bn_stream_study, merged_pair\n\n"
+            'id_a, id_b = ARGS["models"]\n'
+            "model = zoo.load_model(id_a)\n"
+            "merged = merged_pair(\n"
+            '    model, zoo.state_dict(id_a), zoo.state_dict(id_b), align=ARGS.get("align", "weight matching"),\n'
+            '    generator=torch.Generator().manual_seed(ARGS.get("seed", 0)),\n'
+            ")\n"
+            "study = bn_stream_study(\n"
+            '    model, merged, get_task(ARGS["task"]),\n'
+            '    classes_per_batch=tuple(ARGS.get("classes_per_batch", [1, 2])),\n'
+            '    n_examples=ARGS.get("n_examples", 2000), batch_size=ARGS.get("batch_size", 128),\n'
+            '    seed=ARGS.get("seed", 0),\n'
+            ")\n"
+            "fig = bn_stream_figure(study)"
+        ),
+    ]
+
+
 __all__ = [
+    "bn_stream_data",
+    "bn_stream_figure",
     "singular_alignment_data",
     "singular_alignment_table",
     "singular_alignment_figure",

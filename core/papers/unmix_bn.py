@@ -213,9 +213,29 @@ def bn_stream_study(
     return StreamStudy(rows, data.name)
 
 
+def merged_pair(
+    model: nn.Module,
+    sd_a: Mapping[str, Tensor],
+    sd_b: Mapping[str, Tensor],
+    *,
+    align: str = "weight matching",
+    generator: torch.Generator | None = None,
+) -> StateDict:
+    """The midpoint of A and B (B first aligned to A by ``align``: "naive" or "weight
+    matching"), with the averaged, stale BatchNorm statistics that a recompute then replaces."""
+    from ..landscape.compare import align as align_fn
+    from ..merge import merge
+
+    if align not in ("naive", "weight matching"):
+        raise ValueError(f"align must be 'naive' or 'weight matching', got {align!r}")
+    b = align_fn(model, sd_a, sd_b, align, generator=generator)
+    return merge("average", [dict(sd_a), b])
+
+
 __all__ = [
     "StreamStudy",
     "bn_stream_study",
     "label_sorted_stream",
+    "merged_pair",
     "recompute_batchnorm_unmixed",
 ]
