@@ -1,10 +1,16 @@
 """Merging papers: the studies behind the workbench, each runnable on the zoo with its key
-figure — Sparse Model Soups (Zimmer et al.), more to come as they land in core.papers."""
+figure — Sparse Model Soups (Zimmer et al.) and BatchNorm re-estimation from label-correlated
+streams (after UnMix-TNS, Tomar et al.)."""
 
 import streamlit as st
 
 import ui
-from core.figures.papers import sparse_soup_data, sparse_soup_figure
+from core.figures.papers import (
+    bn_stream_data,
+    bn_stream_figure,
+    sparse_soup_data,
+    sparse_soup_figure,
+)
 from ui import cache, cache_papers
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
@@ -33,7 +39,7 @@ def progress_bar(label: str):
     )
 
 
-(tab_sms,) = st.tabs(["Sparse Model Soups"])
+tab_sms, tab_bn = st.tabs(["Sparse Model Soups", "BN re-estimation (UnMix-TNS)"])
 
 with tab_sms:
     st.caption(
@@ -109,3 +115,101 @@ with tab_sms:
             "Each ingredient is a short retraining run: cycles × ingredients runs in all "
             "(about a second per epoch for the default MLP on 2 CPU cores)."
         )
+
+with tab_bn:
+    st.caption(
+        "After UnMix-TNS (Tomar et al., ICLR 2024, arXiv 2401.08328): BatchNorm statistics "
+        "re-estimated after merging are wrong when the calibration batches are sorted by label "
+        "(each batch holds one or two classes). The unmixed option pools every sample's moments "
+        "layer by layer, so the order of the stream no longer matters."
+    )
+    bn_ids = [r.id for r in records if r.arch in ("cnn", "resnet20")]
+    if len(bn_ids) < 2:
+        st.info("This study needs two BatchNorm models (cnn or resnet20) of the same shape.")
+    else:
+        b1, b2, b3 = st.columns(3)
+        first = bn_ids.index("cnn-mnist-s1") if "cnn-mnist-s1" in bn_ids else 0
+        bn_a = b1.selectbox("Model A", bn_ids, index=first, key="papers.bn_a")
+        rec_a = by_id[bn_a]
+        partners = [
+            i
+            for i in bn_ids
+            if i != bn_a
+            and by_id[i].arch == rec_a.arch
+            and by_id[i].arch_kwargs == rec_a.arch_kwargs
+        ]
+        if not partners:
+            st.warning(f"No other model in the zoo has {bn_a}'s architecture.")
+        else:
+            guess = bn_a.replace("-s1", "-s2")
+            bn_b = b2.selectbox(
+                "Model B",
+                partners,
+                index=partners.index(guess) if guess in partners else 0,
+                key="papers.bn_b",
+            )
+            bn_task = b3.selectbox(
+                "Task",
+                tasks,
+                index=tasks.index(rec_a.task) if rec_a.task in tasks else 0,
+                key="papers.bn_task",
+            )
+            e1, e2, e3 = st.columns(3)
+            align = e1.radio(
+                "Merge", ["weight matching", "naive"], horizontal=True, key="papers.bn_align"
+            )
+            levels = e2.multiselect(
+                "Classes per batch in the sorted streams",
+                [1, 2, 5],
+                default=[1, 2],
+                key="papers.bn_levels",
+            )
+            n_examples = e3.select_slider(
+                "Calibration examples", [500, 1000, 2000, 4000], value=2000, key="papers.bn_n"
+            )
+            request = (bn_a, bn_b, bn_task, align, tuple(levels), n_examples, settings.seed)
+            if st.button(
+                "Run BN re-estimation study",
+                type="primary",
+                key="papers.run_bn",
+                disabled=not levels,
+            ):
+                ss["papers.bn_request"] = request
+            if ss.get("papers.bn_request") == request:
+                with shown_errors("The BN re-estimation study"):
+                    with st.spinner("Merging and re-estimating BatchNorm statistics…"):
+                        study = cache_papers.bn_stream_study(
+                            settings.workspace,
+                            bn_a,
+                            rec_a.sha256,
+                            bn_b,
+                            by_id[bn_b].sha256,
+                            bn_task,
+                            align,
+                            tuple(levels),
+                            n_examples,
+                            128,
+                            settings.seed,
+                        )
+                    show_figure(
+                        bn_stream_figure(study),
+                        key="papers.bn",
+                        stem=f"bn_streams_{bn_a}_{bn_b}",
+                        data=bn_stream_data(study),
+                        meta={"models": [bn_a, bn_b], "task": bn_task, "seed": settings.seed},
+                        recipe={
+                            "kind": "bn_stream_study",
+                            "args": {
+                                "models": [bn_a, bn_b],
+                                "task": bn_task,
+                                "align": align,
+                                "classes_per_batch": list(levels),
+                                "n_examples": n_examples,
+                                "batch_size": 128,
+                                "seed": settings.seed,
+                            },
+                        },
+                    )
+                    st.dataframe(bn_stream_data(study), hide_index=True, key="papers.bn_table")
+            else:
+                st.caption("Press **Run BN re-estimation study** (seconds for the default CNN).")

@@ -46,3 +46,16 @@ def test_sparse_model_soup_runs(workspace_env: Path) -> None:
     soups = df[df["role"] == "soup"]
     assert list(soups["cycle"]) == [1, 2]
     assert soups["sparsity"].tolist() == pytest.approx([0.5, 0.75], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_bn_stream_study_runs(workspace_env: Path) -> None:
+    at = _page()
+    assert at.selectbox(key="papers.bn_a").value == "cnn-mnist-s1"
+    assert at.selectbox(key="papers.bn_b").value == "cnn-mnist-s2"
+    at.multiselect(key="papers.bn_levels").set_value([1])
+    at.select_slider(key="papers.bn_n").set_value(500).run()
+    _button(at, "papers.run_bn").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    df = next(d for d in at.dataframe if "method" in d.value.columns).value
+    assert list(df["method"]) == ["stored", "cumulative", "unmixed", "cumulative", "unmixed"]

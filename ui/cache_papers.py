@@ -99,3 +99,49 @@ def sparse_model_soup(
             progress=progress,
         ),
     )
+
+
+def bn_stream_study(
+    workspace: str,
+    id_a: str,
+    sha_a: str,
+    id_b: str,
+    sha_b: str,
+    task_name: str,
+    align: str,
+    classes_per_batch: tuple[int, ...],
+    n_examples: int,
+    batch_size: int,
+    seed: int,
+    device: str = "cpu",
+) -> Any:
+    """BN re-estimation of the A-B midpoint from shuffled vs label-sorted streams."""
+    import torch
+
+    from core.papers.unmix_bn import bn_stream_study as run
+    from core.papers.unmix_bn import merged_pair
+
+    key = ("bnstream", workspace, id_a, sha_a, id_b, sha_b, task_name, align)
+    key += (classes_per_batch, n_examples, batch_size, seed)
+    z = zoo(workspace)
+
+    def compute() -> Any:
+        net = model(workspace, id_a, sha_a, "cpu")
+        merged = merged_pair(
+            net,
+            z.state_dict(id_a),
+            z.state_dict(id_b),
+            align=align,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        return run(
+            net,
+            merged,
+            task(task_name),
+            classes_per_batch=classes_per_batch,
+            n_examples=n_examples,
+            batch_size=batch_size,
+            seed=seed,
+        )
+
+    return _landscape_cached(key, compute)
