@@ -121,7 +121,7 @@ def bn_stream_study(
     from core.papers.unmix_bn import bn_stream_study as run
     from core.papers.unmix_bn import merged_pair
 
-    key = ("bnstream", workspace, id_a, sha_a, id_b, sha_b, task_name, align)
+    key: tuple = ("bnstream", workspace, id_a, sha_a, id_b, sha_b, task_name, align)
     key += (classes_per_batch, n_examples, batch_size, seed)
     z = zoo(workspace)
 
