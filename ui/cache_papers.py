@@ -47,3 +47,101 @@ def singular_alignment(
             device=device,
         ),
     )
+
+
+def sparse_model_soup(
+    workspace: str,
+    model_id: str,
+    sha: str,
+    task_name: str,
+    cycles: int,
+    prune_fraction: float,
+    n_ingredients: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+    device: str = "cpu",
+    progress: Progress = None,
+) -> Any:
+    """Sparse Model Soups from a dense zoo model (Zimmer et al.)."""
+    from core.papers.sparse_soups import SoupConfig
+    from core.papers.sparse_soups import sparse_model_soup as run
+    from core.train import TrainConfig
+
+    key = (
+        "sms",
+        workspace,
+        model_id,
+        sha,
+        task_name,
+        cycles,
+        prune_fraction,
+        n_ingredients,
+        epochs,
+        lr,
+        seed,
+    )
+    config = SoupConfig(
+        cycles=cycles,
+        prune_fraction=prune_fraction,
+        n_ingredients=n_ingredients,
+        retrain=TrainConfig(epochs=epochs, lr=lr),
+    )
+    return _landscape_cached(
+        key,
+        lambda: run(
+            model(workspace, model_id, sha, device),
+            zoo(workspace).state_dict(model_id),
+            task(task_name),
+            config,
+            seed=seed,
+            device=device,
+            progress=progress,
+        ),
+    )
+
+
+def bn_stream_study(
+    workspace: str,
+    id_a: str,
+    sha_a: str,
+    id_b: str,
+    sha_b: str,
+    task_name: str,
+    align: str,
+    classes_per_batch: tuple[int, ...],
+    n_examples: int,
+    batch_size: int,
+    seed: int,
+    device: str = "cpu",
+) -> Any:
+    """BN re-estimation of the A-B midpoint from shuffled vs label-sorted streams."""
+    import torch
+
+    from core.papers.unmix_bn import bn_stream_study as run
+    from core.papers.unmix_bn import merged_pair
+
+    key: tuple = ("bnstream", workspace, id_a, sha_a, id_b, sha_b, task_name, align)
+    key += (classes_per_batch, n_examples, batch_size, seed)
+    z = zoo(workspace)
+
+    def compute() -> Any:
+        net = model(workspace, id_a, sha_a, "cpu")
+        merged = merged_pair(
+            net,
+            z.state_dict(id_a),
+            z.state_dict(id_b),
+            align=align,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        return run(
+            net,
+            merged,
+            task(task_name),
+            classes_per_batch=classes_per_batch,
+            n_examples=n_examples,
+            batch_size=batch_size,
+            seed=seed,
+        )
+
+    return _landscape_cached(key, compute)

@@ -230,9 +230,229 @@ def _singular_alignment_cells(args: Mapping[str, Any]) -> list[Cell]:
     ]
 
 
+# ------------------------------------------------------------------ Sparse Model Soups
+
+
+def sparse_soup_data(result: Any) -> pd.DataFrame:
+    """One row per phase and model: cycle, target and measured sparsity, accuracy, role."""
+    rows = [
+        {
+            "cycle": 0,
+            "role": "dense",
+            "model": 0,
+            "sparsity": 0.0,
+            "accuracy": result.dense_accuracy,
+        }
+    ]
+    for c in result.cycles:
+        rows.append(
+            {
+                "cycle": c.cycle,
+                "role": "pruned, before retraining",
+                "model": 0,
+                "sparsity": c.target_sparsity,
+                "accuracy": c.pruned_accuracy,
+            }
+        )
+        for i, (acc, sp) in enumerate(
+            zip(c.ingredient_accuracy, c.ingredient_sparsity, strict=True)
+        ):
+            rows.append(
+                {
+                    "cycle": c.cycle,
+                    "role": "ingredient",
+                    "model": i,
+                    "sparsity": sp,
+                    "accuracy": acc,
+                }
+            )
+        rows.append(
+            {
+                "cycle": c.cycle,
+                "role": "soup",
+                "model": 0,
+                "sparsity": c.soup_sparsity,
+                "accuracy": c.soup_accuracy,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def sparse_soup_figure(result: Any, *, title: str | None = None) -> go.Figure:
+    """Test accuracy vs sparsity per prune-retrain phase: soup vs best and every ingredient."""
+    if not result.cycles:
+        raise ValueError("result has no prune-retrain cycles")
+    x = [100 * c.target_sparsity for c in result.cycles]
+    fig = go.Figure()
+    fig.add_hline(
+        y=100 * result.dense_accuracy,
+        line=dict(color="#777777", dash="dot"),
+        annotation_text="dense",
+        annotation_position="bottom right",
+    )
+    xs, ys = [], []
+    for c in result.cycles:
+        xs += [100 * c.target_sparsity] * len(c.ingredient_accuracy)
+        ys += [100 * a for a in c.ingredient_accuracy]
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            marker=dict(color=PALETTE[5], size=6, symbol="circle-open"),
+            name="ingredients",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[100 * c.best_ingredient for c in result.cycles],
+            mode="lines+markers",
+            line=dict(color=PALETTE[1], dash="dash"),
+            name="best ingredient",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[100 * c.soup_accuracy for c in result.cycles],
+            mode="lines+markers",
+            line=dict(color=PALETTE[0]),
+            marker=dict(size=8),
+            name="soup (uniform)",
+        )
+    )
+    fig.update_layout(
+        title=title or f"Sparse Model Soups on {result.task or 'the task'}",
+        xaxis_title="sparsity (%)",
+        yaxis_title="test accuracy (%)",
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return apply_paper(fig, size="column_tall")
+
+
+@register(
+    "sparse_model_soup",
+    description="Sparse Model Soups: accuracy vs sparsity per prune-retrain cycle",
+    requires=("model", "task"),
+)
+def _sparse_soup_cells(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``model`` (dense zoo id), ``task``, ``cycles``, ``prune_fraction``,
+    ``n_ingredients``, ``epochs``, ``lr``, ``seed``."""
+    if not isinstance(args.get("model"), str) or not args["model"]:
+        raise ValueError(f"recipe args['model'] must be a zoo id, got {args.get('model')!r}")
+    return [
+        markdown(
+            "Prune the dense model by global magnitude, retrain several copies under the same mask "
+            "with different seeds, average them, repeat (Zimmer et al., ICLR 2024)."
+        ),
+        code(
+            "from core.data import get_task\n"
+            "from core.figures.papers import sparse_soup_figure\n"
+            "from core.papers.sparse_soups import SoupConfig, sparse_model_soup\n"
+            "from core.train import TrainConfig\n\n"
+            'model = zoo.load_model(ARGS["model"])\n'
+            "config = SoupConfig(\n"
+            '    cycles=ARGS.get("cycles", 3), prune_fraction=ARGS.get("prune_fraction", 0.5),\n'
+            '    n_ingredients=ARGS.get("n_ingredients", 3),\n'
+            '    retrain=TrainConfig(epochs=ARGS.get("epochs", 2), lr=ARGS.get("lr", 1e-3)),\n'
+            ")\n"
+            "result = sparse_model_soup(\n"
+            '    model, zoo.state_dict(ARGS["model"]), get_task(ARGS["task"]), config,\n'
+            '    seed=ARGS.get("seed", 0),\n'
+            ")\n"
+            "fig = sparse_soup_figure(result)"
+        ),
+    ]
+
+
+# ------------------------------------------------------------------ UnMix-TNS-style BN recompute
+
+
+def bn_stream_data(study: Any) -> pd.DataFrame:
+    """The study's rows: stream, classes_per_batch, method, accuracy."""
+    return pd.DataFrame(study.rows)
+
+
+def bn_stream_figure(study: Any, *, title: str | None = None) -> go.Figure:
+    """Test accuracy of a merged model after BN re-estimation, per calibration stream, for the
+    cumulative (batch statistics) and unmixed (pooled) estimates; stored statistics dotted."""
+    rows = study.rows
+    if not rows:
+        raise ValueError("study has no rows")
+    fig = go.Figure()
+    stored = [r for r in rows if r["method"] == "stored"]
+    if stored:
+        fig.add_hline(
+            y=100 * stored[0]["accuracy"],
+            line=dict(color="#777777", dash="dot"),
+            annotation_text="stored (averaged) statistics",
+            annotation_position="bottom left",
+        )
+    for j, method in enumerate(("cumulative", "unmixed")):
+        sel = [r for r in rows if r["method"] == method]
+        fig.add_trace(
+            go.Bar(
+                x=[r["stream"] for r in sel],
+                y=[100 * r["accuracy"] for r in sel],
+                name={"cumulative": "batch statistics (cumulative)", "unmixed": "unmixed"}[method],
+                marker_color=PALETTE[j],
+            )
+        )
+    fig.update_layout(
+        title=title or f"BatchNorm re-estimation after merging, {study.task or 'task'}",
+        xaxis_title="calibration stream",
+        yaxis_title="test accuracy (%)",
+        barmode="group",
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return apply_paper(fig, size="column_tall")
+
+
+@register(
+    "bn_stream_study",
+    description="BN re-estimation after merging from shuffled vs label-sorted streams",
+    requires=("models", "task"),
+)
+def _bn_stream_cells(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` ([A, B]), ``task``, ``align`` ("naive" / "weight matching"),
+    ``classes_per_batch`` (list), ``n_examples``, ``batch_size``, ``seed``."""
+    _ids(args, "models", 2)
+    return [
+        markdown(
+            "Merge A and B (midpoint), then re-estimate BatchNorm statistics from a shuffled and "
+            "from label-sorted calibration streams, with batch statistics and unmixed (pooled) "
+            "statistics (after UnMix-TNS, Tomar et al., ICLR 2024)."
+        ),
+        code(
+            "import torch\n\n"
+            "from core.data import get_task\n"
+            "from core.figures.papers import bn_stream_figure\n"
+            "from core.papers.unmix_bn import bn_stream_study, merged_pair\n\n"
+            'id_a, id_b = ARGS["models"]\n'
+            "model = zoo.load_model(id_a)\n"
+            "merged = merged_pair(\n"
+            '    model, zoo.state_dict(id_a), zoo.state_dict(id_b), align=ARGS.get("align", "weight matching"),\n'
+            '    generator=torch.Generator().manual_seed(ARGS.get("seed", 0)),\n'
+            ")\n"
+            "study = bn_stream_study(\n"
+            '    model, merged, get_task(ARGS["task"]),\n'
+            '    classes_per_batch=tuple(ARGS.get("classes_per_batch", [1, 2])),\n'
+            '    n_examples=ARGS.get("n_examples", 2000), batch_size=ARGS.get("batch_size", 128),\n'
+            '    seed=ARGS.get("seed", 0),\n'
+            ")\n"
+            "fig = bn_stream_figure(study)"
+        ),
+    ]
+
+
 __all__ = [
+    "bn_stream_data",
+    "bn_stream_figure",
     "singular_alignment_data",
     "singular_alignment_table",
     "singular_alignment_figure",
     "singular_overlap_figure",
+    "sparse_soup_data",
+    "sparse_soup_figure",
 ]

@@ -1,0 +1,215 @@
+"""Merging papers: the studies behind the workbench, each runnable on the zoo with its key
+figure — Sparse Model Soups (Zimmer et al.) and BatchNorm re-estimation from label-correlated
+streams (after UnMix-TNS, Tomar et al.)."""
+
+import streamlit as st
+
+import ui
+from core.figures.papers import (
+    bn_stream_data,
+    bn_stream_figure,
+    sparse_soup_data,
+    sparse_soup_figure,
+)
+from ui import cache, cache_papers
+from ui.errors import shown_errors
+from ui.figure_panel import show_figure
+
+settings = ui.frame("Merging Papers", icon=":material/menu_book:")
+zoo = cache.zoo(settings.workspace)
+records = zoo.list()
+if not records:
+    st.info("The studies start from zoo models: build the default zoo on the Home page.")
+    st.stop()
+by_id = {r.id: r for r in records}
+ids = [r.id for r in records if r.arch in ("mlp", "cnn", "resnet20")]
+if not ids:
+    st.info("No built-in-architecture model (mlp, cnn, resnet20) in the zoo yet.")
+    st.stop()
+tasks = cache.tasks_available()
+ss = st.session_state
+device = str(settings.torch_device)
+
+
+def progress_bar(label: str):
+    """A progress bar and the (done, total) callback that drives it."""
+    bar = st.progress(0.0, text=label)
+    return bar, lambda done, total: bar.progress(
+        min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}"
+    )
+
+
+tab_sms, tab_bn = st.tabs(["Sparse Model Soups", "BN re-estimation (UnMix-TNS)"])
+
+with tab_sms:
+    st.caption(
+        "Zimmer et al., ICLR 2024 (arXiv 2306.16788): prune by magnitude, retrain several copies "
+        "of the pruned model with different seeds under the same mask, average them, and start "
+        "the next prune-retrain cycle from the average. Claim: the soup beats each of its "
+        "ingredients and stays exactly as sparse."
+    )
+    c1, c2 = st.columns(2)
+    default = ids.index("mlp-mnist-s1") if "mlp-mnist-s1" in ids else 0
+    model_id = c1.selectbox("Dense model", ids, index=default, key="papers.sms_model")
+    rec = by_id[model_id]
+    task_name = c2.selectbox(
+        "Task",
+        tasks,
+        index=tasks.index(rec.task) if rec.task in tasks else 0,
+        key="papers.sms_task",
+    )
+    d1, d2, d3, d4, d5 = st.columns(5)
+    cycles = d1.slider("Cycles", 1, 5, 3, key="papers.sms_cycles")
+    prune = d2.select_slider(
+        "Pruned per cycle", [0.2, 0.3, 0.4, 0.5, 0.6, 0.7], value=0.5, key="papers.sms_prune"
+    )
+    n_ingredients = d3.slider("Ingredients", 2, 6, 3, key="papers.sms_ingredients")
+    epochs = d4.slider("Retraining epochs", 1, 10, 2, key="papers.sms_epochs")
+    lr = d5.select_slider(
+        "Learning rate (Adam)", [3e-4, 1e-3, 3e-3, 1e-2], value=1e-3, key="papers.sms_lr"
+    )
+    request = (model_id, task_name, cycles, prune, n_ingredients, epochs, lr, settings.seed)
+    if st.button("Run Sparse Model Soups", type="primary", key="papers.run_sms"):
+        ss["papers.sms_request"] = request
+    if ss.get("papers.sms_request") == request:
+        with shown_errors("Sparse Model Soups"):
+            bar, cb = progress_bar("Retraining ingredients…")
+            res = cache_papers.sparse_model_soup(
+                settings.workspace,
+                model_id,
+                rec.sha256,
+                task_name,
+                cycles,
+                prune,
+                n_ingredients,
+                epochs,
+                lr,
+                settings.seed,
+                device,
+                progress=cb,
+            )
+            bar.empty()
+            show_figure(
+                sparse_soup_figure(res),
+                key="papers.sms",
+                stem=f"sparse_model_soup_{model_id}_{task_name}",
+                data=sparse_soup_data(res),
+                meta={"models": [model_id], "task": task_name, "seed": settings.seed},
+                recipe={
+                    "kind": "sparse_model_soup",
+                    "args": {
+                        "model": model_id,
+                        "task": task_name,
+                        "cycles": cycles,
+                        "prune_fraction": prune,
+                        "n_ingredients": n_ingredients,
+                        "epochs": epochs,
+                        "lr": lr,
+                        "seed": settings.seed,
+                    },
+                },
+            )
+            st.dataframe(sparse_soup_data(res), hide_index=True, key="papers.sms_table")
+    else:
+        st.caption(
+            "Each ingredient is a short retraining run: cycles × ingredients runs in all "
+            "(about a second per epoch for the default MLP on 2 CPU cores)."
+        )
+
+with tab_bn:
+    st.caption(
+        "After UnMix-TNS (Tomar et al., ICLR 2024, arXiv 2401.08328): BatchNorm statistics "
+        "re-estimated after merging are wrong when the calibration batches are sorted by label "
+        "(each batch holds one or two classes). The unmixed option pools every sample's moments "
+        "layer by layer, so the order of the stream no longer matters."
+    )
+    bn_ids = [r.id for r in records if r.arch in ("cnn", "resnet20")]
+    if len(bn_ids) < 2:
+        st.info("This study needs two BatchNorm models (cnn or resnet20) of the same shape.")
+    else:
+        b1, b2, b3 = st.columns(3)
+        first = bn_ids.index("cnn-mnist-s1") if "cnn-mnist-s1" in bn_ids else 0
+        bn_a = b1.selectbox("Model A", bn_ids, index=first, key="papers.bn_a")
+        rec_a = by_id[bn_a]
+        partners = [
+            i
+            for i in bn_ids
+            if i != bn_a
+            and by_id[i].arch == rec_a.arch
+            and by_id[i].arch_kwargs == rec_a.arch_kwargs
+        ]
+        if not partners:
+            st.warning(f"No other model in the zoo has {bn_a}'s architecture.")
+        else:
+            guess = bn_a.replace("-s1", "-s2")
+            bn_b = b2.selectbox(
+                "Model B",
+                partners,
+                index=partners.index(guess) if guess in partners else 0,
+                key="papers.bn_b",
+            )
+            bn_task = b3.selectbox(
+                "Task",
+                tasks,
+                index=tasks.index(rec_a.task) if rec_a.task in tasks else 0,
+                key="papers.bn_task",
+            )
+            e1, e2, e3 = st.columns(3)
+            align = e1.radio(
+                "Merge", ["weight matching", "naive"], horizontal=True, key="papers.bn_align"
+            )
+            levels = e2.multiselect(
+                "Classes per batch in the sorted streams",
+                [1, 2, 5],
+                default=[1, 2],
+                key="papers.bn_levels",
+            )
+            n_examples = e3.select_slider(
+                "Calibration examples", [500, 1000, 2000, 4000], value=2000, key="papers.bn_n"
+            )
+            request = (bn_a, bn_b, bn_task, align, tuple(levels), n_examples, settings.seed)
+            if st.button(
+                "Run BN re-estimation study",
+                type="primary",
+                key="papers.run_bn",
+                disabled=not levels,
+            ):
+                ss["papers.bn_request"] = request
+            if ss.get("papers.bn_request") == request:
+                with shown_errors("The BN re-estimation study"):
+                    with st.spinner("Merging and re-estimating BatchNorm statistics…"):
+                        study = cache_papers.bn_stream_study(
+                            settings.workspace,
+                            bn_a,
+                            rec_a.sha256,
+                            bn_b,
+                            by_id[bn_b].sha256,
+                            bn_task,
+                            align,
+                            tuple(levels),
+                            n_examples,
+                            128,
+                            settings.seed,
+                        )
+                    show_figure(
+                        bn_stream_figure(study),
+                        key="papers.bn",
+                        stem=f"bn_streams_{bn_a}_{bn_b}",
+                        data=bn_stream_data(study),
+                        meta={"models": [bn_a, bn_b], "task": bn_task, "seed": settings.seed},
+                        recipe={
+                            "kind": "bn_stream_study",
+                            "args": {
+                                "models": [bn_a, bn_b],
+                                "task": bn_task,
+                                "align": align,
+                                "classes_per_batch": list(levels),
+                                "n_examples": n_examples,
+                                "batch_size": 128,
+                                "seed": settings.seed,
+                            },
+                        },
+                    )
+                    st.dataframe(bn_stream_data(study), hide_index=True, key="papers.bn_table")
+            else:
+                st.caption("Press **Run BN re-estimation study** (seconds for the default CNN).")
