@@ -72,8 +72,10 @@ def dare_tensor(
     drop = check_range("drop", drop, 0.0, 1.0, high_inclusive=False)
     scale = check_range("scale", scale)
     w = [scale * x for x in check_weights(weights, len(tensors))]
-    out = dare_kernel(tensors, base, w, drop=drop, generator=generator, rescale=rescale)
-    return out.to(tensors[0].dtype)
+    dt = tensors[0].dtype
+    return dare_kernel(
+        tensors, base, w, drop=drop, generator=generator, rescale=rescale, out_dtype=dt
+    )
 
 
 TENSOR_METHODS["dare"] = dare_tensor

@@ -113,8 +113,8 @@ def ties_tensor(
     check_ties_args(density, scale, trim, disjoint)
     w = check_weights(weights, len(tensors))
     thr = resolve_thresholds(tensors, base, density, trim, threshold)
-    out = ties_kernel(tensors, base, thr, scale=scale, weights=w, disjoint=disjoint)
-    return out.to(tensors[0].dtype)
+    dt = tensors[0].dtype
+    return ties_kernel(tensors, base, thr, scale=scale, weights=w, disjoint=disjoint, out_dtype=dt)
 
 
 def ties_thresholds(
