@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.merge import _fused as F
+from core.kernels import merge as F
 from core.merge._blocks import (
     dare_factor,
     dare_kernel,

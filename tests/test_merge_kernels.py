@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.kernels import merge as F
 from core.merge import TENSOR_METHODS
-from core.merge import _fused as F
 from core.merge._blocks import dare_kernel, tensor_thresholds, ties_kernel, weighted_sum
 
 pytestmark = pytest.mark.skipif(not F.enabled(), reason="numba is not importable")
@@ -154,3 +154,40 @@ def test_over_a_hundred_models_and_no_recompile_for_a_new_count() -> None:
     assert thr == [float(x.abs().kthvalue(x.numel() - x.numel() // 10 + 1).values) for x in big]
     after = {name: len(getattr(k, name).signatures) for name in names}
     assert after == before  # 101, 120 and 137 models: nothing compiled
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("dtype", ALL)
+def test_ties_and_dare_kernels_equal_their_readable_definitions(
+    dtype: torch.dtype, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ties_definition`` and ``dare_definition`` (the method in plain torch, in ties.py and
+    dare.py) against the fast kernels, on both paths and every dtype."""
+    from core.merge.dare import dare_definition, dare_tensor
+    from core.merge.ties import ties_definition, ties_tensor
+
+    if not fused:
+        monkeypatch.setenv("MIXMERGE_FUSED", "0")
+    base, xs = _inputs(dtype, 3001, seed=11)
+    xs[1][:500] = base[:500]  # zeros in a task vector are never kept
+    for kw in (
+        {"density": 0.3, "scale": 0.9, "disjoint": "mean", "weights": [1.0, 2.0, 0.5]},
+        {"density": 1.0, "scale": 1.2, "disjoint": "sum"},
+    ):
+        for b in (base, None):
+            got = ties_tensor(xs, b, trim="tensor", **kw)
+            assert _ulps(got, ties_definition(xs, b, **kw)) <= 1.0
+    keep = torch.ones(3, 3001, dtype=torch.bool)
+    kw2 = {"drop": 0.0, "scale": 0.7, "weights": [1.0, -0.5, 2.0]}
+    for b in (base, None):
+        assert _ulps(dare_tensor(xs, b, **kw2), dare_definition(xs, b, keep, **kw2)) <= 1.0
+    if fused:  # the fused draws are SplitMix64 outputs: rebuild the masks and compare
+        from tests.test_merge_fused import splitmix
+
+        seeds = F.draw_seeds(3, torch.Generator().manual_seed(5))
+        m = 1 << 14  # drop 0.5 quantised
+        keep = torch.tensor(
+            [[(splitmix(int(s), i) >> 49) >= m for i in range(3001)] for s in seeds]
+        )
+        got = dare_tensor(xs, base, drop=0.5, scale=0.7, generator=torch.Generator().manual_seed(5))
+        assert _ulps(got, dare_definition(xs, base, keep, drop=0.5, scale=0.7)) <= 1.0

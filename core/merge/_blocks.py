@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from . import _fused
+from ..kernels import merge as _fused
 from ._base import CHUNK, chunks, compute_dtype
 
 # Chunk of the bandwidth-bound sums: small enough that the output chunk stays in cache.

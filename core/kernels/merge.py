@@ -7,7 +7,7 @@ read once, every per-model quantity stays in registers, and the loop is vectoris
 TIES over 3 x 25M float32 entries took 0.07 s against 2.7 s for the torch kernel on the same
 machine (``tests/test_merge_fused.py`` checks the two agree).
 
-Layout (:mod:`core.merge._fused_kernels`): one parallel region per tensor; each block of
+Layout (:mod:`core.kernels._merge_nb`): one parallel region per tensor; each block of
 ``FUSED_CHUNK`` entries folds the models in turn into six running sums (Σ τ, Σ |τ|, Σ sign τ,
 Σ kept and the weighted Σ τ, Σ |τ|), then elects the sign and writes the output — the same
 algebra as :func:`core.merge._blocks.ties_kernel` in the same order of operations, so the two
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._numba import LOCK, enabled
+from . import LOCK, enabled
 
 # Entries per chunk: the six running sums (6 x 256 KiB at float32) stay in L2.
 FUSED_CHUNK = 1 << 16
@@ -119,9 +119,9 @@ def draw_seeds(n: int, generator: torch.Generator | None) -> np.ndarray:
 
 @cache
 def _kernels() -> Any:
-    from . import _fused_kernels
+    from . import _merge_nb
 
-    return _fused_kernels
+    return _merge_nb
 
 
 def _arrays(xs: Sequence[Tensor]) -> Any:

@@ -1,4 +1,4 @@
-"""numba kernels of :mod:`core.merge._fused` (imported on first use: numba costs 0.3 s to
+"""numba kernels of :mod:`core.kernels.merge` (imported on first use: numba costs 0.3 s to
 import). Module-level functions, so ``cache=True`` can store them on disk.
 
 The models come as one ``numba.typed.List`` of flat arrays, so the number of models is not
