@@ -10,7 +10,7 @@ its peer; the table gives the ratio PEFT / ours and ours / the read bound. The r
 the time to read the inputs once in their own dtype: one ``torch.sum`` pass over float32
 copies gives the machine's read bandwidth in this run, and the bound of a dtype is its bytes
 over that bandwidth (half precision reads half the bytes: its bound is half float32's).
-Breadcrumbs has no PEFT counterpart; its row shows ours and the bound only.
+Breadcrumbs (rows of 64) has no PEFT counterpart; its row shows ours and the bound only.
 
 Peer: ``peft.utils.merge_utils`` (``task_arithmetic``, ``ties``, ``dare_linear``; PEFT is in
 requirements-dev.txt) on the same seeded tensors. Ours: the per-tensor kernels in
@@ -124,7 +124,7 @@ def _impl(impl, taus, weights, torch, methods):  # type: ignore[no-untyped-def]
             taus, None, drop=DROP, density=1.0, scale=1.0, generator=gen
         ),
         "ours_breadcrumbs": lambda: methods["breadcrumbs"](
-            [t.view(-1, 1000) for t in taus], None, density=0.8, gamma=0.01, scale=1.0
+            [t.view(-1, 64) for t in taus], None, density=0.8, gamma=0.01, scale=1.0
         ),
     }[impl]
 
