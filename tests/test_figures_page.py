@@ -138,3 +138,19 @@ def test_figures_page_empty(empty_workspace: Path) -> None:
     at.switch_page("pages/8_Figures.py").run()
     assert not at.exception
     assert "No figures yet" in at.info[0].value
+
+
+def test_caption_typed_then_added_is_stored(empty_workspace: Path) -> None:
+    """The caption typed in the Export panel reaches the store: caption and button are one
+    form, so the click carries the typed text with it (no blur-rerun needed in between)."""
+    at = AppTest.from_function(_panel_script, default_timeout=60).run()
+    at.selectbox(key="test.fig.size").set_value("double").run()
+    forms = [f for f in at.get("form") if f.proto.form.form_id == "test.fig.add_form"]
+    assert forms, "the caption and Add to figures must be in one st.form"
+    assert {w.key for w in forms[0].get("text_input")} == {"test.fig.caption"}
+    at.text_input(key="test.fig.caption").set_value("Typed and added at once")
+    at.button(key="test.fig.add").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (entry,) = FigureStore(empty_workspace).list()
+    assert entry.caption == "Typed and added at once" and entry.size == "double"
+    assert "Typed and added at once" in at.success[0].value

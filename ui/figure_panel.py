@@ -119,11 +119,17 @@ def _export_panel(
             "PNG, SVG and PDF need Chromium (`sudo apt-get install chromium fonts-open-sans`); "
             "HTML, CSV and JSON work without it."
         )
-    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-    text = c1.text_input(
-        "Caption", value=caption, key=f"{key}.caption", placeholder="Caption for the paper"
-    )
-    if c2.button("Add to figures", key=f"{key}.add", icon=":material/add_photo_alternate:"):
+    # One form: the typed caption and the click travel in the same message, so a caption
+    # that was never blurred (or whose rerun was cut short by the click) is not lost.
+    with st.form(key=f"{key}.add_form", border=False, enter_to_submit=False):
+        c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+        text = c1.text_input(
+            "Caption", value=caption, key=f"{key}.caption", placeholder="Caption for the paper"
+        )
+        add = c2.form_submit_button(
+            "Add to figures", key=f"{key}.add", icon=":material/add_photo_alternate:"
+        )
+    if add:
         with shown_errors("Adding the figure"):
             entry = FigureStore(workspace).add(
                 fig,
@@ -135,4 +141,7 @@ def _export_panel(
                 page=key.split(".")[0],
                 size=size,
             )
-            st.success(f"Added **{entry.id}** to the Figures page.")
+            st.success(
+                f"Added **{entry.id}** to the Figures page"
+                + (f" with the caption “{entry.caption}”." if entry.caption else " (no caption).")
+            )

@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .text import REFERENCE, p_value_text
 from .theme import PALETTE, apply_paper
 
 GREY = "#999999"
@@ -219,7 +220,14 @@ def comparison_figure(result: Any, *, title: str | None = None) -> go.Figure:
     rows = sorted(rows, key=lambda r: r.average)
     names = [r.method for r in rows]
     avg = np.array([r.average for r in rows])
-    labels = [("ref" if r.p_value is None else f"p={r.p_value:.2g}") for r in rows]
+    labels = [
+        REFERENCE
+        if r.method == result.reference_method
+        else ""
+        if r.p_value is None
+        else f"p = {p_value_text(float(r.p_value))}"
+        for r in rows
+    ]
     colors = [PALETTE[1] if r.method == result.reference_method else PALETTE[0] for r in rows]
     fig = go.Figure(
         go.Bar(
