@@ -1,8 +1,16 @@
-"""Merging throughput: task arithmetic, TIES and DARE against PEFT's reference functions.
+"""Merging throughput: task arithmetic, TIES, DARE and DARE-TIES against PEFT's functions.
 
-    python benchmarks/bench_merge.py            # 4 and 8 task vectors of 25M float32 each
+    python benchmarks/bench_merge.py            # 4 and 8 task vectors of 25M, every dtype
     python benchmarks/bench_merge.py --quick    # 4 x 2M, for a smoke run
+    python benchmarks/bench_merge.py --dtypes bfloat16 --sizes 4x25000000
     python benchmarks/bench_merge.py --device cuda
+
+Every method runs on float32, bfloat16 and float16 inputs (``--dtypes``) in the same run as
+its peer; the table gives the ratio PEFT / ours and ours / the read bound. The read bound is
+the time to read the inputs once in their own dtype: one ``torch.sum`` pass over float32
+copies gives the machine's read bandwidth in this run, and the bound of a dtype is its bytes
+over that bandwidth (half precision reads half the bytes: its bound is half float32's).
+Breadcrumbs (rows of 64) has no PEFT counterpart; its row shows ours and the bound only.
 
 Peer: ``peft.utils.merge_utils`` (``task_arithmetic``, ``ties``, ``dare_linear``; PEFT is in
 requirements-dev.txt) on the same seeded tensors. Ours: the per-tensor kernels in
@@ -35,11 +43,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPLS = ("bound", "ours_ta", "peft_ta", "ours_ties", "peft_ties", "ours_dare", "peft_dare")
+IMPLS = (
+    "bound",
+    "ours_ta",
+    "peft_ta",
+    "ours_ties",
+    "peft_ties",
+    "ours_dare",
+    "peft_dare",
+    "ours_dare_ties",
+    "peft_dare_ties",
+    "ours_breadcrumbs",
+)
+DTYPES = ("float32", "bfloat16", "float16")
 DENSITY, DROP = 0.2, 0.5
 
 
-def worker(impl: str, n: int, size: int, device: str, repeats: int) -> dict[str, float]:
+def worker(
+    impl: str, n: int, size: int, device: str, repeats: int, dtype: str = "float32"
+) -> dict[str, float]:
     """Run one implementation ``repeats`` times in this process; return time and memory."""
     sys.path.insert(0, str(ROOT))
     import torch
@@ -49,7 +71,8 @@ def worker(impl: str, n: int, size: int, device: str, repeats: int) -> dict[str,
 
     configure_threads()
     g = torch.Generator().manual_seed(0)
-    taus = [torch.randn(size, generator=g).mul_(0.01).to(device) for _ in range(n)]  # no temp
+    dt = getattr(torch, dtype)
+    taus = [torch.randn(size, generator=g).mul_(0.01).to(device, dt) for _ in range(n)]
     weights = torch.ones(n, device=device)
     fn = _impl(impl, taus, weights, torch, TENSOR_METHODS)
     # One call on tiny inputs first, so that one-time runtime memory (numba's JIT runtime and
@@ -75,7 +98,8 @@ def worker(impl: str, n: int, size: int, device: str, repeats: int) -> dict[str,
         if cuda
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
-    return {"time": min(times), "extra_bytes": max(0, peak - before), "out_bytes": size * 4}
+    out_bytes = size * taus[0].element_size()
+    return {"time": min(times), "extra_bytes": max(0, peak - before), "out_bytes": out_bytes}
 
 
 def _impl(impl, taus, weights, torch, methods):  # type: ignore[no-untyped-def]
@@ -88,16 +112,26 @@ def _impl(impl, taus, weights, torch, methods):  # type: ignore[no-untyped-def]
             "peft_ta": lambda: mu.task_arithmetic(taus, weights),
             "peft_ties": lambda: mu.ties(taus, weights, DENSITY),
             "peft_dare": lambda: mu.dare_linear(taus, weights, 1.0 - DROP),
+            "peft_dare_ties": lambda: mu.dare_ties(taus, weights, 1.0 - DROP),
         }[impl]
     gen = torch.Generator(device=taus[0].device).manual_seed(1)
     return {
         "ours_ta": lambda: methods["task_arithmetic"](taus, None, scale=1.0),
         "ours_ties": lambda: methods["ties"](taus, None, density=DENSITY, trim="tensor"),
         "ours_dare": lambda: methods["dare"](taus, None, drop=DROP, scale=1.0, generator=gen),
+        # PEFT's dare_ties: drop, elect, disjoint mean, no magnitude trim (our density 1)
+        "ours_dare_ties": lambda: methods["dare_ties"](
+            taus, None, drop=DROP, density=1.0, scale=1.0, generator=gen
+        ),
+        "ours_breadcrumbs": lambda: methods["breadcrumbs"](
+            [t.view(-1, 64) for t in taus], None, density=0.8, gamma=0.01, scale=1.0
+        ),
     }[impl]
 
 
-def measure(impl: str, n: int, size: int, device: str, repeats: int) -> dict[str, float]:
+def measure(
+    impl: str, n: int, size: int, device: str, repeats: int, dtype: str = "float32"
+) -> dict[str, float]:
     """Run :func:`worker` in a fresh interpreter and parse its JSON line."""
     cmd = [
         sys.executable,
@@ -112,6 +146,8 @@ def measure(impl: str, n: int, size: int, device: str, repeats: int) -> dict[str
         device,
         "--repeats",
         str(repeats),
+        "--dtype",
+        dtype,
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -129,35 +165,52 @@ def main() -> None:
     ap.add_argument("--family-worker", choices=[f[0] for f in FAMILY])
     ap.add_argument("--tool", choices=("ours", "mergekit"), default="ours")
     ap.add_argument("--only", default="", help="mergekit family: comma-separated method names")
+    ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)  # worker's dtype
+    ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated input dtypes")
+    ap.add_argument("--sizes", default="", help="comma-separated NxSIZE, e.g. 4x25000000")
+    ap.add_argument("--methods", default="", help="comma-separated subset of the method rows")
     args = ap.parse_args()
     if args.mergekit_family or args.family_worker:
         family_main(args)
         return
     if args.worker:
-        print(json.dumps(worker(args.worker, args.n, args.size, args.device, args.repeats)))
+        w = worker(args.worker, args.n, args.size, args.device, args.repeats, args.dtype)
+        print(json.dumps(w))
         return
     settings = [(4, 2_000_000)] if args.quick else [(4, 25_000_000), (8, 25_000_000)]
+    if args.sizes:
+        settings = [(int(a), int(b)) for a, b in (x.split("x") for x in args.sizes.split(","))]
+    rows = [
+        ("task arithmetic", "ours_ta", "peft_ta"),
+        ("TIES (density 0.2)", "ours_ties", "peft_ties"),
+        ("DARE (p 0.5)", "ours_dare", "peft_dare"),
+        ("DARE-TIES (p 0.5)", "ours_dare_ties", "peft_dare_ties"),
+        ("Breadcrumbs (0.8, 0.01)", "ours_breadcrumbs", None),
+    ]
+    if args.methods:
+        rows = [r for r in rows if r[0].split()[0] in args.methods.split(",")]
     print(f"device {args.device}, best of {args.repeats}; extra memory in output-sized buffers")
     print(
-        "| N x size | method | ours (s) | PEFT (s) | PEFT / ours | ours extra mem | "
-        "PEFT extra mem | read bound (s) |"
+        "| N x size | dtype | method | ours (s) | PEFT (s) | PEFT / ours | ours / bound | "
+        "ours extra mem | PEFT extra mem | read bound (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n, size in settings:
-        bound = measure("bound", n, size, args.device, args.repeats)
-        for name, ours, peft in (
-            ("task arithmetic", "ours_ta", "peft_ta"),
-            ("TIES (density 0.2)", "ours_ties", "peft_ties"),
-            ("DARE (p 0.5)", "ours_dare", "peft_dare"),
-        ):
-            a = measure(ours, n, size, args.device, args.repeats)
-            b = measure(peft, n, size, args.device, args.repeats)
-            print(
-                f"| {n} x {size / 1e6:g}M | {name} | {a['time']:.3f} | {b['time']:.3f} | "
-                f"{b['time'] / a['time']:.1f}x | {a['extra_bytes'] / a['out_bytes']:.2f} | "
-                f"{b['extra_bytes'] / b['out_bytes']:.2f} | {bound['time']:.3f} |",
-                flush=True,
-            )
+        f32 = measure("bound", n, size, args.device, args.repeats)["time"]  # float32 read pass
+        for dtype in args.dtypes.split(","):
+            bound = f32 * (2 if dtype in ("bfloat16", "float16") else 4) / 4
+            for name, ours, peft in rows:
+                a = measure(ours, n, size, args.device, args.repeats, dtype)
+                b = measure(peft, n, size, args.device, args.repeats, dtype) if peft else None
+                bt = f"{b['time']:.3f}" if b else "-"
+                ratio = f"{b['time'] / a['time']:.1f}x" if b else "-"
+                bm = f"{b['extra_bytes'] / b['out_bytes']:.2f}" if b else "-"
+                print(
+                    f"| {n} x {size / 1e6:g}M | {dtype} | {name} | {a['time']:.3f} | {bt} | "
+                    f"{ratio} | {a['time'] / bound:.1f} | "
+                    f"{a['extra_bytes'] / a['out_bytes']:.2f} | {bm} | {bound:.3f} |",
+                    flush=True,
+                )
 
 
 # ---- mergekit family: each method next to mergekit's implementation ------------------------

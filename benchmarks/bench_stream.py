@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 STARTUP = "import os, core.stream, core.merge; os._exit(0)"
 STARTUP_JIT = """
 import os, torch, core.stream, core.merge
-from core.merge import _fused
+from core.kernels import merge as _fused
 x = [torch.ones(70_000) for _ in range(3)]
 _fused.thresholds(x, torch.zeros(70_000), [10] * 3)
 _fused.ties(x, x[0], [0.5] * 3, scale=1.0, weights=[1.0] * 3, disjoint="mean", drop_m=1,

@@ -69,4 +69,4 @@ else
 fi
 "$VENV/bin/python" -c "import torch, core; print('[setup] torch', torch.__version__, '| cuda available:', torch.cuda.is_available())"
 say "compiling the fused CPU merge kernels (numba; cached on disk, seconds only the first time)"
-"$VENV/bin/python" -c "from core._numba import warm_all; warm_all()"
+"$VENV/bin/python" -c "from core.kernels import warm_all; warm_all()"

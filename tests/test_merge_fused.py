@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.merge import TENSOR_METHODS
-from core.merge import _fused as F
+from core.kernels import merge as F
 from core.merge._blocks import (
     dare_factor,
     dare_kernel,
@@ -203,13 +202,13 @@ def test_tensor_thresholds_with_clustered_magnitudes_and_a_missed_bracket() -> N
         tensor_thresholds([fooled], None, [0.1, 0.2])
 
 
-def test_half_precision_and_gpu_style_inputs_take_the_torch_path() -> None:
-    x = [torch.randn(10, dtype=torch.float16), torch.randn(10, dtype=torch.float16)]
-    assert not F.usable(x, None)
+def test_mixed_dtypes_and_strided_inputs_take_the_torch_path() -> None:
     assert not F.usable([torch.randn(10), torch.randn(10, dtype=torch.float64)], None)
     assert not F.usable([torch.randn(4, 4).t()], None)  # not contiguous
-    out = TENSOR_METHODS["ties"](x, None, density=0.5, trim="tensor")
-    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    h = torch.randn(10, dtype=torch.float16)
+    assert F.usable([h, h], h) and F.usable([h.float()], h)  # a base of the same compute dtype
+    assert not F.usable([h.double()], h)
+    assert not F.usable([torch.randint(0, 3, (4,))], None)
 
 
 def test_fused_kernels_are_safe_from_several_threads() -> None:

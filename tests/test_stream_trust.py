@@ -567,17 +567,6 @@ def _bad_header(f: Family, header: object, data: bytes = b"") -> dict:
     return cfg_of("linear", None, [path, path])
 
 
-def _many_models(f: Family, n: int = 101) -> dict:
-    paths = []
-    for i in range(n):
-        p = f.tmp / "many" / f"m{i}.safetensors"
-        p.parent.mkdir(exist_ok=True)
-        save_file({"w": torch.randn(8, generator=torch.Generator().manual_seed(i))}, str(p))
-        paths.append(p)
-    save_file({"w": torch.zeros(8)}, str(f.tmp / "many" / "base.safetensors"))
-    return cfg_of("ties", f.tmp / "many" / "base.safetensors", paths, density=0.5)
-
-
 def _with(f: Family, method: str = "ties", **params: object) -> dict:
     return cfg_of(method, f.bpath, f.paths, **params)
 
@@ -692,7 +681,6 @@ BAD: dict[str, tuple[Callable[[Family], dict | str | bytes], tuple[str, ...]]] =
         ("expands to more than",),
     ),
     "yaml_not_utf8": (lambda f: "merge_method: t\xe9\n".encode("latin-1"), ("UTF-8",)),
-    "more_than_100_models": (_many_models, ("101 models", "MIXMERGE_FUSED=0")),
 }
 
 

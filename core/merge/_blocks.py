@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from . import _fused
+from ..kernels import merge as _fused
 from ._base import CHUNK, chunks, compute_dtype
 
 # Chunk of the bandwidth-bound sums: small enough that the output chunk stays in cache.
@@ -41,6 +41,7 @@ def weighted_sum(
     weights: Sequence[float],
     base: Tensor | None = None,
     base_weight: float = 0.0,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """``base_weight · base + Σ wᵢ · tensorsᵢ`` in the compute dtype, one pass over the inputs.
 
@@ -49,10 +50,14 @@ def weighted_sum(
         weights: N coefficients.
         base: optional tensor of the same shape.
         base_weight: coefficient of ``base``.
+        out_dtype: the result's dtype: None (the compute dtype) or the inputs' dtype (summed
+            in the compute dtype, rounded once).
 
     Returns:
-        A new tensor of the inputs' shape in :func:`compute_dtype` of the first tensor.
+        A new tensor of the inputs' shape.
     """
+    if _fused.usable(tensors, base):
+        return _fused.weighted_sum(tensors, weights, base, base_weight, out_dtype)
     ref = tensors[0]
     dtype = compute_dtype(ref)
     out = torch.empty(ref.shape, dtype=dtype, device=ref.device)
@@ -62,13 +67,13 @@ def weighted_sum(
     for s in chunks(ref.numel(), chunk_for(ref.device, SUM_CHUNK)):
         acc = flat_out[s]  # (C,) view into the output
         if flat_base is not None and base_weight != 0.0:
-            torch.mul(flat_base[s], base_weight, out=acc)
+            acc.copy_(flat_base[s]).mul_(base_weight)  # in the compute dtype, not the input
         else:
             acc.zero_()
         for x, w in zip(flats, weights, strict=True):
             if w != 0.0:
                 acc.add_(x[s], alpha=w)
-    return out
+    return out if out_dtype is None else out.to(out_dtype)
 
 
 def keep_count(n: int, density: float) -> int:
@@ -211,6 +216,7 @@ def ties_kernel(
     drop: float = 0.0,
     generator: torch.Generator | None = None,
     deltas: bool = False,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """θ₀ + λ · disjoint_merge(elect(trim(dare(τᵢ)))) of one tensor, streamed in chunks.
 
@@ -231,9 +237,10 @@ def ties_kernel(
         generator: seeds the DARE draws.
         deltas: the tensors are task vectors τᵢ already; ``base`` is only added to the result
             (DARE-TIES trims the dropped vectors and passes them here).
+        out_dtype: None (the compute dtype) or the inputs' dtype (rounded once at the end).
 
     Returns:
-        The merged tensor, shaped like the inputs, in the compute dtype.
+        The merged tensor, shaped like the inputs.
     """
     if _fused.usable(tensors, base):
         dropping = drop > 0.0 and quantised_drop(drop) > 0
@@ -248,6 +255,7 @@ def ties_kernel(
             factor=dare_factor(drop) if dropping else 1.0,
             generator=generator,
             deltas=deltas,
+            out_dtype=out_dtype,
         )
     ref = tensors[0]
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
@@ -289,7 +297,8 @@ def ties_kernel(
             torch.mul(merged, scale, out=out[s])
         else:
             torch.add(base.reshape(-1)[s], merged, alpha=scale, out=out[s])
-    return out.view(ref.shape)
+    out = out.view(ref.shape)
+    return out if out_dtype is None else out.to(out_dtype)
 
 
 # DARE draws: 15 uniform bits per entry, four entries per 63-bit integer draw from the generator
@@ -337,6 +346,7 @@ def dare_kernel(
     drop: float,
     generator: torch.Generator | None,
     rescale: bool = True,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """θ₀ + Σᵢ wᵢ · DARE(τᵢ) of one tensor, streamed in chunks (no N-sized temporaries).
 
@@ -345,7 +355,7 @@ def dare_kernel(
     1/(1 − p_q)); a drop rate that quantises to 0 draws nothing.
 
     Returns:
-        The merged tensor, shaped like the inputs, in the compute dtype.
+        The merged tensor, shaped like the inputs, in ``out_dtype`` (None: the compute dtype).
     """
     if _fused.usable(tensors, base):
         return _fused.dare(
@@ -355,6 +365,7 @@ def dare_kernel(
             drop_m=quantised_drop(drop),
             factor=dare_factor(drop) if rescale else 1.0,
             generator=generator,
+            out_dtype=out_dtype,
         )
     ref = tensors[0]
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
@@ -384,7 +395,8 @@ def dare_kernel(
                 acc.addcmul_(d, keep, value=w * factor)
             else:
                 acc.add_(d, alpha=w)
-    return out.view(ref.shape)
+    out = out.view(ref.shape)
+    return out if out_dtype is None else out.to(out_dtype)
 
 
 def dare_mask_(

@@ -18,7 +18,14 @@ from torch import Tensor
 from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, check_weights
+from ._base import (
+    METHODS,
+    TENSOR_METHODS,
+    apply_per_tensor,
+    check_tensors,
+    check_weights,
+    compute_dtype,
+)
 from ._blocks import dare_kernel
 from .task_arithmetic import SCALE, TASK_WEIGHTS
 
@@ -72,7 +79,31 @@ def dare_tensor(
     drop = check_range("drop", drop, 0.0, 1.0, high_inclusive=False)
     scale = check_range("scale", scale)
     w = [scale * x for x in check_weights(weights, len(tensors))]
-    out = dare_kernel(tensors, base, w, drop=drop, generator=generator, rescale=rescale)
+    dt = tensors[0].dtype
+    return dare_kernel(
+        tensors, base, w, drop=drop, generator=generator, rescale=rescale, out_dtype=dt
+    )
+
+
+def dare_definition(
+    tensors: Sequence[Tensor],
+    base: Tensor | None,
+    keep: Tensor,
+    *,
+    drop: float = 0.5,
+    scale: float = 0.3,
+    weights: Sequence[float] | None = None,
+) -> Tensor:
+    """DARE + task arithmetic of one tensor as the paper writes it, in plain torch, with the
+    keep masks given (``keep``: (N, *shape) bool; the kernels draw theirs from a generator): the
+    definition :func:`dare_tensor` is tested equal to for every dtype."""
+    dtype, n = compute_dtype(tensors[0]), len(tensors)
+    zero = torch.zeros((), dtype=dtype)
+    theta0 = zero if base is None else base.to(dtype)  # (*S) or ()
+    tau = torch.stack([t.to(dtype) - theta0 for t in tensors])  # (N, *S) task vectors
+    dropped = tau * keep / (1.0 - drop)  # (N, *S) drop with prob. p, rescale survivors
+    w = torch.tensor(weights or [1.0] * n, dtype=dtype).view(-1, *[1] * (tau.dim() - 1))
+    out = theta0 + scale * (w * dropped).sum(0)  # θ₀ + λ Σᵢ wᵢ DARE(τᵢ)
     return out.to(tensors[0].dtype)
 
 

@@ -76,10 +76,9 @@ def dare_ties(
     for k in keys:
         taus = [d[k] for d in dropped]  # N x (...) DARE(τᵢ) of this key
         thr = thresholds or tensor_thresholds(taus, None, [density] * len(taus))
-        merged = ties_kernel(
-            taus, bases[k], thr, scale=scale, weights=w, disjoint=disjoint, deltas=True
-        )
-        out[k] = merged.to(models[0][k].dtype)
+        dt = models[0][k].dtype
+        kw = {"scale": scale, "weights": w, "disjoint": disjoint, "deltas": True, "out_dtype": dt}
+        out[k] = ties_kernel(taus, bases[k], thr, **kw)
     return out
 
 
@@ -125,12 +124,13 @@ def dare_ties_tensor(
             disjoint=disjoint,
             drop=drop,
             generator=generator,
+            out_dtype=tensors[0].dtype,
         )
-        return out.to(tensors[0].dtype)
+        return out
     taus = [dare_delta(t, base, drop, generator) for t in tensors]  # N x (...) DARE(τᵢ)
     thr = tensor_thresholds(taus, None, [density] * n)
-    out = ties_kernel(taus, base, thr, scale=scale, weights=w, disjoint=disjoint, deltas=True)
-    return out.to(tensors[0].dtype)
+    kw = {"scale": scale, "weights": w, "disjoint": disjoint, "deltas": True}
+    return ties_kernel(taus, base, thr, out_dtype=tensors[0].dtype, **kw)
 
 
 def dare_delta(

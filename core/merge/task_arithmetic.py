@@ -62,8 +62,8 @@ def task_arithmetic_tensor(
     tensors = check_tensors(tensors, base)
     scale = check_range("scale", scale)
     w = [scale * x for x in check_weights(weights, len(tensors))]
-    out = weighted_sum(tensors, w, base, 1.0 - sum(w))  # θ₀(1 − λΣw) + λ Σ wᵢ θᵢ
-    return out.to(tensors[0].dtype)
+    # θ₀(1 − λΣw) + λ Σ wᵢ θᵢ, summed in the compute dtype, rounded once to the input dtype
+    return weighted_sum(tensors, w, base, 1.0 - sum(w), out_dtype=tensors[0].dtype)
 
 
 TENSOR_METHODS["task_arithmetic"] = task_arithmetic_tensor

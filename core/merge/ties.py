@@ -22,8 +22,8 @@ from torch import Tensor
 from .._checks import check_choice, check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, check_tensors, check_weights
-from ._blocks import magnitude_threshold, tensor_thresholds, ties_kernel
+from ._base import METHODS, TENSOR_METHODS, check_tensors, check_weights, compute_dtype
+from ._blocks import keep_count, magnitude_threshold, tensor_thresholds, ties_kernel
 
 DENSITY = Hyper("density", "float", 0.2, 0.01, 1.0, 0.01, help="fraction of |τ| kept per model")
 TIES_SCALE = Hyper("scale", "float", 1.0, 0.0, 3.0, 0.05, help="λ: scale of the merged vector")
@@ -113,8 +113,8 @@ def ties_tensor(
     check_ties_args(density, scale, trim, disjoint)
     w = check_weights(weights, len(tensors))
     thr = resolve_thresholds(tensors, base, density, trim, threshold)
-    out = ties_kernel(tensors, base, thr, scale=scale, weights=w, disjoint=disjoint)
-    return out.to(tensors[0].dtype)
+    dt = tensors[0].dtype
+    return ties_kernel(tensors, base, thr, scale=scale, weights=w, disjoint=disjoint, out_dtype=dt)
 
 
 def ties_thresholds(
@@ -157,6 +157,35 @@ def resolve_thresholds(
             "model); got None — pass trim='tensor' for a per-tensor trim"
         )
     return tensor_thresholds(tensors, base, [density] * len(tensors))
+
+
+def ties_definition(
+    tensors: Sequence[Tensor],
+    base: Tensor | None,
+    *,
+    density: float = 0.2,
+    scale: float = 1.0,
+    disjoint: str = "mean",
+    weights: Sequence[float] | None = None,
+) -> Tensor:
+    """TIES of one tensor as the paper writes it (per-tensor trim), in plain torch: the
+    definition the fast kernels (:func:`ties_tensor`: chunked torch and fused numba) are tested
+    equal to for every dtype. Holds N x the tensor; computes in :func:`compute_dtype`."""
+    dtype, n = compute_dtype(tensors[0]), len(tensors)
+    zero = torch.zeros((), dtype=dtype)
+    theta0 = zero if base is None else base.to(dtype).reshape(-1)  # (P,) or ()
+    tau = torch.stack([t.to(dtype).reshape(-1) - theta0 for t in tensors])  # (N, P) task vectors
+    k = keep_count(tau.shape[1], density)
+    thr = tau.abs().kthvalue(tau.shape[1] - k + 1, dim=1, keepdim=True).values  # (N, 1)
+    kept = (tau.abs() >= thr) & (tau != 0)  # (N, P) trim: top-k magnitudes per model
+    sign = torch.where((tau * kept).sum(0) >= 0, 1.0, -1.0).to(dtype)  # (P,) elect: total mass
+    agree = kept & (torch.sign(tau) == sign)  # (N, P) entries that agree with the election
+    w = torch.tensor(weights or [1.0] * n, dtype=dtype).unsqueeze(1)  # (N, 1)
+    merged = (w * tau * agree).sum(0)  # (P,) disjoint sum of the agreeing entries
+    if disjoint == "mean":
+        merged = merged / agree.sum(0).clamp(min=1)  # (P,) disjoint mean
+    out = theta0 + scale * merged  # (P,) θ₀ + λ τ_m
+    return out.view(tensors[0].shape).to(tensors[0].dtype)
 
 
 TENSOR_METHODS["ties"] = ties_tensor

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_range, check_tensor
-from .._numba import enabled
 from .._registry import Registry
+from ..kernels import enabled
 
 
 class LazyMask:

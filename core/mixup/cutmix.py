@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._numba import LOCK
 from .._registry import Hyper
+from ..kernels import LOCK
 from ._base import (
     MIXERS,
     LazyMask,
@@ -153,7 +153,7 @@ def _paste_boxes(x: Tensor, boxes: Tensor, partner: Tensor, *, shared: bool) -> 
     into the box view; boxes per row are one small slice copy each.
     """
     if fused_ok(x):
-        from ._fused_kernels import paste_rows
+        from ..kernels._mixup_nb import paste_rows
 
         out = torch.empty_like(x)
         arrays = (x.numpy(), partner.numpy(), boxes.to(torch.int64).numpy(), out.numpy())

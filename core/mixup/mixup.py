@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_tensor
-from .._numba import LOCK
 from .._registry import Hyper
+from ..kernels import LOCK
 from ._base import (
     MIXERS,
     ROW_LOOP_MIN,
@@ -61,7 +61,7 @@ def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
 
     ``out = lerp(x[partner], x, λ)``. On the CPU with large rows the output is written in one
     pass from the two source rows (no gathered ``x[partner]`` temporary): by one numba kernel
-    for the whole batch when it can (contiguous float32/float64, see ``_fused_kernels``), else
+    for the whole batch when it can (contiguous float32/float64, see ``core.kernels._mixup_nb``), else
     one ``torch.lerp`` per row; otherwise one gather and one in-place ``lerp_``. All evaluate
     the same ``lerp`` per element, so the results are identical. λ = 1 returns ``x``
     bit-exactly, λ = 0 returns ``x[partner]``.
@@ -99,7 +99,7 @@ def apply_mixup(x: Tensor, y: Tensor, params: MixupParams) -> MixResult:
 
 
 def _rows_lerp() -> Any:
-    from ._fused_kernels import rows_lerp
+    from ..kernels._mixup_nb import rows_lerp
 
     return rows_lerp
 

@@ -903,7 +903,7 @@ def global_thresholds(
     del samples
     result: list[float | None] = [None if ks[i] < n else 0.0 for i in range(m_count)]
     todo = [i for i in range(m_count) if result[i] is None]
-    from ..merge import _fused
+    from ..kernels import merge as _fused
 
     first_pass = True
     while todo:

@@ -1,7 +1,11 @@
-"""numba, when it is there: the switch and the lock shared by the fused CPU kernels.
+"""The fused CPU kernels (numba), in one place: the switch and the lock they share.
 
-numba comes with umap-learn. Its kernels are used by core.merge (TIES, DARE, top-k) and
-core.mixup (row-wise mixup) when numba imports and ``MIXMERGE_FUSED`` is not ``0``. Parallel
+numba comes with umap-learn. Its kernels are used by core.merge (task arithmetic, TIES, DARE,
+DARE-TIES, top-k: :mod:`core.kernels.merge`, numba code in ``_merge_nb``) and core.mixup
+(row-wise mixup and CutMix paste: ``_mixup_nb``) when numba imports and ``MIXMERGE_FUSED`` is
+not ``0``. The readable torch definitions the kernels are tested equal to live beside each
+method (:func:`core.merge.ties.ties_definition`, :func:`core.merge.dare.dare_definition`).
+Nothing here imports core.merge or core.mixup at import time. Parallel
 kernels run behind one lock: Streamlit runs sessions in threads, and numba's threading layers
 are not all safe for concurrent parallel regions.
 """
@@ -38,10 +42,10 @@ def warm_all() -> None:
         return
     import numpy as np
 
-    from .merge import _fused
-    from .mixup._fused_kernels import paste_rows, rows_lerp
+    from . import merge
+    from ._mixup_nb import paste_rows, rows_lerp
 
-    _fused.warm()
+    merge.warm()
     for dt in (np.float32, np.float64):
         x = np.ones((2, 4), dtype=dt)
         rows_lerp(x, np.array([1, 0]), np.array([0.25, 0.75], dtype=dt), np.empty_like(x))
