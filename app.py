@@ -4,8 +4,8 @@ import streamlit as st
 
 import ui
 from core.zoo import DEFAULT_PLAN, default_zoo_ids, ensure_default
-from ui import cache
 from ui.errors import shown_errors
+from ui.zoo_guard import open_zoo
 
 settings = ui.frame("Mixmerge Workbench", icon=":material/science:")
 
@@ -20,7 +20,7 @@ difference is real. Every figure exports into a paper (PDF/SVG/PNG + data + prov
 """
 )
 
-zoo = cache.zoo(settings.workspace)
+zoo = open_zoo(settings.workspace, key="home")
 records = zoo.list()
 default_ids = default_zoo_ids()
 present = {r.id for r in records}
@@ -32,7 +32,12 @@ c2.metric("Default zoo", f"{len(default_ids) - len(missing)} / {len(default_ids)
 c3.metric("Fine-tuned task models", sum(r.role == "finetune" for r in records))
 
 st.subheader("Model zoo")
-if missing:
+if missing and zoo.read_only:
+    st.info(
+        f"The default zoo is incomplete ({len(missing)} of {len(default_ids)} models missing) and "
+        "cannot be built in a read-only workspace."
+    )
+elif missing:
     st.info(
         f"The default zoo is {'not built yet' if len(missing) == len(default_ids) else 'incomplete'}: "
         f"a base MLP pre-trained on {len(DEFAULT_PLAN.domains)} digit domains, one fine-tune per domain "
