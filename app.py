@@ -5,7 +5,7 @@ import streamlit as st
 import ui
 from core import zoo_worker
 from core.zoo import DEFAULT_PLAN, default_zoo_ids
-from ui import cache
+from ui.zoo_guard import open_zoo
 
 settings = ui.frame("Mixmerge Workbench", icon=":material/science:")
 
@@ -20,7 +20,7 @@ difference is real. Every figure exports into a paper (PDF/SVG/PNG + data + prov
 """
 )
 
-zoo = cache.zoo(settings.workspace)
+zoo = open_zoo(settings.workspace, key="home")
 records = zoo.list()
 default_ids = default_zoo_ids()
 present = {r.id for r in records}
@@ -72,6 +72,12 @@ def build_panel() -> None:
         st.warning("Build cancelled: finished models are kept, the build resumes where it stopped.")
     if not missing_now:
         st.success("The default zoo is complete.")
+        return
+    if zoo.read_only:
+        st.info(
+            f"The default zoo is incomplete ({len(missing_now)} of {len(default_ids)} models "
+            "missing) and cannot be built in a read-only workspace."
+        )
         return
     st.info(
         f"The default zoo is {'not built yet' if len(missing_now) == len(default_ids) else 'incomplete'}: "

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .io import load_into
+from .io import conform_dtypes, load_into
 from .models import Classifier, create_model
 from .params import StateDict, check_state_dict
 
@@ -301,10 +301,11 @@ class Zoo:
             con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         else:  # no -shm/-wal can be created: read the file as it is
             uri = self.db_path.as_uri()
+            con = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
             try:
-                con = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
                 con.execute("SELECT 1 FROM sqlite_master LIMIT 1")
             except sqlite3.OperationalError:
+                con.close()
                 con = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout=30000")
@@ -520,8 +521,12 @@ class Zoo:
         sd = model.state_dict() if isinstance(model, nn.Module) else dict(model)
         sd = check_state_dict("model", sd)
         probe = create_model(arch, seed=None, **dict(arch_kwargs))
-        load_into(probe, sd)  # validates keys, shapes, finiteness
-        sd = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+        load_into(probe, sd)  # validates keys, shapes, dense tensors, finiteness, dtypes
+        # stored in the architecture's dtypes; a copy each, so tied tensors are saved apart
+        sd = {
+            k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+            for k, v in conform_dtypes(probe, sd).items()
+        }
         for pid, label in ((parent_id, "parent_id"), (base_id, "base_id")):
             if pid is not None and pid not in self:
                 raise ValueError(f"{label} {pid!r} is not in the zoo")
@@ -895,6 +900,8 @@ def ensure_default(
 
     if not isinstance(zoo, Zoo):
         raise TypeError(f"zoo must be a Zoo, got {type(zoo).__name__}")
+    zoo._check_writable()
+    check_default_ids(zoo, plan)  # before any training
     n_total = plan.n_models()
     k = 0
     records: list[ModelRecord] = []
@@ -924,7 +931,7 @@ def ensure_default(
     # 1. base model on a mixture of domains
     base_id = f"{plan.base_arch}-base"
     k += 1
-    if base_id in zoo:
+    if _built(zoo, base_id):
         records.append(zoo.get(base_id))
     else:
         cfg = TrainConfig(epochs=plan.base_epochs, lr=1e-3, seed=0, max_steps=plan.max_steps)
@@ -968,7 +975,7 @@ def ensure_default(
     for i, task in enumerate(plan.domains):
         k += 1
         ft_id = f"{plan.base_arch}-ft-{task}"
-        if ft_id in zoo:
+        if _built(zoo, ft_id):
             records.append(zoo.get(ft_id))
             continue
         ds = get_task(task)
@@ -1021,7 +1028,7 @@ def ensure_default(
         for seed in plan.independent_seeds:
             k += 1
             mid = f"{arch}-{plan.independent_task}-s{seed}"
-            if mid in zoo:
+            if _built(zoo, mid):
                 records.append(zoo.get(mid))
                 continue
             cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, max_steps=plan.max_steps)
@@ -1062,6 +1069,49 @@ def ensure_default(
                     }
                 )
     return records
+
+
+def _built(zoo: Zoo, model_id: str) -> bool:
+    """Listed with its checkpoint file (a row whose file was deleted is built again)."""
+    return model_id in {r.id for r in zoo.list()}
+
+
+def _default_specs(plan: ZooPlan) -> dict[str, tuple[str, dict[str, Any], str]]:
+    """Default id -> (arch, arch_kwargs, role) the plan builds under that id."""
+    specs = {f"{plan.base_arch}-base": (plan.base_arch, dict(plan.base_kwargs), "base")}
+    for t in plan.domains:
+        specs[f"{plan.base_arch}-ft-{t}"] = (plan.base_arch, dict(plan.base_kwargs), "finetune")
+    for arch, kwargs, _, _ in plan.independent:
+        for s in plan.independent_seeds:
+            specs[f"{arch}-{plan.independent_task}-s{s}"] = (arch, dict(kwargs), "independent")
+    return specs
+
+
+def check_default_ids(zoo: Zoo, plan: ZooPlan = DEFAULT_PLAN) -> None:
+    """Refuse to build when a model that is not the plan's holds one of its ids.
+
+    A model imported or trained under a default id (another architecture, width or role)
+    would otherwise be fine-tuned from, or kept as, a default model.
+
+    Raises:
+        ValueError: naming each such id, what it holds, what the plan needs, and the way out.
+    """
+    problems = []
+    for mid, (arch, kwargs, role) in _default_specs(plan).items():
+        if mid not in zoo:
+            continue
+        rec = zoo.get(mid)
+        if (rec.arch, rec.arch_kwargs, rec.role) != (arch, kwargs, role):
+            problems.append(
+                f"{mid!r} is a {rec.role} {rec.arch} {rec.arch_kwargs}, the default zoo needs a "
+                f"{role} {arch} {kwargs}"
+            )
+    if problems:
+        raise ValueError(
+            "the default zoo cannot be built: models that are not the default ones hold its "
+            f"ids: {'; '.join(problems)}. Delete or re-import them under another name "
+            "(Model Zoo page), or use another workspace"
+        )
 
 
 def default_zoo_ids(plan: ZooPlan = DEFAULT_PLAN) -> list[str]:
@@ -1124,3 +1174,60 @@ def train_custom(
         train_config=cfg.to_dict(),
         metrics=metrics,
     )
+
+
+def import_checkpoint(
+    zoo: Zoo,
+    data: bytes,
+    filename: str,
+    *,
+    arch: str,
+    arch_kwargs: Mapping[str, Any],
+    task: str,
+    name: str | None = None,
+) -> ModelRecord:
+    """Import the bytes of a checkpoint file (an upload) as a model of ``arch``.
+
+    Everything is checked before anything is stored, and every message names ``filename``
+    (the user's file, never a temporary one): the name may not be a default zoo id; the file's
+    tensors may take at most three times what ``arch`` needs at float64 (plus 1 MB), checked
+    from the file's metadata before inflating anything; then keys, shapes, dense tensors,
+    finiteness and dtypes (floating types are converted to the architecture's; integer, bool
+    and complex weights are refused) as in :meth:`Zoo.add`.
+
+    Raises:
+        CheckpointError: the file is not a checkpoint that fits ``arch``.
+        ValueError: a reserved name, or a bad argument.
+    """
+    from .io import CheckpointError, check_against, check_dense, load_checkpoint_bytes
+
+    if not isinstance(zoo, Zoo):
+        raise TypeError(f"zoo must be a Zoo, got {type(zoo).__name__}")
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(f"filename must be a non-empty str, got {filename!r}")
+    zoo._check_writable()
+    model_id = slugify(name or Path(filename).stem)
+    if model_id in default_zoo_ids():
+        raise ValueError(
+            f"the name {model_id!r} is reserved for the default zoo (the default build would "
+            "take this model for its own); choose another name"
+        )
+    probe = create_model(arch, seed=None, **dict(arch_kwargs))
+    need = sum(v.numel() * 8 for v in probe.state_dict().values())
+    sd = load_checkpoint_bytes(data, filename, max_bytes=3 * need + 2**20)
+    try:
+        check_dense(sd)
+        report = check_against(probe, sd)
+        if not report.ok:
+            raise CheckpointError(f"it does not fit {arch} {dict(arch_kwargs)}: {report.message()}")
+        return zoo.add(
+            sd,
+            arch=arch,
+            arch_kwargs=arch_kwargs,
+            task=task,
+            role="imported",
+            name=model_id,
+            recipe={"source_file": filename},
+        )
+    except CheckpointError as err:
+        raise CheckpointError(f"{filename}: {err}") from None

@@ -1,6 +1,5 @@
 """Model Zoo: all models, train a custom model, import a checkpoint, delete a model."""
 
-import uuid
 from pathlib import Path
 
 import streamlit as st
@@ -9,13 +8,13 @@ import ui
 from ui import cache
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
+from ui.zoo_guard import open_zoo
 from core.figures import history_figure
-from core.io import check_against, load_checkpoint, CheckpointError
-from core.models import ARCHITECTURES, create_model
-from core.zoo import train_custom
+from core.models import ARCHITECTURES
+from core.zoo import import_checkpoint, train_custom
 
 settings = ui.frame("Model Zoo", icon=":material/inventory_2:")
-zoo = cache.zoo(settings.workspace)
+zoo = open_zoo(settings.workspace, key="zoo")
 
 table = zoo.table()
 if table.empty:
@@ -106,27 +105,14 @@ with tab_import:
     imp_name = st.text_input("Name", value=Path(up.name).stem if up else "", key="zoo.imp_name")
     if st.button("Import", disabled=up is None, key="zoo.import"):
         with shown_errors("Import"):
-            suffix = Path(up.name).suffix.lower()
-            tmp = zoo.tmp_dir / f"upload-{uuid.uuid4().hex}{suffix}"
-            try:
-                tmp.write_bytes(up.getvalue())
-                sd = load_checkpoint(tmp)
-            finally:
-                tmp.unlink(missing_ok=True)
-            kwargs = {"width": int(imp_width)}
-            report = check_against(create_model(imp_arch, seed=None, **kwargs), sd)
-            if not report.ok:
-                raise CheckpointError(
-                    f"the checkpoint does not fit {imp_arch} (width {imp_width}): {report.message()}"
-                )
-            rec = zoo.add(
-                sd,
+            rec = import_checkpoint(
+                zoo,
+                up.getvalue(),
+                up.name,
                 arch=imp_arch,
-                arch_kwargs=kwargs,
+                arch_kwargs={"width": int(imp_width)},
                 task=imp_task,
-                role="imported",
                 name=imp_name or None,
-                recipe={"source_file": up.name},
             )
             st.success(f"Imported **{rec.id}**.")
 

@@ -366,7 +366,8 @@ def read_only(path: Path):
             subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
             yield
         finally:
-            subprocess.run(["umount", str(path)], check=True)
+            if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(path)], check=True)  # a file still open
     else:
         modes = {p: p.stat().st_mode for p in [path, *path.rglob("*")]}
         for p in modes:
@@ -405,3 +406,117 @@ def test_read_only_workspace_is_listed_and_merged_from(tmp_path: Path, capsys) -
         assert main(["zoo", "repair", "--workspace", str(ws)]) == 2
         assert "read-only" in capsys.readouterr().err
     assert [r.id for r in Zoo(ws).list()] == ["a", "b"]
+
+
+# ----------------------------------------------------------------------------- item 10: default zoo
+def test_default_build_rebuilds_a_model_whose_file_was_deleted(
+    tiny_zoo_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from core.zoo import default_zoo_ids, ensure_default
+
+    from .conftest import TINY_PLAN
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_zoo_dir, ws)
+    z = Zoo(ws)
+    gone = z.get("mlp-ft-digits")
+    (ws / gone.file).unlink()
+    assert "mlp-ft-digits" not in {r.id for r in z.list()}
+    recs = ensure_default(z, TINY_PLAN, device="cpu")
+    assert [r.id for r in recs] == default_zoo_ids(TINY_PLAN)
+    assert {r.id for r in z.list()} >= set(default_zoo_ids(TINY_PLAN))
+    z.load_model("mlp-ft-digits")
+    assert z.get("mlp-ft-digits").created >= gone.created
+
+
+CLASHES = {
+    "another architecture under the base id": ("mlp-base", "cnn", {"width": 16}, "imported"),
+    "a fine-tune id held by an import": (
+        "mlp-ft-mnist",
+        "mlp",
+        {"width": 64, "depth": 2},
+        "imported",
+    ),
+    "another width under an independent id": ("cnn-mnist-s1", "cnn", {"width": 16}, "independent"),
+}
+
+
+@pytest.mark.parametrize("clash", list(CLASHES))
+def test_default_build_refuses_foreign_models_under_default_ids_before_training(
+    tmp_path: Path, clash: str
+) -> None:
+    from core.zoo import ensure_default
+
+    from .conftest import TINY_PLAN
+
+    mid, arch, kwargs, role = CLASHES[clash]
+    z = Zoo(tmp_path)
+    z.add(
+        create_model(arch, **kwargs),
+        arch=arch,
+        arch_kwargs=kwargs,
+        task="mnist",
+        name=mid,
+        role=role,
+    )
+    calls: list[dict] = []
+    with pytest.raises(ValueError, match=f"'{mid}' is a {role} {arch}.*another name"):
+        ensure_default(z, TINY_PLAN, device="cpu", progress=calls.append)
+    assert calls == [], "training started before the clash was found"
+    assert [r.id for r in z.list()] == [mid]
+
+
+# ----------------------------------------------------------------------------- item 9: dtypes
+CONVERTED = [torch.float16, torch.bfloat16, torch.float64]
+REFUSED = {
+    "int8": lambda v: (v * 10).to(torch.int8),
+    "int64": lambda v: (v * 10).to(torch.int64),
+    "bool": lambda v: v > 0,
+    "complex64": lambda v: torch.complex(v, v),
+    "float64 beyond float32": lambda v: v.double() * 1e300,
+}
+
+
+@pytest.mark.parametrize("dtype", CONVERTED, ids=str)
+def test_floating_imports_are_stored_in_the_architecture_dtype_and_merge(
+    tmp_path: Path, dtype: torch.dtype
+) -> None:
+    from core.merge import merge
+
+    z = Zoo(tmp_path)
+    ref = _sd(1)
+    rec = z.add({k: v.to(dtype) for k, v in ref.items()}, arch="mlp", arch_kwargs=MLP, task="t")
+    stored = z.state_dict(rec.id, verify=True)
+    assert {v.dtype for v in stored.values()} == {torch.float32}
+    assert rec.n_params == sum(v.numel() for v in ref.values())
+    for k, v in ref.items():
+        torch.testing.assert_close(stored[k], v.to(dtype).float())
+    other = z.add(_sd(2), arch="mlp", arch_kwargs=MLP, task="t")
+    merged = merge("ties", [stored, z.state_dict(other.id)], base=_sd(0), density=0.5)
+    z.add(merged, arch="mlp", arch_kwargs=MLP, task="t", role="merged")
+
+
+def test_integer_buffers_of_another_width_are_converted(tmp_path: Path) -> None:
+    sd = create_model("cnn", width=16).state_dict()
+    nbt = [k for k in sd if k.endswith("num_batches_tracked")]
+    assert nbt
+    sd = {k: v.to(torch.int32) if k in nbt else v for k, v in sd.items()}
+    rec = Zoo(tmp_path).add(sd, arch="cnn", arch_kwargs={"width": 16}, task="t")
+    assert Zoo(tmp_path).state_dict(rec.id)[nbt[0]].dtype == torch.int64
+
+
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_integer_bool_complex_and_overflowing_imports_are_refused(
+    tmp_path: Path, kind: str
+) -> None:
+    from core.io import CheckpointError
+
+    z = Zoo(tmp_path)
+    sd = _sd(1)
+    first = next(iter(sd))
+    sd[first] = REFUSED[kind](sd[first])
+    with pytest.raises(CheckpointError, match=f"{first}.*(is|overflows)"):
+        z.add(sd, arch="mlp", arch_kwargs=MLP, task="t")
+    assert len(z) == 0 and z.orphans() == []
