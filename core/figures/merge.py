@@ -81,7 +81,9 @@ def task_radar_figure(result: Any, *, title: str = "Per-task accuracy") -> go.Fi
                 opacity=0.8,
             )
         )
-    fig.update_layout(title=title, polar=dict(radialaxis=dict(range=[0, 1])))
+    fig.update_layout(
+        title=title, polar=dict(radialaxis=dict(range=[0, 1], angle=90, tickangle=0, dtick=0.25))
+    )
     return apply_paper(fig)
 
 
@@ -254,14 +256,16 @@ def comparison_figure(result: Any, *, title: str | None = None) -> go.Figure:
         x=float(np.mean(result.reference)),
         line=dict(color=GREY, dash="dash"),
         annotation_text="fine-tuned",
-        annotation_position="top",
+        annotation_position="top left",
+        annotation_yanchor="top",  # inside the plot, clear of the title
     )
     if result.base is not None:
         fig.add_vline(
             x=float(np.mean(result.base)),
             line=dict(color=GREY, dash="dot"),
             annotation_text="base",
-            annotation_position="bottom",
+            annotation_position="bottom right",
+            annotation_yanchor="bottom",  # inside the plot, clear of the tick labels
         )
     pct = round(result.level * 100)
     fig.update_layout(
