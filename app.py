@@ -3,9 +3,9 @@
 import streamlit as st
 
 import ui
-from core.zoo import DEFAULT_PLAN, default_zoo_ids, ensure_default
+from core import zoo_worker
+from core.zoo import DEFAULT_PLAN, default_zoo_ids
 from ui import cache
-from ui.errors import shown_errors
 
 settings = ui.frame("Mixmerge Workbench", icon=":material/science:")
 
@@ -32,36 +32,59 @@ c2.metric("Default zoo", f"{len(default_ids) - len(missing)} / {len(default_ids)
 c3.metric("Fine-tuned task models", sum(r.role == "finetune" for r in records))
 
 st.subheader("Model zoo")
-if missing:
-    st.info(
-        f"The default zoo is {'not built yet' if len(missing) == len(default_ids) else 'incomplete'}: "
-        f"a base MLP pre-trained on {len(DEFAULT_PLAN.domains)} digit domains, one fine-tune per domain "
-        f"(task vectors), and {len(DEFAULT_PLAN.independent_seeds)} independently trained models per "
-        "architecture (mode connectivity). It trains in about a minute on a laptop CPU."
-    )
-    if st.session_state.get("home.cancel"):
+
+
+def start_build() -> None:
+    """Button callback: runs before the panel reruns, so the panel shows the new build."""
+    st.session_state["home.building"] = True
+    try:
+        zoo_worker.start_build(settings.workspace, device=settings.device)
+    except (OSError, ValueError) as err:
+        st.session_state["home.build_error"] = f"{type(err).__name__}: {err}"
+
+
+def cancel_build() -> None:
+    zoo_worker.cancel_build(settings.workspace)
+
+
+@st.fragment(run_every=1.0)
+def build_panel() -> None:
+    """The background build's state, polled every second (only this panel reruns)."""
+    status = zoo_worker.build_status(settings.workspace)
+    if err := st.session_state.pop("home.build_error", None):
+        st.error(f"The build could not start: {err}")
+    if status.running:
+        elapsed = f" · {status.elapsed_s:.0f} s" if status.elapsed_s is not None else ""
+        st.progress(min(max(status.fraction, 0.0), 1.0), text=status.message + elapsed)
+        st.caption(
+            "The build runs in its own process: closing this tab does not stop it, and finished "
+            "models are stored as they complete."
+        )
+        st.button("Cancel build", key="home.cancel", on_click=cancel_build)
+        return
+    if status.state == "done" and st.session_state.get("home.building"):
+        st.session_state["home.building"] = False
+        st.rerun()  # the whole page: metrics and table show the new models
+    missing_now = [i for i in default_ids if i not in {r.id for r in zoo.list()}]
+    if status.state == "failed" and missing_now:
+        st.error(f"The last build failed: {status.error or status.message}")
+    elif status.state == "cancelled" and missing_now:
         st.warning("Build cancelled: finished models are kept, the build resumes where it stopped.")
-    if st.button("Build default zoo", type="primary", key="home.build"):
-        bar = st.progress(0.0, text="Starting…")
-        # any click interrupts this run at the next progress update; a model is stored only when done
-        st.button("Cancel", key="home.cancel")
-        with shown_errors("Building the default zoo"):
+    if not missing_now:
+        st.success("The default zoo is complete.")
+        return
+    st.info(
+        f"The default zoo is {'not built yet' if len(missing_now) == len(default_ids) else 'incomplete'}: "
+        f"a base MLP pre-trained on {len(DEFAULT_PLAN.domains)} digit domains, one fine-tune per "
+        f"domain (task vectors), and {len(DEFAULT_PLAN.independent_seeds)} "
+        "independently trained models per architecture (mode connectivity). It trains in one to "
+        "two minutes on an idle 2-core CPU, longer under load (docs/BENCHMARKS.md, 'Default zoo')."
+        + ("" if len(missing_now) == len(default_ids) else f" Missing: {', '.join(missing_now)}.")
+    )
+    st.button("Build default zoo", type="primary", key="home.build", on_click=start_build)
 
-            def on_progress(info: dict) -> None:
-                k, n = info["model"], info["models"]
-                frac = (k - 1) / n
-                if info.get("epochs"):
-                    frac += (info.get("epoch", 0) / info["epochs"]) / n
-                acc = info.get("test_accuracy")
-                text = info["message"] + (f" · test accuracy {acc:.3f}" if acc is not None else "")
-                bar.progress(min(frac, 1.0), text=text)
 
-            ensure_default(zoo, device=settings.device, progress=on_progress)
-            bar.progress(1.0, text="Default zoo ready")
-            st.success("Default zoo ready.")
-            st.rerun()
-else:
-    st.success("The default zoo is complete.")
+build_panel()
 
 if records:
     st.dataframe(

@@ -14,8 +14,14 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
 
 def _zoo_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("zoo", help="build or list the model zoo")
-    p.add_argument("action", choices=["build", "list"])
+    p = sub.add_parser(
+        "zoo",
+        help="build or list the model zoo, or repair its index",
+        description="build: train the missing default models; list: show the index; repair: "
+        "rebuild a damaged or emptied index from the checkpoints in models/ (the damaged index "
+        "is kept beside it)",
+    )
+    p.add_argument("action", choices=["build", "list", "repair"])
     p.add_argument(
         "--workspace",
         default=None,
@@ -40,8 +46,12 @@ def _zoo_parser(sub: argparse._SubParsersAction) -> None:
 def _zoo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .zoo import Zoo, ensure_default
+    from .zoo import Zoo, ensure_default, repair
 
+    if args.action == "repair":
+        report = repair(args.workspace)
+        print(report.summary())
+        return 0
     zoo = Zoo(args.workspace)
     if args.action == "list":
         print(zoo.table().to_string(index=False))
@@ -87,6 +97,11 @@ COMMANDS["benchmark"] = add_benchmark_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["zoo", "import-external"]:  # its own parser (core/zoo_import_cli.py)
+        from .zoo_import_cli import main as import_external_main
+
+        return import_external_main(argv[2:])
     parser = argparse.ArgumentParser(
         prog="python -m core", description="Mixmerge Workbench command line"
     )

@@ -34,7 +34,14 @@ from torch.func import functional_call
 from ._checks import check_int, check_range
 from .data import get_task
 from .device import resolve_device
-from .merge import METHODS, fisher_diagonal, gram_matrices, merge, recompute_batchnorm
+from .merge import (
+    METHODS,
+    fisher_diagonal,
+    gram_matrices,
+    localize_masks,
+    merge,
+    recompute_batchnorm,
+)
 from .models import create_model
 from .params import StateDict, check_compatible, is_mergeable
 from .stats import bootstrap_ci, mcnemar
@@ -389,7 +396,7 @@ class MergeLab:
                 f"method must be one of {self.available_methods()} for this selection, got {method!r}"
             )
         if data_args is None and "data_dependent" in METHODS[method].tags:
-            data_args = self.data_arguments(method)
+            data_args = self.data_arguments(method, hyperparameters)
         hyper = {**dict(hyperparameters or {}), **dict(data_args or {})}
         if not exact and not data_args and self.base is not None and method in SCALE_LINEAR:
             out = self._incremental(method, hyper, seed)
@@ -450,25 +457,62 @@ class MergeLab:
         return self._train[task]
 
     def has_data_arguments(self, method: str) -> bool:
-        """Whether the data-dependent inputs of ``method`` are computed (or not needed)."""
-        return "data_dependent" not in METHODS[method].tags or method in self._data
+        """Whether the data-dependent inputs of ``method`` are computed (or not needed).
 
-    def data_arguments(self, method: str, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+        For Localize-and-Stitch, whose masks depend on ``density``, any density counts (the
+        masks of another density are learnt on the next merge, in about a second)."""
+        if "data_dependent" not in METHODS[method].tags:
+            return True
+        return any(k == method or k.startswith(method + "@") for k in self._data)
+
+    def data_arguments(
+        self,
+        method: str,
+        hyperparameters: Mapping[str, Any] | None = None,
+        *,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
         """The data-dependent inputs of ``method``, computed once and cached in the lab.
 
         * fisher: empirical diagonal Fisher of each model on its task's training subset;
         * regmean: input Gram matrices of each model's linear layers on the same data;
+        * regmean_pp: the architecture and each model's training subset (the Grams are taken
+          layer by layer inside the merge, from the merged layers' outputs);
+        * localize_stitch: each task's mask learnt on its training subset
+          (:func:`core.merge.localize_masks`, the authors' defaults) at the ``density`` of
+          ``hyperparameters`` (default: the method's), cached per density;
         * greedy_soup: ``evaluate(sd)`` = average accuracy over the lab's tasks on the
           training subsets (the zoo keeps no validation split; the test sets stay unseen);
         * adamerging: the unlabeled fast-path test inputs of each task, as in the paper;
         * other methods: ``{}``.
         """
-        if method in self._data:
-            return self._data[method]
+        key = method
+        if method == "localize_stitch":
+            hyper = {**METHODS[method].defaults(), **dict(hyperparameters or {})}
+            density = check_range("density", hyper["density"], 0.0, 1.0, low_inclusive=False)
+            key = f"{method}@{density!r}"
+        if key in self._data:
+            return self._data[key]
         n = self.n_models
         report = progress or (lambda d, t, m: None)
         out: dict[str, Any]
-        if method in ("fisher", "regmean"):
+        if method == "regmean_pp":
+            out = {
+                "model": self._fresh_module(),
+                "x": [self.train_data(t)[0] for t in self.model_tasks],
+            }
+        elif method == "localize_stitch":
+            if self.base is None:
+                raise ValueError("localize_stitch needs the task-vector setting (a base model)")
+            masks = []
+            for i, (sd, task) in enumerate(zip(self.models, self.model_tasks, strict=True)):
+                report(i, n, f"{method}: {self.model_ids[i]}")
+                x, y = self.train_data(task)
+                masks.append(
+                    localize_masks(self._fresh_module(), self.base, sd, x, y, density=density)
+                )
+            out = {"masks": masks}
+        elif method in ("fisher", "regmean"):
             items = []
             for i, (sd, task) in enumerate(zip(self.models, self.model_tasks, strict=True)):
                 report(i, n, f"{method}: {self.model_ids[i]}")
@@ -491,7 +535,11 @@ class MergeLab:
         else:
             out = {}
         report(n, n, f"{method}: inputs ready")
-        self._data[method] = out
+        with self._lock:
+            self._data[key] = out
+            masks_kept = [k for k in self._data if k.startswith("localize_stitch@")]
+            for k in masks_kept[:-MERGED_TV_CACHE]:  # bounded: one mask set per density
+                del self._data[k]
         return out
 
     @torch.inference_mode()
@@ -689,7 +737,11 @@ def save_merged(
     hyper = dict(hyperparameters)
     sd = lab.merge(method, hyper, seed=seed, recompute_bn=recompute_bn, exact=True)
     ev = lab.evaluate(sd, full=True)
-    data = sorted(lab.data_arguments(method)) if "data_dependent" in METHODS[method].tags else []
+    data = (
+        sorted(lab.data_arguments(method, hyper))
+        if "data_dependent" in METHODS[method].tags
+        else []
+    )
     recipe = {
         "method": method,
         "hyperparameters": hyper,

@@ -909,3 +909,68 @@ _register_cluster_figure(
     "fig = cluster_scatter_figure(coords, res.labels, confidence=res.posterior,\n"
     '                             title="Clusters (PCA of the clustered data)")',
 )
+
+
+# ---------------------------------------------------------------------------- mixing papers
+@register(
+    "mix_paper",
+    description="A mixing paper's headline figure from its stored study record",
+    requires=("run",),
+)
+def _mix_paper(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``run`` (a stored ``mix_paper_run`` record id), optional ``rerun`` (bool)."""
+    _need_str(args, "run")
+    rerun = bool(args.get("rerun", False))
+    return [
+        markdown(
+            "The Mixup Papers page draws this figure from the study record stored in the "
+            "workspace (config, seeds, per-seed curves and the headline numbers with CIs). "
+            "Set `RERUN = True` to train the study again from the stored config and seeds."
+        ),
+        code(
+            "from core.figures.mix_papers import FIGURES\n"
+            "from core.mixup.papers import load_paper_runs, rerun\n\n"
+            "runs = load_paper_runs(zoo)\n"
+            'if ARGS["run"] not in runs:\n'
+            "    raise KeyError(f\"no mixing-paper run {ARGS['run']!r} in {WORKSPACE}; stored: {list(runs)}\")\n"
+            'record = runs[ARGS["run"]]\n'
+            f"RERUN = {rerun}\n"
+            "if RERUN:\n"
+            "    record = rerun(record)\n"
+            'print(record["study"], record["config"], record.get("seeds"))\n'
+            'fig = FIGURES[record["study"]](record)'
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- merge interference
+@register(
+    "merge_interference",
+    description="Interference between task vectors: cosine, sign conflicts, what TIES/DARE keep",
+    requires=("models", "base"),
+)
+def _merge_interference(args: Mapping[str, Any]) -> list[Cell]:
+    """args: the lab's (``models``, ``base``, ...), ``density``, ``drop``, ``trim``, ``seed``
+    (of the DARE draws), ``chart`` ("cosine", the default; "layers"; "keep") and ``method``
+    (what "keep" shows: "ties", the default, "dare" or "dare_ties")."""
+    cells = _merge_lab_cells(args, "Diagnose the interference between the task vectors.")
+    _need_str(args, "base")
+    for name in ("density", "drop"):
+        if args.get(name) is not None:
+            _need_number(args, name)
+    _choice(args, "trim", ("global", "tensor"), "global")
+    _choice(args, "chart", ("cosine", "layers", "keep"), "cosine")
+    _choice(args, "method", ("ties", "dare", "dare_ties"), "ties")
+    _optional(args, seed=0)
+    return [
+        *cells,
+        code(
+            "from core.figures.interference import interference_figure\n"
+            "from core.merge.diagnostics import interference\n\n"
+            "report = interference(list(lab.task_vectors), names=lab.model_ids,\n"
+            '                      density=ARGS.get("density", 0.2), drop=ARGS.get("drop", 0.5),\n'
+            '                      trim=ARGS.get("trim", "global"), seed=ARGS.get("seed", 0))\n'
+            'fig = interference_figure(report, chart=ARGS.get("chart", "cosine"),\n'
+            '                          method=ARGS.get("method", "ties"))'
+        ),
+    ]

@@ -104,6 +104,7 @@ class ModelRecord:
 
 
 _JSON_FIELDS = ("arch_kwargs", "train_config", "metrics", "recipe")
+_MODEL_COLUMNS = tuple(ModelRecord.__dataclass_fields__)
 _SLUG = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -146,6 +147,59 @@ def atomic_write_bytes(path: Path, data: bytes, tmp_dir: Path | None = None) -> 
             tmp.unlink()
 
 
+class WorkspaceError(ValueError):
+    """A workspace that cannot be opened, read or written; the message names the path, what is
+    wrong and the way out. ``repairable``: ``python -m core zoo repair`` (:func:`repair`) fixes it.
+    """
+
+    def __init__(self, message: str, *, repairable: bool = False):
+        super().__init__(message)
+        self.repairable = repairable
+
+
+def _repair_hint(root: Path) -> str:
+    return (
+        f"run `python -m core zoo repair --workspace {root}` (or Repair on the Home page) to "
+        "rebuild the index from the checkpoints in models/; the damaged index is kept beside it"
+    )
+
+
+def _damaged(db: Path, why: object) -> WorkspaceError:
+    return WorkspaceError(
+        f"the zoo index {db} is damaged ({why}): {_repair_hint(db.parent)}", repairable=True
+    )
+
+
+def _check_root(root: Path) -> None:
+    """Refuse a workspace path that is a file or lies under a file."""
+    if root.exists() and not root.is_dir():
+        raise WorkspaceError(
+            f"the workspace root must be a folder, got a file: {root}; choose another folder "
+            "(Settings in the sidebar, --workspace or MIXMERGE_WORKSPACE)"
+        )
+    for parent in root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise WorkspaceError(
+                    f"the workspace {root} cannot be created: {parent} is a file, not a folder; "
+                    "choose another folder (Settings in the sidebar, --workspace or "
+                    "MIXMERGE_WORKSPACE)"
+                )
+            break
+
+
+def _check_subfolder(d: Path) -> None:
+    if (d.exists() or d.is_symlink()) and not d.is_dir():
+        raise WorkspaceError(
+            f"{d} must be a folder (the workspace keeps its {d.name} there), but it is a file; "
+            "move it away or choose another workspace folder"
+        )
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
 class Zoo:
     """A workspace's model store.
 
@@ -154,22 +208,76 @@ class Zoo:
 
     Thread- and process-safe: each call opens its own SQLite connection; writers serialise on
     SQLite's lock (``BEGIN IMMEDIATE``, 30 s busy timeout).
+
+    A read-only workspace (``read_only``) is opened for reading: its models are listed, loaded
+    and merged from; every write raises :class:`WorkspaceError`. A damaged index raises
+    :class:`WorkspaceError` (``repairable``) naming the way out, :func:`repair`.
     """
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).expanduser().resolve() if root is not None else default_workspace()
-        if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"root must be a folder, got a file: {self.root}")
+        _check_root(self.root)
         self.models_dir = self.root / "models"
         self.figures_dir = self.root / "figures"
         self.tmp_dir = self.root / "tmp"
-        for d in (self.models_dir, self.figures_dir, self.tmp_dir):
-            d.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "index.sqlite"
+        if not self.root.exists():
+            try:
+                self.root.mkdir(parents=True)
+            except OSError as err:
+                raise WorkspaceError(
+                    f"the workspace {self.root} cannot be created: {err.strerror or err}; "
+                    "choose another folder (Settings in the sidebar, --workspace or "
+                    "MIXMERGE_WORKSPACE)"
+                ) from None
+        for d in (self.models_dir, self.figures_dir, self.tmp_dir):
+            _check_subfolder(d)
+        if self.db_path.exists() and not self.db_path.is_file():
+            raise _damaged(self.db_path, "it is a folder, not a file")
+        self.read_only = not _writable(self.root) or (
+            self.db_path.exists() and not _writable(self.db_path)
+        )
+        if self.read_only:
+            if not self.db_path.exists():
+                raise WorkspaceError(
+                    f"the workspace {self.root} is read-only and holds no zoo index "
+                    "(index.sqlite); choose a writable folder (Settings in the sidebar, "
+                    "--workspace or MIXMERGE_WORKSPACE)"
+                )
+        else:
+            for d in (self.models_dir, self.figures_dir, self.tmp_dir):
+                d.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-        self._clean_tmp()
+            if not self.read_only:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+            self._validate(con)
+        if not self.read_only:
+            self._clean_tmp()
+
+    def _validate(self, con: sqlite3.Connection) -> None:
+        """Refuse an index that is not this program's or is damaged (checked once on open)."""
+        check = con.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise _damaged(self.db_path, f"integrity check: {check[0] if check else 'no answer'}")
+        for table, need in (("models", _MODEL_COLUMNS), ("records", ("kind", "key", "data"))):
+            cols = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+            if not set(need) <= cols:
+                raise _damaged(
+                    self.db_path,
+                    f"its {table!r} table has columns {sorted(cols)}, not the zoo's "
+                    "(another program's database?)",
+                )
+        for row in con.execute("SELECT * FROM models"):
+            self._row(row)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise WorkspaceError(
+                f"the workspace {self.root} is read-only: its models can be listed, loaded and "
+                "merged from, but nothing can be added, changed or deleted; choose a writable "
+                "workspace folder (Settings in the sidebar, --workspace or MIXMERGE_WORKSPACE)"
+            )
 
     def __repr__(self) -> str:
         return f"Zoo({str(self.root)!r}, {len(self)} models)"
@@ -177,14 +285,52 @@ class Zoo:
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout=30000")
-        con.execute("PRAGMA synchronous=NORMAL")
+        try:
+            con = self._open()
+        except sqlite3.DatabaseError as err:
+            raise self._db_error(err) from None
         try:
             yield con
+        except sqlite3.DatabaseError as err:
+            raise self._db_error(err) from None
         finally:
             con.close()
+
+    def _open(self) -> sqlite3.Connection:
+        if not self.read_only:
+            con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        else:  # no -shm/-wal can be created: read the file as it is
+            uri = self.db_path.as_uri()
+            try:
+                con = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+                con.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            except sqlite3.OperationalError:
+                con = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout=30000")
+        if not self.read_only:
+            con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    def _db_error(self, err: sqlite3.DatabaseError) -> WorkspaceError:
+        text = str(err)
+        if "readonly" in text or "read-only" in text:
+            self.read_only = True
+            try:
+                self._check_writable()
+            except WorkspaceError as ro:
+                return ro
+        if "locked" in text or "busy" in text:
+            return WorkspaceError(
+                f"the zoo index {self.db_path} stayed locked by another program for 30 s "
+                f"({text}); close the other program or try again"
+            )
+        if isinstance(err, sqlite3.OperationalError) and "unable to open" in text:
+            return WorkspaceError(
+                f"the zoo index {self.db_path} cannot be opened ({text}); check that the "
+                "workspace folder is readable, or choose another one"
+            )
+        return _damaged(self.db_path, text)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -199,6 +345,8 @@ class Zoo:
                 raise
 
     def _clean_tmp(self, older_than_s: float = 3600.0) -> None:
+        if self.read_only:
+            return
         now = time.time()
         for d in (self.tmp_dir, self.models_dir):
             for f in d.glob(".tmp-*"):
@@ -220,9 +368,14 @@ class Zoo:
 
     def _row(self, row: sqlite3.Row) -> ModelRecord:
         d = dict(row)
-        for k in _JSON_FIELDS:
-            d[k] = json.loads(d[k])
-        return ModelRecord(**d)
+        try:
+            for k in _JSON_FIELDS:
+                d[k] = json.loads(d[k])
+            return ModelRecord(**{k: d[k] for k in _MODEL_COLUMNS})
+        except (json.JSONDecodeError, TypeError, KeyError) as err:
+            raise _damaged(
+                self.db_path, f"the row of model {d.get('id')!r} cannot be read: {err}"
+            ) from None
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
@@ -361,6 +514,7 @@ class Zoo:
         """
         from safetensors.torch import save
 
+        self._check_writable()
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         sd = model.state_dict() if isinstance(model, nn.Module) else dict(model)
@@ -374,11 +528,25 @@ class Zoo:
         base_name = slugify(
             name or f"{arch}-{task}-{role}" + (f"-s{seed}" if seed is not None else "")
         )
+        created = _now()
+        provenance = {
+            "role": role,
+            "seed": seed,
+            "parent_id": parent_id,
+            "base_id": base_id,
+            "train_config": dict(train_config or {}),
+            "metrics": dict(metrics or {}),
+            "recipe": dict(recipe or {}),
+            "created": created,
+            "note": note,
+        }
         meta = {
             "arch": arch,
             "arch_kwargs": json.dumps(dict(arch_kwargs)),
             "task": task,
             "format": "pt",
+            # the rest of the record, so `zoo repair` can rebuild the index from the files
+            "mixmerge_record": json.dumps(provenance, default=str),
         }
         blob = save(sd, metadata=meta)
         n_params = sum(v.numel() for v in sd.values() if v.is_floating_point())
@@ -388,9 +556,11 @@ class Zoo:
                 old = con.execute("SELECT file FROM models WHERE id=?", (model_id,)).fetchone()
                 if old is not None:
                     con.execute("DELETE FROM models WHERE id=?", (model_id,))
+                else:  # a checkpoint the index does not own is kept, never overwritten
+                    self._keep_orphan(self.root / f"models/{model_id}.safetensors")
             else:
                 k = 2
-                while con.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone():
+                while self._taken(con, model_id):
                     model_id = f"{base_name}-{k}"
                     k += 1
             rel = f"models/{model_id}.safetensors"
@@ -410,7 +580,7 @@ class Zoo:
                 file=rel,
                 sha256=hashlib.sha256(blob).hexdigest(),
                 n_params=n_params,
-                created=_now(),
+                created=created,
                 note=note,
             )
             d = rec.to_dict()
@@ -422,9 +592,45 @@ class Zoo:
             )
         return rec
 
+    def _taken(self, con: sqlite3.Connection, model_id: str) -> bool:
+        """An id is taken when the index lists it or a checkpoint file of that name exists."""
+        if con.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone():
+            return True
+        return os.path.lexists(self.models_dir / f"{model_id}.safetensors")
+
+    def _keep_orphan(self, path: Path) -> None:
+        """Move an unindexed checkpoint at ``path`` to a free ``<id>-orphan-<time>`` name."""
+        if not os.path.lexists(path):
+            return
+        stem = f"{path.stem}-orphan-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+        target = path.with_name(f"{stem}.safetensors")
+        k = 2
+        while os.path.lexists(target):
+            target = path.with_name(f"{stem}-{k}.safetensors")
+            k += 1
+        os.replace(path, target)
+
+    def orphans(self) -> list[Path]:
+        """Checkpoint files in ``models/`` that the index does not list (after a damaged or
+        replaced index, or a crash between writing a file and committing its row)."""
+        if not self.models_dir.is_dir():
+            return []
+        with self._connect() as con:
+            owned = {r[0] for r in con.execute("SELECT file FROM models")}
+        return sorted(
+            p
+            for p in self.models_dir.glob("*.safetensors")
+            if not p.name.startswith(".tmp-") and f"models/{p.name}" not in owned
+        )
+
+    def repair(self) -> RepairReport:
+        """Rebuild the index from the checkpoints in ``models/``; see :func:`repair`."""
+        return repair(self.root)
+
     def update_metrics(self, model_id: str, metrics: Mapping[str, Any]) -> ModelRecord:
         """Merge ``metrics`` into the stored metrics of ``model_id``."""
         _check_id(model_id)
+        self._check_writable()
         with self.transaction() as con:
             row = con.execute("SELECT metrics FROM models WHERE id=?", (model_id,)).fetchone()
             if row is None:
@@ -437,22 +643,48 @@ class Zoo:
         return self.get(model_id)
 
     def delete(self, model_id: str) -> None:
-        """Remove a model from the index, then its file. Children keep their (dangling) parent id."""
+        """Remove a model from the index and its file. Children keep their (dangling) parent id.
+
+        The file is moved out of ``models/`` while the index is write-locked, so an ``add`` of
+        the same name in another process (which also writes under that lock) can never have
+        its new file removed: a listed model always has its checkpoint. If the index commit
+        fails the file is moved back.
+        """
         _check_id(model_id)
-        with self.transaction() as con:
-            row = con.execute("SELECT file FROM models WHERE id=?", (model_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"model_id {model_id!r} is not in the zoo")
-            con.execute("DELETE FROM models WHERE id=?", (model_id,))
-        if self._inside(row[0]):  # a tampered index never deletes outside the workspace
+        self._check_writable()
+        trash: Path | None = None
+        path = self.root
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute("SELECT file FROM models WHERE id=?", (model_id,)).fetchone()
+                if row is None:
+                    raise KeyError(f"model_id {model_id!r} is not in the zoo")
+                con.execute("DELETE FROM models WHERE id=?", (model_id,))
+                if self._inside(row[0]):  # a tampered index never deletes outside the workspace
+                    path = self.root / row[0]
+                    trash = self.tmp_dir / f".tmp-deleted-{uuid.uuid4().hex}-{path.name}"
+                    try:
+                        os.replace(path, trash)
+                    except FileNotFoundError:
+                        trash = None
+                con.execute("COMMIT")
+            except BaseException:
+                if trash is not None:
+                    os.replace(trash, path)
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                raise
+        if trash is not None:
             with contextlib.suppress(FileNotFoundError):
-                (self.root / row[0]).unlink()
+                trash.unlink()
 
     # ------------------------------------------------------------------ generic records
     def put_record(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
         """Store a JSON-serialisable result (training runs, sweeps, figures) under (kind, key)."""
         if not kind or not key:
             raise ValueError(f"kind and key must be non-empty, got {kind!r}, {key!r}")
+        self._check_writable()
         with self.transaction() as con:
             con.execute(
                 "INSERT OR REPLACE INTO records (kind, key, data, created) VALUES (?, ?, ?, ?)",
@@ -468,8 +700,144 @@ class Zoo:
         return {r[0]: json.loads(r[1]) for r in rows}
 
     def delete_record(self, kind: str, key: str) -> None:
+        self._check_writable()
         with self.transaction() as con:
             con.execute("DELETE FROM records WHERE kind=? AND key=?", (kind, key))
+
+
+@dataclass
+class RepairReport:
+    """What :func:`repair` did: ids listed again, files skipped (name -> reason), index rows
+    dropped because their file is gone, and where a damaged index was kept."""
+
+    recovered: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    kept_aside: Path | None = None
+
+    def summary(self) -> str:
+        lines = [f"recovered {len(self.recovered)} model(s): {', '.join(self.recovered) or '-'}"]
+        if self.kept_aside is not None:
+            lines.append(f"the damaged index was kept as {self.kept_aside}")
+        if self.dropped:
+            lines.append(f"dropped {len(self.dropped)} row(s) whose file is gone: {self.dropped}")
+        for name, why in self.skipped.items():
+            lines.append(f"skipped models/{name}: {why}")
+        return "\n".join(lines)
+
+
+def repair(root: str | Path | None = None) -> RepairReport:
+    """Rebuild a workspace's index from its checkpoints and their metadata.
+
+    A damaged index (not SQLite, truncated, a folder, another program's database, unreadable
+    rows) is moved aside to ``index.sqlite.damaged-<time>`` (with its ``-wal``/``-shm``), never
+    deleted. Then every checkpoint in ``models/`` that the index does not list is checked (a
+    safetensors file with the zoo's metadata that loads into its architecture) and listed
+    again under its file name, with the record stored in its metadata; anything else is
+    skipped with the reason. Rows whose checkpoint file is gone are dropped.
+
+    Raises:
+        WorkspaceError: the workspace is read-only, a file, or its ``models`` is a file.
+    """
+    root = Path(root).expanduser().resolve() if root is not None else default_workspace()
+    _check_root(root)
+    if not root.is_dir():
+        raise WorkspaceError(f"the workspace {root} does not exist: nothing to repair")
+    _check_subfolder(root / "models")
+    if not _writable(root):
+        raise WorkspaceError(
+            f"the workspace {root} is read-only: the index cannot be rebuilt there; copy the "
+            "workspace to a writable folder and repair the copy"
+        )
+    report = RepairReport()
+    db = root / "index.sqlite"
+    try:
+        zoo = Zoo(root)
+    except WorkspaceError as err:
+        if not err.repairable:
+            raise
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        aside = db.with_name(f"{db.name}.damaged-{stamp}")
+        k = 2
+        while os.path.lexists(aside):
+            aside = db.with_name(f"{db.name}.damaged-{stamp}-{k}")
+            k += 1
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.lexists(f"{db}{suffix}"):
+                os.replace(f"{db}{suffix}", f"{aside}{suffix}")
+        report.kept_aside = aside
+        zoo = Zoo(root)
+    with zoo.transaction() as con:
+        for r in con.execute("SELECT id, file FROM models").fetchall():
+            if not (zoo._inside(r[1]) and (root / r[1]).is_file()):
+                con.execute("DELETE FROM models WHERE id=?", (r[0],))
+                report.dropped.append(r[0])
+    rows = []
+    for path in zoo.orphans():
+        try:
+            rows.append(_record_from_file(path))
+        except (ValueError, TypeError, KeyError, OSError) as err:
+            report.skipped[path.name] = str(err)
+    with zoo.transaction() as con:
+        for d in rows:
+            if con.execute("SELECT 1 FROM models WHERE id=?", (d["id"],)).fetchone():
+                report.skipped[f"{d['id']}.safetensors"] = f"id {d['id']!r} is already listed"
+                continue
+            con.execute(
+                f"INSERT INTO models ({', '.join(d)}) VALUES ({', '.join('?' * len(d))})",
+                list(d.values()),
+            )
+            report.recovered.append(d["id"])
+    return report
+
+
+def _record_from_file(path: Path) -> dict[str, Any]:
+    """The index row of a checkpoint, from its safetensors metadata; raises with the reason."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    model_id = path.stem
+    if slugify(model_id) != model_id:
+        raise ValueError(f"{path.name} is not named like a zoo model (letters, digits, _ . -)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"not a readable safetensors file ({err})") from None
+    missing = [k for k in ("arch", "arch_kwargs", "task") if k not in meta]
+    if missing:
+        raise ValueError(f"no zoo metadata ({', '.join(missing)} missing): not written by the zoo")
+    try:
+        kwargs = json.loads(meta["arch_kwargs"])
+        extra = json.loads(meta.get("mixmerge_record", "{}"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"its metadata is not valid JSON ({err})") from None
+    if not isinstance(kwargs, dict) or not isinstance(extra, dict):
+        raise ValueError("its metadata arch_kwargs / mixmerge_record are not JSON objects")
+    sd = dict(load_file(str(path)))
+    load_into(create_model(meta["arch"], seed=None, **kwargs), sd)
+    role = extra.get("role") if extra.get("role") in ROLES else "custom"
+    note = extra.get("note") if "role" in extra else "recovered by zoo repair (no record kept)"
+    seed = extra.get("seed")
+    d: dict[str, Any] = {
+        "id": model_id,
+        "arch": meta["arch"],
+        "arch_kwargs": json.dumps(kwargs),
+        "task": meta["task"],
+        "seed": seed if isinstance(seed, int) else None,
+        "role": role,
+        "parent_id": extra.get("parent_id") if isinstance(extra.get("parent_id"), str) else None,
+        "base_id": extra.get("base_id") if isinstance(extra.get("base_id"), str) else None,
+        "train_config": json.dumps(extra.get("train_config") or {}, default=str),
+        "metrics": json.dumps(extra.get("metrics") or {}, default=str),
+        "recipe": json.dumps(extra.get("recipe") or {}, default=str),
+        "file": f"models/{path.name}",
+        "sha256": _sha256(path),
+        "n_params": sum(v.numel() for v in sd.values() if v.is_floating_point()),
+        "created": str(extra.get("created") or _now()),
+        "note": str(note or ""),
+    }
+    return d
 
 
 ProgressFn = Callable[[dict[str, Any]], None]

@@ -8,6 +8,7 @@ from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 from ui.tables import comparison_table
 from ui.widgets import hyperparameter_form
+from core.figures.interference import interference_figure
 from core.figures.merge import (
     comparison_figure,
     comparison_task_figure,
@@ -383,3 +384,67 @@ with tab_save:
             st.success(
                 f"Stored **{rec.id}** · full-test average accuracy {rec.metrics['test_accuracy']:.3f}"
             )
+
+
+# ------------------------------------------------------------------ interference diagnostics
+@st.fragment
+def interference_section(key: object, lab_args: dict, meta: dict, merge_seed: int) -> None:
+    """Where the task vectors agree or fight, and which entries TIES / DARE keep."""
+    st.subheader("Interference")
+    if lab_args["base"] is None or len(lab_args["models"]) < 2:
+        st.caption(
+            "The diagnostics need the task-vector setting and at least two fine-tuned models."
+        )
+        return
+    c1, c2, c3 = st.columns(3)
+    density = c1.slider("TIES density", 0.05, 1.0, 0.2, 0.05, key="merge.intf_density")
+    drop = c2.slider("DARE drop rate", 0.0, 0.95, 0.5, 0.05, key="merge.intf_drop")
+    trim = c3.selectbox("TIES trim", ["global", "tensor"], key="merge.intf_trim")
+    req = (key, density, drop, trim, merge_seed)
+    if st.button("Compute interference diagnostics", key="merge.intf_go"):
+        st.session_state["merge.intf_req"] = req
+    if st.session_state.get("merge.intf_req") != req:
+        st.caption(
+            "Cosine similarity of the task vectors, sign-conflict rate and ‖τ‖ per layer, and the "
+            "fraction of each model's entries TIES / DARE keep with its share of the elected sign."
+        )
+        return
+    with shown_errors("The interference diagnostics"):
+        report = cache.merge_interference(key, float(density), float(drop), trim, merge_seed)
+        c1, c2 = st.columns([2, 1])
+        chart = c1.segmented_control(
+            "Show",
+            ["cosine", "layers", "keep"],
+            default="cosine",
+            format_func={
+                "cosine": "task-vector cosine",
+                "layers": "conflicts and ‖τ‖ per layer",
+                "keep": "what the merge keeps",
+            }.get,
+            key="merge.intf_chart",
+        )
+        chart = chart or "cosine"
+        method = c2.selectbox(
+            "Merge",
+            ["ties", "dare", "dare_ties"],
+            key="merge.intf_method",
+            disabled=chart != "keep",
+        )
+        args = lab_args | {
+            "density": float(density),
+            "drop": float(drop),
+            "trim": trim,
+            "seed": merge_seed,
+            "chart": chart,
+            "method": method,
+        }
+        show_figure(
+            interference_figure(report, chart, method),
+            key="merge.intf",
+            stem=f"merge_lab_interference_{chart}",
+            meta={**meta, "density": density, "drop": drop, "trim": trim},
+            recipe={"kind": "merge_interference", "args": args},
+        )
+
+
+interference_section(key, lab_args, meta, int(merge_seed))

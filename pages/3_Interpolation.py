@@ -1,6 +1,6 @@
 """Interpolation: loss and accuracy along the line between two models, naive vs weight-matched vs
 activation-matched (git re-basin), barrier definitions side by side, the plane through three
-models, and a trained Bezier curve."""
+models, a trained Bezier curve, and the singular-vector alignment of matching (Ito et al.)."""
 
 import streamlit as st
 
@@ -86,8 +86,8 @@ meta = {
     "exact": exact,
 }
 
-tab_paths, tab_plane, tab_curve = st.tabs(
-    ["Paths and barriers", "Plane through three models", "Bezier curve"]
+tab_paths, tab_plane, tab_curve, tab_singular = st.tabs(
+    ["Paths and barriers", "Plane through three models", "Bezier curve", "Singular vectors"]
 )
 
 
@@ -312,3 +312,81 @@ with tab_curve:
         st.caption(
             "Trains the bend of φ(t) = (1−t)²θ_A + 2t(1−t)θ + t²θ_B on random t (Garipov et al. 2018)."
         )
+
+with tab_singular:
+    st.caption(
+        "Ito et al. (ICLR 2025, arXiv 2402.04051): matching changes each layer's singular vectors, "
+        "not its singular values, and lines up mainly the pairs with large singular values — "
+        "while barely reducing the distance between the models."
+    )
+    s1, s2 = st.columns([2, 1])
+    matchers = s1.multiselect(
+        "Matchers",
+        ["weight matching", "activation matching"],
+        default=["weight matching"],
+        key="interp.sv_matchers",
+    )
+    top_k = s2.slider("Singular pairs in the heat map", 4, 32, 16, key="interp.sv_top_k")
+    request = (id_a, id_b, task_name, tuple(matchers), top_k)
+    if st.button(
+        "Analyse singular vectors", type="primary", key="interp.run_sv", disabled=not matchers
+    ):
+        ss["interp.sv_request"] = request
+    if ss.get("interp.sv_request") == request:
+        with shown_errors("The singular-vector analysis"):
+            from core.figures.papers import (
+                singular_alignment_data,
+                singular_alignment_figure,
+                singular_alignment_table,
+                singular_overlap_figure,
+            )
+            from ui import cache_papers
+
+            with st.spinner("Matching and decomposing every layer…"):
+                sv = cache_papers.singular_alignment(
+                    settings.workspace,
+                    id_a,
+                    rec_a.sha256,
+                    id_b,
+                    rec_b.sha256,
+                    task_name,
+                    tuple(matchers),
+                    top_k,
+                    settings.seed,
+                    device,
+                )
+            sv_recipe = {
+                "kind": "singular_alignment",
+                "args": {
+                    "models": [id_a, id_b],
+                    "task": task_name,
+                    "matchers": list(matchers),
+                    "top_k": top_k,
+                    "seed": settings.seed,
+                },
+            }
+            show_figure(
+                singular_alignment_figure(sv),
+                key="interp.sv",
+                stem=f"singular_alignment_{id_a}_{id_b}",
+                data=singular_alignment_data(sv),
+                meta=meta | {"matchers": list(matchers)},
+                recipe=sv_recipe,
+            )
+            st.dataframe(singular_alignment_table(sv), hide_index=True, key="interp.sv_table")
+            first = next(iter(sv.values()))
+            layer_key = st.selectbox(
+                "Layer for the heat map", [la.key for la in first.layers], key="interp.sv_layer"
+            )
+            show_figure(
+                singular_overlap_figure(first, layer=layer_key),
+                key="interp.sv_overlap",
+                stem=f"singular_overlap_{id_a}_{id_b}",
+                meta=meta | {"layer": layer_key},
+                recipe={
+                    "kind": "singular_alignment",
+                    "args": sv_recipe["args"] | {"figure": "overlap", "layer": layer_key},
+                },
+            )
+    else:
+        st.caption("Press **Analyse singular vectors** (a few seconds for the default MLP).")

@@ -62,3 +62,51 @@ def test_bad_workspace_setting_is_refused(workspace_env: Path, tmp_path: Path) -
     at.sidebar.text_input[0].set_value(str(blocker)).run()
     assert not at.exception
     assert any("Workspace not changed" in e.value for e in at.error)
+
+
+def test_home_build_runs_in_the_background_and_can_be_cancelled(empty_workspace: Path) -> None:
+    """The button starts a build process that outlives the script run; the panel shows its
+    progress and Cancel stops it (the build no longer dies with the browser tab)."""
+    from core import zoo_worker
+
+    at = _app().run()
+    next(b for b in at.button if b.label == "Build default zoo").click().run()
+    assert not at.exception
+    status = zoo_worker.build_status(empty_workspace)
+    try:
+        assert status.running and status.pid is not None
+        assert any(b.label == "Cancel build" for b in at.button)  # the panel shows the build
+        assert at.get("progress")
+        next(b for b in at.button if b.label == "Cancel build").click().run()
+        assert not at.exception
+    finally:
+        zoo_worker.cancel_build(empty_workspace)
+        import os
+        import signal
+        import time
+
+        t0 = time.time()
+        while zoo_worker.build_status(empty_workspace).running and time.time() - t0 < 60:
+            time.sleep(0.2)
+        if zoo_worker.build_status(empty_workspace).running:  # pragma: no cover
+            os.kill(status.pid, signal.SIGKILL)
+    at.run()
+    assert not any(b.label == "Cancel build" for b in at.button)
+    assert any(b.label == "Build default zoo" for b in at.button)  # resumable
+
+
+def test_home_names_the_missing_models_of_an_incomplete_zoo(
+    tiny_zoo_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import shutil
+
+    from core.zoo import Zoo
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_zoo_dir, ws)
+    monkeypatch.setenv("MIXMERGE_WORKSPACE", str(ws))
+    Zoo(ws).delete("mlp-ft-mnist")
+    at = _app().run()
+    assert not at.exception
+    assert any("Missing: mlp-ft-mnist." in i.value for i in at.info)
+    assert any(b.label == "Build default zoo" for b in at.button)

@@ -571,3 +571,21 @@ def suite_sources(suite: str) -> list[dict[str, Any]]:
     from core.data.suites import check_sources
 
     return [{"task": s.task, "ok": s.ok, "message": s.message} for s in check_sources(suite)]
+
+
+def merge_interference(key: MergeLabKey, density: float, drop: float, trim: str, seed: int) -> Any:
+    """InterferenceReport of the lab's task vectors (cosine, conflicts, TIES/DARE keep)."""
+    from core.merge.diagnostics import interference
+
+    lab = merge_lab(key)
+    return _landscape_cached(
+        ("merge-interference", key, density, drop, trim, seed),
+        lambda: interference(
+            list(lab.task_vectors),
+            names=lab.model_ids,
+            density=density,
+            drop=drop,
+            trim=trim,
+            seed=seed,
+        ),
+    )

@@ -40,6 +40,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
         [
             ("pages/4_Mixup_Gallery.py", "Mixup Gallery", ":material/photo_library:"),
             ("pages/5_Mixup_Training.py", "Mixup Training", ":material/model_training:"),
+            ("pages/10_Mixup_Papers.py", "Mixup Papers", ":material/science:"),
         ],
     ),
     (

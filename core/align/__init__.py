@@ -6,6 +6,7 @@
 * :func:`apply_permutation` — reorder units without changing the function.
 * :func:`weight_matching` — coordinate descent over linear assignment problems (no data).
 * :func:`activation_matching` — correlation of activations on data.
+* :func:`singular_alignment` — singular-vector alignment before/after a permutation (Ito et al.).
 """
 
 from .activation_matching import activation_matching
@@ -17,22 +18,32 @@ from .permute import (
     invert_permutation,
     random_permutation,
 )
+from .singular import (
+    LayerAlignment,
+    SingularAlignment,
+    compare_singular_alignment,
+    singular_alignment,
+)
 from .spec import PermutationSpec, cnn_spec, mlp_spec, resnet_spec, spec_for
 from .weight_matching import MatchingInfo, weight_matching
 
 __all__ = [
+    "LayerAlignment",
     "MatchingInfo",
     "Permutation",
     "PermutationSpec",
+    "SingularAlignment",
     "activation_matching",
     "apply_permutation",
     "check_permutation",
     "cnn_spec",
+    "compare_singular_alignment",
     "identity_permutation",
     "invert_permutation",
     "mlp_spec",
     "random_permutation",
     "resnet_spec",
+    "singular_alignment",
     "spec_for",
     "weight_matching",
 ]

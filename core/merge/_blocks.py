@@ -210,6 +210,7 @@ def ties_kernel(
     disjoint: str,
     drop: float = 0.0,
     generator: torch.Generator | None = None,
+    deltas: bool = False,
 ) -> Tensor:
     """θ₀ + λ · disjoint_merge(elect(trim(dare(τᵢ)))) of one tensor, streamed in chunks.
 
@@ -228,6 +229,8 @@ def ties_kernel(
         disjoint: "mean" (divide by the number of agreeing entries) or "sum".
         drop: DARE drop rate applied before the trim (0: none).
         generator: seeds the DARE draws.
+        deltas: the tensors are task vectors τᵢ already; ``base`` is only added to the result
+            (DARE-TIES trims the dropped vectors and passes them here).
 
     Returns:
         The merged tensor, shaped like the inputs, in the compute dtype.
@@ -244,22 +247,24 @@ def ties_kernel(
             drop_m=quantised_drop(drop) if dropping else 0,
             factor=dare_factor(drop) if dropping else 1.0,
             generator=generator,
+            deltas=deltas,
         )
     ref = tensors[0]
     dtype, dev, size = compute_dtype(ref), ref.device, ref.numel()
     out = torch.empty(size, dtype=dtype, device=dev)  # (P,)
+    sub = None if deltas else base  # subtracted from every input
     weighted = any(w != 1.0 for w in weights)
     step = chunk_for(dev, TIES_CHUNK)
     if dev.type != "cpu":  # keep the ten scratch rows under 2/3 of an output buffer
         step = min(step, max(TIES_CHUNK, size // 16))
     bufs = torch.empty(10, min(step, size), dtype=dtype, device=dev)  # (10, C) scratch
-    copy = base is not None or drop > 0.0 or ref.dtype != dtype
+    copy = sub is not None or drop > 0.0 or ref.dtype != dtype
     for s in chunks(size, step):
         b = bufs[:, : s.stop - s.start]  # (10, C)
         b[:6].zero_()
         tot, mag, sgn, cnt, wtot, wmag, d, a, m, tmp = b.unbind(0)  # (C,) each
         for t, thr, w in zip(tensors, thresholds, weights, strict=True):
-            x = delta_into(d, t, base, s) if copy else t.reshape(-1)[s]  # (C,) τᵢ chunk
+            x = delta_into(d, t, sub, s) if copy else t.reshape(-1)[s]  # (C,) τᵢ chunk
             if drop > 0.0:
                 dare_mask_(x, drop, generator, rescale=True)
             torch.abs(x, out=a)

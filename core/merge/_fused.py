@@ -90,6 +90,7 @@ def ties(
     drop_m: int,
     factor: float,
     generator: torch.Generator | None,
+    deltas: bool = False,
 ) -> Tensor:
     """The fused form of :func:`core.merge._blocks.ties_kernel` (same arguments; ``drop_m``
     and ``factor`` are the quantised drop level and the rescale, ``drop_m`` 0 for no DARE)."""
@@ -104,6 +105,7 @@ def ties(
         k.ties_all(
             xs,
             b,
+            base is not None and not deltas,
             base is not None,
             np.asarray(thresholds, dt),
             np.asarray(weights, dt),

@@ -75,7 +75,9 @@ def ties_fin(tot, num, den, sgn, cnt, base, has_base, scale, mean, out):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def ties_all(xs, base, has_base, thr, w, weighted, seeds, drop_m, factor, scale, mean, out, block):
+def ties_all(
+    xs, base, sub_base, add_base, thr, w, weighted, seeds, drop_m, factor, scale, mean, out, block
+):
     # One parallel region per tensor (a region per chunk stalls at every barrier when the
     # cores are shared); each block folds the models in turn into its own running sums.
     n = out.shape[0]
@@ -88,7 +90,7 @@ def ties_all(xs, base, has_base, thr, w, weighted, seeds, drop_m, factor, scale,
             ties_acc(
                 xs[j][lo:hi],
                 bb,
-                has_base,
+                sub_base,
                 thr[j],
                 w[j],
                 weighted,
@@ -104,9 +106,9 @@ def ties_all(xs, base, has_base, thr, w, weighted, seeds, drop_m, factor, scale,
                 st[5],
             )
         if weighted:
-            ties_fin(st[0], st[4], st[5], st[2], st[3], bb, has_base, scale, mean, out[lo:hi])
+            ties_fin(st[0], st[4], st[5], st[2], st[3], bb, add_base, scale, mean, out[lo:hi])
         else:
-            ties_fin(st[0], st[0], st[1], st[2], st[3], bb, has_base, scale, mean, out[lo:hi])
+            ties_fin(st[0], st[0], st[1], st[2], st[3], bb, add_base, scale, mean, out[lo:hi])
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

@@ -3,9 +3,11 @@
 Yu et al., "Language Models are Super Mario: Absorbing Abilities from Homologous Models as a
 Free Lunch", ICML 2024, arXiv:2311.03099 (TIES: arXiv:2306.01708).
 
-As in the reference code (MergeLM): drop-and-rescale every τᵢ (rate p, factor 1/(1−p)), then
-the full TIES — trim to the top ``density`` magnitudes, elect signs, disjoint merge, scale.
-``density=1`` skips the trim, which is what mergekit's and PEFT's ``dare_ties`` do.
+As in the reference code (MergeLM): drop-and-rescale every τᵢ = θᵢ − θ₀ (rate p, factor
+1/(1−p)), then the full TIES on the dropped task vectors — trim to the top ``density``
+magnitudes, elect signs, disjoint merge, scale — and add θ₀ once:
+θ = θ₀ + λ · TIES(DARE(τ₁), …, DARE(τ_N)). ``drop=0`` is TIES exactly. ``density=1`` skips the
+trim, which is what mergekit's and PEFT's ``dare_ties`` do (their ``density`` is our 1 − p).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from torch import Tensor
 
 from .._checks import check_range
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, check_tensors, check_weights
-from ._blocks import dare_kernel, magnitude_threshold, ties_kernel
+from ._base import METHODS, TENSOR_METHODS, check_tensors, check_weights, compute_dtype
+from ._blocks import dare_kernel, tensor_thresholds, ties_kernel
 from .dare import DROP
-from .ties import DENSITY, DISJOINT, TIES_SCALE, TRIM, WEIGHTS, check_ties_args, ties
+from .ties import DENSITY, DISJOINT, TIES_SCALE, TRIM, WEIGHTS, check_ties_args, ties_thresholds
 
 
 @METHODS.register(
@@ -42,35 +44,43 @@ def dare_ties(
     disjoint: str = "mean",
     weights: Sequence[float] | None = None,
 ) -> StateDict:
-    """DARE every task vector (seeded), then TIES over the dropped vectors."""
+    """θ₀ + λ · TIES(DARE(τ₁), …, DARE(τ_N)): drop every task vector (seeded: model order,
+    then key order), trim the dropped vectors, elect, disjoint merge.
+
+    ``drop=0`` gives :func:`core.merge.ties.ties` with the same arguments exactly. Below
+    density 1 the dropped task vectors are held in memory (N x the model in the compute dtype:
+    the trim needs them all); density 1 runs one fused pass per tensor instead.
+    """
     check_range("drop", drop, 0.0, 1.0, high_inclusive=False)
     check_ties_args(density, scale, trim, disjoint)
+    keys = [k for k, v in models[0].items() if v.is_floating_point()]
+    bases = {k: None if base is None else base[k] for k in keys}
     if density >= 1.0:
-        out: StateDict = {}
-        for k, v in models[0].items():
-            if v.is_floating_point():
-                out[k] = dare_ties_tensor(
-                    [m[k] for m in models],
-                    None if base is None else base[k],
-                    generator=generator,
-                    drop=drop,
-                    density=1.0,
-                    scale=scale,
-                    disjoint=disjoint,
-                    weights=weights,
-                )
-        return out
-    dropped = [_dare_task_vector(m, base, drop, generator) for m in models]
-    merged_tv = ties(
-        dropped,
-        base=None,
-        density=density,
-        scale=scale,
-        trim=trim,
-        disjoint=disjoint,
-        weights=weights,
-    )
-    return {k: tv if base is None else base[k] + tv for k, tv in merged_tv.items()}
+        return {
+            k: dare_ties_tensor(
+                [m[k] for m in models],
+                bases[k],
+                generator=generator,
+                drop=drop,
+                density=1.0,
+                scale=scale,
+                disjoint=disjoint,
+                weights=weights,
+            )
+            for k in keys
+        }
+    w = check_weights(weights, len(models))
+    dropped = [{k: dare_delta(m[k], bases[k], drop, generator) for k in keys} for m in models]
+    thresholds = ties_thresholds(dropped, None, density=density) if trim == "global" else None
+    out: StateDict = {}
+    for k in keys:
+        taus = [d[k] for d in dropped]  # N x (...) DARE(τᵢ) of this key
+        thr = thresholds or tensor_thresholds(taus, None, [density] * len(taus))
+        merged = ties_kernel(
+            taus, bases[k], thr, scale=scale, weights=w, disjoint=disjoint, deltas=True
+        )
+        out[k] = merged.to(models[0][k].dtype)
+    return out
 
 
 def dare_ties_tensor(
@@ -105,7 +115,7 @@ def dare_ties_tensor(
     check_ties_args(density, scale, "tensor", disjoint)
     w = check_weights(weights, len(tensors))
     n = len(tensors)
-    if density >= 1.0:
+    if density >= 1.0:  # no trim: the drops happen inside the one fused TIES pass
         out = ties_kernel(
             tensors,
             base,
@@ -117,23 +127,20 @@ def dare_ties_tensor(
             generator=generator,
         )
         return out.to(tensors[0].dtype)
-    dropped = [dare_kernel([t], base, [1.0], drop=drop, generator=generator) for t in tensors]
-    thr = [magnitude_threshold([d], None, density) for d in dropped]
-    out = ties_kernel(dropped, None, thr, scale=scale, weights=w, disjoint=disjoint)
-    return (out if base is None else base + out).to(tensors[0].dtype)
+    taus = [dare_delta(t, base, drop, generator) for t in tensors]  # N x (...) DARE(τᵢ)
+    thr = tensor_thresholds(taus, None, [density] * n)
+    out = ties_kernel(taus, base, thr, scale=scale, weights=w, disjoint=disjoint, deltas=True)
+    return out.to(tensors[0].dtype)
 
 
-def _dare_task_vector(
-    model: StateDict, base: StateDict | None, drop: float, generator: torch.Generator | None
-) -> StateDict:
-    """DARE(θ − θ₀) for every floating tensor of one model."""
-    return {
-        k: dare_kernel(
-            [v], None if base is None else base[k], [1.0], drop=drop, generator=generator
-        )
-        for k, v in model.items()
-        if v.is_floating_point()
-    }
+def dare_delta(
+    t: Tensor, base: Tensor | None, drop: float, generator: torch.Generator | None
+) -> Tensor:
+    """DARE(t − θ₀): the dropped and rescaled task vector in the compute dtype (a new tensor;
+    ``drop`` quantising to 0 gives τ exactly)."""
+    dtype = compute_dtype(t)
+    tau = t.to(dtype, copy=True) if base is None else t.to(dtype) - base.to(dtype)
+    return dare_kernel([tau], None, [1.0], drop=drop, generator=generator)
 
 
 TENSOR_METHODS["dare_ties"] = dare_ties_tensor

@@ -5,7 +5,9 @@ arXiv:2212.09849.
 
 For every ``nn.Linear`` with weight Wᵢ (out × in) and input Gram matrix Gᵢ = XᵢᵀXᵢ / nᵢ,
 W* = (Σᵢ Wᵢ G̃ᵢ)(Σᵢ G̃ᵢ)⁻¹, the minimiser of Σᵢ ‖Xᵢ Wᵀ − Xᵢ Wᵢᵀ‖². G̃ scales the off-diagonal
-entries by ``alpha`` (1 = plain RegMean, 0 = diagonal only). Every other tensor (biases,
+entries by ``alpha`` (1 = plain RegMean, 0 = diagonal only). Inputs that no model's data ever
+activates (dead ReLU units: zero Gram rows) leave the objective free in their columns; those
+columns keep the models' mean, and the rest is solved exactly (pseudo-inverse if singular). Every other tensor (biases,
 BatchNorm, conv layers) is averaged uniformly. :func:`gram_matrices` collects the Grams of the
 inputs of every ``nn.Linear`` with forward hooks (conv layers are left out).
 """
@@ -67,12 +69,22 @@ def regmean_weight(weights: Sequence[Tensor], grams: Sequence[Tensor], alpha: fl
             raise ValueError(f"grams[{i}] must have shape ({d_in}, {d_in}), got {tuple(g.shape)}")
     dtype = torch.float64
     gs = [_shrink(g.to(dtype), alpha) for g in grams]  # (in, in) each
-    lhs = sum(gs)  # (in, in)
-    rhs = sum(g @ w.to(dtype).T for g, w in zip(gs, weights, strict=True))  # (in, out)
-    try:
-        sol = torch.linalg.solve(lhs, rhs)  # (in, out)
-    except RuntimeError:
-        sol = torch.linalg.lstsq(lhs, rhs).solution  # (in, out) singular Gram sum
+    lhs = torch.zeros_like(gs[0])  # (in, in) Σ G̃ᵢ
+    rhs = torch.zeros(d_in, weights[0].shape[0], dtype=dtype, device=gs[0].device)  # (in, out)
+    for g, w in zip(gs, weights, strict=True):
+        lhs += g
+        rhs += g @ w.to(dtype).T
+    # An input no model ever sees (a dead ReLU unit) has a zero row and column in every Gram:
+    # the objective does not depend on its weights, so they keep the models' mean, and the
+    # system is solved on the inputs that are seen (positive definite there for alpha < 1).
+    seen = torch.diagonal(lhs) > 0  # (in,)
+    sol = torch.stack([w.to(dtype).T for w in weights]).mean(0)  # (in, out)
+    if bool(seen.any()):
+        a, b = lhs[seen][:, seen], rhs[seen]
+        try:
+            sol[seen] = torch.linalg.solve(a, b)
+        except RuntimeError:  # singular only for alpha = 1 with too few samples
+            sol[seen] = torch.linalg.pinv(a, hermitian=True) @ b  # minimum-norm least squares
     return sol.T.to(weights[0].dtype)  # (out, in)
 
 

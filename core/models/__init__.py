@@ -36,6 +36,7 @@ from ._weights import WeightsUnavailable
 from .classifier import Classifier
 from .cnn import build_cnn
 from .efficientnet_lite import build_efficientnet_lite0
+from .external import EXTERNAL
 from .minilm import build_minilm
 from .mlp import build_mlp
 from .resnet import build_resnet20
@@ -108,6 +109,8 @@ def architecture_entry(name: str) -> Any:
         return BACKBONES[name]
     if isinstance(name, str) and name in ARCHITECTURES:
         return ARCHITECTURES[name]
+    if isinstance(name, str) and name in EXTERNAL:
+        return EXTERNAL[name]
     raise ValueError(
         f"unknown architecture {name!r}; expected one of "
         f"{sorted([*ARCHITECTURES.names(), *BACKBONES.names()])}"

@@ -1,0 +1,375 @@
+"""Figures of the mixing-paper studies (:mod:`core.mixup.papers`), one per paper's headline
+figure. Inputs are the studies' stored records; no computation beyond shaping data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .theme import PALETTE, apply_paper
+
+_METHOD_NAMES = {"erm": "ERM", "mixup": "Mixup", "mixup_early": "Early-stopped mixup"}
+
+
+def _need(record: Mapping[str, Any], study: str) -> None:
+    if not isinstance(record, Mapping) or record.get("study") != study:
+        got = record.get("study") if isinstance(record, Mapping) else type(record).__name__
+        raise ValueError(f"record must be a {study!r} study record, got {got!r}")
+
+
+def _ci_bar(fig: go.Figure, names: list[str], cis: list[Mapping[str, float]], **pos: Any) -> None:
+    est = [c["estimate"] for c in cis]
+    fig.add_trace(
+        go.Bar(
+            x=names,
+            y=est,
+            marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(names))],
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=[c["high"] - e for c, e in zip(cis, est, strict=True)],
+                arrayminus=[e - c["low"] for c, e in zip(cis, est, strict=True)],
+            ),
+            showlegend=False,
+        ),
+        **pos,
+    )
+
+
+def feature_learning_figure(record: Mapping[str, Any]) -> go.Figure:
+    """Zou et al. 2023: common and rare feature learning over GD steps (mean over seeds, one
+    line per method) and test accuracy on rare-feature points with its bootstrap CI."""
+    _need(record, "feature_learning")
+    fig = make_subplots(
+        rows=1,
+        cols=4,
+        subplot_titles=(
+            "common feature learning",
+            "rare feature learning",
+            "noise memorisation",
+            "accuracy on rare-feature test points",
+        ),
+    )
+    methods = record["methods"]
+    for i, m in enumerate(methods):
+        runs = record["runs"][m]
+        steps = runs[0]["history"]["step"]
+        for col, key in enumerate(("common", "rare", "noise"), start=1):
+            y = np.mean([r["history"][key] for r in runs], axis=0)
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=y,
+                    name=_METHOD_NAMES.get(m, m),
+                    legendgroup=m,
+                    showlegend=col == 1,
+                    mode="lines",
+                    line=dict(color=PALETTE[i % len(PALETTE)]),
+                ),
+                row=1,
+                col=col,
+            )
+    _ci_bar(
+        fig,
+        [_METHOD_NAMES.get(m, m) for m in methods],
+        [record["summary"][m]["rare"] for m in methods],
+        row=1,
+        col=4,
+    )
+    fig.add_hline(y=record["chance"], line=dict(dash="dot", color="grey"), row=1, col=4)
+    if "mixup_early" in methods:
+        for col in (1, 2, 3):
+            fig.add_vline(
+                x=record["config"]["mix_until"], line=dict(dash="dot", color="grey"), row=1, col=col
+            )
+    for col in (1, 2, 3):
+        fig.update_xaxes(title_text="GD step", row=1, col=col)
+    fig.update_yaxes(title_text="max_r ⟨w_k,r, v_k⟩", row=1, col=1)
+    fig.update_yaxes(range=[0, 1], row=1, col=4)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"Feature-noise data: ρ={cfg['rho']:g}, n={cfg['n_train']}, d={cfg['dim']}, "
+        f"seeds {record['seeds']}"
+    )
+    return apply_paper(fig, size="double")
+
+
+def neural_collapse_figure(record: Mapping[str, Any]) -> go.Figure:
+    """Fisher et al. 2024, Fig. 1's view: mixed training features of three classes on the plane
+    of their centred classifier rows (same-class mixes as circles, different-class mixes
+    coloured by λ, classifier rows as black segments), per method; right: the logit margin
+    z_a − z_b of different-class mixes against logit(λ), with the soft-target optimum y = x."""
+    _need(record, "neural_collapse")
+    methods = [m for m in record["methods"] if m in record["figure"]]
+    titles = [f"{_METHOD_NAMES.get(m, m)}: features of mixes" for m in methods]
+    fig = make_subplots(
+        rows=1, cols=len(methods) + 1, subplot_titles=(*titles, "margin vs logit(λ)")
+    )
+    for col, m in enumerate(methods, start=1):
+        f = record["figure"][m]
+        same = np.asarray(f["same"], dtype=bool)
+        x, y, lam = np.asarray(f["x"]), np.asarray(f["y"]), np.asarray(f["lam"])
+        fig.add_trace(
+            go.Scatter(
+                x=x[~same],
+                y=y[~same],
+                mode="markers",
+                name="different-class mix",
+                legendgroup="diff",
+                showlegend=col == 1,
+                marker=dict(
+                    size=4,
+                    color=lam[~same],
+                    colorscale="Viridis",
+                    cmin=0,
+                    cmax=1,
+                    showscale=col == 1,
+                    colorbar=dict(title="λ", len=0.6),
+                ),
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x[same],
+                y=y[same],
+                mode="markers",
+                name="same-class mix",
+                legendgroup="same",
+                showlegend=col == 1,
+                marker=dict(size=5, color=PALETTE[3], symbol="circle-open"),
+            ),
+            row=1,
+            col=col,
+        )
+        for c, tip in zip(f["classes"], f["classifier"], strict=True):
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, tip[0]],
+                    y=[0, tip[1]],
+                    mode="lines+text",
+                    text=["", f"w_{c}"],
+                    textposition="top center",
+                    line=dict(color="black", width=2),
+                    showlegend=False,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_yaxes(scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
+    last = len(methods) + 1
+    lo = 0.0
+    for i, m in enumerate(methods):
+        f = record["figure"][m]
+        lam = np.clip(np.asarray(f["margin_lam"]), 0.02, 0.98)
+        t = np.log(lam / (1 - lam))
+        lo = min(lo, float(t.min()))
+        fig.add_trace(
+            go.Scatter(
+                x=t,
+                y=f["margin"],
+                mode="markers",
+                marker=dict(size=3, color=PALETTE[i % len(PALETTE)], opacity=0.5),
+                name=f"{_METHOD_NAMES.get(m, m)} (slope "
+                f"{record['summary'][m]['channel_slope']['estimate']:.2f})",
+            ),
+            row=1,
+            col=last,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, -lo],
+            y=[lo, -lo],
+            mode="lines",
+            line=dict(dash="dot", color="grey"),
+            name="soft-CE optimum",
+        ),
+        row=1,
+        col=last,
+    )
+    fig.update_xaxes(title_text="logit(λ)", row=1, col=last)
+    fig.update_yaxes(title_text="z_a − z_b", row=1, col=last)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"{cfg['task']} · {cfg['arch']} · {cfg['epochs']} epochs · seeds {record['seeds']}"
+    )
+    return apply_paper(fig, size="double")
+
+
+def supremix_figure(record: Mapping[str, Any]) -> go.Figure:
+    """SupReMix vs plain contrastive regression (RNC): test MAE with bootstrap CIs (left) and
+    the ridge probe's predicted against true rotation angle on the first seed (right)."""
+    _need(record, "supremix")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("test MAE (degrees, 95% CI)", "predicted vs true angle")
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["mae"] for m in methods], row=1, col=1)
+    truth = record["figure"]["truth"]
+    for i, m in enumerate(methods):
+        fig.add_trace(
+            go.Scatter(
+                x=truth,
+                y=record["figure"]["pred"][m],
+                mode="markers",
+                name=m,
+                marker=dict(size=3, color=PALETTE[i % len(PALETTE)], opacity=0.5),
+            ),
+            row=1,
+            col=2,
+        )
+    a = record["config"]["max_angle"]
+    fig.add_trace(
+        go.Scatter(
+            x=[-a, a], y=[-a, a], mode="lines", line=dict(dash="dot", color="grey"), name="y = x"
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(title_text="true angle (°)", row=1, col=2)
+    fig.update_yaxes(title_text="predicted (°)", row=1, col=2)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"Rotation regression on {cfg['task']} (n={cfg['n_train']}, {cfg['epochs']} "
+        f"epochs, seeds {record['seeds']})"
+    )
+    return apply_paper(fig, size="double")
+
+
+def mochi_figure(record: Mapping[str, Any]) -> go.Figure:
+    """MoCHi vs MoCo: linear-probe accuracy with bootstrap CIs, proxy-task accuracy per epoch
+    (harder negatives make the proxy task harder), and the histogram of each held-out query's
+    most similar negative (the paper's hardness view), first seed."""
+    _need(record, "mochi")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(
+            "linear-probe test accuracy (95% CI)",
+            "proxy-task accuracy in training",
+            "max query–negative similarity",
+        ),
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["probe"] for m in methods], row=1, col=1)
+    for i, m in enumerate(methods):
+        color = PALETTE[i % len(PALETTE)]
+        log = record["logs"][m][0]
+        fig.add_trace(
+            go.Scatter(
+                x=[e["epoch"] for e in log],
+                y=[e["proxy_acc"] for e in log],
+                mode="lines+markers",
+                name=m,
+                legendgroup=m,
+                line=dict(color=color),
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Histogram(
+                x=record["stats"][m][0]["max_neg"],
+                name=m,
+                legendgroup=m,
+                showlegend=False,
+                opacity=0.6,
+                marker_color=color,
+                nbinsx=40,
+            ),
+            row=1,
+            col=3,
+        )
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_xaxes(title_text="cosine similarity", row=1, col=3)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"MoCHi(N={cfg['n_hard']}, s={cfg['s1']}, s'={cfg['s2']}) vs MoCo on "
+        f"{cfg['task']} · seeds {record['seeds']}"
+    )
+    return apply_paper(fig, size="double")
+
+
+def adamixup_figure(record: Mapping[str, Any]) -> go.Figure:
+    """AdaMixUp vs ERM and mixup: test accuracy with bootstrap CIs; the learned policy region
+    [α₁, α₁ + α₂] and the intrusion discriminator's mean "real" score on mixes per epoch;
+    the λ used in the last epoch (AdaMixUp vs Beta mixup), first seed."""
+    _need(record, "adamixup")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("test accuracy (95% CI)", "learned policy region", "λ in the last epoch"),
+    )
+    _ci_bar(fig, methods, [record["summary"][m]["accuracy"] for m in methods], row=1, col=1)
+    if "adamixup" in methods:
+        log = record["logs"]["adamixup"][0]
+        ep = log["epoch"]
+        fig.add_trace(
+            go.Scatter(x=ep, y=log["lam_high"], mode="lines", line=dict(width=0), showlegend=False),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=ep,
+                y=log["lam_low"],
+                mode="lines",
+                line=dict(width=0),
+                fill="tonexty",
+                fillcolor="rgba(0,114,178,0.25)",
+                name="policy region",
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=ep,
+                y=log["intrusion_mixed"],
+                mode="lines+markers",
+                line=dict(color=PALETTE[3]),
+                name="φ(mix) (real score)",
+            ),
+            row=1,
+            col=2,
+        )
+    for i, m in enumerate(methods):
+        lams = record["logs"][m][0].get("lams_last_epoch") or []
+        if lams:
+            fig.add_trace(
+                go.Histogram(
+                    x=lams,
+                    name=f"λ {m}",
+                    opacity=0.6,
+                    nbinsx=30,
+                    marker_color=PALETTE[i % len(PALETTE)],
+                ),
+                row=1,
+                col=3,
+            )
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_xaxes(title_text="λ", range=[0, 1], row=1, col=3)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"AdaMixUp on {cfg['task']} (n={cfg['n_train']}, {cfg['arch']}, "
+        f"{cfg['epochs']} epochs, seeds {record['seeds']})"
+    )
+    return apply_paper(fig, size="double")
+
+
+FIGURES = {
+    "adamixup": adamixup_figure,
+    "mochi": mochi_figure,
+    "supremix": supremix_figure,
+    "feature_learning": feature_learning_figure,
+    "neural_collapse": neural_collapse_figure,
+}
