@@ -46,3 +46,13 @@ def test_main_title_clear_of_subplot_titles() -> None:
         assert fig.layout.title.yref == "container"
         # subplot titles sit on the plot area's top edge; the title and legend end above it
         assert fig.layout.margin.t >= 6 + 14 * (fig.layout.title.text.count("<br>") + 1) + 14
+
+
+def test_subset_size_is_said_per_task_like_the_slider() -> None:
+    fig = FIGURES["task_accuracy_figure"]()
+    assert "250 / task" in fig.layout.title.text and "n=1000" not in fig.layout.title.text
+
+
+def test_moderate_scatters_do_not_use_webgl() -> None:
+    for name in ("projection_figure", "cluster_scatter_figure", "mixup_lambda_figure"):
+        assert {t.type for t in FIGURES[name]().data} <= {"scatter"}, name

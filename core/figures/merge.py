@@ -49,7 +49,7 @@ def task_accuracy_figure(result: Any, *, title: str = "Per-task accuracy") -> go
         )
     )
     fig.add_trace(go.Bar(x=tasks, y=ref, name="fine-tuned", marker_color=PALETTE[1]))
-    split = "full test sets" if result.full else f"evaluation subset (n={result.correct.size})"
+    split = "full test sets" if result.full else _subset_note(result)
     fig.update_layout(
         barmode="group",
         title=f"{title} · {split}",
@@ -57,6 +57,16 @@ def task_accuracy_figure(result: Any, *, title: str = "Per-task accuracy") -> go
         legend=dict(orientation="h", y=-0.2),
     )
     return apply_paper(fig)
+
+
+def _subset_note(result: Any) -> str:
+    """'evaluation subset, 250 / task' (the Merge Lab's slider says per task too)."""
+    counts = np.bincount(np.asarray(result.groups), minlength=len(result.tasks))
+    if len(set(counts.tolist())) == 1:
+        return f"evaluation subset, {int(counts[0])} / task"
+    return "evaluation subset, " + ", ".join(
+        f"{t} {int(n)}" for t, n in zip(result.tasks, counts, strict=True)
+    )
 
 
 def task_radar_figure(result: Any, *, title: str = "Per-task accuracy") -> go.Figure:
