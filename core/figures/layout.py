@@ -101,7 +101,7 @@ def fit_layout(fig: go.Figure, size: str | None = None) -> go.Figure:
         sub_lines = max(sub_lines, a.text.count("<br>") + 1)
     _distinguish_lines(fig)
 
-    top = 6
+    top = 6.0
     title = title_text(fig)
     n_title = _title_lines(title)
     if n_title:
