@@ -1,5 +1,7 @@
 """Merge Lab: pick models and a merge method, drag its sliders, see per-task accuracy at once."""
 
+import time
+
 import streamlit as st
 
 import ui
@@ -7,7 +9,7 @@ from ui import cache
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 from ui.tables import comparison_table
-from ui.widgets import hyperparameter_form
+from ui.widgets import hyperparameter_form, method_description
 from core.figures.interference import interference_figure
 from core.figures.merge import (
     comparison_figure,
@@ -100,7 +102,8 @@ merge_seed = c3.number_input(
 )
 entry = METHODS[method]
 st.caption(
-    f"**{entry.title}** — {entry.doc}" + (f" · [paper]({entry.paper})" if entry.paper else "")
+    f"**{entry.title}** — {method_description(entry)}"
+    + (f" · [paper]({entry.paper})" if entry.paper else "")
 )
 
 key, lab = None, None
@@ -134,14 +137,49 @@ if not lab.has_data_arguments(method):
             st.rerun()
     st.stop()
 
-# ------------------------------------------------------------------ live result
-ev = None
-with shown_errors("Merging"):
-    ev = cache.merge_eval(key, method, hyper, int(merge_seed), bool(recompute_bn), False)
+# ------------------------------------------------------------------ result
+# Data-dependent methods (AdaMerging trains its coefficients, minutes on a CPU) run when asked,
+# in a background worker, with elapsed time and Cancel; the others update live with the sliders.
+ev, cached = None, False
+if "data_dependent" in entry.tags:
+    run_req = (key, method, str(hyper), int(merge_seed), bool(recompute_bn))
+    r1, r2 = st.columns([1, 5], vertical_alignment="center")
+    if r1.button(f"Run {entry.title}", key="merge.run", type="primary"):
+        st.session_state["merge.run_req"] = run_req
+    if st.session_state.get("merge.run_req") != run_req:
+        r2.caption(
+            f"{entry.title} is slow and data-dependent: it runs when you press **Run**, not on "
+            "every slider move."
+        )
+        st.stop()
+    with shown_errors("Merging"):
+        job = cache.merge_eval_job(key, method, hyper, int(merge_seed), bool(recompute_bn), False)
+        cached = job.done()
+        if not job.done():
+            if r2.button("Cancel", key="merge.cancel", icon=":material/cancel:"):
+                st.session_state.pop("merge.run_req", None)
+                st.rerun()
+            bar = st.progress(0.0, text=f"Running {entry.title}…")
+            t0 = time.monotonic()
+            while not job.done():
+                waited = time.monotonic() - t0
+                bar.progress(
+                    waited / (waited + 30.0),
+                    text=f"Running {entry.title}… {waited:.0f} s (Cancel stops waiting)",
+                )
+                time.sleep(0.25)
+            bar.empty()
+        ev = job.result()
+else:
+    with shown_errors("Merging"):
+        ev, cached = cache.merge_eval_cached(
+            key, method, hyper, int(merge_seed), bool(recompute_bn), False
+        )
 if ev is None:
     st.stop()
 
 base_avg = ev.base_average
+ref_label = "vs fine-tuned" if base_id is not None else "vs best input model"
 m1, m2, m3 = st.columns(3)
 m1.metric(
     "Average accuracy",
@@ -151,12 +189,18 @@ m1.metric(
 m2.metric(
     "Normalised accuracy",
     f"{ev.average_normalized:.3f}",
-    help="merged / fine-tuned, per task, averaged",
+    help="merged / fine-tuned, per task, averaged"
+    if base_id is not None
+    else "merged / best input model, per task, averaged",
 )
-m3.metric("Merge + evaluation", f"{ev.seconds * 1000:.0f} ms")
+m3.metric(
+    "Merge + evaluation",
+    "cached" if cached else f"{ev.seconds * 1000:.0f} ms",
+    help=f"computed earlier in {ev.seconds * 1000:.0f} ms" if cached else None,
+)
 cols = st.columns(len(ev.tasks))
 for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, strict=True):
-    col.metric(f"acc · {task_name}", f"{acc:.3f}", delta=f"{acc - ref:+.3f} vs fine-tuned")
+    col.metric(f"acc · {task_name}", f"{acc:.3f}", delta=f"{acc - ref:+.3f} {ref_label}")
 
 meta = {
     "method": method,

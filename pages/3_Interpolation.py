@@ -6,6 +6,7 @@ import streamlit as st
 
 import ui
 from core.figures.landscape import (
+    PLANE_UNIT,
     BARRIER_TITLES,
     barrier_figure,
     barrier_table,
@@ -244,7 +245,7 @@ with tab_plane:
             )
             st.caption(
                 f"{resolution}×{resolution} grid in {res.seconds:.1f} s. Coordinates in units of "
-                f"‖θ_B − θ_A‖ = {res.scale:.2f}; A at (0, 0), B at (1, 0)."
+                f"{PLANE_UNIT} = {res.scale:.2f}; A at (0, 0), B at (1, 0)."
             )
     else:
         st.caption("A coarse picture appears first and is refined as the grid fills in.")

@@ -15,6 +15,7 @@ from core.figures.mixup import (
 from core.mixup import MIXERS
 from core.mixup.training import MixMethod, load_runs, train_mixers
 from core.models import ARCHITECTURES
+from ui.widgets import default_width
 from core.train import TrainConfig
 
 RUN = "mixup_training.run"
@@ -26,11 +27,20 @@ st.caption(
     "workspace, for the Feature Geometry page."
 )
 
+# The architecture sits outside the form so that the width follows it at once (each
+# architecture keeps its own width, starting from its default: 512 for the MLP, 16 for the CNN).
+arch = st.selectbox("Architecture", ARCHITECTURES.names(), index=1, key="mixup_training.arch")
 with st.form("mixup_training.form"):
-    c1, c2, c3 = st.columns(3)
+    c1, c3 = st.columns(2)
     task = c1.selectbox("Dataset", cache.tasks_available(), key="mixup_training.task")
-    arch = c2.selectbox("Architecture", ARCHITECTURES.names(), index=1, key="mixup_training.arch")
-    width = c3.number_input("Width", 4, 512, 16, 4, key="mixup_training.width")
+    width = c3.number_input(
+        f"Width ({arch})",
+        4,
+        512,
+        default_width(arch),
+        4,
+        key=f"mixup_training.width.{arch}",
+    )
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.slider("Epochs", 1, 30, 4, key="mixup_training.epochs")
     n_train = c2.number_input(

@@ -51,6 +51,10 @@ def test_scale_slider_changes_accuracies(workspace_env: Path) -> None:
     at0 = _metrics(at)
     # λ = 0 is the base model: no change against the base
     assert [m.delta for m in at.metric if m.label == "Average accuracy"] == ["+0.000 vs base"]
+    assert at.metric[2].value.endswith(" ms")  # computed now
+    at.slider(key="merge.scale").set_value(0.3).run()
+    at.slider(key="merge.scale").set_value(0.0).run()
+    assert _metrics(at)["Merge + evaluation"] == "cached"  # not the old compute time
     at.slider(key="merge.scale").set_value(1.0).run()
     at1 = _metrics(at)
     assert at0 != at1
@@ -128,7 +132,18 @@ def test_data_dependent_method_computes_inputs_on_demand(workspace_env: Path) ->
     assert "Average accuracy" not in _metrics(at)
     at.button(key="merge.compute_inputs").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "Average accuracy" in _metrics(at)
+    # a data-dependent method runs when asked, not on every slider move
+    assert "Average accuracy" not in _metrics(at)
+    assert any("press **Run**" in c.value for c in at.caption)
+    at.button(key="merge.run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    metrics = _metrics(at)
+    assert "Average accuracy" in metrics and metrics["Merge + evaluation"].endswith(" ms")
+    at.run()  # the same request again: the stored result, labelled as such
+    assert _metrics(at)["Merge + evaluation"] == "cached"
+    floor = at.slider(key="merge.floor")
+    floor.set_value(floor.max).run()  # a slider move does not start it
+    assert "Average accuracy" not in _metrics(at)
 
 
 def test_empty_zoo_shows_hint(empty_workspace: Path) -> None:

@@ -220,3 +220,28 @@ def test_merge_lab_slider_changes_accuracies_and_pdf_downloads(
     pdf = path.read_bytes()
     assert pdf.startswith(b"%PDF-") and re.search(rb"/Type\s*/Page[^s]", pdf), pdf[:200]
     assert info.value.suggested_filename.endswith(".pdf")
+
+
+def test_offline_no_outside_requests_and_no_webgl_for_moderate_scatters(
+    server: str, page: object
+) -> None:
+    """Nothing is fetched from outside the server (the page icon is served locally), and the
+    Clustering page draws its scatter without WebGL at the default sample size."""
+    pg = page
+    outside: list[str] = []
+    pg.on(  # type: ignore[attr-defined]
+        "request",
+        lambda req: (
+            outside.append(req.url) if not req.url.startswith((server, "data:", "blob:")) else None
+        ),
+    )
+    pg.goto(f"{server}/Clustering")  # type: ignore[attr-defined]
+    pg.locator('[data-testid="stSidebar"]').get_by_text("Home").first.wait_for()  # type: ignore[attr-defined]
+    settle(pg)
+    run = pg.get_by_role("button", name="Run PPP").first  # type: ignore[attr-defined]
+    run.click()
+    pg.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for()  # type: ignore[attr-defined]
+    settle(pg)
+    no_exception(pg)
+    assert outside == [], outside
+    assert pg.locator('[data-testid="stPlotlyChart"] canvas.gl-canvas').count() == 0  # type: ignore[attr-defined]

@@ -99,7 +99,7 @@ def test_comparison_error_bars_and_p_values() -> None:
     assert list(bar.y) == ["task_arithmetic", "ties"]  # failed method left out, sorted by accuracy
     np.testing.assert_allclose(bar.error_x.array, [0.02, 0.02])
     np.testing.assert_allclose(bar.error_x.arrayminus, [0.05, 0.05])
-    assert list(bar.text) == ["ref", "p=0.01"]
+    assert list(bar.text) == ["ref", "p = 0.010"]
     assert len(comparison_task_figure(res).data) == 3
     empty = ComparisonResult(rows[2:], TASKS, "task_arithmetic", 0.95, True, (0.9,) * 3, None)
     with pytest.raises(ValueError, match="no method"):

@@ -154,3 +154,23 @@ def test_caption_typed_then_added_is_stored(empty_workspace: Path) -> None:
     (entry,) = FigureStore(empty_workspace).list()
     assert entry.caption == "Typed and added at once" and entry.size == "double"
     assert "Typed and added at once" in at.success[0].value
+
+
+def test_export_panel_edits_title_and_previews_at_size(empty_workspace: Path) -> None:
+    import json as _json
+
+    at = AppTest.from_function(_panel_script, default_timeout=60).run()
+    at.text_input(key="test.fig.title").set_value("Edited title").run()
+    at.toggle(key="test.fig.preview").set_value(True).run()
+    assert not at.exception
+    spec = _json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert spec["layout"]["width"] == 336 and spec["layout"]["title"]["text"] == "Edited title"
+    at.selectbox(key="test.fig.size").set_value("double").run()
+    spec = _json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert spec["layout"]["width"] == 672
+    at.toggle(key="test.fig.show_title").set_value(False).run()
+    spec = _json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert not spec["layout"]["title"].get("text")
+    at.button(key="test.fig.add").click().run()
+    (entry,) = FigureStore(empty_workspace).list()
+    assert not entry.figure().layout.title.text  # stored as exported: without the title

@@ -47,14 +47,19 @@ def test_training_page_trains_and_shows_run(empty_workspace: Path) -> None:
     at.switch_page("pages/5_Mixup_Training.py").run()
     assert not at.exception
     assert any("No mixup runs" in i.value for i in at.info)
+    assert at.number_input(key="mixup_training.width.cnn").value == 16
+    at.selectbox(key="mixup_training.arch").set_value("mlp").run()  # the width follows at once
+    assert at.number_input(key="mixup_training.width.mlp").value == 512
+    at.selectbox(key="mixup_training.arch").set_value("cnn").run()
+    assert at.number_input(key="mixup_training.width.cnn").value == 16
+    at.selectbox(key="mixup_training.arch").set_value("mlp").run()
     at.selectbox(key="mixup_training.task").set_value("digits")
-    at.selectbox(key="mixup_training.arch").set_value("mlp")
-    at.number_input(key="mixup_training.width").set_value(16)
+    at.number_input(key="mixup_training.width.mlp").set_value(16)
     at.slider(key="mixup_training.epochs").set_value(2)
     at.number_input(key="mixup_training.n_train").set_value(100)
     at.multiselect(key="mixup_training.mixers").set_value(["mixup"])
     at.number_input(key="mixup_training.stop").set_value(1)
-    at.button[0].click()
+    next(b for b in at.button if b.proto.is_form_submitter).click()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Stored run" in s.value for s in at.success)

@@ -134,3 +134,19 @@ def test_sum_limit_must_name_another_hyperparameter() -> None:
     own = Hyper("gamma", "float", 0.0, 0.0, 1.0, 0.1, sum_limit=("gamma", 1.0))
     with pytest.raises(ValueError, match="sum_limit of 'gamma'"):
         reg.register("b", params=(own,))(lambda: None)
+
+
+def test_method_description_is_a_sentence_for_every_method() -> None:
+    from core.merge import METHODS
+    from ui.widgets import method_description
+
+    for name in METHODS.names():
+        text = method_description(METHODS[name])
+        assert text and "``" not in text and "grams[i]" not in text, (name, text)
+    assert method_description(METHODS["regmean"]).startswith("RegMean: merge linear layers")
+
+
+def test_default_width_follows_the_architecture() -> None:
+    from ui.widgets import default_width
+
+    assert default_width("mlp") == 512 and default_width("cnn") == 16

@@ -6,9 +6,11 @@ result records. Pages call these instead of core directly when the result is wor
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import streamlit as st
@@ -469,12 +471,63 @@ def merge_lab(key: MergeLabKey) -> Any:
     )
 
 
+_COMPUTED = threading.local()  # set when a cached function really ran (a cache miss)
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def merge_eval(
     key: MergeLabKey, method: str, hyper: dict, seed: int, recompute_bn: bool, full: bool
 ) -> Any:
     """Merge and evaluate (the slider path): a :class:`core.merge_eval.MergeEval`."""
+    _COMPUTED.merge_eval = True
     return merge_lab(key).run(method, hyper, seed=seed, recompute_bn=recompute_bn, full=full)
+
+
+def merge_eval_cached(
+    key: MergeLabKey, method: str, hyper: dict, seed: int, recompute_bn: bool, full: bool
+) -> tuple[Any, bool]:
+    """:func:`merge_eval` and whether its result came from the cache (then ``seconds`` is the
+    time of the original computation, not of this call)."""
+    _COMPUTED.merge_eval = False
+    ev = merge_eval(key, method, hyper, seed, recompute_bn, full)
+    return ev, not _COMPUTED.merge_eval
+
+
+# Slow merges (data-dependent methods such as AdaMerging) run in one background worker, so the
+# page can show progress and a Cancel button while it waits; finished results are kept (bounded).
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge-run")
+_JOBS: OrderedDict[tuple[Any, ...], Future[Any]] = OrderedDict()
+_JOBS_MAX = 16
+_JOBS_LOCK = threading.Lock()
+
+
+def merge_eval_job(
+    key: MergeLabKey, method: str, hyper: dict, seed: int, recompute_bn: bool, full: bool
+) -> Future[Any]:
+    """Start (or find) the background merge + evaluation of one request; its Future gives a
+    :class:`core.merge_eval.MergeEval` (or raises the method's error)."""
+    job_key = (
+        key,
+        method,
+        json.dumps(hyper, sort_keys=True, default=str),
+        seed,
+        recompute_bn,
+        full,
+    )
+    with _JOBS_LOCK:
+        fut = _JOBS.get(job_key)
+        if fut is not None and not fut.cancelled():
+            _JOBS.move_to_end(job_key)
+            return fut
+        lab = merge_lab(key)
+        fut = _POOL.submit(lab.run, method, hyper, seed=seed, recompute_bn=recompute_bn, full=full)
+        _JOBS[job_key] = fut
+        while len(_JOBS) > _JOBS_MAX:
+            old_key, old = next(iter(_JOBS.items()))
+            if not old.done():
+                break
+            _JOBS.pop(old_key)
+        return fut
 
 
 def merge_data_inputs(

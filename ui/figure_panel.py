@@ -13,6 +13,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.figures import MIME, SIZE_LABELS, SIZES, render, safe_name, static_available
+from core.figures.export import styled
+from core.figures.layout import title_text
 from core.figures.store import FigureStore
 from core.zoo import default_workspace
 
@@ -20,6 +22,10 @@ from . import state
 from .errors import shown_errors
 
 STATIC_LABELS = {"png": "PNG (300 dpi)", "svg": "SVG", "pdf": "PDF"}
+PREVIEW_HELP = (
+    "The figure as exported: laid out for the chosen print size (legend, fonts, tick angles), "
+    "at its true size in CSS pixels (96 per inch)."
+)
 
 
 def _deferred(fn: Callable[[], bytes]) -> Callable[[], bytes]:
@@ -75,10 +81,27 @@ def _export_panel(
     recipe: Mapping[str, Any] | None,
     caption: str,
 ) -> None:
-    size = st.selectbox(
+    c_size, c_title, c_show = st.columns([2, 4, 1], vertical_alignment="bottom")
+    size = c_size.selectbox(
         "Size", list(SIZES), format_func=lambda s: SIZE_LABELS.get(s, s), key=f"{key}.size"
     )
+    original = title_text(fig)
+    show_title = c_show.toggle("Title", value=True, key=f"{key}.show_title")
+    edited = c_title.text_input(
+        "Title", value=original, key=f"{key}.title", disabled=not show_title
+    )
+    title: str | None = (None if edited == original else edited) if show_title else ""
     frozen = go.Figure(fig)  # the callables below must not see later changes to ``fig``
+    if title is not None:
+        frozen.update_layout(title_text=title)
+    if st.toggle("Preview at this size", key=f"{key}.preview", help=PREVIEW_HELP):
+        st.plotly_chart(
+            styled(frozen, size),
+            key=f"{key}.preview_chart",
+            theme=None,
+            width="content",
+            config={"staticPlot": True, "displaylogo": False},
+        )
     workspace = st.session_state.get(state.WORKSPACE) or str(default_workspace())
     can_static = static_available()
     cols = st.columns(7 if recipe else 6)
@@ -132,7 +155,7 @@ def _export_panel(
     if add:
         with shown_errors("Adding the figure"):
             entry = FigureStore(workspace).add(
-                fig,
+                frozen,
                 caption=text,
                 stem=stem,
                 data=data,

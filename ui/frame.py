@@ -90,11 +90,16 @@ def _workspace_ok(path: str) -> str | None:
     return None
 
 
+PAGE_ICON = Path(__file__).resolve().parent / "assets" / "icon.png"
+
+
 def frame(title: str, *, icon: str = ":material/science:", wide: bool = True) -> Settings:
     """Set the page config, draw the shared sidebar and the page title; return the settings."""
     st.set_page_config(
         page_title=f"{title} · Mixmerge Workbench",
-        page_icon=icon,
+        # a local file, served by this server: a ":material/..." icon makes the browser fetch
+        # the favicon from a font CDN, which fails offline (``icon`` is kept for the callers)
+        page_icon=str(PAGE_ICON),
         layout="wide" if wide else "centered",
     )
     ss = st.session_state

@@ -208,3 +208,31 @@ def _per_model_widgets(p: Hyper, key: str, names: Sequence[str]) -> list[float]:
                 float(st.slider(name, min_value=lo, max_value=hi, value=default, step=step, key=k))
             )
     return out
+
+
+def default_width(arch: str) -> int:
+    """The default ``width`` of a registered architecture (its factory's signature)."""
+    import inspect
+
+    from core.models import ARCHITECTURES
+
+    if arch not in ARCHITECTURES.names():
+        raise ValueError(f"arch must be one of {ARCHITECTURES.names()}, got {arch!r}")
+    param = inspect.signature(ARCHITECTURES[arch].fn).parameters.get("width")
+    if param is None or not isinstance(param.default, int):
+        return 16
+    return min(max(param.default, 4), 512)
+
+
+def method_description(entry: Any) -> str:
+    """One readable sentence about a registered method: its docstring's first line, or, when
+    that line is an argument note (code spans, no full stop), its module's first paragraph."""
+    import sys
+
+    doc = str(getattr(entry, "doc", "") or "").strip()
+    if doc and "``" not in doc and doc.endswith("."):
+        return doc
+    module = sys.modules.get(getattr(getattr(entry, "fn", None), "__module__", "") or "")
+    head = (getattr(module, "__doc__", None) or "").strip().split("\n\n")[0]
+    head = " ".join(head.split())
+    return (head or doc).replace("``", "`")

@@ -8,7 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import PALETTE, apply_paper
+from .geometry import WEBGL_ABOVE
+from .theme import PALETTE, apply_paper, category_style
 
 
 def k_selection_figure(
@@ -102,7 +103,7 @@ def contingency_figure(
     fig = go.Figure(
         go.Heatmap(
             z=table,
-            x=[f"cluster {c}" for c in cols.tolist()],
+            x=[str(c) for c in cols.tolist()],
             y=names,
             colorscale="Blues",
             text=table,
@@ -111,6 +112,7 @@ def contingency_figure(
         )
     )
     fig.update_yaxes(autorange="reversed", title_text="label")
+    fig.update_xaxes(title_text="cluster", type="category")
     fig.update_layout(title=title, height=max(300, 28 * len(rows) + 120))
     return apply_paper(fig)
 
@@ -129,18 +131,21 @@ def cluster_scatter_figure(
             f"coords must be (N, 2) with N = len(clusters), got {coords.shape} and {clusters.shape}"
         )
     fig = go.Figure()
-    for i, c in enumerate(np.unique(clusters).tolist()):
+    scatter = go.Scattergl if len(coords) > WEBGL_ABOVE else go.Scatter
+    found = np.unique(clusters).tolist()
+    for i, c in enumerate(found):
         m = clusters == c
+        colour, symbol = category_style(i, len(found))
         op = (
             np.clip(np.asarray(confidence)[m], 0.2, 1.0).tolist() if confidence is not None else 0.6
         )
         fig.add_trace(
-            go.Scattergl(
+            scatter(
                 x=coords[m, 0],
                 y=coords[m, 1],
                 mode="markers",
                 name=f"cluster {c}",
-                marker=dict(size=4, color=PALETTE[i % len(PALETTE)], opacity=op),
+                marker=dict(size=4, color=colour, symbol=symbol, opacity=op),
             )
         )
     fig.update_layout(title=title, xaxis_title="component 1", yaxis_title="component 2", height=460)

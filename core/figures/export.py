@@ -187,8 +187,8 @@ def figure_data(fig: go.Figure) -> Any:
                     "y": ys[yy.ravel()] if ys is not None else yy.ravel(),
                     "z": arr.ravel(),
                 }
-        if not cols:
-            continue
+        if not cols or all(v is None for col in cols.values() for v in col):
+            continue  # no data (e.g. a legend-only key entry)
         n = max(len(v) for v in cols.values())
         df = pd.DataFrame({k: list(v) + [None] * (n - len(v)) for k, v in cols.items()})
         df.insert(0, "trace", tr.name if tr.name is not None else f"trace {i}")
@@ -343,11 +343,18 @@ def has_latex(fig: go.Figure) -> bool:
     return walk(fig.to_plotly_json())
 
 
-def styled(fig: go.Figure, size: str) -> go.Figure:
-    """A copy of ``fig`` in the paper template at a named size (the input is not changed)."""
+def styled(fig: go.Figure, size: str, *, title: str | None = None) -> go.Figure:
+    """A copy of ``fig`` in the paper template, laid out for a named size (the input is not
+    changed). ``title``: None keeps the figure's title, "" drops it, any other text replaces it.
+    """
     if not isinstance(fig, go.Figure):
         raise TypeError(f"fig must be a plotly.graph_objects.Figure, got {type(fig).__name__}")
-    return apply_paper(go.Figure(fig), size=size)
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {type(title).__name__}")
+    out = go.Figure(fig)
+    if title is not None:
+        out.update_layout(title_text=title)
+    return apply_paper(out, size=size)
 
 
 def to_html(fig: go.Figure, *, size: str = "column", styled_fig: go.Figure | None = None) -> str:
@@ -369,8 +376,10 @@ def render(
     data: Any = None,
     meta: Mapping[str, Any] | None = None,
     workspace: str | Path | None = None,
+    title: str | None = None,
 ) -> bytes:
-    """One export format as bytes (for download buttons): see :func:`export` for the formats.
+    """One export format as bytes (for download buttons): see :func:`export` for the formats;
+    ``title`` as in :func:`styled`.
 
     Raises:
         ValueError: unknown format or size.
@@ -378,9 +387,12 @@ def render(
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    sf = styled(fig, size, title=title)
     if fmt in STATIC:
-        return _render_static(styled(fig, size), fmt, size)
-    return _render_text(fig, fmt, size, data=data, meta=meta, workspace=workspace).encode()
+        return _render_static(sf, fmt, size)
+    return _render_text(
+        fig, fmt, size, data=data, meta=meta, workspace=workspace, styled_fig=sf
+    ).encode()
 
 
 def _render_text(

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import PALETTE, apply_paper
+from .theme import PALETTE, apply_paper, category_style
 
 NC_PANELS = (
     ("nc1", "NC1  Tr(Σ_W Σ_B⁺)/C", True),
@@ -20,6 +20,11 @@ NC_PANELS = (
     ("nc3", "NC3 self-duality", False),
     ("nc4", "NC4 NCC mismatch", False),
 )
+
+
+# Above this many points a scatter uses WebGL (Scattergl); below, SVG, which draws as fast and
+# does not make the browser warn about a stalled GPU context.
+WEBGL_ABOVE = 5000
 
 
 def _colour(i: int) -> str:
@@ -43,6 +48,7 @@ def nc_epochs_figure(
         rows=2,
         cols=3,
         subplot_titles=[p[1] for p in NC_PANELS],
+        shared_xaxes=True,
         horizontal_spacing=0.08,
         vertical_spacing=0.16,
     )
@@ -62,9 +68,10 @@ def nc_epochs_figure(
                 row=j // 3 + 1,
                 col=j % 3 + 1,
             )
+    fig.update_yaxes(nticks=3)
     for j, (_, _, log) in enumerate(NC_PANELS):
-        if log:
-            fig.update_yaxes(type="log", row=j // 3 + 1, col=j % 3 + 1)
+        if log:  # powers of ten only (the minor labels 2, 3, 5 collide in a small panel)
+            fig.update_yaxes(type="log", dtick=1, row=j // 3 + 1, col=j % 3 + 1)
     fig.update_xaxes(title_text="epoch", row=2)
     fig.update_layout(title=title, height=520)
     return apply_paper(fig)
@@ -97,24 +104,27 @@ def projection_figure(
         )
     name = _namer(class_names)
     fig = go.Figure()
-    classes = np.unique(labels)
-    for i, c in enumerate(classes.tolist()):
+    classes = np.unique(labels).tolist()
+    n = len(classes)
+    scatter = go.Scattergl if len(coords) > WEBGL_ABOVE else go.Scatter
+    for i, c in enumerate(classes):
         pts = coords[labels == c]
+        colour, symbol = category_style(i, n)
         fig.add_trace(
-            go.Scattergl(
+            scatter(
                 x=pts[:, 0],
                 y=pts[:, 1],
                 mode="markers",
                 name=name(c),
                 legendgroup=str(c),
-                marker=dict(size=4, color=_colour(i), opacity=0.55),
+                marker=dict(size=4, color=colour, symbol=symbol, opacity=0.55),
             )
         )
     _add_anchors(
         fig,
         anchors or {},
         anchor_classes,
-        {c: _colour(i) for i, c in enumerate(classes.tolist())},
+        {c: category_style(i, n)[0] for i, c in enumerate(classes)},
         name,
     )
     fig.update_layout(title=title, xaxis_title=axis_names[0], yaxis_title=axis_names[1], height=480)
@@ -142,7 +152,7 @@ def _add_anchors(
             go.Scatter(
                 x=means[:, 0],
                 y=means[:, 1],
-                mode="markers",
+                mode="markers+text",
                 name="class means",
                 marker=dict(
                     symbol="star",
@@ -151,6 +161,8 @@ def _add_anchors(
                     line=dict(color="black", width=1),
                 ),
                 text=[name(c) for c in rows],
+                textposition="top center",
+                textfont=dict(size=9, color="#222222"),
                 hovertemplate="mean of %{text}<extra></extra>",
             )
         )
@@ -228,6 +240,12 @@ def etf_figure(
             col=col,
         )
     fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(showticklabels=False, col=2)
+    fig.update_yaxes(showticklabels=False, col=3)
+    if len(names) > 4:  # names on the rows only; columns by index (key: the row labels)
+        idx = [str(i) for i in range(len(names))]
+        fig.update_xaxes(tickvals=names, ticktext=idx, tickangle=0)
+        fig.update_yaxes(tickvals=names, ticktext=[f"{i} {n}" for i, n in enumerate(names)], col=1)
     fig.update_layout(title=title, height=330)
     return apply_paper(fig)
 
@@ -251,13 +269,15 @@ def mixup_lambda_figure(
             f"{lam.shape}, {same.shape}"
         )
     fig = go.Figure()
+    scatter = go.Scattergl if len(coords) > WEBGL_ABOVE else go.Scatter
+    first = True
     for mask, label, symbol in (
         (same, "same-class pairs", "circle"),
         (~same, "different-class pairs", "x"),
     ):
         if mask.any():
             fig.add_trace(
-                go.Scattergl(
+                scatter(
                     x=coords[mask, 0],
                     y=coords[mask, 1],
                     mode="markers",
@@ -269,18 +289,20 @@ def mixup_lambda_figure(
                         colorscale="Viridis",
                         cmin=0,
                         cmax=1,
-                        colorbar=dict(title="λ", x=1.12),
+                        showscale=first,  # one colour bar for both traces
+                        colorbar=dict(title=dict(text="λ", side="right")),
                     ),
                     customdata=lam[mask],
                     hovertemplate="λ = %{customdata:.2f}<extra></extra>",
                 )
             )
+            first = False
     rows = list(anchor_classes) if anchor_classes is not None else []
     _add_anchors(
         fig,
         anchors or {},
         anchor_classes,
-        {c: _colour(i) for i, c in enumerate(rows)},
+        {c: category_style(i, len(rows))[0] for i, c in enumerate(rows)},
         _namer(class_names),
     )
     fig.update_layout(title=title, xaxis_title="component 1", yaxis_title="component 2", height=480)

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import PALETTE, apply_paper
+from .theme import PALETTE, SEQUENTIAL, apply_paper
 
 METHOD_COLORS = {
     "naive": "#7F7F7F",
@@ -25,6 +25,8 @@ METHOD_COLORS = {
     "straight line": "#7F7F7F",
 }
 SPLIT_DASH = {"train": "solid", "test": "dash"}
+METHOD_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross")
+PLANE_UNIT = "‖θ_B − θ_A‖"  # one coordinate unit of a plane (axes and page captions)
 METRIC_TITLES = {"loss": "loss", "accuracy": "accuracy"}
 BARRIER_TITLES = {
     "loss_barrier": "loss barrier (Git Re-Basin)",
@@ -84,7 +86,9 @@ def path_figure(
     fig = make_subplots(
         rows=1, cols=len(metrics), subplot_titles=[METRIC_TITLES[m] for m in metrics]
     )
+    # colour and marker say the path, the dash pattern the split; the legend lists each once
     for i, (name, res) in enumerate(paths.items()):
+        symbol = METHOD_SYMBOLS[i % len(METHOD_SYMBOLS)]
         for s in splits:
             if s not in res.loss:
                 raise ValueError(f"split {s!r} is not in path {name!r} (has {list(res.loss)})")
@@ -96,14 +100,18 @@ def path_figure(
                         y=y,
                         name=f"{name} · {s}",
                         mode="lines+markers",
-                        marker=dict(size=4),
-                        legendgroup=f"{name}·{s}",
-                        showlegend=c == 1,
+                        marker=dict(size=5, symbol=symbol, maxdisplayed=9),
+                        legendgroup=name,
+                        showlegend=False,
                         line=dict(color=_color(name, i), dash=SPLIT_DASH.get(s, "dot"), width=1.6),
                     ),
                     row=1,
                     col=c,
                 )
+        fig.add_trace(_key_trace(name, _color(name, i), "solid", symbol), row=1, col=1)
+    if len(splits) > 1:
+        for s in splits:
+            fig.add_trace(_key_trace(s, "#333333", SPLIT_DASH.get(s, "dot"), None), row=1, col=1)
     fig.update_xaxes(title_text=x_title)
     if endpoint_labels is not None:
         fig.update_xaxes(
@@ -112,6 +120,20 @@ def path_figure(
         )
     fig.update_layout(title=f"{title}<br><sup>{evaluation_note(first)}</sup>")
     return apply_paper(fig)
+
+
+def _key_trace(name: str, color: str, dash: str, symbol: str | None) -> go.Scatter:
+    """A legend-only entry (no data): one per path (colour, marker) and one per split (dash)."""
+    return go.Scatter(
+        x=[None],
+        y=[None],
+        name=name,
+        legendgroup=name,
+        mode="lines+markers" if symbol else "lines",
+        line=dict(color=color, dash=dash, width=1.6),
+        marker=dict(symbol=symbol or "circle", size=5, color=color),
+        hoverinfo="skip",
+    )
 
 
 def path_data(paths: Mapping[str, Any]) -> pd.DataFrame:
@@ -193,8 +215,9 @@ def plane_figure(
             z=z,
             zmax=zmax,
             zmin=finite[0] if zmax is not None else None,
-            colorscale="RdBu" if metric == "loss" else "RdBu_r",
-            reversescale=metric == "loss",
+            # sequential: low loss dark, high loss bright (no false midpoint); accuracy the same
+            # scale with high accuracy bright
+            colorscale=SEQUENTIAL,
             ncontours=15,
             contours=dict(coloring="heatmap", showlines=True),
             line=dict(width=0.5, color="rgba(60,60,60,0.4)"),
@@ -220,8 +243,8 @@ def plane_figure(
     title = title or f"{split} {metric} on the plane{state}"
     fig.update_layout(
         title=f"{title}<br><sup>{evaluation_note(result)}</sup>",
-        xaxis_title="x (units of ‖θ₁ − θ₀‖)",
-        yaxis_title="y",
+        xaxis_title=f"x (units of {PLANE_UNIT})",
+        yaxis_title=f"y (units of {PLANE_UNIT})",
     )
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return apply_paper(fig)

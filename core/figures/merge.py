@@ -49,7 +49,7 @@ def task_accuracy_figure(result: Any, *, title: str = "Per-task accuracy") -> go
         )
     )
     fig.add_trace(go.Bar(x=tasks, y=ref, name="fine-tuned", marker_color=PALETTE[1]))
-    split = "full test sets" if result.full else f"evaluation subset (n={result.correct.size})"
+    split = "full test sets" if result.full else _subset_note(result)
     fig.update_layout(
         barmode="group",
         title=f"{title} · {split}",
@@ -57,6 +57,16 @@ def task_accuracy_figure(result: Any, *, title: str = "Per-task accuracy") -> go
         legend=dict(orientation="h", y=-0.2),
     )
     return apply_paper(fig)
+
+
+def _subset_note(result: Any) -> str:
+    """'evaluation subset, 250 / task' (the Merge Lab's slider says per task too)."""
+    counts = np.bincount(np.asarray(result.groups), minlength=len(result.tasks))
+    if len(set(counts.tolist())) == 1:
+        return f"evaluation subset, {int(counts[0])} / task"
+    return "evaluation subset, " + ", ".join(
+        f"{t} {int(n)}" for t, n in zip(result.tasks, counts, strict=True)
+    )
 
 
 def task_radar_figure(result: Any, *, title: str = "Per-task accuracy") -> go.Figure:
@@ -81,7 +91,9 @@ def task_radar_figure(result: Any, *, title: str = "Per-task accuracy") -> go.Fi
                 opacity=0.8,
             )
         )
-    fig.update_layout(title=title, polar=dict(radialaxis=dict(range=[0, 1])))
+    fig.update_layout(
+        title=title, polar=dict(radialaxis=dict(range=[0, 1], angle=90, tickangle=0, dtick=0.25))
+    )
     return apply_paper(fig)
 
 
@@ -254,14 +266,16 @@ def comparison_figure(result: Any, *, title: str | None = None) -> go.Figure:
         x=float(np.mean(result.reference)),
         line=dict(color=GREY, dash="dash"),
         annotation_text="fine-tuned",
-        annotation_position="top",
+        annotation_position="top left",
+        annotation_yanchor="top",  # inside the plot, clear of the title
     )
     if result.base is not None:
         fig.add_vline(
             x=float(np.mean(result.base)),
             line=dict(color=GREY, dash="dot"),
             annotation_text="base",
-            annotation_position="bottom",
+            annotation_position="bottom right",
+            annotation_yanchor="bottom",  # inside the plot, clear of the tick labels
         )
     pct = round(result.level * 100)
     fig.update_layout(

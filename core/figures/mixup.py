@@ -75,7 +75,11 @@ def gallery_figure(data: Mapping[str, Any], *, max_images: int = 8) -> go.Figure
             row=rows,
             col=i + 1,
         )
-        fig.update_yaxes(range=[0, 1.25], row=rows, col=i + 1, showticklabels=i == 0)
+        fig.update_yaxes(
+            range=[0, 1.25], tickvals=[0, 1], row=rows, col=i + 1, showticklabels=i == 0
+        )
+        # the subplot title names both images; bar colours say which is which
+        fig.update_xaxes(showticklabels=False, row=rows, col=i + 1)
     for r in range(1, rows):
         for c in range(1, n + 1):
             fig.update_xaxes(

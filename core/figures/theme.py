@@ -16,6 +16,34 @@ import plotly.io as pio
 # Okabe & Ito (2008) colour-blind-safe palette; black last. Yellow is kept last-but-one
 # because it is weak on white.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+# For more than eight categories (e.g. 10 classes): Tableau 10 (Stone 2016), ten distinct hues;
+# figures pair it with :data:`SYMBOLS` so that classes also differ in greyscale.
+PALETTE_10 = (
+    "#4E79A7",
+    "#F28E2B",
+    "#E15759",
+    "#76B7B2",
+    "#59A14F",
+    "#EDC948",
+    "#B07AA1",
+    "#FF9DA7",
+    "#9C755F",
+    "#79706E",
+)
+SYMBOLS = (
+    "circle",
+    "square",
+    "diamond",
+    "triangle-up",
+    "x",
+    "triangle-down",
+    "cross",
+    "star",
+    "pentagon",
+    "hexagon",
+    "circle-open",
+    "square-open",
+)
 # Sequential and diverging scales that stay readable in greyscale and for colour-blind readers.
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
@@ -55,6 +83,7 @@ _AXIS = dict(
     gridwidth=0.5,
     zeroline=False,
     automargin=True,
+    autotickangles=[0, 30, 45],  # never 90°: long labels tilt at most 45°
 )
 
 PAPER = go.layout.Template(
@@ -119,4 +148,18 @@ def apply_paper(fig: go.Figure, *, size: str | None = None) -> go.Figure:
         w, h = size_px(size)
         fig.update_layout(width=w, height=h)
     fig.update_layout(template=PAPER)
+    from .layout import fit_layout
+
+    fit_layout(fig, size)
     return fig
+
+
+def category_style(i: int, n: int) -> tuple[str, str]:
+    """(colour, marker symbol) of category ``i`` of ``n``: the Okabe-Ito palette up to eight
+    categories, Tableau 10 beyond, and a distinct symbol per category when there are more than
+    eight (so ten classes never share a colour, and differ in greyscale too)."""
+    if not isinstance(i, int) or not isinstance(n, int) or n < 1 or not 0 <= i < n:
+        raise ValueError(f"i must be in [0, n) and n >= 1, got i={i!r}, n={n!r}")
+    if n <= len(PALETTE):
+        return PALETTE[i], SYMBOLS[0]
+    return PALETTE_10[i % len(PALETTE_10)], SYMBOLS[i % len(SYMBOLS)]

@@ -1,0 +1,220 @@
+"""Per-size layout: where the title, subplot titles and legend go, and line styles that
+survive greyscale print. Applied by :func:`core.figures.theme.apply_paper` to every figure, and
+again by export at the chosen print size, so each figure is laid out for the size it has.
+
+Rules (checked for every registered figure at both column sizes by tests/test_figure_layout.py):
+
+- the title sits in the top margin (container coordinates), never over a subplot title;
+- the legend is horizontal, between the title and the plotting area, never on the tick labels
+  and never over a colourbar (colourbars stay at the right);
+- tick labels tilt at most 45° (``autotickangles`` in the template);
+- line traces that share a dash pattern get distinct marker symbols, one per colour, so that
+  no two legend entries look alike in greyscale;
+- fonts are a step smaller below 4 in width.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import plotly.graph_objects as go
+
+NARROW_PX = 384  # below 4 in: single-column sizes
+LINE_PX = {True: 12, False: 14}  # height of one text line at (narrow, wide) font sizes
+_TAG = re.compile(r"<[^>]+>")
+LINE_TYPES = ("scatter", "scattergl", "scatterpolar")
+
+
+def title_text(fig: go.Figure) -> str:
+    """The figure's title text ("" when it has none)."""
+    t = fig.layout.title.text
+    return t if isinstance(t, str) else ""
+
+
+def subplot_title_annotations(fig: go.Figure) -> list[Any]:
+    """The annotations ``make_subplots`` wrote for subplot titles."""
+    return [
+        a
+        for a in fig.layout.annotations
+        if a.yref == "paper" and a.yanchor == "bottom" and a.showarrow is False and a.text
+    ]
+
+
+def legend_entries(fig: go.Figure) -> list[str]:
+    """Names that appear in the legend (colour scales and images never do unless asked)."""
+    if fig.layout.showlegend is False:
+        return []
+    out = []
+    for i, tr in enumerate(fig.data):
+        if tr.type == "image":
+            continue
+        if tr.type in ("heatmap", "contour", "histogram2d", "histogram2dcontour", "surface"):
+            if tr.showlegend is not True:
+                continue
+        elif tr.showlegend is False:
+            continue
+        out.append(str(tr.name) if tr.name is not None else f"trace {i}")
+    return out
+
+
+def _text_width(text: str, font_px: float) -> float:
+    return 0.56 * font_px * len(_TAG.sub("", text))
+
+
+def legend_rows(names: list[str], width_px: float, font_px: float) -> int:
+    """Rows a horizontal legend needs at this width: Plotly aligns the entries in columns as
+    wide as the widest entry (symbol 40 px + text)."""
+    if not names:
+        return 0
+    entry = 46 + 1.1 * max(_text_width(n, font_px) for n in names)
+    per_row = max(1, int(width_px // entry))
+    return -(-len(names) // per_row)
+
+
+def legend_row_px(font_px: float) -> float:
+    """Height of one legend row (Plotly: about twice the font size)."""
+    return 2.2 * font_px
+
+
+def _title_lines(text: str) -> int:
+    return 0 if not text.strip() else text.count("<br>") + 1
+
+
+def fit_layout(fig: go.Figure, size: str | None = None) -> go.Figure:
+    """Lay out ``fig`` in place for its width (``fig.layout.width``; None: a screen of 700 px).
+
+    Idempotent: the placement is recomputed from the figure's content each time.
+    """
+    width = float(fig.layout.width or 700)
+    narrow = width < NARROW_PX
+    line = LINE_PX[narrow]
+    tick_px, title_px = (9, 10) if narrow else (10, 11)
+    if narrow:
+        fig.update_layout(font_size=tick_px, legend_font_size=tick_px - 1)
+        fig.update_xaxes(tickfont_size=tick_px, title_font_size=tick_px)
+        fig.update_yaxes(tickfont_size=tick_px, title_font_size=tick_px)
+    sub_lines = 1
+    for a in subplot_title_annotations(fig):
+        a.font = dict(size=tick_px + 1)
+        a.text = wrap(a.text, _annotation_width(fig, a, width), tick_px + 1)
+        sub_lines = max(sub_lines, a.text.count("<br>") + 1)
+    _distinguish_lines(fig)
+
+    top = 6.0
+    title = title_text(fig)
+    n_title = _title_lines(title)
+    if n_title:
+        fig.update_layout(
+            title=dict(
+                text=title,
+                yref="container",
+                y=1 - (top + (n_title - 1) * line) / float(fig.layout.height or 450),
+                yanchor="top",
+                x=0.01,
+                xref="container",
+                xanchor="left",
+                font_size=title_px,
+                automargin=False,
+            )
+        )
+        top += n_title * (line + 1) + 4
+    names = legend_entries(fig)
+    polar = any(tr.type == "scatterpolar" for tr in fig.data)
+    if len(names) > 1:
+        rows = legend_rows(names, width - 16, tick_px - 1)
+        fig.update_layout(
+            showlegend=True,
+            legend=dict(
+                orientation="h",
+                yref="container",
+                y=1 - top / float(fig.layout.height or 450),
+                yanchor="top",
+                xref="container",
+                x=0.01,
+                xanchor="left",
+                entrywidth=0,
+                bgcolor="rgba(255,255,255,0)",
+            ),
+        )
+        top += rows * legend_row_px(tick_px - 1) + 4
+    else:
+        fig.update_layout(showlegend=False)
+    if subplot_title_annotations(fig):
+        top += sub_lines * line + 4
+    if polar:
+        top += 2 * line
+    fig.update_layout(margin=dict(t=top + 4))
+    return fig
+
+
+def wrap(text: str, width_px: float, font_px: float) -> str:
+    """``text`` broken into lines at spaces to fit ``width_px``; words too long for a line are
+    cut with an ellipsis. Existing ``<br>`` breaks are kept."""
+    plain = _TAG.sub("", text.replace("<br>", " \n "))
+    if "<" in text.replace("<br>", "") or _text_width(plain, font_px) <= width_px:
+        return text
+    max_chars = max(4, int(width_px / (0.56 * font_px)))
+    lines: list[str] = []
+    cur = ""
+    for word in plain.split(" "):
+        if word == "\n":
+            lines.append(cur)
+            cur = ""
+            continue
+        if len(word) > max_chars:
+            word = word[: max_chars - 1] + "…"
+        if cur and len(cur) + 1 + len(word) > max_chars:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}".strip()
+    lines.append(cur)
+    return "<br>".join(x for x in lines if x)
+
+
+def _annotation_width(fig: go.Figure, a: Any, width: float) -> float:
+    """Width in px of the subplot whose title ``a`` is (the plot width left of margins)."""
+    plot_w = width - 60
+    n_cols = max(1, len({round(float(x.domain[0]), 3) for x in _xaxes(fig)}))
+    return max(30.0, plot_w / n_cols - 6)
+
+
+def _xaxes(fig: go.Figure) -> list[Any]:
+    keys = [k for k in fig.layout.to_plotly_json() if k.startswith("xaxis")]
+    return [fig.layout[k] for k in keys if fig.layout[k].domain]
+
+
+def _distinguish_lines(fig: go.Figure) -> None:
+    """Give line traces that look alike in greyscale (same dash, same symbol) one marker symbol
+    per colour; markers are thinned to at most 12 per trace on long lines."""
+    from .theme import SYMBOLS
+
+    lines = [
+        tr
+        for tr in fig.data
+        if tr.type in LINE_TYPES
+        and (tr.mode or "lines") != "markers"
+        and "lines" in (tr.mode or "lines")
+        and tr.showlegend is not False
+    ]
+    if len(lines) < 2:
+        return
+
+    def look(tr: Any) -> tuple[str, str]:
+        return (str(tr.line.dash or "solid"), str(tr.marker.symbol or "circle"))
+
+    looks = [look(tr) for tr in lines]
+    if len(set(looks)) == len(looks):
+        return
+    colours: dict[str, int] = {}
+    for tr in lines:
+        k = colours.setdefault(str(tr.line.color), len(colours))
+        tr.marker.symbol = SYMBOLS[k % len(SYMBOLS)]
+        tr.mode = "lines+markers"
+        if tr.type == "scatter":
+            tr.marker.maxdisplayed = 12
+    looks = [look(tr) for tr in lines]
+    if len(set(looks)) < len(looks):  # same colour and dash twice: one symbol per trace
+        for k, tr in enumerate(lines):
+            tr.marker.symbol = SYMBOLS[k % len(SYMBOLS)]
