@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_int, check_tensor
+from ..data.subset import stratified_subset
 from ..models import Classifier as ClassifierModel
 from .features import extract_features
 
@@ -365,8 +366,7 @@ def track_neural_collapse(
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     check_int("n_max", n_max, 2)
     check_int("random_state", random_state, 0)
-    gen = torch.Generator().manual_seed(random_state)
-    idx = torch.randperm(len(x), generator=gen)[:n_max].sort().values if len(x) > n_max else None
+    idx = stratified_subset(y, n_max, random_state=random_state) if len(x) > n_max else None
     xs, ys = (x[idx], y[idx]) if idx is not None else (x, y)
 
     def callback(model: nn.Module, epoch: int) -> dict[str, Any]:
