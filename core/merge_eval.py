@@ -231,8 +231,11 @@ def linear_grid(low: float, high: float, n_points: int) -> tuple[float, ...]:
     return tuple(float(v) for v in np.linspace(low, high, n_points))
 
 
-def sweep_values(method: str, param: str, n_points: int = 11) -> list[float]:
-    """``n_points`` evenly spaced values over a hyperparameter's slider range."""
+def sweep_values(
+    method: str, param: str, n_points: int = 11, *, current: float | None = None
+) -> list[float]:
+    """``n_points`` evenly spaced values over a hyperparameter's slider range, plus 0 (λ = 0 is
+    the base model) when the range holds it and the ``current`` slider value, sorted."""
     check_int("n_points", n_points, 2, 1000)
     hyper = {p.name: p for p in METHODS[method].params}
     if param not in hyper or hyper[param].kind not in ("float", "int"):
@@ -243,10 +246,16 @@ def sweep_values(method: str, param: str, n_points: int = 11) -> list[float]:
     p = hyper[param]
     if p.low is None or p.high is None:
         raise ValueError(f"hyperparameter {param!r} of {method!r} has no range to sweep")
-    vals = np.linspace(float(p.low), float(p.high), n_points)
+    low, high = float(p.low), float(p.high)
+    vals = np.linspace(low, high, n_points)
+    extra = [0.0] if low <= 0.0 <= high else []
+    if current is not None:
+        cur = check_range("current", current, low, high)
+        extra.append(float(round(cur)) if p.kind == "int" else float(cur))
+    vals = np.concatenate([vals, extra])
     if p.kind == "int":
-        vals = np.unique(np.round(vals))
-    return [float(v) for v in vals]
+        vals = np.round(vals)
+    return [float(v) for v in np.unique(vals)]
 
 
 # ----------------------------------------------------------------------------- the lab
