@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from ._checks import check_int, check_range
-from .data import get_task
+from .data import get_task, stratified_subset
 from .device import resolve_device
 from .merge import (
     METHODS,
@@ -85,7 +84,7 @@ class EvalSet:
 def make_eval_set(
     tasks: Sequence[str], *, n_per_task: int | None = DEFAULT_N_PER_TASK, random_state: int = 0
 ) -> EvalSet:
-    """The evaluation data of ``tasks``: a seeded subset of each test set, or all of it.
+    """The evaluation data of ``tasks``: a seeded, stratified subset of each test set, or all.
 
     The subset of a task depends only on the task name and ``random_state``, not on which
     other tasks are selected, so numbers stay comparable across selections.
@@ -104,10 +103,7 @@ def make_eval_set(
         ds = get_task(name)
         x, y = ds.x_test, ds.y_test
         if n_per_task is not None and n_per_task < len(y):
-            gen = torch.Generator().manual_seed(
-                random_state * 1_000_003 + zlib.crc32(name.encode())
-            )
-            idx = torch.randperm(len(y), generator=gen)[:n_per_task].sort().values
+            idx = stratified_subset(y, n_per_task, random_state=random_state, key=name)
             x, y = x[idx], y[idx]
         xs.append(x)
         ys.append(y)
@@ -235,8 +231,11 @@ def linear_grid(low: float, high: float, n_points: int) -> tuple[float, ...]:
     return tuple(float(v) for v in np.linspace(low, high, n_points))
 
 
-def sweep_values(method: str, param: str, n_points: int = 11) -> list[float]:
-    """``n_points`` evenly spaced values over a hyperparameter's slider range."""
+def sweep_values(
+    method: str, param: str, n_points: int = 11, *, current: float | None = None
+) -> list[float]:
+    """``n_points`` evenly spaced values over a hyperparameter's slider range, plus 0 (λ = 0 is
+    the base model) when the range holds it and the ``current`` slider value, sorted."""
     check_int("n_points", n_points, 2, 1000)
     hyper = {p.name: p for p in METHODS[method].params}
     if param not in hyper or hyper[param].kind not in ("float", "int"):
@@ -247,10 +246,16 @@ def sweep_values(method: str, param: str, n_points: int = 11) -> list[float]:
     p = hyper[param]
     if p.low is None or p.high is None:
         raise ValueError(f"hyperparameter {param!r} of {method!r} has no range to sweep")
-    vals = np.linspace(float(p.low), float(p.high), n_points)
+    low, high = float(p.low), float(p.high)
+    vals = np.linspace(low, high, n_points)
+    extra = [0.0] if low <= 0.0 <= high else []
+    if current is not None:
+        cur = check_range("current", current, low, high)
+        extra.append(float(round(cur)) if p.kind == "int" else float(cur))
+    vals = np.concatenate([vals, extra])
     if p.kind == "int":
-        vals = np.unique(np.round(vals))
-    return [float(v) for v in vals]
+        vals = np.round(vals)
+    return [float(v) for v in np.unique(vals)]
 
 
 # ----------------------------------------------------------------------------- the lab
@@ -446,13 +451,13 @@ class MergeLab:
         return create_model(self.arch, seed=None, **self.arch_kwargs).to(self.device).eval()
 
     def train_data(self, task: str) -> tuple[Tensor, Tensor]:
-        """A seeded subset of ``task``'s training split (DATA_N_PER_TASK examples), cached."""
+        """A seeded, stratified subset of ``task``'s training split (DATA_N_PER_TASK examples),
+        cached."""
         if task not in self._train:
             ds = get_task(task)
-            gen = torch.Generator().manual_seed(
-                self.random_state * 1_000_003 + zlib.crc32(task.encode()) + 1
+            idx = stratified_subset(
+                ds.y_train, DATA_N_PER_TASK, random_state=self.random_state, key=f"{task}/train"
             )
-            idx = torch.randperm(len(ds.y_train), generator=gen)[:DATA_N_PER_TASK].sort().values
             self._train[task] = (ds.x_train[idx].to(self.device), ds.y_train[idx].to(self.device))
         return self._train[task]
 

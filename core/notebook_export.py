@@ -436,10 +436,11 @@ def _mixup_images_cells(args: Mapping[str, Any], what: str) -> list[Cell]:
         _need_str(args, "task")
         _need_int(args, "n_images", 2)
         load = (
-            "from core.data import denormalize, get_task\n\n"
+            "from core.data import denormalize, get_task, stratified_subset\n\n"
             'ds = get_task(ARGS["task"])\n'
-            'images = denormalize(ds.x_test[: ARGS["n_images"]])  # (N, 1, 28, 28) in [0, 1]\n'
-            'labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[: ARGS["n_images"]])]'
+            'idx = stratified_subset(ds.y_test, ARGS["n_images"], key=ARGS["task"])\n'
+            "images = denormalize(ds.x_test[idx])  # (N, 1, 28, 28) in [0, 1]\n"
+            'labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[idx])]'
         )
     return [markdown(f"{what} Same images, seed and λ as the Mixup Gallery."), code(load)]
 

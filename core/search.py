@@ -47,7 +47,6 @@ import json
 import math
 import os
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -651,7 +650,7 @@ class _Runner:
 def _prepare(
     spec: SearchSpec, zoo: Zoo, device: str
 ) -> tuple[_Context, list[StateDict], StateDict | None, Space]:
-    from .data import available_tasks, get_task
+    from .data import available_tasks, get_task, stratified_subset
     from .device import resolve_device
     from .merge import merge
 
@@ -674,8 +673,7 @@ def _prepare(
     val = []
     for t in tasks:
         ds = get_task(t)
-        gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(t.encode()) + 7)
-        idx = torch.randperm(len(ds.y_train), generator=gen)[: spec.n_val].sort().values
+        idx = stratified_subset(ds.y_train, spec.n_val, random_state=spec.seed, key=f"{t}/val")
         val.append((ds.x_train[idx], ds.y_train[idx]))
     ctx = _Context(
         spec.method,
@@ -747,7 +745,7 @@ def _test_best(
     space: Space,
     x: Sequence[float],
 ) -> dict[str, Any]:
-    from .data import get_task
+    from .data import get_task, stratified_subset
 
     merged = apply_point(
         spec.method, models, base, space.decode(x), spec.params, ctx.groups, spec.seed
@@ -757,8 +755,7 @@ def _test_best(
         ds = get_task(t)
         xt, yt = ds.x_test, ds.y_test
         if spec.n_test is not None and spec.n_test < len(yt):  # seeded subset (sorted splits)
-            gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + zlib.crc32(t.encode()))
-            idx = torch.randperm(len(yt), generator=gen)[: spec.n_test].sort().values
+            idx = stratified_subset(yt, spec.n_test, random_state=spec.seed, key=t)
             xt, yt = xt[idx], yt[idx]
         data.append((xt, yt))
     acc, loss = _score(ctx, merged, data)

@@ -240,7 +240,7 @@ def _binom_cdf_half(k: int, n: int) -> float:
     return total / 2.0**n if n < 1000 else math.exp(math.log(total) - n * math.log(2.0))
 
 
-def mcnemar(a: Any, b: Any, *, exact: bool | None = None) -> McNemarResult:
+def mcnemar(a: Any, b: Any, *, exact: bool | None = None, correction: bool = True) -> McNemarResult:
     """McNemar's test: do two classifiers err on the same samples at the same rate?
 
     Only discordant samples count: n01 (a wrong, b right) and n10 (a right, b wrong).
@@ -248,18 +248,25 @@ def mcnemar(a: Any, b: Any, *, exact: bool | None = None) -> McNemarResult:
     Args:
         a, b: (N,) per-sample correctness of two models on the same N samples.
         exact: True for the exact binomial test (two-sided, p = min(1, 2 P(X <= min(n01,
-            n10))) with X ~ Bin(n01 + n10, 1/2)); False for chi-square with continuity
-            correction, (|n01 - n10| - 1)^2 / (n01 + n10) on 1 degree of freedom; None picks
-            exact below 25 discordant samples.
+            n10))) with X ~ Bin(n01 + n10, 1/2)); False for chi-square,
+            (|n01 - n10| - c)^2 / (n01 + n10) on 1 degree of freedom; None picks exact below
+            25 discordant samples.
+        correction: c = 1 (Edwards' continuity correction) if True, else c = 0; ignored by
+            the exact test. As in ``statsmodels.stats.contingency_tables.mcnemar`` (tested
+            against it), the corrected statistic is not clipped at 0: with n01 = n10 = 4 it is
+            1/8 and p = 0.724, not 1.
 
     Returns:
-        :class:`McNemarResult`. With no discordant samples the p-value is 1.
+        :class:`McNemarResult`. With no discordant samples the p-value is 1 (statsmodels'
+        chi-square gives NaN there: 0/0).
     """
     ca, cb = as_correctness("a", a), as_correctness("b", b)
     if ca.size != cb.size:
         raise ValueError(f"a and b must have the same length, got {ca.size} and {cb.size}")
     if exact is not None and not isinstance(exact, bool):
         raise TypeError(f"exact must be a bool or None, got {type(exact).__name__}")
+    if not isinstance(correction, bool):
+        raise TypeError(f"correction must be a bool, got {type(correction).__name__}")
     n01 = int((~ca & cb).sum())
     n10 = int((ca & ~cb).sum())
     m = n01 + n10
@@ -270,7 +277,7 @@ def mcnemar(a: Any, b: Any, *, exact: bool | None = None) -> McNemarResult:
         k = min(n01, n10)
         p = min(1.0, 2.0 * _binom_cdf_half(k, m))
         return McNemarResult(float(k), p, n01, n10, "exact")
-    stat = (abs(n01 - n10) - 1.0) ** 2 / m if abs(n01 - n10) >= 1 else 0.0
+    stat = (abs(n01 - n10) - float(correction)) ** 2 / m
     p = math.erfc(math.sqrt(stat / 2.0))  # survival function of chi-square with 1 dof
     return McNemarResult(float(stat), p, n01, n10, "chi2")
 

@@ -47,6 +47,8 @@ from .params import StateDict
 from .zoo import Zoo
 
 RECORD_KIND = "sweep"
+MAX_POINTS = 100_000  # a sweep with more points is refused before anything runs
+EVAL_VERSION = 2  # part of every point's key: 2 = the Merge Lab's seeded stratified subsets
 ProgressFn = Callable[[dict[str, Any]], None]
 BACKENDS = ("inprocess", "ray")
 
@@ -100,7 +102,10 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any]) -> SweepSpec:
         p = Path(source)
         if not p.is_file():
             raise ValueError(f"sweep file not found: {p}")
-        raw = yaml.safe_load(p.read_text())
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:  # syntax errors and tags such as !!python/object
+            raise ValueError(f"sweep file {p} is not valid YAML: {err}") from None
     elif isinstance(source, Mapping):
         raw = dict(source)
     else:
@@ -126,13 +131,15 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any]) -> SweepSpec:
     for i, m in enumerate(raw.get("methods") or []):
         if not isinstance(m, dict) or "method" not in m:
             raise ValueError(f"methods[{i}] must be a mapping with 'method', got {m!r}")
-        if m["method"] not in METHODS:
+        if not isinstance(m["method"], str) or m["method"] not in METHODS:
             raise ValueError(
                 f"methods[{i}].method must be one of {sorted(METHODS.names())}, got {m['method']!r}"
             )
         params = m.get("params") or {}
         if not isinstance(params, dict):
             raise ValueError(f"methods[{i}].params must be a mapping, got {params!r}")
+        for pname, space in params.items():
+            _check_space(str(m["method"]), pname, space, f"methods[{i}].params.{pname}")
         methods.append((str(m["method"]), dict(params)))
     if not methods:
         raise ValueError("methods must list at least one {method, params} entry")
@@ -158,10 +165,19 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any]) -> SweepSpec:
     )
 
 
-def sweep_points(spec: SweepSpec) -> list[Point]:
-    """Every point of the sweep, in a fixed order (grid: product order; random: seeded draws)."""
+def sweep_points(spec: SweepSpec, checkpoints: Mapping[str, str] | None = None) -> list[Point]:
+    """Every point of the sweep, in a fixed order (grid: product order; random: seeded draws).
+
+    ``checkpoints`` (zoo id -> sha256 of its file) enters every key, so a model replaced under
+    the same id gets new points instead of the old model's results."""
     if not isinstance(spec, SweepSpec):
         raise TypeError(f"spec must be a SweepSpec, got {type(spec).__name__}")
+    n = count_points(spec)
+    if n > MAX_POINTS:
+        raise ValueError(
+            f"sweep {spec.name!r} has {n:,} points, more than the limit of {MAX_POINTS:,}; "
+            "use fewer values (or search: random with n_samples)"
+        )
     rng = np.random.default_rng(spec.seed)
     points: list[Point] = []
     for method, space in spec.methods:
@@ -174,7 +190,8 @@ def sweep_points(spec: SweepSpec) -> list[Point]:
                 {n: _draw(method, n, space[n], rng) for n in names} for _ in range(spec.n_samples)
             ]
         for params in combos:
-            points.append(Point(_key(spec, method, params), len(points), method, params))
+            key = _key(spec, method, params, checkpoints)
+            points.append(Point(key, len(points), method, params))
     return points
 
 
@@ -187,6 +204,8 @@ def _grid_axis(method: str, name: str, space: Any) -> list[Any]:
         if "value" in space:
             return [space["value"]]
         if "values" in space:
+            if not isinstance(space["values"], list) or not space["values"]:
+                raise ValueError(f"{method}.{name}: values has no values, got {space['values']!r}")
             return list(space["values"])
         if "low" in space and "high" in space:
             num = space.get("num")
@@ -201,6 +220,98 @@ def _grid_axis(method: str, name: str, space: Any) -> list[Any]:
             f"{method}.{name}: expected a list, value, values or low/high, got {space!r}"
         )
     return [space]
+
+
+def _check_space(method: str, name: str, space: Any, where: str) -> None:
+    """Refuse a hyperparameter space the sweep cannot run: unknown name, no values, a value
+    of the wrong type or outside the hyperparameter's range, a log range reaching 0."""
+    from .merge import METHODS
+
+    hypers = {h.name: h for h in METHODS[method].params}
+    if name not in hypers:
+        raise ValueError(
+            f"{where}: {method} has no hyperparameter {name!r}; expected one of {sorted(hypers)}"
+        )
+    h = hypers[name]
+    values: list[Any]
+    if isinstance(space, list):
+        if not space:
+            raise ValueError(f"{where}: an empty list has no values")
+        values = list(space)
+    elif isinstance(space, dict):
+        known = {"value", "values", "low", "high", "num", "log"}
+        if set(space) - known or not (
+            {"value", "values"} & set(space) or {"low", "high"} <= set(space)
+        ):
+            raise ValueError(
+                f"{where}: expected a list, {{value}}, {{values}} or {{low, high[, num, log]}}, "
+                f"got {space!r}"
+            )
+        if "value" in space:
+            values = [space["value"]]
+        elif "values" in space:
+            if not isinstance(space["values"], list) or not space["values"]:
+                raise ValueError(f"{where}: values has no values, got {space['values']!r}")
+            values = list(space["values"])
+        else:
+            lo, hi = space["low"], space["high"]
+            for end, v in (("low", lo), ("high", hi)):
+                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                    raise ValueError(f"{where}: {end} must be a finite number, got {v!r}")
+            if lo > hi:
+                raise ValueError(f"{where}: low must not exceed high, got low={lo}, high={hi}")
+            num = space.get("num")
+            if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+                raise ValueError(f"{where}: num must be an int >= 1, got {num!r}")
+            if space.get("log") and not lo > 0:
+                raise ValueError(f"{where}: a log range needs low > 0, got low={lo}")
+            values = [lo, hi]
+    else:
+        values = [space]
+    for v in values:
+        _check_value(h, v, where)
+
+
+def _check_value(h: Any, v: Any, where: str) -> None:
+    if h.kind in ("float", "int"):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"{where}: {h.name} must be a finite number, got {v!r}")
+        if (h.low is not None and v < h.low) or (h.high is not None and v > h.high):
+            raise ValueError(f"{where}: {h.name} must be in [{h.low}, {h.high}], got {v!r}")
+    elif h.kind == "floats":
+        if v is not None and (
+            not isinstance(v, list)
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        ):
+            raise ValueError(f"{where}: {h.name} must be a list of numbers, got {v!r}")
+    elif h.kind == "choice" and h.choices and v not in h.choices:
+        raise ValueError(f"{where}: {h.name} must be one of {list(h.choices)}, got {v!r}")
+    elif h.kind == "bool" and not isinstance(v, bool):
+        raise ValueError(f"{where}: {h.name} must be true or false, got {v!r}")
+
+
+def count_points(spec: SweepSpec) -> int:
+    """Points of the sweep, computed without building them."""
+    if spec.search == "random":
+        return spec.n_samples * len(spec.methods)
+    total = 0
+    for method, space in spec.methods:
+        size = 1
+        for name in space:
+            s = space[name]
+            if isinstance(s, list):
+                size *= len(s)
+            elif isinstance(s, dict) and "values" in s:
+                size *= len(s["values"])
+            elif isinstance(s, dict) and "low" in s and "value" not in s:
+                num = s.get("num")
+                if not isinstance(num, int) or num < 1:
+                    raise ValueError(
+                        f"{method}.{name}: a range in a grid needs num (int >= 1), got {num!r}"
+                    )
+                size *= num
+        total += size
+    return total
 
 
 def _draw(method: str, name: str, space: Any, rng: np.random.Generator) -> Any:
@@ -222,8 +333,15 @@ def _draw(method: str, name: str, space: Any, rng: np.random.Generator) -> Any:
     return space
 
 
-def _key(spec: SweepSpec, method: str, params: dict[str, Any]) -> str:
+def _key(
+    spec: SweepSpec,
+    method: str,
+    params: dict[str, Any],
+    checkpoints: Mapping[str, str] | None = None,
+) -> str:
     ident = {
+        "checkpoints": dict(checkpoints or {}),
+        "eval": EVAL_VERSION,
         "method": method,
         "params": params,
         "models": spec.models,
@@ -259,8 +377,8 @@ def evaluate_point(
         The record stored for the point: method, params, ``task_accuracy`` per task,
         ``mean_accuracy``, ``task_loss`` and ``seconds``.
     """
-    from .data import get_task
     from .merge import merge
+    from .merge_eval import make_eval_set
     from .models import create_model
     from .train import evaluate
 
@@ -270,10 +388,12 @@ def evaluate_point(
     model = create_model(ctx.arch, seed=None, **ctx.arch_kwargs)
     model.load_state_dict(merged)
     acc, loss = {}, {}
-    for task in ctx.tasks:
-        ds = get_task(task)
-        n = len(ds.y_test) if ctx.n_test is None else min(ctx.n_test, len(ds.y_test))
-        res = evaluate(model, ds.x_test[:n], ds.y_test[:n], device=ctx.device)
+    # the Merge Lab's evaluation set: the same seeded, stratified subset of every test set
+    es = make_eval_set(ctx.tasks, n_per_task=ctx.n_test, random_state=ctx.seed)
+    bounds = np.cumsum([0, *es.sizes])
+    for k, task in enumerate(es.tasks):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        res = evaluate(model, es.x[lo:hi], es.y[lo:hi], device=ctx.device)
         acc[task], loss[task] = float(res.accuracy), float(res.loss)
     return {
         "method": point.method,
@@ -333,9 +453,16 @@ def run_sweep(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     spec = spec if isinstance(spec, SweepSpec) else load_sweep_spec(spec)
-    points = sweep_points(spec)
-    done_keys = set(zoo.get_records(RECORD_KIND))
+    ids = [*spec.models, *([spec.base] if spec.base is not None else [])]
+    missing = [i for i in ids if i not in zoo]
+    if missing:
+        raise ValueError(
+            f"sweep {spec.name!r} names models the zoo at {zoo.root} does not hold: {missing}"
+        )
+    checkpoints = {i: zoo.get(i).sha256 for i in ids}
+    points = sweep_points(spec, checkpoints)  # refuses oversized grids before any work
     ctx, models, base = _context(spec, zoo, device)
+    done_keys = set(zoo.get_records(RECORD_KIND))
     todo = [p for p in points if p.key not in done_keys]
     count = {"done": 0}
 
@@ -376,7 +503,7 @@ def run_sweep(
             finished(p, evaluate_point(p, models, base, ctx), False)
     else:
         _run_ray(todo, models, base, ctx, address, num_cpus, finished, should_stop)
-    return load_sweep(zoo, spec.name)
+    return load_sweep(zoo, spec.name, keys=[p.key for p in points])
 
 
 def _context(
@@ -448,8 +575,12 @@ def require_ray() -> Any:
     return ray
 
 
-def load_sweep(zoo: Zoo, name: str) -> Any:
+def load_sweep(zoo: Zoo, name: str, *, keys: Sequence[str] | None = None) -> Any:
     """The finished points of sweep ``name`` as a pandas DataFrame, one row per point.
+
+    ``keys`` keeps only those points (:func:`run_sweep` passes the points of the sweep as it
+    is now, so points edited out of the file, or results of replaced checkpoints, are not
+    reported); None gives every stored point of the sweep.
 
     Columns: ``key``, ``method``, ``point``, ``mean_accuracy``, ``seconds``, ``backend``, one
     ``acc_<task>`` per task and one ``param_<name>`` per hyperparameter (lists as JSON text).
@@ -461,8 +592,9 @@ def load_sweep(zoo: Zoo, name: str) -> Any:
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     rows = []
+    wanted = None if keys is None else set(keys)
     for key, rec in zoo.get_records(RECORD_KIND).items():
-        if rec.get("sweep") != name:
+        if rec.get("sweep") != name or (wanted is not None and key not in wanted):
             continue
         row: dict[str, Any] = {
             "key": key,

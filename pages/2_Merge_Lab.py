@@ -308,7 +308,7 @@ with tab_sweep:
         if st.session_state.get("merge.sweep_req") == req:
             with shown_errors("The sweep"):
                 bar = st.progress(0.0, text="Sweeping…")
-                values = tuple(sweep_values(method, param, n_points))
+                values = tuple(sweep_values(method, param, n_points, current=hyper.get(param)))
                 result = cache.merge_sweep(
                     key,
                     method,

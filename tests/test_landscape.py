@@ -88,7 +88,9 @@ def test_recompute_bn_resets_statistics_at_every_point() -> None:
     # independent: model at t = 0.5 with statistics re-estimated on the same 64 training inputs
     m = copy.deepcopy(model)
     m.load_state_dict(lerp(sa, sb, 0.5))
-    idx = torch.sort(torch.randperm(96, generator=torch.Generator().manual_seed(0))[:64]).values
+    from core.data import stratified_subset
+
+    idx = stratified_subset(data["train"][1], 64, random_state=0)  # the BN subset (seed 0)
     for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):
         bn.reset_running_stats()
         bn.momentum = None

@@ -102,10 +102,10 @@ def test_values_and_resume(zoo: Zoo) -> None:
     )
     model = zoo.load_model("mlp-base")
     model.load_state_dict(merged)
-    from core.data import get_task
+    from core.merge_eval import make_eval_set
 
-    ds = get_task("mnist_inverted")
-    acc = evaluate(model, ds.x_test[:200], ds.y_test[:200], device="cpu").accuracy
+    es = make_eval_set(["mnist_inverted"], n_per_task=200, random_state=SPEC.get("seed", 0))
+    acc = evaluate(model, es.x, es.y, device="cpu").accuracy  # the Merge Lab's subset
     assert row["acc_mnist_inverted"] == pytest.approx(acc)
     assert row["mean_accuracy"] == pytest.approx((row["acc_mnist"] + acc) / 2)
     assert load_sweep(zoo, "other").empty

@@ -184,15 +184,16 @@ def mixup_gallery(
     ``source`` is "photos" (``names`` from core.data.load_photos) or "dataset" (the first
     ``n_images`` test images of ``task_name``).
     """
-    from core.data import denormalize, photo_batch
+    from core.data import denormalize, photo_batch, stratified_subset
     from core.mixup.gallery import gallery, lam_grid, methods_side_by_side
 
     if source == "photos":
         images, labels = photo_batch(list(names), size=size)
     else:
         ds = task(task_name)
-        images = denormalize(ds.x_test[:n_images])
-        labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[:n_images])]
+        idx = stratified_subset(ds.y_test, n_images, key=task_name)  # test sets are class-sorted
+        images = denormalize(ds.x_test[idx])
+        labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[idx])]
     grid_lams = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
     return {
         "gallery": gallery(

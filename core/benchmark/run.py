@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice
+from ..data.subset import stratified_subset
 from ..data.suites import SUITES, SuiteTask, load_task
 from ..device import configure_threads, cpu_model, resolve_device
 from ..merge import METHODS, merge
@@ -200,8 +201,9 @@ def _fishers(ctx: _Context) -> list[dict[str, Tensor]]:
     n = ctx.settings.fisher_examples
 
     def fisher(model: TaskRouter, task: SuiteTask) -> dict[str, Tensor]:
-        x = router_inputs(ctx.suite, task.x_train[:n])
-        return fisher_diagonal(model, x, task.y_train[:n], n_examples=len(x), batch_size=8)
+        idx = stratified_subset(task.y_train, n, key=f"{task.name}/fisher")  # splits are sorted
+        x = router_inputs(ctx.suite, task.x_train[idx])
+        return fisher_diagonal(model, x, task.y_train[idx], n_examples=len(x), batch_size=8)
 
     return _per_finetune(ctx, "fishers", fisher)
 
@@ -213,7 +215,8 @@ def _grams(ctx: _Context) -> list[dict[str, Tensor]]:
     n = ctx.settings.gram_examples
 
     def gram(model: TaskRouter, task: SuiteTask) -> dict[str, Tensor]:
-        return gram_matrices(model, router_inputs(ctx.suite, task.x_train[:n]), batch_size=64)
+        idx = stratified_subset(task.y_train, n, key=f"{task.name}/gram")  # splits are sorted
+        return gram_matrices(model, router_inputs(ctx.suite, task.x_train[idx]), batch_size=64)
 
     return _per_finetune(ctx, "grams", gram)
 

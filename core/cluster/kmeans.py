@@ -6,6 +6,7 @@ that the two reach the same inertia on the same data; scikit-learn is the refere
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_range
+from .._warnings import MixmergeWarning
 from ..device import resolve_device
 
 
@@ -168,6 +170,20 @@ class KMeans:
                 best = run
         assert best is not None
         centres, labels, inertia, n_iter = best
+        found = int(torch.unique(labels).numel())
+        if found < self.n_clusters:
+            points = int(torch.unique(data, dim=0).shape[0])
+            why = (
+                f"x has only {points} distinct points"
+                if points < self.n_clusters
+                else "some clusters ended empty"
+            )
+            warnings.warn(
+                f"KMeans found {found} distinct clusters, fewer than n_clusters="
+                f"{self.n_clusters}: {why}; labels_ uses {found} of them",
+                MixmergeWarning,
+                stacklevel=2,
+            )
         self.cluster_centers_ = centres.cpu().numpy()
         self.labels_ = labels.cpu().numpy().astype(np.int64)
         self.inertia_ = inertia

@@ -15,6 +15,7 @@ from .datasets import (
     read_idx,
 )
 from .photos import load_photos, photo_batch
+from .subset import stratified_subset, subset_seed
 from .tasks import TASKS, available_tasks, get_task, mixture, task_names
 from .user import load_user_dataset
 
@@ -38,5 +39,7 @@ __all__ = [
     "normalize",
     "photo_batch",
     "read_idx",
+    "stratified_subset",
+    "subset_seed",
     "task_names",
 ]

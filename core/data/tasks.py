@@ -28,6 +28,7 @@ from .datasets import (
     load_fashion,
     load_mnist,
 )
+from .subset import stratified_subset
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,9 @@ def mixture(
 
     Args:
         names: task names.
-        n_per_task: at most this many training examples from each task (None: all).
-        generator: picks the subset.
+        n_per_task: at most this many training examples from each task (None: all), a
+            stratified subset (:func:`core.data.stratified_subset`).
+        generator: seeds the subsets.
 
     Returns:
         x: (N, 1, 28, 28), y: (N,)
@@ -154,9 +156,8 @@ def mixture(
     xs, ys = [], []
     for nm in names:
         ds = get_task(nm)
-        idx = torch.randperm(len(ds.y_train), generator=generator)
-        if n_per_task is not None:
-            idx = idx[:n_per_task]
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        idx = stratified_subset(ds.y_train, n_per_task, random_state=seed, key=nm)
         xs.append(ds.x_train[idx])
         ys.append(ds.y_train[idx])
     return torch.cat(xs), torch.cat(ys)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_int, check_tensor
+from ..data.subset import stratified_subset
 from ..models import Classifier as ClassifierModel
 from .features import extract_features
 
@@ -218,6 +219,11 @@ def neural_collapse(
     """
     if not isinstance(rank_tol, float) or not 0.0 < rank_tol < 1.0:
         raise ValueError(f"rank_tol must be a float in (0, 1), got {rank_tol!r}")
+    # The metrics are scale-free; squares of features near 1e±30 over/underflow float32 (and
+    # 1e±150 float64). Features far from 1 are divided by a power of 2 (exact) first.
+    scale = _power_of_two_scale(features)
+    if scale != 1.0:
+        features = features / scale
     stats = class_stats(features, labels)
     c, n = len(stats.classes), len(features)
     if c < 2:
@@ -235,7 +241,7 @@ def neural_collapse(
             )
         w = w_all.to(dev)[stats.classes]  # (C, D) rows of the present classes
         b = (
-            b_all.to(dev)[stats.classes]
+            b_all.to(dev, torch.float64)[stats.classes] / scale  # logits scale with h
             if b_all is not None
             else torch.zeros(c, dtype=torch.float64, device=dev)
         )
@@ -276,8 +282,19 @@ def neural_collapse(
         out["nc2_equinorm_w"] = _cv(w.norm(dim=1))
         out["etf_distance_w"] = etf_distance(w)
         out["nc4"] = float(dev_stats["mismatch"] / n)
-        out["bias_relation"] = float((w @ stats.global_mean + b).norm())
+        out["bias_relation"] = float((w @ stats.global_mean + b).norm()) * scale
     return out
+
+
+def _power_of_two_scale(features: Tensor, low: float = 2.0**-20, high: float = 2.0**20) -> float:
+    """2^round(log2 max|h|) when max|h| lies outside [low, high] (else 1; NaN/Inf: 1, left for
+    the finiteness check)."""
+    if not isinstance(features, Tensor) or features.numel() == 0:
+        return 1.0
+    top = float(features.detach().abs().amax())
+    if not math.isfinite(top) or top == 0.0 or low <= top <= high:
+        return 1.0
+    return 2.0 ** round(math.log2(top))
 
 
 def _deviation_pass(
@@ -365,8 +382,7 @@ def track_neural_collapse(
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     check_int("n_max", n_max, 2)
     check_int("random_state", random_state, 0)
-    gen = torch.Generator().manual_seed(random_state)
-    idx = torch.randperm(len(x), generator=gen)[:n_max].sort().values if len(x) > n_max else None
+    idx = stratified_subset(y, n_max, random_state=random_state) if len(x) > n_max else None
     xs, ys = (x[idx], y[idx]) if idx is not None else (x, y)
 
     def callback(model: nn.Module, epoch: int) -> dict[str, Any]:

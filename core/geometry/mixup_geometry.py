@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_range, check_tensor
+from ..data.subset import stratified_subset
 from ..models import Classifier
 from .collapse import class_stats
 from .features import extract_features
@@ -109,7 +110,8 @@ def mixup_geometry(
         if int(keep.sum()) < 2:
             raise ValueError(f"classes {wanted} select {int(keep.sum())} samples; need at least 2")
         x, y = x[keep], y[keep]
-    idx = torch.randperm(len(x), generator=generator)[:n]
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    idx = stratified_subset(y, n, random_state=seed)  # (n,) the mixed pairs come below
     xs, ys = x[idx], y[idx]  # (n, ...), (n,)
     res = mixup_lib.mix(
         mixer, xs, ys, alpha=alpha, generator=generator, per_sample=True, n_classes=model.n_classes

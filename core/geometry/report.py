@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_int
+from ..data.subset import stratified_subset
 from ..models import Classifier
 from .collapse import class_stats, neural_collapse, normalized_gram, simplex_etf_gram
 from .features import extract_features
@@ -18,18 +19,14 @@ from .projection import LINEAR, project
 
 
 def sample_rows(x: Tensor, y: Tensor, n: int, *, random_state: int = 0) -> tuple[Tensor, Tensor]:
-    """At most ``n`` rows of (x, y), drawn once with ``random_state`` (kept in their order)."""
+    """At most ``n`` rows of (x, y): a seeded, stratified sample (kept in their order)."""
     check_int("n", n, 1)
     check_int("random_state", random_state, 0)
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     if len(x) <= n:
         return x, y
-    idx = (
-        torch.randperm(len(x), generator=torch.Generator().manual_seed(random_state))[:n]
-        .sort()
-        .values
-    )
+    idx = stratified_subset(y, n, random_state=random_state)
     return x[idx], y[idx]
 
 

@@ -57,7 +57,7 @@ def train_nc_comparison(
     Returns:
         The stored ``mixup_run`` record (see :func:`core.mixup.training.train_mixers`).
     """
-    from ..data import get_task
+    from ..data import get_task, stratified_subset
     from ..mixup.training import MixMethod, train_mixers
 
     check_int("epochs", epochs, 1, 1000)
@@ -65,7 +65,8 @@ def train_nc_comparison(
     check_int("n_track", n_track, 10)
     check_range("alpha", alpha, 0.0, None, low_inclusive=False)
     ds = get_task(task)
-    x, y = ds.x_train[:n_train], ds.y_train[:n_train]
+    idx = stratified_subset(ds.y_train, n_train, random_state=seed, key=f"{task}/train")
+    x, y = ds.x_train[idx], ds.y_train[idx]  # the rows train_mixers trains on
     callback = track_neural_collapse(x, y, n_max=n_track, random_state=seed, device=device)
     methods = [MixMethod(), MixMethod("mixup", {"alpha": alpha})]
     return train_mixers(

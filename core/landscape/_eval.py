@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_int
-from ..data import Dataset
+from ..data import Dataset, stratified_subset
 from ..device import configure_threads, resolve_device
 from ..params import StateDict, check_compatible
 
@@ -48,12 +48,11 @@ class EvalData:
         return self.n_examples == self.n_total
 
 
-def _subset(n: int, k: int | None) -> Tensor | None:
-    """Fixed, sorted subset of ``k`` of ``n`` indices (None: all)."""
-    if k is None or k >= n:
+def _subset(y: Tensor, k: int | None) -> Tensor | None:
+    """Fixed, sorted, stratified subset of ``k`` of the labels ``y`` (None: all)."""
+    if k is None or k >= len(y):
         return None
-    gen = torch.Generator().manual_seed(SUBSET_SEED)
-    return torch.sort(torch.randperm(n, generator=gen)[:k]).values
+    return stratified_subset(y, k, random_state=SUBSET_SEED)
 
 
 def prepare_data(
@@ -101,13 +100,13 @@ def prepare_data(
             raise ValueError(
                 f"data[{name!r}] must have equal, non-zero lengths, got {len(x)} and {len(y)}"
             )
-        idx = _subset(len(x), max_examples)
+        idx = _subset(y, max_examples)
         if idx is not None:
             x, y = x[idx], y[idx]
         splits[name] = (x.to(device), y.long().to(device))
         n_used[name], n_total[name] = len(x), len(xy[0])
-    bn_src = raw["train"][0] if "train" in raw else next(iter(raw.values()))[0]
-    idx = _subset(len(bn_src), bn_examples)
+    bn_src, bn_y = raw["train"] if "train" in raw else next(iter(raw.values()))
+    idx = _subset(bn_y, bn_examples)
     bn_x = (bn_src if idx is None else bn_src[idx]).to(device)
     return EvalData(splits, n_used, n_total, bn_x)
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_int
 from ..align import activation_matching, apply_permutation, spec_for, weight_matching
-from ..data import Dataset
+from ..data import Dataset, stratified_subset
 from ..params import StateDict
 from ._eval import ProgressFn
 from .path import PathResult, interpolate
@@ -19,11 +19,10 @@ METHODS = ("naive", "weight matching", "activation matching")
 
 def _train_inputs(data: Dataset | Mapping[str, tuple[Tensor, Tensor]], n: int) -> Tensor:
     if isinstance(data, Dataset):
-        x = data.x_train
+        x, y = data.x_train, data.y_train
     else:
-        x = (data["train"] if "train" in data else next(iter(data.values())))[0]
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n]
-    return x[torch.sort(idx).values]
+        x, y = data["train"] if "train" in data else next(iter(data.values()))
+    return x[stratified_subset(y, n)]
 
 
 def align(

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_int, check_range, check_tensor
-from ._base import MIXERS, MixResult, mix_targets, sample_partner
+from ._base import MIXERS, MixResult, check_targets, mix_targets, sample_partner
 from .cutmix import CutMixParams, apply_cutmix, cutmix, sample_cutmix
 from .fmix import FMixParams, apply_fmix, fmix, fmix_masks, sample_fmix
 from .manifold_mixup import (
@@ -109,7 +109,7 @@ def to_soft_targets(
     elif y.ndim == 2 and y.is_floating_point():
         if n_classes is not None and y.shape[1] != n_classes:
             raise ValueError(f"y must have n_classes={n_classes} columns, got {y.shape[1]}")
-        soft = y.float()
+        soft = check_targets("y", y).float()
     else:
         raise ValueError(
             f"y must be (N,) integer labels or (N, C) float soft targets, "

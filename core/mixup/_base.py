@@ -123,11 +123,28 @@ def check_image_shape(name: str, shape: tuple[int, ...] | torch.Size) -> tuple[i
     return dims
 
 
-def check_targets(name: str, y: Tensor, n: int) -> Tensor:
-    """Check (N, C) floating soft targets with N = ``n``."""
+def check_targets(name: str, y: Tensor, n: int | None = None) -> Tensor:
+    """Check (N, C) floating soft targets (N = ``n`` when given): finite, non-negative, every
+    row summing to 1 (within 1e-4 relative to the row)."""
     check_tensor(name, y, ndim=2, floating=True)
-    if y.shape[0] != n:
+    if n is not None and y.shape[0] != n:
         raise ValueError(f"{name} must have {n} rows (one per input), got shape {tuple(y.shape)}")
+    if not bool(torch.isfinite(y).all()):
+        rows = torch.nonzero(~torch.isfinite(y).all(1)).flatten()[:5].tolist()
+        raise ValueError(f"{name} must be finite soft targets, got NaN/Inf in rows {rows}")
+    if bool((y < -1e-6).any()):
+        rows = torch.nonzero((y < -1e-6).any(1)).flatten()[:5].tolist()
+        raise ValueError(
+            f"{name} must be non-negative soft targets, got negative entries in rows {rows}"
+        )
+    sums = y.double().sum(1)  # (N,)
+    bad = (sums - 1.0).abs() > 1e-4
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad).flatten()[0])
+        raise ValueError(
+            f"{name} rows must sum to 1 (soft targets), got row {i} summing to {float(sums[i]):.6g}"
+            f" ({int(bad.sum())} bad rows)"
+        )
     return y
 
 

@@ -116,7 +116,8 @@ def train_mixers(
         methods: the recipes (include ``MixMethod()`` for the ERM baseline).
         arch, arch_kwargs: architecture for every method (input size and classes from the data).
         config: shared hyperparameters and seed; a method's ``mix_until_epoch`` replaces its own.
-        n_train: use the first ``n_train`` training samples (quick runs).
+        n_train: train on a seeded, stratified subset of ``n_train`` training samples (quick
+            runs; :func:`core.data.stratified_subset`, seeded by ``config.seed``).
         run_id: record key (default from task, arch, seed and time).
         progress: called with ``method``, ``methods``, ``label`` and core.train's progress keys.
         epoch_callback: passed to :func:`core.train.train` for every method (its dicts land in
@@ -127,7 +128,7 @@ def train_mixers(
     Returns:
         The stored run record (also in ``zoo.get_records("mixup_run")[run_id]``).
     """
-    from ..data import get_task
+    from ..data import get_task, stratified_subset
     from ..stats import bootstrap_ci
 
     if not methods:
@@ -143,7 +144,8 @@ def train_mixers(
     x, y = ds.x_train, ds.y_train
     if n_train is not None:
         check_int("n_train", n_train, 1)
-        x, y = x[:n_train], y[:n_train]
+        idx = stratified_subset(y, n_train, random_state=config.seed, key=f"{task}/train")
+        x, y = x[idx], y[idx]
     c, h, w = ds.input_shape
     kwargs = {
         **dict(arch_kwargs or {}),
@@ -215,6 +217,9 @@ def train_mixers(
         "seed": config.seed,
         "config": config.to_dict(),
         "n_train": len(x),
+        "train_class_counts": {
+            str(int(c)): int(k) for c, k in zip(*y.unique(return_counts=True), strict=True)
+        },
         "methods": results,
     }
     zoo.put_record(RUN_KIND, run_id, record)
