@@ -35,7 +35,8 @@ st.subheader("Model zoo")
 if missing:
     st.info(
         f"The default zoo is {'not built yet' if len(missing) == len(default_ids) else 'incomplete'}: "
-        f"a base MLP pre-trained on {len(DEFAULT_PLAN.domains)} digit domains, one fine-tune per domain "
+        f"a base MLP pre-trained on digits 0-4 of {len(DEFAULT_PLAN.domains)} digit domains, one fine-tune "
+        "per domain on all ten digits "
         f"(task vectors), and {len(DEFAULT_PLAN.independent_seeds)} independently trained models per "
         "architecture (mode connectivity). It trains in about a minute on a laptop CPU."
     )
