@@ -197,3 +197,109 @@ def test_cache_invalidates_when_a_model_is_replaced(zoo: Zoo, tmp_path: Path) ->
         torch.zeros_like(second.base["trunk.stem.weight"]),
     )
     assert before.method == after.method
+
+
+# ---------------------------------------------------------------------------- comparison
+def test_validation_tuned_comparison_reuses_the_benchmark(zoo: Zoo) -> None:
+    from core.benchmark.report import stored_results
+    from core.benchmark.run import QUICK_GRIDS, BenchmarkSettings
+    from core.suite_lab import comparison_rows, validation_tuned_comparison
+
+    seen: list[str] = []
+    res = validation_tuned_comparison(
+        zoo,
+        "vision",
+        methods=["task_arithmetic", "average"],
+        settings=BenchmarkSettings(n_boot=200),
+        progress=lambda d, n, m: seen.append(m),
+    )
+    rows = {r["method"]: r for r in res["rows"]}
+    assert set(rows) == {"pretrained", "individual", "task_arithmetic", "average"}
+    ta = rows["task_arithmetic"]
+    assert ta["hyperparameters"] in QUICK_GRIDS["task_arithmetic"]
+    assert ta["val_avg"] == max(t["val_avg"] for t in res["searched"]["task_arithmetic"])
+    # the tuned test accuracy is the lab's score of that λ on the full test splits
+    test_lab = SuiteLab(zoo, "vision", split="test", n_per_task=None)
+    assert test_lab.run("task_arithmetic", ta["hyperparameters"]).per_task == pytest.approx(
+        ta["per_task"]
+    )
+    lo, hi = ta["test_avg_ci"]
+    assert lo <= ta["test_avg"] <= hi
+    assert stored_results(zoo)["vision-quick"]["rows"] == res["rows"]
+    table = comparison_rows(res)
+    assert [r["method"] for r in table[:2]] == ["pretrained", "individual"]
+    assert table[2]["test_avg"] >= table[3]["test_avg"] and any(
+        "task_arithmetic" in m for m in seen
+    )
+    with pytest.raises(ValueError, match="methods must be among"):
+        validation_tuned_comparison(zoo, "vision", methods=["nope"])
+    with pytest.raises(TypeError, match="methods must be a sequence"):
+        validation_tuned_comparison(zoo, "vision", methods="ties")
+
+
+# ---------------------------------------------------------------------------- interpolation
+def test_interpolation_endpoints_and_bn_reset(zoo: Zoo) -> None:
+    import torch.nn.functional as F
+
+    from core.merge import recompute_batchnorm
+    from core.suite_views import suite_interpolation
+
+    naive = suite_interpolation(
+        zoo, "vision", "pretrained", "faces", n_points=3, n_examples=8, recompute_bn=False
+    )
+    assert naive.t == [0.0, 0.5, 1.0] and set(naive.splits) == {"train", "val"}
+    assert naive.meta["task"] == "faces" and not naive.recompute_bn
+    lab = SuiteLab(zoo, "vision", n_per_task=8)
+    k = lab.tasks.index("faces")
+    want = {t: float(c.float().mean()) for t, c in lab.predict(lab.base).items()}
+    assert naive.accuracy["val"][0] == pytest.approx(want["faces"])
+    assert naive.accuracy["val"][-1] == pytest.approx(lab.references()["individual"]["faces"])
+    reset = suite_interpolation(
+        zoo, "vision", "pretrained", "faces", n_points=3, n_examples=8, bn_examples=16
+    )
+    assert reset.recompute_bn  # the default for Lite0
+    task = lab.suite_tasks[k]
+    x_tr = P.backbone_input("vision", task.x_train[stratified_subset(task.y_train, 16)])
+    trunk = P.new_backbone("vision", pretrained=False).trunk
+    sd = recompute_batchnorm(trunk, {k_[6:]: v for k_, v in lab.base.items()}, x_tr)
+    trunk.load_state_dict(sd)
+    with torch.no_grad():
+        logits = trunk.eval()(lab.eval_x[k]) @ lab.heads[k].weight.T + lab.heads[k].bias
+    assert reset.loss["val"][0] == pytest.approx(
+        float(F.cross_entropy(logits, lab.eval_y[k])), rel=1e-4
+    )
+    assert reset.loss["val"][0] != pytest.approx(naive.loss["val"][0], rel=1e-6)
+    ft = suite_interpolation(zoo, "vision", "faces", "textures", n_points=2, n_examples=8)
+    assert ft.meta["task"] == "textures" and ft.label.startswith("faces")
+    with pytest.raises(ValueError, match="model_b must be one of"):
+        suite_interpolation(zoo, "vision", "pretrained", "mnist")
+    with pytest.raises(ValueError, match="must differ"):
+        suite_interpolation(zoo, "vision", "faces", "faces")
+    with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
+        suite_interpolation(zoo, "vision", "pretrained", "faces", split="train")
+
+
+# ---------------------------------------------------------------------------- features
+def test_features_fit_geometry_and_clustering(zoo: Zoo) -> None:
+    from core.cluster import ppp
+    from core.geometry import neural_collapse
+    from core.suite_views import nc_across_finetuning, suite_features
+
+    f = suite_features(zoo, "vision", "pretrained", "textures", split="val", n_examples=12)
+    task = next(t for t in SuiteLab(zoo, "vision").suite_tasks if t.name == "textures")
+    assert f.features.shape == (len(f.labels), 1280) and f.features.dtype == torch.float32
+    assert torch.equal(f.labels, task.y_val[f.indices])
+    direct = P.features(P.new_backbone("vision").trunk, "vision", task.x_val[f.indices])
+    assert torch.allclose(f.features, direct, atol=1e-4)
+    assert f.classifier[0].shape == (task.n_classes, 1280)
+    nc = neural_collapse(f.features, f.labels, f.classifier)
+    assert {"nc1", "nc2_equinorm", "nc3", "nc4"} <= set(nc)
+    assert ppp(f.features, k_max=3, n_components=4).k in (2, 3)
+    across = nc_across_finetuning(zoo, "vision", "textures", split="val", n_examples=12)
+    assert list(across) == ["pretrained", "textures"]
+    assert across["pretrained"]["nc1"] == pytest.approx(nc["nc1"])
+    assert across["textures"]["nc1"] != pytest.approx(nc["nc1"], rel=1e-9)
+    with pytest.raises(ValueError, match="task must be one of"):
+        suite_features(zoo, "vision", "pretrained", "mnist")
+    with pytest.raises(ValueError, match="model must be one of"):
+        suite_features(zoo, "vision", "nope", "faces")
