@@ -82,7 +82,8 @@ def build_panel() -> None:
     st.info(
         f"The default zoo is {'not built yet' if len(missing_now) == len(default_ids) else 'incomplete'}: "
         f"a base MLP pre-trained on digits 0-4 of {len(DEFAULT_PLAN.domains)} digit domains, one "
-        "fine-tune per domain on all ten digits (task vectors), and {len(DEFAULT_PLAN.independent_seeds)} "
+        "fine-tune per domain on all ten digits (task vectors), and "
+        f"{len(DEFAULT_PLAN.independent_seeds)} "
         "independently trained models per architecture (mode connectivity). It trains in one to "
         "two minutes on an idle 2-core CPU, longer under load (docs/BENCHMARKS.md, 'Default zoo')."
         + ("" if len(missing_now) == len(default_ids) else f" Missing: {', '.join(missing_now)}.")
