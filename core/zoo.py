@@ -15,6 +15,7 @@ at any point leaves either a complete, listed model or nothing listed.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -615,7 +616,7 @@ class Zoo:
             k += 1
         os.replace(path, target)
 
-    def orphans(self) -> list[Path]:
+    def orphans(self) -> builtins.list[Path]:
         """Checkpoint files in ``models/`` that the index does not list (after a damaged or
         replaced index, or a crash between writing a file and committing its row)."""
         if not self.models_dir.is_dir():

@@ -384,7 +384,9 @@ def warm() -> None:
         base = torch.zeros(8, dtype=dt)
         x = [torch.full((8,), float(i) - 1.5, dtype=dt) for i in range(3)]
         for out_dtype in {dt, torch.float32 if dt in _HALF else dt}:
-            kw = dict(weights=[1.0] * 3, drop_m=1 << 14, factor=2.0, out_dtype=out_dtype)
+            kw: dict[str, Any] = dict(
+                weights=[1.0] * 3, drop_m=1 << 14, factor=2.0, out_dtype=out_dtype
+            )
             ties(x, base, [0.5] * 3, scale=1.0, disjoint="mean", generator=None, **kw)
             dare(x, base, generator=None, **kw)
         big = [torch.arange(DIRECT_MAX + 8).to(dt) * (i + 1) for i in range(3)]

@@ -13,6 +13,7 @@ trim, which is what mergekit's and PEFT's ``dare_ties`` do (their ``density`` is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -77,7 +78,13 @@ def dare_ties(
         taus = [d[k] for d in dropped]  # N x (...) DARE(τᵢ) of this key
         thr = thresholds or tensor_thresholds(taus, None, [density] * len(taus))
         dt = models[0][k].dtype
-        kw = {"scale": scale, "weights": w, "disjoint": disjoint, "deltas": True, "out_dtype": dt}
+        kw: dict[str, Any] = {
+            "scale": scale,
+            "weights": w,
+            "disjoint": disjoint,
+            "deltas": True,
+            "out_dtype": dt,
+        }
         out[k] = ties_kernel(taus, bases[k], thr, **kw)
     return out
 
@@ -129,7 +136,7 @@ def dare_ties_tensor(
         return out
     taus = [dare_delta(t, base, drop, generator) for t in tensors]  # N x (...) DARE(τᵢ)
     thr = tensor_thresholds(taus, None, [density] * n)
-    kw = {"scale": scale, "weights": w, "disjoint": disjoint, "deltas": True}
+    kw: dict[str, Any] = {"scale": scale, "weights": w, "disjoint": disjoint, "deltas": True}
     return ties_kernel(taus, base, thr, out_dtype=tensors[0].dtype, **kw)
 
 
