@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import make_blobs
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from core.cluster import PPP, KMeans, agreement, canonical_labels, ppp, select_gmm, stability
 
@@ -60,11 +61,11 @@ def test_kmeans_validates_in_fit(kw: dict, err: type) -> None:
 
 
 def test_kmeans_refuses_bad_data() -> None:
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="NaN"):
         KMeans(2).fit(np.array([[0.0, np.nan], [1.0, 1.0], [2.0, 2.0]]))
     with pytest.raises(ValueError, match="at least n_clusters"):
         KMeans(5).fit(np.zeros((3, 2)))
-    with pytest.raises(ValueError, match="2 dimensions"):
+    with pytest.raises(ValueError, match="2D array"):
         KMeans(2).fit(np.zeros(5))
 
 
@@ -113,3 +114,10 @@ def test_kmeans_fast_paths_equal_the_straightforward_computation() -> None:
     torch.testing.assert_close(_sq_dist(x, c, (x * x).sum(1)), ref)
     assert torch.equal(_nearest(x, c), ref.argmin(1))
     assert _mean_variance(x) == pytest.approx(float(x.var(0, unbiased=False).mean()), rel=1e-12)
+
+
+@parametrize_with_checks([KMeans(n_clusters=3, device="cpu")])
+def test_kmeans_meets_the_scikit_learn_estimator_contract(estimator, check) -> None:
+    """scikit-learn's own estimator checks: clone, get/set_params, input validation (sparse,
+    complex, object, 1-D, empty, NaN), n_features_in_, NotFittedError, fit idempotence."""
+    check(estimator)

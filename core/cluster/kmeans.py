@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
 from .._checks import check_int, check_range
@@ -19,13 +21,26 @@ from ..device import resolve_device
 
 
 def as_tensor(x: Any, name: str = "x") -> Tensor:
-    """A finite (N, D) float tensor from a tensor or array (float64 stays float64)."""
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
+    """A finite (N, D) float tensor from a tensor, array or nested list (float64 stays float64).
+
+    Anything that is not a tensor goes through scikit-learn's ``check_array`` (dense, 2-D, at
+    least one row and column, finite, real), so the messages are scikit-learn's.
+    """
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+        from sklearn.utils import check_array
+
+        try:
+            arr = check_array(x, dtype=[np.float64, np.float32], input_name=name)
+        except TypeError as err:  # e.g. sparse matrices: scikit-learn raises TypeError
+            raise TypeError(f"{name}: {err}") from None
+        arr = np.ascontiguousarray(arr)
+        x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     if x.ndim != 2:
-        raise ValueError(f"{name} must have 2 dimensions (N, D), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have 2 dimensions (N, D), got shape {tuple(x.shape)}; Reshape your data"
+        )
+    if x.is_complex():
+        raise ValueError(f"{name} must be real, got complex dtype {x.dtype}")
     if not x.is_floating_point():
         x = x.float()
     if not bool(torch.isfinite(x).all()):
@@ -105,8 +120,9 @@ def _lloyd(
     return centres, labels, inertia, n_iter
 
 
-class KMeans:
-    """k-means clustering in torch, with scikit-learn's estimator contract.
+class KMeans(ClusterMixin, BaseEstimator):
+    """k-means clustering in torch, with scikit-learn's estimator contract (checked by
+    ``sklearn.utils.estimator_checks.parametrize_with_checks`` in tests/test_cluster.py).
 
     Args:
         n_clusters: k ≥ 1.
@@ -138,12 +154,6 @@ class KMeans:
         self.tol = tol
         self.random_state = random_state
         self.device = device
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in ("n_clusters", "n_init", "max_iter", "tol", "random_state", "device")
-        }
 
     def fit(self, x: Any, y: Any = None) -> KMeans:
         """Cluster (N, D) points (tensor or array). Returns self."""
@@ -193,11 +203,13 @@ class KMeans:
 
     def predict(self, x: Any) -> np.ndarray:
         """Nearest learned centre of each row of (N, D) ``x``."""
-        if not hasattr(self, "cluster_centers_"):
-            raise ValueError("this KMeans is not fitted yet; call fit first")
+        check_is_fitted(self, "cluster_centers_")
         data = as_tensor(x)
         if data.shape[1] != self.n_features_in_:
-            raise ValueError(f"x must have {self.n_features_in_} columns, got {data.shape[1]}")
+            raise ValueError(
+                f"X has {data.shape[1]} features, but KMeans is expecting {self.n_features_in_} "
+                "features as input"
+            )
         c = torch.from_numpy(self.cluster_centers_).to(data.dtype)
         return _sq_dist(data, c, (data * data).sum(1)).argmin(1).numpy().astype(np.int64)
 
