@@ -380,7 +380,8 @@ def _merge_sweep(args: Mapping[str, Any]) -> list[Cell]:
             "from core.figures.merge import sweep_figure\n"
             "from core.merge_eval import sweep, sweep_values\n\n"
             'hyper = ARGS.get("hyperparameters", {})\n'
-            'values = sweep_values(ARGS["method"], ARGS["param"], ARGS["n_points"])\n'
+            'values = sweep_values(ARGS["method"], ARGS["param"], ARGS["n_points"],\n'
+            '                      current=hyper.get(ARGS["param"]))\n'
             'result = sweep(lab, ARGS["method"], ARGS["param"], values, hyper, seed=ARGS.get("seed", 0),\n'
             '               recompute_bn=ARGS.get("recompute_bn", False))\n'
             'fig = sweep_figure(result, current=hyper.get(ARGS["param"]))'

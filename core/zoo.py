@@ -928,6 +928,10 @@ def ensure_default(
 
     if not isinstance(zoo, Zoo):
         raise TypeError(f"zoo must be a Zoo, got {type(zoo).__name__}")
+    ids = list(_default_specs(plan))
+    listed = {r.id for r in zoo.list()}
+    if all(i in listed for i in ids):  # nothing to train: the zoo is used as it is
+        return [zoo.get(i) for i in ids]
     zoo._check_writable()
     check_default_ids(zoo, plan)  # before any training
     n_total = plan.n_models()
