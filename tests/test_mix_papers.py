@@ -548,3 +548,23 @@ def test_generated_notebook_redraws_and_retrains_a_study(tmp_path: Path) -> None
         NotebookClient(nb, timeout=300, kernel_name="python3").execute()
         got = pd.read_csv(out)
         pd.testing.assert_frame_equal(got, pd.read_csv(io.StringIO(want.to_csv(index=False))))
+
+
+def test_study_subsets_are_stratified_on_class_sorted_labels() -> None:
+    """The studies' subsets go through core.data.stratified_subset: a class-sorted split keeps
+    every class in proportion (the first n rows would hold two classes)."""
+    import torch
+
+    from core.mixup.papers._common import random_subset
+
+    y = torch.arange(10).repeat_interleave(50)  # sorted by class, like MNIST-5k
+    x = torch.arange(500).float()[:, None]
+    xs, ys = random_subset(x, y, 100, seed=3)
+    assert torch.bincount(ys, minlength=10).tolist() == [10] * 10
+    assert torch.equal(
+        xs[:, 0].long(), torch.nonzero(torch.isin(torch.arange(500), xs[:, 0].long()))[:, 0]
+    )
+    angles = torch.linspace(0, 1, 500)  # a continuous target: a seeded random sample
+    _, a1 = random_subset(x, angles, 40, seed=1)
+    _, a2 = random_subset(x, angles, 40, seed=1)
+    assert torch.equal(a1, a2) and len(a1) == 40

@@ -84,14 +84,22 @@ def bootstrap_mean_ci(
 
 
 def random_subset(x: Any, y: Any, n: int | None, seed: int) -> tuple[Any, Any]:
-    """A seeded random subset of ``n`` rows of (x, y) (all rows when n is None or larger).
+    """A seeded subset of ``n`` rows of (x, y) (all rows when n is None or larger): stratified
+    by class through :func:`core.data.stratified_subset` when ``y`` holds class labels, a
+    seeded random sample when ``y`` is a continuous target.
 
     Needed because some splits are stored sorted by class (MNIST-5k): the first n rows would
     hold a few classes only.
     """
     import torch
 
+    from ...data import stratified_subset
+
     if n is None or n >= len(x):
         return x, y
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    labels = torch.as_tensor(y)
+    if not labels.is_floating_point() and labels.ndim == 1:
+        idx = stratified_subset(labels, n, random_state=seed)
+    else:
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
     return x[idx], y[idx]
