@@ -37,74 +37,85 @@ else:
     task_name = c2.selectbox("Dataset", cache.tasks_available(), key="mixup_gallery.task")
     n_images = c2.slider("Images", 2, 12, 6, key="mixup_gallery.n")
 
-c1, c2, c3, c4 = st.columns(4)
-method = c1.selectbox(
-    "Method",
-    list(GALLERY_MIXERS),
-    format_func=lambda m: MIXERS[m].title,
-    key="mixup_gallery.method",
-)
-fixed = c2.toggle("Fixed λ", value=False, key="mixup_gallery.fixed")
-if fixed:
-    lam = c2.slider("λ", 0.0, 1.0, 0.5, 0.05, key="mixup_gallery.lam")
-    alpha = 1.0
-else:
-    lam = None
-    alpha = c2.slider("α (λ ~ Beta(α, α))", 0.05, 4.0, 1.0, 0.05, key="mixup_gallery.alpha")
-per_sample = c3.toggle("λ per sample", value=True, key="mixup_gallery.per_sample")
-seed = int(c4.number_input("Seed", 0, 2**31 - 1, settings.seed, key="mixup_gallery.seed"))
-st.caption(f"**{MIXERS[method].title}** — {MIXERS[method].doc} [paper]({MIXERS[method].paper})")
 
-if source == "photos" and len(names) < 2:
-    st.info("Pick at least two photos.")
-else:
-    with shown_errors("Mixing"):
-        data = cache.mixup_gallery(
-            source,
-            names,
-            task_name,
-            n_images,
-            method,
-            float(alpha),
-            None if lam is None else float(lam),
-            bool(per_sample),
-            seed,
-        )
-        meta = {
-            "method": method,
-            "alpha": alpha,
-            "lam": lam,
-            "per_sample": per_sample,
-            "seed": seed,
-            "images": list(data["gallery"]["names"]),
-        }
-        tab_g, tab_l, tab_m = st.tabs(["Gallery", "λ grid (one pair)", "All methods (one pair)"])
-        with tab_g:
-            recipe = {
-                "kind": "mixup_gallery",
-                "args": meta | {"source": source, "task": task_name, "n_images": n_images},
+# The mixer controls and the figures rerun alone (a fragment): moving λ does not rerun the image
+# selection above.
+@st.fragment
+def live_gallery() -> None:
+    """Method, λ / α, seed and the three gallery figures."""
+    c1, c2, c3, c4 = st.columns(4)
+    method = c1.selectbox(
+        "Method",
+        list(GALLERY_MIXERS),
+        format_func=lambda m: MIXERS[m].title,
+        key="mixup_gallery.method",
+    )
+    fixed = c2.toggle("Fixed λ", value=False, key="mixup_gallery.fixed")
+    if fixed:
+        lam = c2.slider("λ", 0.0, 1.0, 0.5, 0.05, key="mixup_gallery.lam")
+        alpha = 1.0
+    else:
+        lam = None
+        alpha = c2.slider("α (λ ~ Beta(α, α))", 0.05, 4.0, 1.0, 0.05, key="mixup_gallery.alpha")
+    per_sample = c3.toggle("λ per sample", value=True, key="mixup_gallery.per_sample")
+    seed = int(c4.number_input("Seed", 0, 2**31 - 1, settings.seed, key="mixup_gallery.seed"))
+    st.caption(f"**{MIXERS[method].title}** — {MIXERS[method].doc} [paper]({MIXERS[method].paper})")
+
+    if source == "photos" and len(names) < 2:
+        st.info("Pick at least two photos.")
+    else:
+        with shown_errors("Mixing"):
+            data = cache.mixup_gallery(
+                source,
+                names,
+                task_name,
+                n_images,
+                method,
+                float(alpha),
+                None if lam is None else float(lam),
+                bool(per_sample),
+                seed,
+            )
+            meta = {
+                "method": method,
+                "alpha": alpha,
+                "lam": lam,
+                "per_sample": per_sample,
+                "seed": seed,
+                "images": list(data["gallery"]["names"]),
             }
-            show_figure(
-                gallery_figure(data["gallery"]),
-                key="mixup_gallery.gallery",
-                stem=f"mixup_gallery_{method}",
-                meta=meta,
-                recipe=recipe,
+            tab_g, tab_l, tab_m = st.tabs(
+                ["Gallery", "λ grid (one pair)", "All methods (one pair)"]
             )
-        with tab_l:
-            grid_args = recipe["args"] | {"lams": data["grid"]["requested"].tolist()}
-            show_figure(
-                lam_grid_figure(data["grid"]),
-                key="mixup_gallery.grid",
-                stem=f"mixup_lam_grid_{method}",
-                meta=meta,
-                recipe={"kind": "mixup_lam_grid", "args": grid_args},
-            )
-        with tab_m:
-            show_figure(
-                methods_figure(data["methods"]),
-                key="mixup_gallery.methods",
-                stem="mixup_methods",
-                meta=meta,
-                recipe={"kind": "mixup_methods", "args": recipe["args"]},
-            )
+            with tab_g:
+                recipe = {
+                    "kind": "mixup_gallery",
+                    "args": meta | {"source": source, "task": task_name, "n_images": n_images},
+                }
+                show_figure(
+                    gallery_figure(data["gallery"]),
+                    key="mixup_gallery.gallery",
+                    stem=f"mixup_gallery_{method}",
+                    meta=meta,
+                    recipe=recipe,
+                )
+            with tab_l:
+                grid_args = recipe["args"] | {"lams": data["grid"]["requested"].tolist()}
+                show_figure(
+                    lam_grid_figure(data["grid"]),
+                    key="mixup_gallery.grid",
+                    stem=f"mixup_lam_grid_{method}",
+                    meta=meta,
+                    recipe={"kind": "mixup_lam_grid", "args": grid_args},
+                )
+            with tab_m:
+                show_figure(
+                    methods_figure(data["methods"]),
+                    key="mixup_gallery.methods",
+                    stem="mixup_methods",
+                    meta=meta,
+                    recipe={"kind": "mixup_methods", "args": recipe["args"]},
+                )
+
+
+live_gallery()

@@ -70,3 +70,22 @@ def test_training_page_trains_and_shows_run(empty_workspace: Path) -> None:
     runs = load_runs(Zoo(empty_workspace))
     (run,) = runs.values()
     assert set(run["methods"]) == {"erm", "mixup α=1", "mixup α=1 (off at 1)"}
+
+
+def _gallery_pairs(at: AppTest) -> list[str]:
+    """The subplot titles "a + b" of the gallery figure (the first chart)."""
+    import json
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return [a["text"] for a in spec["layout"]["annotations"] if " + " in a.get("text", "")]
+
+
+def test_gallery_never_pairs_an_image_with_itself(workspace_env: Path) -> None:
+    at = _app().run()
+    at.switch_page("pages/4_Mixup_Gallery.py").run()
+    for seed in range(4):
+        at.number_input(key="mixup_gallery.seed").set_value(seed).run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        pairs = _gallery_pairs(at)
+        assert len(pairs) == 4, pairs
+        assert all(a != b for a, b in (p.split(" + ") for p in pairs)), (seed, pairs)

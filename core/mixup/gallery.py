@@ -37,7 +37,8 @@ def gallery(
     seed: int = 0,
     **hyper: Any,
 ) -> dict[str, Any]:
-    """Mix ``images`` (N, C, H, W) in [0, 1] with mixer ``name``; each image is its own class.
+    """Mix ``images`` (N, C, H, W) in [0, 1] with mixer ``name``; each image is its own class
+    and is paired with another image (the pairing is a random derangement from ``seed``).
 
     Returns:
         dict with ``images`` (N, H, W, 3) uint8 mixed, ``sources`` (N, H, W, 3) uint8 originals,
@@ -48,9 +49,18 @@ def gallery(
         raise ValueError(f"names must have one entry per image ({len(images)}), got {len(names)}")
     if name not in GALLERY_MIXERS:
         raise ValueError(f"name must be one of {list(GALLERY_MIXERS)} (pixel mixers), got {name!r}")
-    g = torch.Generator().manual_seed(check_int("seed", seed, 0))
+    check_int("seed", seed, 0)
     y = torch.arange(len(images))
-    res = mix(name, images, y, alpha=alpha, lam=lam, generator=g, per_sample=per_sample, **hyper)
+    # A random permutation leaves about 37% of the images with themselves as partner (mixing an
+    # image with itself shows nothing): seeds ``seed * 1000 + k`` are tried in order until the
+    # pairing is a derangement, so the gallery stays deterministic for a given ``seed``.
+    for k in range(256):
+        g = torch.Generator().manual_seed(seed * 1000 + k)
+        res = mix(
+            name, images, y, alpha=alpha, lam=lam, generator=g, per_sample=per_sample, **hyper
+        )
+        if not bool((res.partner == y).any()):
+            break
     masks = None if res.mask is None else res.mask.expand(len(images), 1, *images.shape[2:])[:, 0]
     return {
         "method": name,
