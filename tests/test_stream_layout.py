@@ -32,3 +32,24 @@ def test_sample_bracket_holds_the_kth_largest_and_pick_is_exact() -> None:
         assert magnitude_threshold([a], None, density) == truth
     # a bracket that missed says so (the callers widen it)
     assert pick_in_bracket(torch.tensor([1.0, 2.0]), 5, 3) is None
+
+
+def test_mergekit_names_come_from_the_registry_entries() -> None:
+    import pytest
+
+    from core._registry import Registry
+    from core.merge import METHODS
+    from core.stream.config import METHOD_ALIASES
+    from core.stream.family import FAMILY_ALIASES
+
+    assert METHOD_ALIASES == {mk: e.name for e in METHODS.entries() for mk in e.mergekit}
+    assert METHOD_ALIASES["linear"] == "average" and METHOD_ALIASES["dare_linear"] == "dare"
+    assert METHOD_ALIASES["ramplus_tl"] == "ram" and METHODS["ram"].mergekit == (
+        "ram",
+        "ramplus_tl",
+    )
+    assert set(FAMILY_ALIASES) < set(METHOD_ALIASES)
+    reg: Registry = Registry("merge method")
+    reg.register("a", mergekit=["x"])(lambda: None)
+    with pytest.raises(ValueError, match="already 'a'"):
+        reg.register("b", mergekit=["x"])(lambda: None)
