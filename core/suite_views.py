@@ -304,6 +304,15 @@ def built_suites(zoo: Zoo) -> list[str]:
     return out
 
 
+def suite_model_ids(zoo: Zoo) -> set[str]:
+    """Zoo ids of the base and fine-tunes of every built suite."""
+    ids: set[str] = set()
+    for suite in built_suites(zoo):
+        sz = load_suite_zoo(zoo, suite)
+        ids |= {sz.base.id, *(r.id for r in sz.finetunes.values())}
+    return ids
+
+
 def suite_feature_report(
     zoo: Zoo,
     suite: str,
@@ -389,5 +398,6 @@ __all__ = [
     "suite_feature_report",
     "suite_features",
     "suite_interpolation",
+    "suite_model_ids",
     "suite_models",
 ]

@@ -51,8 +51,7 @@ def _page(ws: Path, page: str, monkeypatch: pytest.MonkeyPatch, key: str) -> Any
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
-    at.radio(key=key).set_value("vision").run()
-    assert not at.exception, at.exception
+    assert at.radio(key=key).value == "vision"  # only suite models: the suite is the default
     assert not at.error, [e.value for e in at.error]
     return at
 
@@ -129,8 +128,9 @@ def test_interpolation_geometry_and_clustering_on_a_suite(
     fig, recipe = seen["interp.suite_path"]
     want = suite_interpolation(zoo, "vision", "pretrained", "faces", n_points=3, n_examples=16)
     assert want.recompute_bn and recipe["args"]["recompute_bn"]
-    val = next(t for t in fig.data if "val" in (t.name or "") and "loss" in str(t.yaxis or "y"))
-    assert list(val.y) == pytest.approx(want.loss["val"], rel=1e-5)
+    loss_val, acc_val = [t for t in fig.data if (t.name or "").endswith(" · val")]
+    assert list(loss_val.y) == pytest.approx(want.loss["val"], rel=1e-5)
+    assert list(acc_val.y) == pytest.approx(want.accuracy["val"])
     assert figure_data(_notebook_figure(recipe, suite_ws)).equals(figure_data(fig))
 
     at = _page(suite_ws, "pages/6_Feature_Geometry.py", monkeypatch, "geometry.model_set")

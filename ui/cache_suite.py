@@ -49,6 +49,15 @@ def built_suites(workspace: str) -> list[str]:
     return core_built(zoo(workspace))
 
 
+def other_models(workspace: str) -> bool:
+    """Whether the zoo holds models besides the built suites' (the default model set then)."""
+    from core.suite_views import suite_model_ids
+
+    z = zoo(workspace)
+    ours = suite_model_ids(z)
+    return any(r.id not in ours for r in z.list())
+
+
 def fingerprint(workspace: str, suite: str) -> str:
     from core.suite_lab import fingerprint as core_fp
 

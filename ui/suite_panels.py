@@ -37,7 +37,10 @@ N_EVAL = [16, 32, 64, 128, 256, 512]
 
 
 def model_set(workspace: str, key: str) -> str | None:
-    """Draw the model-set selector; the chosen suite, or None for the zoo's own models."""
+    """Draw the model-set selector; the chosen suite, or None for the zoo's own models.
+
+    It starts on the zoo's own models when there are any besides the suites', else on the
+    first built suite."""
     with shown_errors("Looking for suite zoos"):
         suites = cache_suite.built_suites(workspace)
         if not suites:
@@ -46,9 +49,12 @@ def model_set(workspace: str, key: str) -> str | None:
                 "`python -m core zoo build --suite vision` (or `text`)."
             )
             return None
+        options = [ZOO, *suites]
+        if key not in st.session_state and not cache_suite.other_models(workspace):
+            st.session_state[key] = suites[0]  # only suite models: start on the first suite
         choice = st.radio(
             "Model set",
-            [ZOO, *suites],
+            options,
             format_func=lambda s: "Zoo models" if s == ZOO else SUITE_LABELS.get(s, s),
             horizontal=True,
             key=key,
