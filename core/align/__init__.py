@@ -7,6 +7,8 @@
 * :func:`weight_matching` — coordinate descent over linear assignment problems (no data).
 * :func:`activation_matching` — correlation of activations on data.
 * :func:`singular_alignment` — singular-vector alignment before/after a permutation (Ito et al.).
+* :func:`zipit` — ZipIt! (Stoica et al.): merge features within and across two MLPs, with
+  partial zipping (not a permutation: merge / unmerge matrices).
 """
 
 from .activation_matching import activation_matching
@@ -26,6 +28,7 @@ from .singular import (
 )
 from .spec import PermutationSpec, cnn_spec, mlp_spec, resnet_spec, spec_for
 from .weight_matching import MatchingInfo, weight_matching
+from .zipit import ZipMatrices, ZippedMLP, ZipResult, zip_features, zipit
 
 __all__ = [
     "LayerAlignment",
@@ -46,4 +49,9 @@ __all__ = [
     "singular_alignment",
     "spec_for",
     "weight_matching",
+    "ZipMatrices",
+    "ZipResult",
+    "ZippedMLP",
+    "zip_features",
+    "zipit",
 ]
