@@ -9,6 +9,8 @@
 * :func:`singular_alignment` — singular-vector alignment before/after a permutation (Ito et al.).
 * :func:`zipit` — ZipIt! (Stoica et al.): merge features within and across two MLPs, with
   partial zipping (not a permutation: merge / unmerge matrices).
+* :func:`pleas` — PLeaS (Nasery et al.): partial permutation matching + per-layer least squares,
+  merged width between one model and the concatenation.
 """
 
 from .activation_matching import activation_matching
@@ -20,6 +22,7 @@ from .permute import (
     invert_permutation,
     random_permutation,
 )
+from .pleas import PleasResult, pleas
 from .singular import (
     LayerAlignment,
     SingularAlignment,
@@ -54,4 +57,6 @@ __all__ = [
     "ZippedMLP",
     "zip_features",
     "zipit",
+    "PleasResult",
+    "pleas",
 ]
