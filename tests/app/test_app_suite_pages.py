@@ -17,7 +17,7 @@ from core.suite_lab import SuiteLab
 from core.zoo import Zoo
 from tests.test_suite_lab import TINY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # the tiny suite zoo takes ~20 s on 2 cores
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from core.zoo import Zoo
-from tests.test_external_models import _bert
+from tests.models.test_external_models import _bert
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # tiny BERT folders and a full page run: ~10 s on 2 cores
 
 
