@@ -339,3 +339,25 @@ def test_collapse_metrics_match_reference_across_chunks() -> None:
     for key, value in ref.items():
         assert ours[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
         assert ours32[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_report_from_features_is_feature_report_of_the_same_features() -> None:
+    from core.geometry import extract_features, feature_report, report_from_features
+    from core.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", width=16, depth=1).eval()
+    x = torch.rand(40, 1, 28, 28)
+    y = torch.arange(40) % 10
+    full = feature_report(model, x, y, device="cpu")
+    layer = model.classifier_layer(0)
+    feats = extract_features(model, x, device="cpu")
+    mine = report_from_features(feats, y, layer.weight, layer.bias)
+    assert mine["nc"] == pytest.approx(full["nc"])
+    assert np.allclose(mine["gram"], full["gram"]) and np.allclose(
+        mine["classifier"], full["classifier"]
+    )
+    with pytest.raises(ValueError, match="weight must be a"):
+        report_from_features(feats, y, layer.weight[:, :3])
+    with pytest.raises(ValueError, match="y must be an"):
+        report_from_features(feats, y[:5], layer.weight)
