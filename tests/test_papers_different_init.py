@@ -46,3 +46,47 @@ def test_study_rows_sizes_and_identities() -> None:
     with pytest.raises(ValueError, match="ratios"):
         different_init_study(model, sd_a, sd_b, data, ratios=(2.0,))
     assert torch.equal(sd_a["head.weight"], model.state_dict()["head.weight"])
+
+
+@pytest.mark.slow
+def test_figure_and_recipe() -> None:
+    from core.figures.papers import different_init_data, different_init_figure
+    from core.notebook_export import notebook_for
+    from core.papers.different_init import DifferentInitStudy
+
+    def row(method, family, ratio, size, acc):
+        return dict(
+            method=method,
+            family=family,
+            ratio=ratio,
+            size=size,
+            accuracy=acc,
+            low=acc - 0.02,
+            high=acc + 0.02,
+        )
+
+    study = DifferentInitStudy(
+        [
+            row("model A", "endpoint", None, 1.0, 0.9),
+            row("ensemble", "endpoint", None, 2.0, 0.95),
+            row("weight matching", "permutation", None, 1.0, 0.6),
+            row("ZipIt!", "ZipIt!", None, 1.0, 0.7),
+            row("PLeaS", "PLeaS", 0.5, 1.5, 0.85),
+            row("PLeaS", "PLeaS", 0.0, 1.0, 0.8),
+            row("partial permutation (no LS)", "PLeaS", 0.0, 1.0, 0.6),
+        ],
+        task="digits",
+    )
+    fig = different_init_figure(study)
+    pleas_trace = next(t for t in fig.data if t.name == "PLeaS")
+    assert list(pleas_trace.x) == [1.0, 1.5] and list(pleas_trace.y) == pytest.approx([80, 85])
+    assert {t.name for t in fig.data} >= {"ZipIt!", "weight matching", "ensemble"}
+    assert len(different_init_data(study)) == 7
+    with pytest.raises(ValueError, match="no rows"):
+        different_init_figure(DifferentInitStudy([]))
+    nb = notebook_for(
+        {"kind": "different_init_study", "args": {"models": ["a", "b"], "task": "digits"}}
+    )
+    assert "different_init_study(" in "\n".join(c.source for c in nb.cells)
+    with pytest.raises(ValueError, match="models"):
+        notebook_for({"kind": "different_init_study", "args": {"models": ["a"], "task": "digits"}})
