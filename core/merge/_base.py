@@ -96,16 +96,8 @@ class MethodEntry(Entry[MergeFn]):
     tensor: TensorFn | None = None
     prepare: PrepareFn | None = None
     prepare_keys: tuple[str, ...] = ()
-    mergekit: tuple[str, ...] = ()  # the mergekit merge_method names this method runs
 
     def __post_init__(self) -> None:
-        if not isinstance(self.mergekit, tuple) or not all(
-            isinstance(x, str) and x for x in self.mergekit
-        ):
-            raise ValueError(
-                f"merge method {self.name!r}: mergekit must be a tuple of non-empty names, "
-                f"got {self.mergekit!r}"
-            )
         if self.tensor is not None and "per_tensor" not in self.tags:
             raise ValueError(
                 f"merge method {self.name!r} has a tensor kernel but no per_tensor tag"
