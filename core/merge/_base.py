@@ -19,7 +19,7 @@ Each entry (:class:`MethodEntry`) carries every per-method fact:
   the λ (``scale``) slider alone may rescale a cached merged task vector.
 
 The hyperparameter defaults are the registered function's keyword defaults; the ``Hyper``
-metadata repeats them for the sliders and tests/test_merge.py checks that the two agree.
+metadata repeats them for the sliders and tests/merge/test_merge.py checks that the two agree.
 """
 
 from __future__ import annotations
