@@ -19,7 +19,7 @@ Each entry (:class:`MethodEntry`) carries every per-method fact:
   the λ (``scale``) slider alone may rescale a cached merged task vector.
 
 The hyperparameter defaults are the registered function's keyword defaults; the ``Hyper``
-metadata repeats them for the sliders and tests/test_merge.py checks that the two agree.
+metadata repeats them for the sliders and tests/merge/test_merge.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -126,13 +126,18 @@ class _TensorMethods(Mapping[str, TensorFn]):
         return out
 
     def __getitem__(self, name: str) -> TensorFn:
-        try:
-            return self._kernels()[name]
-        except KeyError:
+        fn = getattr(self._registry[name], "tensor", None) if name in self._registry else None
+        if fn is None:
             raise KeyError(
                 f"merge method {name!r} has no per-tensor kernel; expected one of "
                 f"{sorted(self._kernels())}"
-            ) from None
+            )
+        return fn
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str) or name not in self._registry:
+            return False
+        return getattr(self._registry[name], "tensor", None) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._kernels())
