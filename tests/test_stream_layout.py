@@ -35,21 +35,24 @@ def test_sample_bracket_holds_the_kth_largest_and_pick_is_exact() -> None:
 
 
 def test_mergekit_names_come_from_the_registry_entries() -> None:
+    from dataclasses import replace
+
     import pytest
 
-    from core._registry import Registry
     from core.merge import METHODS
-    from core.stream.config import METHOD_ALIASES
+    from core.stream.config import METHOD_ALIASES, mergekit_names
     from core.stream.family import FAMILY_ALIASES
 
-    assert METHOD_ALIASES == {mk: e.name for e in METHODS.entries() for mk in e.mergekit}
+    assert METHOD_ALIASES == {
+        mk: e.name for e in METHODS.entries() for mk in getattr(e, "mergekit", ())
+    }
     assert METHOD_ALIASES["linear"] == "average" and METHOD_ALIASES["dare_linear"] == "dare"
     assert METHOD_ALIASES["ramplus_tl"] == "ram" and METHODS["ram"].mergekit == (
         "ram",
         "ramplus_tl",
     )
     assert set(FAMILY_ALIASES) < set(METHOD_ALIASES)
-    reg: Registry = Registry("merge method")
-    reg.register("a", mergekit=["x"])(lambda: None)
-    with pytest.raises(ValueError, match="already 'a'"):
-        reg.register("b", mergekit=["x"])(lambda: None)
+    with pytest.raises(ValueError, match="claimed by both 'ties' and 'dare_ties'"):
+        mergekit_names([METHODS["ties"], replace(METHODS["dare_ties"], mergekit=("ties",))])
+    with pytest.raises(ValueError, match="mergekit must be a tuple"):
+        replace(METHODS["ties"], mergekit="ties")

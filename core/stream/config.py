@@ -55,10 +55,26 @@ from .family import (
 )
 from .st_io import StreamError
 
+
 # mergekit name -> core.merge method: the ``mergekit`` field of the registry entries
-METHOD_ALIASES: dict[str, str] = {
-    mk: entry.name for entry in METHODS.entries() for mk in entry.mergekit
-}
+def mergekit_names(entries: Sequence[Any]) -> dict[str, str]:
+    """mergekit name -> method name over registry entries (their ``mergekit`` field).
+
+    Raises:
+        ValueError: a mergekit name claimed by two methods.
+    """
+    out: dict[str, str] = {}
+    for entry in entries:
+        for mk in getattr(entry, "mergekit", ()):
+            if mk in out:
+                raise ValueError(
+                    f"mergekit name {mk!r} is claimed by both {out[mk]!r} and {entry.name!r}"
+                )
+            out[mk] = entry.name
+    return out
+
+
+METHOD_ALIASES: dict[str, str] = mergekit_names(METHODS.entries())
 NEEDS_BASE = {
     "task_arithmetic",
     "ties",

@@ -53,7 +53,10 @@ FAMILY_NAMES = (
     "arcee_fusion",
 )
 FAMILY_ALIASES: dict[str, str] = {
-    mk: entry.name for entry in METHODS.entries() for mk in entry.mergekit if mk in FAMILY_NAMES
+    mk: entry.name
+    for entry in METHODS.entries()
+    for mk in getattr(entry, "mergekit", ())
+    if mk in FAMILY_NAMES
 }
 FAMILY_NEEDS_BASE = {
     "della",
