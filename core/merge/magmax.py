@@ -23,7 +23,7 @@ from .._checks import check_range
 from .._registry import Hyper
 from ..kernels import merge as _fused
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, chunks, compute_dtype
+from ._base import METHODS, apply_per_tensor, check_tensors, chunks, compute_dtype
 from ._blocks import SUM_CHUNK, chunk_for, delta_into
 
 MAGMAX_SCALE = Hyper("scale", "float", 0.5, 0.0, 2.0, 0.05, help="λ: scale of the max-|τ| vector")
@@ -94,4 +94,4 @@ def magmax_tensor(
     return out.view(ref.shape).to(ref.dtype)
 
 
-TENSOR_METHODS["magmax"] = magmax_tensor
+METHODS.attach("magmax", tensor=magmax_tensor)

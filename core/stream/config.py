@@ -45,8 +45,8 @@ import torch
 import yaml
 
 from .._checks import check_range, kind_of
+from ..merge import METHODS
 from .family import (
-    FAMILY_ALIASES,
     FAMILY_CHOICES,
     FAMILY_FLAGS,
     FAMILY_NEEDS_BASE,
@@ -55,16 +55,9 @@ from .family import (
 )
 from .st_io import StreamError
 
-# mergekit name -> (workbench method, needs a base, default normalize, default trim)
+# mergekit name -> core.merge method: the ``mergekit`` field of the registry entries
 METHOD_ALIASES: dict[str, str] = {
-    "linear": "average",
-    "task_arithmetic": "task_arithmetic",
-    "ties": "ties",
-    "dare_ties": "dare_ties",
-    "dare_linear": "dare",
-    "breadcrumbs": "breadcrumbs",
-    "slerp": "slerp",
-    "model_stock": "model_stock",
+    mk: entry.name for entry in METHODS.entries() for mk in entry.mergekit
 }
 NEEDS_BASE = {
     "task_arithmetic",
@@ -75,7 +68,6 @@ NEEDS_BASE = {
     "slerp",
     "model_stock",
 }
-METHOD_ALIASES.update(FAMILY_ALIASES)  # della, sce, ram, nuslerp, ... (core/stream/family.py)
 NEEDS_BASE |= FAMILY_NEEDS_BASE
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
