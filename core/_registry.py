@@ -56,7 +56,6 @@ class Entry(Generic[F]):
     params: tuple[Hyper, ...]
     tags: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
-    mergekit: tuple[str, ...] = ()  # the mergekit merge_method names this method runs
 
     def defaults(self) -> dict[str, Any]:
         """Default value of every hyperparameter."""
@@ -84,7 +83,6 @@ class Registry(Generic[F]):
         paper: str = "",
         params: Sequence[Hyper] = (),
         tags: Sequence[str] = (),
-        mergekit: Sequence[str] = (),
         **extra: Any,
     ) -> Callable[[F], F]:
         """Decorator that registers ``fn`` under ``name``; ``extra`` fills the entry class's
@@ -104,13 +102,6 @@ class Registry(Generic[F]):
                         f"{self.what} {name!r}: sum_limit of {p.name!r} must be (other "
                         f"hyperparameter, total) naming one of {names}, got {p.sum_limit!r}"
                     )
-            taken = {mk: e.name for e in self._entries.values() for mk in e.mergekit}
-            for mk in mergekit:
-                if not isinstance(mk, str) or not mk or mk in taken:
-                    raise ValueError(
-                        f"{self.what} {name!r}: mergekit names must be new non-empty strings, "
-                        f"got {mk!r}" + (f" (already {taken[mk]!r}'s)" if mk in taken else "")
-                    )
             doc = (fn.__doc__ or "").strip().splitlines()
             self._entries[name] = self._entry_type(
                 name=name,
@@ -120,7 +111,6 @@ class Registry(Generic[F]):
                 params=tuple(params),
                 tags=frozenset(tags),
                 doc=doc[0] if doc else "",
-                mergekit=tuple(mergekit),
                 **extra,
             )
             return fn

@@ -11,7 +11,7 @@ from .._checks import check_int, check_range
 from ..merge import METHODS
 
 # Methods whose result is θ₀ + λ·f(τ; other hyperparameters) (tagged ``scale_linear``): a move
-# of the λ slider alone reuses the cached merged task vector f (tests/test_merge_eval.py checks
+# of the λ slider alone reuses the cached merged task vector f (tests/merge/test_merge_eval.py checks
 # the identity).
 SCALE_LINEAR = frozenset(n for n in METHODS if "scale_linear" in METHODS[n].tags)
 

@@ -39,7 +39,6 @@ def test_mergekit_names_come_from_the_registry_entries() -> None:
 
     import pytest
 
-    from core._registry import Registry
     from core.merge import METHODS
     from core.stream.config import METHOD_ALIASES, mergekit_names
     from core.stream.family import FAMILY_ALIASES
@@ -55,7 +54,5 @@ def test_mergekit_names_come_from_the_registry_entries() -> None:
     assert set(FAMILY_ALIASES) < set(METHOD_ALIASES)
     with pytest.raises(ValueError, match="claimed by both 'ties' and 'dare_ties'"):
         mergekit_names([METHODS["ties"], replace(METHODS["dare_ties"], mergekit=("ties",))])
-    reg: Registry = Registry("merge method")
-    reg.register("a", mergekit=["x"])(lambda: None)
-    with pytest.raises(ValueError, match="already 'a'"):
-        reg.register("b", mergekit=["x"])(lambda: None)
+    with pytest.raises(ValueError, match="mergekit must be a tuple"):
+        replace(METHODS["ties"], mergekit="ties")
