@@ -38,7 +38,7 @@ zoo: setup
 screenshots: setup-dev
 	$(PY) -m core zoo build
 	MIXMERGE_SCREENSHOTS=$(CURDIR)/docs/screenshots MIXMERGE_SCREENSHOT_WORKSPACE=$(CURDIR)/workspace \
-		$(PY) -m pytest -q tests/test_browser.py -k "home or every_page"
+		$(PY) -m pytest -q tests/app/test_browser.py -k "home or every_page"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -243,7 +243,7 @@ def main() -> None:
 MK_PYTHON = ROOT / ".venv-mergekit" / "bin" / "python"
 # (name, our TENSOR_METHODS entry and keyword arguments, mergekit method and parameters,
 #  fine-tuned models used, base passed, sparse deltas). The parameters mean the same on both
-#  sides (tests/test_merge_mergekit.py checks the outputs agree).
+#  sides (tests/merge/test_merge_mergekit.py checks the outputs agree).
 FAMILY: tuple[tuple[str, str, dict, str, dict, int, bool, bool], ...] = (
     (
         "DELLA",

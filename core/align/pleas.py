@@ -213,7 +213,7 @@ def pleas(
         setattr(net.trunk, f"fc{i}", nn.Linear(*out[f"trunk.fc{i}.weight"].shape[::-1]))
     net.head = nn.Linear(width, out["head.weight"].shape[0])
     if hasattr(net, "feature_dim"):
-        net.feature_dim = width  # type: ignore[assignment]
+        setattr(net, "feature_dim", width)  # noqa: B010 (the attribute is typed Tensor | Module)
     net.load_state_dict({**{k: v for k, v in sd_a.items() if k not in out}, **out})
     return PleasResult(net, out, width, [len(h[0]) for h in hidden], least_squares, errors)
 

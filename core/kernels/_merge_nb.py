@@ -146,18 +146,35 @@ def load_block(x, lo, hi, buf):
 
 
 @njit(cache=True, error_model="numpy")
-def ties_acc(x, lo, bb, sub_base, thr, w, weighted, seed, drop_m, factor, st):
+def drop_block(xb, seed, lo, drop_m, fac):
+    # DARE on a decoded block: entry lo + i kept (times fac) when the top 15 bits of SplitMix64
+    # output lo + i are >= drop_m, else 0 (a function and a loop of its own: it vectorises)
+    zero = xb.dtype.type(0.0)
+    for i in range(xb.shape[0]):
+        keep = (splitmix(seed, lo + i) >> u64(49)) >= u64(drop_m)
+        xb[i] = xb[i] * fac if keep else zero
+
+
+@njit(cache=True, error_model="numpy")
+def ties_acc(x, lo, bb, sub_base, thr, w, weighted, seed, drop_m, factor, st, xb):
+    # xb: (B,) scratch. Each step is a loop of its own without branches inside (decode, minus
+    # θ₀, DARE draws, fold): LLVM vectorises every one of them, where one loop with the
+    # branches inside was left scalar for float16 (its decoder made the body too large)
+    n = st.shape[1]
+    load_block(x, lo, lo + n, xb)
     zero = st.dtype.type(0.0)
     one = st.dtype.type(1.0)
     fac = st.dtype.type(factor)
     ww = st.dtype.type(w)
     t = st.dtype.type(thr)
+    if sub_base:
+        for i in range(n):
+            xb[i] = xb[i] - bb[i]
+    if drop_m > 0:
+        drop_block(xb, seed, lo, drop_m, fac)
     tot, mag, sgn, cnt, wtot, wmag = st[0], st[1], st[2], st[3], st[4], st[5]
-    for i in range(st.shape[1]):
-        d = load(x, lo + i) - bb[i] if sub_base else load(x, lo + i)
-        if drop_m > 0:
-            keep = (splitmix(seed, lo + i) >> u64(49)) >= u64(drop_m)
-            d = d * fac if keep else zero
+    for i in range(n):
+        d = xb[i]
         a = abs(d)
         # kept: |τ| >= threshold, and τ != 0 (which is all a zero threshold asks)
         m = one if (a >= t) & (a > zero) else zero
@@ -165,8 +182,11 @@ def ties_acc(x, lo, bb, sub_base, thr, w, weighted, seed, drop_m, factor, st):
         mag[i] += a * m
         sgn[i] += ((one if d > zero else zero) - (one if d < zero else zero)) * m
         cnt[i] += m
-        if weighted:
-            mw = m * ww
+    if weighted:
+        for i in range(n):
+            d = xb[i]
+            a = abs(d)
+            mw = (one if (a >= t) & (a > zero) else zero) * ww
             wtot[i] += d * mw
             wmag[i] += a * mw
 
@@ -212,11 +232,28 @@ def ties_all(
         hi = min(n, lo + block)
         st = np.zeros((6, hi - lo), dtype=proto.dtype)  # (6, B) running sums
         bb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) θ₀ in the compute dtype
+        xb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) one model's block, decoded
         if sub_base or add_base:
             load_block(base, lo, hi, bb)
         for j in range(len(xs)):
-            ties_acc(xs[j], lo, bb, sub_base, thr[j], w[j], weighted, seeds[j], drop_m, factor, st)
+            x = xs[j]
+            ties_acc(x, lo, bb, sub_base, thr[j], w[j], weighted, seeds[j], drop_m, factor, st, xb)
         ties_fin(st, weighted, bb, add_base, scale, mean, out, lo)
+
+
+@njit(cache=True, error_model="numpy")
+def dare_acc(x, lo, bb, has_base, ww, seed, drop_m, acc, xb):
+    # acc += ww · keep · (x − θ₀) on one block: decode, minus θ₀, draws and sum in branch-free
+    # loops of their own, so each vectorises
+    n = acc.shape[0]
+    load_block(x, lo, lo + n, xb)
+    if has_base:
+        for i in range(n):
+            xb[i] = xb[i] - bb[i]
+    if drop_m > 0:
+        drop_block(xb, seed, lo, drop_m, acc.dtype.type(1.0))
+    for i in range(n):
+        acc[i] += xb[i] * ww
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -231,6 +268,7 @@ def dare_all(xs, base, has_base, c, w, seeds, drop_m, out, block, proto):
         hi = min(n, lo + block)
         bb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) θ₀
         acc = np.zeros(hi - lo, dtype=proto.dtype)  # (B,) the output block
+        xb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) one model's block, decoded
         if c != 0.0:
             load_block(base, lo, hi, bb)
             if c == 1.0:
@@ -245,12 +283,7 @@ def dare_all(xs, base, has_base, c, w, seeds, drop_m, out, block, proto):
             ww = proto.dtype.type(w[j])
             if ww == zero:
                 continue
-            for i in range(hi - lo):
-                d = load(x, lo + i) - bb[i] if has_base else load(x, lo + i)
-                if drop_m > 0:
-                    keep = (splitmix(seeds[j], lo + i) >> u64(49)) >= u64(drop_m)
-                    d = d if keep else zero
-                acc[i] += d * ww
+            dare_acc(x, lo, bb, has_base, ww, seeds[j], drop_m, acc, xb)
         for i in range(hi - lo):
             store(out, lo + i, acc[i])
 

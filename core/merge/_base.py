@@ -16,10 +16,12 @@ Each entry (:class:`MethodEntry`) carries every per-method fact:
   names the hyperparameters those arguments depend on (Localize-and-Stitch's masks depend on
   ``density``);
 * the tag ``scale_linear`` — the result is θ₀ + λ·f(τ; other hyperparameters), so a move of
-  the λ (``scale``) slider alone may rescale a cached merged task vector.
+  the λ (``scale``) slider alone may rescale a cached merged task vector;
+* ``mergekit`` — the mergekit ``merge_method`` names the method runs (``linear`` → ``average``,
+  ``dare_linear`` → ``dare``), read by the streaming CLI's config (core/stream/config.py).
 
 The hyperparameter defaults are the registered function's keyword defaults; the ``Hyper``
-metadata repeats them for the sliders and tests/test_merge.py checks that the two agree.
+metadata repeats them for the sliders and tests/merge/test_merge.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -94,8 +96,16 @@ class MethodEntry(Entry[MergeFn]):
     tensor: TensorFn | None = None
     prepare: PrepareFn | None = None
     prepare_keys: tuple[str, ...] = ()
+    mergekit: tuple[str, ...] = ()  # the mergekit merge_method names this method runs
 
     def __post_init__(self) -> None:
+        if not isinstance(self.mergekit, tuple) or not all(
+            isinstance(x, str) and x for x in self.mergekit
+        ):
+            raise ValueError(
+                f"merge method {self.name!r}: mergekit must be a tuple of non-empty names, "
+                f"got {self.mergekit!r}"
+            )
         if self.tensor is not None and "per_tensor" not in self.tags:
             raise ValueError(
                 f"merge method {self.name!r} has a tensor kernel but no per_tensor tag"
@@ -126,13 +136,18 @@ class _TensorMethods(Mapping[str, TensorFn]):
         return out
 
     def __getitem__(self, name: str) -> TensorFn:
-        try:
-            return self._kernels()[name]
-        except KeyError:
+        fn = getattr(self._registry[name], "tensor", None) if name in self._registry else None
+        if fn is None:
             raise KeyError(
                 f"merge method {name!r} has no per-tensor kernel; expected one of "
                 f"{sorted(self._kernels())}"
-            ) from None
+            )
+        return fn
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str) or name not in self._registry:
+            return False
+        return getattr(self._registry[name], "tensor", None) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._kernels())

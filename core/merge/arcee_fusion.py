@@ -46,6 +46,7 @@ BLOG = (
 
 @METHODS.register(
     "arcee_fusion",
+    mergekit=("arcee_fusion",),
     title="Arcee Fusion (two models)",
     paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(),

@@ -25,6 +25,7 @@ WEIGHTS = Hyper(
 
 @METHODS.register(
     "average",
+    mergekit=("linear",),
     title="Model soup (average)",
     paper="https://arxiv.org/abs/2203.05482",
     params=(WEIGHTS,),

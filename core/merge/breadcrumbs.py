@@ -41,6 +41,7 @@ BC_WEIGHTS = Hyper("weights", "floats", None, 0.0, 2.0, 0.05, help="weight per t
 
 @METHODS.register(
     "breadcrumbs",
+    mergekit=("breadcrumbs",),
     title="Model Breadcrumbs",
     paper="https://arxiv.org/abs/2312.06795",
     params=(BC_DENSITY, GAMMA, BC_SCALE, BC_WEIGHTS),

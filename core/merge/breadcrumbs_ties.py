@@ -55,6 +55,7 @@ BT_DISJOINT = Hyper(
 
 @METHODS.register(
     "breadcrumbs_ties",
+    mergekit=("breadcrumbs_ties",),
     title="Model Breadcrumbs + TIES election",
     paper="https://arxiv.org/abs/2312.06795",
     params=(BC_DENSITY, GAMMA, BC_SCALE, SCOPE, BT_DISJOINT, BC_WEIGHTS),

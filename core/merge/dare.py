@@ -33,6 +33,7 @@ DROP = Hyper("drop", "float", 0.5, 0.0, 0.99, 0.01, help="p: probability of drop
 
 @METHODS.register(
     "dare",
+    mergekit=("dare_linear",),
     title="DARE (drop and rescale) + task arithmetic",
     paper="https://arxiv.org/abs/2311.03099",
     params=(DROP, SCALE, TASK_WEIGHTS),

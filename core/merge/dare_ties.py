@@ -28,6 +28,7 @@ from .ties import DENSITY, DISJOINT, TIES_SCALE, TRIM, WEIGHTS, check_ties_args,
 
 @METHODS.register(
     "dare_ties",
+    mergekit=("dare_ties",),
     title="DARE + TIES",
     paper="https://arxiv.org/abs/2311.03099",
     params=(DROP, DENSITY, TIES_SCALE, TRIM, DISJOINT, WEIGHTS),

@@ -74,6 +74,7 @@ RESCALES = ("prob", "l1", "none")
 
 @METHODS.register(
     "della",
+    mergekit=("della",),
     title="DELLA (MagPrune + TIES election)",
     paper="https://arxiv.org/abs/2406.11617",
     params=(DELLA_DENSITY, EPSILON, DELLA_SCALE, RESCALE, DELLA_DISJOINT, DELLA_WEIGHTS),
@@ -108,6 +109,7 @@ def della(
 
 @METHODS.register(
     "della_linear",
+    mergekit=("della_linear",),
     title="DELLA linear (MagPrune + task arithmetic)",
     paper="https://arxiv.org/abs/2406.11617",
     params=(DELLA_DENSITY, EPSILON, DELLA_SCALE, RESCALE, DELLA_WEIGHTS),

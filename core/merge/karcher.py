@@ -43,6 +43,7 @@ TOL = Hyper("tol", "float", 1e-5, 1e-9, 1e-2, 1e-6, help="convergence tolerance 
 
 @METHODS.register(
     "karcher",
+    mergekit=("karcher",),
     title="Karcher mean (spherical barycentre)",
     paper="https://arxiv.org/abs/2603.04972",
     params=(K_WEIGHTS, MAX_ITER, TOL),

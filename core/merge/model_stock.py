@@ -22,6 +22,7 @@ from ._base import METHODS, apply_per_tensor, check_tensors, compute_dtype
 
 @METHODS.register(
     "model_stock",
+    mergekit=("model_stock",),
     title="Model Stock",
     paper="https://arxiv.org/abs/2403.19522",
     params=(),

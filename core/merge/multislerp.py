@@ -50,6 +50,7 @@ EPS = 1e-8
 
 @METHODS.register(
     "multislerp",
+    mergekit=("multislerp",),
     title="Multi-SLERP (spherical barycentre)",
     paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(MS_WEIGHTS, MS_NORMALIZE),

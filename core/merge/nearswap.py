@@ -37,6 +37,7 @@ MIN_DIFF = 1e-6
 
 @METHODS.register(
     "nearswap",
+    mergekit=("nearswap",),
     title="NearSwap (two models)",
     paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(NS_T,),

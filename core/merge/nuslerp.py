@@ -45,6 +45,7 @@ EPS = 1e-8
 
 @METHODS.register(
     "nuslerp",
+    mergekit=("nuslerp",),
     title="NuSLERP (weighted, row-wise, task-vector SLERP)",
     paper="https://arxiv.org/abs/2403.13257",
     params=(NU_WEIGHTS, FLATTEN, ROW_WISE),

@@ -55,6 +55,7 @@ RESCALES = ("none", "global", "tensor")
 
 @METHODS.register(
     "ram",
+    mergekit=("ram", "ramplus_tl"),
     title="RAM / RAM+ (Reinforced Agent Merging)",
     paper="https://arxiv.org/abs/2601.13572",
     params=(RAM_EPSILON, RAM_RESCALE, RAM_R, RAM_ALPHA),

@@ -54,6 +54,7 @@ SCE_DISJOINT = Hyper(
 
 @METHODS.register(
     "sce",
+    mergekit=("sce",),
     title="SCE (select, calculate, erase)",
     paper="https://arxiv.org/abs/2408.07990",
     params=(SCE_DENSITY, SCE_SCALE, SCE_DISJOINT),

@@ -40,6 +40,7 @@ T = Hyper("t", "float", 0.5, 0.0, 1.0, 0.01, help="position on the arc: 0 = firs
 
 @METHODS.register(
     "slerp",
+    mergekit=("slerp",),
     title="SLERP (two models)",
     paper="https://arxiv.org/abs/2403.13257",
     params=(T,),

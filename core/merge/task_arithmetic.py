@@ -25,6 +25,7 @@ TASK_WEIGHTS = Hyper("weights", "floats", None, -1.0, 2.0, 0.05, help="weight pe
 
 @METHODS.register(
     "task_arithmetic",
+    mergekit=("task_arithmetic",),
     title="Task arithmetic",
     paper="https://arxiv.org/abs/2212.04089",
     params=(SCALE, TASK_WEIGHTS),

@@ -46,6 +46,7 @@ WEIGHTS = Hyper("weights", "floats", None, 0.0, 2.0, 0.05, help="weight per task
 
 @METHODS.register(
     "ties",
+    mergekit=("ties",),
     title="TIES-Merging",
     paper="https://arxiv.org/abs/2306.01708",
     params=(DENSITY, TIES_SCALE, TRIM, DISJOINT, WEIGHTS),

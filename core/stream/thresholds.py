@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..merge._blocks import keep_count, pick_in_bracket, sample_bracket
 from .inputs import Buffers, Inputs, check_finite_inputs, load_key, prefetched
 from .st_io import ShardReader
 
@@ -37,7 +38,6 @@ def global_thresholds(
     m_count = len(inp.infos)
     if n == 0:
         return [0.0] * m_count
-    from ..merge._blocks import keep_count
 
     ks = [keep_count(n, d) if d < 1.0 else n for d in densities]
     stride = max(1, n // SAMPLE)
@@ -75,15 +75,9 @@ def global_thresholds(
             samples[i].append((d if b is None else d - b).abs())
     brackets, width = [], 0.0
     for i in range(m_count):
-        s = torch.sort(torch.cat(samples[i]), descending=True).values  # (m,)
-        m = s.numel()
-        j = ks[i] * m / n
-        margin = 4.0 * math.sqrt(max(j, 1.0)) + 8.0
-        hi_i, lo_i = math.floor(j - margin), math.ceil(j + margin)
-        brackets.append(
-            (0.0 if lo_i >= m else float(s[lo_i]), math.inf if hi_i < 0 else float(s[hi_i]))
-        )
-        width = max(width, (min(lo_i, m) - max(hi_i, 0)) / m)
+        lo, hi, w = sample_bracket(torch.cat(samples[i]), ks[i], n)  # from the (m,) sample
+        brackets.append((lo, hi))
+        width = max(width, w)
     del samples
     result: list[float | None] = [None if ks[i] < n else 0.0 for i in range(m_count)]
     todo = [i for i in range(m_count) if result[i] is None]
@@ -114,11 +108,11 @@ def global_thresholds(
                 inside[i].append(a[(a <= hi) & (a >= lo)].cpu())
         nxt = []
         for i in todo:
-            cand = torch.cat(inside[i])
-            need = ks[i] - above[i]
-            if 1 <= need <= cand.numel():
-                result[i] = float(cand.kthvalue(cand.numel() - need + 1).values)
+            found = pick_in_bracket(torch.cat(inside[i]), above[i], ks[i])
+            if found is not None:
+                result[i] = found
             else:  # open the bracket on the side that missed and go again
+                need = ks[i] - above[i]
                 lo, hi = brackets[i]
                 brackets[i] = (lo, math.inf) if need < 1 else (0.0, hi)
                 nxt.append(i)
