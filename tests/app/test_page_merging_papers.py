@@ -59,3 +59,17 @@ def test_bn_stream_study_runs(workspace_env: Path) -> None:
     assert not at.exception and not at.error, [e.value for e in at.error]
     df = next(d for d in at.dataframe if "method" in d.value.columns).value
     assert list(df["method"]) == ["stored", "cumulative", "unmixed", "cumulative", "unmixed"]
+
+
+@pytest.mark.slow
+def test_different_init_study_runs(workspace_env: Path) -> None:
+    at = _page()
+    assert at.selectbox(key="papers.zip_a").value == "mlp-mnist-s1"
+    assert at.selectbox(key="papers.zip_b").value == "mlp-mnist-s2"
+    at.multiselect(key="papers.zip_ratios").set_value([0.0, 1.0])
+    at.select_slider(key="papers.zip_n").set_value(500).run()
+    _button(at, "papers.run_zip").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    df = next(d for d in at.dataframe if "family" in d.value.columns).value
+    assert {"ZipIt!", "PLeaS", "weight matching", "ensemble"} <= set(df["method"])
+    assert sorted(df[df["method"] == "PLeaS"]["ratio"]) == [0.0, 1.0]
