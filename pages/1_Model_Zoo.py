@@ -7,6 +7,7 @@ import streamlit as st
 import ui
 from ui import cache
 from ui.errors import shown_errors
+from ui.external_import import import_panel
 from ui.figure_panel import show_figure
 from ui.zoo_guard import open_zoo
 from core.recipes import build_figure
@@ -29,8 +30,8 @@ else:
         column_config={"test_accuracy": st.column_config.NumberColumn(format="%.3f")},
     )
 
-tab_train, tab_import, tab_details, tab_delete = st.tabs(
-    ["Train a model", "Import a checkpoint", "Details", "Delete"]
+tab_train, tab_import, tab_external, tab_details, tab_delete = st.tabs(
+    ["Train a model", "Import a checkpoint", "Import external models", "Details", "Delete"]
 )
 
 with tab_train:
@@ -115,6 +116,9 @@ with tab_import:
                 name=imp_name or None,
             )
             st.success(f"Imported **{rec.id}**.")
+
+with tab_external:  # Hugging Face folders, timm names, package.module:factory + user data
+    import_panel(zoo)
 
 with tab_details:
     ids = table["id"].tolist()

@@ -5,11 +5,15 @@ import streamlit as st
 
 import ui
 from core.recipes import build_figure
-from ui import cache
+from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 
 settings = ui.frame("Clustering", icon=":material/bubble_chart:")
+suite = suite_panels.model_set(settings.workspace, "cluster.model_set")
+if suite is not None:  # a real pretrained suite (backbone, fine-tunes, fixed heads)
+    suite_panels.clustering(settings, suite)
+    st.stop()
 zoo = cache.zoo(settings.workspace)
 device = str(settings.torch_device)  # "cpu" or "cuda"
 records = zoo.list()
