@@ -33,22 +33,16 @@ from torch.func import functional_call
 from ._checks import check_int, check_range
 from .data import get_task, stratified_subset
 from .device import resolve_device
-from .merge import (
-    METHODS,
-    fisher_diagonal,
-    gram_matrices,
-    localize_masks,
-    merge,
-    recompute_batchnorm,
-)
+from .merge import METHODS, MergeData, merge, method_entry, recompute_batchnorm
 from .models import create_model
 from .params import StateDict, check_compatible, is_mergeable
 from .stats import bootstrap_ci, mcnemar
 
 DEFAULT_N_PER_TASK = 250  # evaluation subset per task on the slider path
-# Methods whose result is θ₀ + λ·f(τ; other hyperparameters): a move of the λ slider alone
-# reuses the cached merged task vector f (tests/test_merge_eval.py checks the identity).
-SCALE_LINEAR = frozenset({"task_arithmetic", "ties", "dare", "dare_ties", "breadcrumbs", "pcb"})
+# Methods whose result is θ₀ + λ·f(τ; other hyperparameters) (tagged ``scale_linear``): a move
+# of the λ slider alone reuses the cached merged task vector f (tests/test_merge_eval.py checks
+# the identity).
+SCALE_LINEAR = frozenset(n for n in METHODS if "scale_linear" in METHODS[n].tags)
 MERGED_TV_CACHE = 8  # merged task vectors kept per lab
 DATA_N_PER_TASK = 256  # training examples per task for Fisher, Gram matrices, BN statistics
 ProgressFn = Callable[[int, int, str], None]
@@ -479,73 +473,61 @@ class MergeLab:
     ) -> dict[str, Any]:
         """The data-dependent inputs of ``method``, computed once and cached in the lab.
 
-        * fisher: empirical diagonal Fisher of each model on its task's training subset;
-        * regmean: input Gram matrices of each model's linear layers on the same data;
-        * regmean_pp: the architecture and each model's training subset (the Grams are taken
-          layer by layer inside the merge, from the merged layers' outputs);
-        * localize_stitch: each task's mask learnt on its training subset
-          (:func:`core.merge.localize_masks`, the authors' defaults) at the ``density`` of
-          ``hyperparameters`` (default: the method's), cached per density;
-        * greedy_soup: ``evaluate(sd)`` = average accuracy over the lab's tasks on the
-          training subsets (the zoo keeps no validation split; the test sets stay unseen);
-        * adamerging: the unlabeled fast-path test inputs of each task, as in the paper;
-        * other methods: ``{}``.
+        The method's ``prepare(modules, data)`` hook (:class:`core.merge.MethodEntry`)
+        computes them from :meth:`_merge_data`: Fisher diagonals and Gram matrices on each
+        model's training subset, Localize-and-Stitch masks per ``density`` (its
+        ``prepare_keys``: one cached set per value), greedy soup's held-out score, AdaMerging's
+        unlabeled test inputs, ...; a method without a hook gets ``{}``.
         """
+        entry = method_entry(method)
+        hyper = {**entry.defaults(), **dict(hyperparameters or {})}
         key = method
-        if method == "localize_stitch":
-            hyper = {**METHODS[method].defaults(), **dict(hyperparameters or {})}
-            density = check_range("density", hyper["density"], 0.0, 1.0, low_inclusive=False)
-            key = f"{method}@{density!r}"
+        if entry.prepare_keys:
+            key += "@" + ",".join(repr(hyper[k]) for k in entry.prepare_keys)
         if key in self._data:
             return self._data[key]
         n = self.n_models
         report = progress or (lambda d, t, m: None)
-        out: dict[str, Any]
-        if method == "regmean_pp":
-            out = {
-                "model": self._fresh_module(),
-                "x": [self.train_data(t)[0] for t in self.model_tasks],
-            }
-        elif method == "localize_stitch":
-            if self.base is None:
-                raise ValueError("localize_stitch needs the task-vector setting (a base model)")
-            masks = []
-            for i, (sd, task) in enumerate(zip(self.models, self.model_tasks, strict=True)):
-                report(i, n, f"{method}: {self.model_ids[i]}")
-                x, y = self.train_data(task)
-                masks.append(
-                    localize_masks(self._fresh_module(), self.base, sd, x, y, density=density)
-                )
-            out = {"masks": masks}
-        elif method in ("fisher", "regmean"):
-            items = []
-            for i, (sd, task) in enumerate(zip(self.models, self.model_tasks, strict=True)):
-                report(i, n, f"{method}: {self.model_ids[i]}")
-                module = self._fresh_module()
-                module.load_state_dict(sd)
-                x, y = self.train_data(task)
-                if method == "fisher":
-                    items.append(fisher_diagonal(module, x, y, n_examples=len(y)))
-                else:
-                    items.append(gram_matrices(module, x))
-            out = {"fishers": items} if method == "fisher" else {"grams": items}
-        elif method == "greedy_soup":
-            held = [self.train_data(t) for t in self.tasks]
-            out = {"evaluate": lambda sd: self._held_out_accuracy(sd, held)}
-        elif method == "adamerging":
-            es = self.eval_set(False)
-            bounds = np.cumsum([0, *es.sizes])
-            xs = [es.x[bounds[k] : bounds[k + 1]] for k in range(len(es.tasks))]
-            out = {"model": self._fresh_module(), "x": xs}
-        else:
-            out = {}
+        out: dict[str, Any] = {}
+        if entry.prepare is not None:
+            out = dict(entry.prepare(self._module_for, self._merge_data(hyper, report)))
         report(n, n, f"{method}: inputs ready")
         with self._lock:
             self._data[key] = out
-            masks_kept = [k for k in self._data if k.startswith("localize_stitch@")]
-            for k in masks_kept[:-MERGED_TV_CACHE]:  # bounded: one mask set per density
+            kept = [k for k in self._data if k.startswith(method + "@")]
+            for k in kept[:-MERGED_TV_CACHE]:  # bounded: one input set per prepare_keys value
                 del self._data[k]
         return out
+
+    def _module_for(self, sd: Mapping[str, Tensor] | None = None) -> torch.nn.Module:
+        module = self._fresh_module()
+        if sd is not None:
+            module.load_state_dict(sd)
+        return module
+
+    def _merge_data(self, hyper: Mapping[str, Any], report: ProgressFn) -> MergeData:
+        """What the methods' prepare hooks draw on: each model's task's training subset, the
+        fast-path test inputs (unlabeled) and the held-out accuracy on the training subsets
+        (the zoo keeps no validation split; the test sets stay unseen)."""
+
+        def unlabeled() -> list[Tensor]:
+            es = self.eval_set(False)
+            bounds = np.cumsum([0, *es.sizes])
+            return [es.x[bounds[k] : bounds[k + 1]] for k in range(len(es.tasks))]
+
+        def evaluate(sd: Mapping[str, Tensor]) -> float:
+            return self._held_out_accuracy(sd, [self.train_data(t) for t in self.tasks])
+
+        return MergeData(
+            models=self.models,
+            base=self.base,
+            names=self.model_ids,
+            train=lambda i: self.train_data(self.model_tasks[i]),
+            unlabeled=unlabeled,
+            evaluate=evaluate,
+            hyperparameters=hyper,
+            progress=report,
+        )
 
     @torch.inference_mode()
     def _held_out_accuracy(

@@ -16,6 +16,7 @@ from core.figures import geometry as fg
 from core.figures import landscape as fl
 from core.figures import merge as fm
 from core.figures import mixup as fx
+from core.figures import suite as fs
 from core.figures import training as ft
 from core.landscape.curves import CurveResult
 from core.landscape.path import BarrierReport, PathResult
@@ -319,4 +320,10 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
         {k: v["history"] for k, v in _mix_run()["methods"].items()}
     ),
     "benchmark_figure": lambda: fb.benchmark_figure(_benchmark()),
+    "nc_models_figure": lambda: fs.nc_models_figure(
+        {
+            "pretrained": {"nc1": 4.2, "nc2_equinorm": 0.3, "nc3": 0.9, "nc4": 0.2},
+            "faces": {"nc1": 0.8, "nc2_equinorm": 0.1, "nc3": 0.4, "nc4": 0.01},
+        }
+    ),
 }

@@ -17,7 +17,7 @@ from tests.figure_cases import FIGURES
 from tests.layout_check import MEASURE_JS, outside, overlaps
 
 SIZES = ("column", "double")
-MODULES = ("benchmark", "cluster", "geometry", "landscape", "merge", "mixup", "training")
+MODULES = ("benchmark", "cluster", "geometry", "landscape", "merge", "mixup", "training", "suite")
 CASES = [(name, size) for name in FIGURES for size in SIZES]
 
 

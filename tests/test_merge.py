@@ -3,10 +3,14 @@ every registered method keeps (parametrized over the whole registry)."""
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import pytest
 import torch
 
-from core.merge import METHODS, TAGS, TENSOR_METHODS, merge
+from core._registry import Registry
+from core.merge import METHODS, TAGS, TENSOR_METHODS, MethodEntry, merge, method_entry
 
 
 def _sd(seed: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -73,3 +77,46 @@ def test_registry_metadata(name: str) -> None:
             assert h.low <= h.default <= h.high
     if "per_tensor" in entry.tags:
         assert name in TENSOR_METHODS
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_signature_defaults_agree_with_hyper_metadata(name: str) -> None:
+    """The defaults are written once as keyword defaults; the sliders' Hyper repeats them, so
+    every Hyper must name a keyword-only argument with the same default."""
+    entry = METHODS[name]
+    sig = inspect.signature(entry.fn)
+    for h in entry.params:
+        p = sig.parameters.get(h.name)
+        assert p is not None and p.kind is inspect.Parameter.KEYWORD_ONLY, (name, h.name)
+        assert p.default is not inspect.Parameter.empty, (name, h.name)
+        assert p.default == h.default and type(p.default) is type(h.default), (name, h.name)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_entry_hooks_follow_the_tags(name: str) -> None:
+    """A per_tensor method carries its kernel, a data_dependent one its prepare hook."""
+    entry = method_entry(name)
+    assert ("per_tensor" in entry.tags) == (entry.tensor is not None)
+    assert ("data_dependent" in entry.tags) == (entry.prepare is not None)
+    assert (name in TENSOR_METHODS) == (entry.tensor is not None)
+    if entry.tensor is not None:
+        assert TENSOR_METHODS[name] is entry.tensor
+
+
+def test_entry_fields_are_checked() -> None:
+    reg: Registry[Any] = Registry("test method", entry=MethodEntry)
+
+    def fn(models: Any, *, base: Any = None, generator: Any = None) -> Any:
+        return models[0]
+
+    reg.register("plain")(fn)
+    with pytest.raises(ValueError, match="no per_tensor tag"):
+        reg.attach("plain", tensor=fn)
+    with pytest.raises(ValueError, match="no data_dependent tag"):
+        reg.attach("plain", prepare=lambda modules, data: {})
+    with pytest.raises(TypeError, match="unknown entry field"):
+        reg.attach("plain", kernel=fn)
+    reg.register("kernel", tags=("per_tensor",), tensor=fn)(fn)
+    assert reg["kernel"].tensor is fn  # type: ignore[attr-defined]
+    with pytest.raises(KeyError, match="no per-tensor kernel"):
+        TENSOR_METHODS["greedy_soup"]

@@ -1,10 +1,13 @@
 """Contract tests run over every registered merge method (a new method is tested the moment it
 is registered): keys/shapes/dtypes kept, inputs untouched, same seed -> same output, integer
 buffers copied, one model returns itself where that is meaningful, and every method runs on
-the tiny zoo's fine-tuned MLPs."""
+the tiny zoo's fine-tuned MLPs. Data-dependent methods get their inputs from their own
+``prepare`` hook, so the suite has no switch on method names."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -15,12 +18,12 @@ from core.merge import (
     METHODS,
     PER_TASK_METHODS,
     TENSOR_METHODS,
+    MergeData,
+    ModuleFactory,
     TaskMerge,
-    fisher_diagonal,
-    gram_matrices,
-    localize_masks,
     merge,
     merge_per_task,
+    method_entry,
 )
 from core.params import StateDict, clone
 
@@ -52,32 +55,43 @@ def _models(n: int = 3) -> tuple[nn.Module, StateDict, list[StateDict]]:
     return net, base, models
 
 
-def _data_args(name: str, net: nn.Module, models: list[StateDict]) -> dict[str, Any]:
+def _merge_data(net: nn.Module, models: list[StateDict], base: StateDict | None) -> MergeData:
     x = torch.randn(32, 5, generator=torch.Generator().manual_seed(2))
     y = torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(3))
-    if name == "greedy_soup":
-        return {"evaluate": lambda sd: -float(sum(v.float().abs().sum() for v in sd.values()))}
-    if name == "fisher":
-        out = []
-        for sd in models:
-            net.load_state_dict(sd)
-            out.append(fisher_diagonal(net, x, y, n_examples=16))
-        return {"fishers": out}
-    if name == "regmean":
-        out = []
-        for sd in models:
-            net.load_state_dict(sd)
-            out.append(gram_matrices(net, x))
-        return {"grams": out}
-    if name == "adamerging":
-        return {"model": net, "x": x, "steps": 3}
-    if name == "regmean_pp":
-        return {"model": net, "x": [x] * len(models)}
-    if name == "localize_stitch":
-        base = net.state_dict()
-        masks = [localize_masks(net, base, sd, x, y, density=0.2, epochs=2) for sd in models]
-        return {"masks": masks}
-    return {}
+    return MergeData(
+        models=models,
+        base=base,
+        names=[f"model{i}" for i in range(len(models))],
+        train=lambda i: (x, y),
+        unlabeled=lambda: [x],
+        evaluate=lambda sd: -float(sum(v.float().abs().sum() for v in sd.values())),
+        hyperparameters={},
+    )
+
+
+def _modules(net: nn.Module) -> ModuleFactory:
+    def modules(sd: Any = None) -> nn.Module:
+        m = copy.deepcopy(net).eval()
+        if sd is not None:
+            m.load_state_dict(sd)
+        return m
+
+    return modules
+
+
+# Fewer optimisation steps than the defaults, to keep the contract suite fast.
+FAST = {"adamerging": {"steps": 3}, "wudi": {"steps": 20}}
+
+
+def _data_args(name: str, net: nn.Module, models: list[StateDict]) -> dict[str, Any]:
+    """The method's data-derived arguments from its own prepare hook (no switch on names)."""
+    entry = method_entry(name)
+    if entry.prepare is None:
+        return dict(FAST.get(name, {}))
+    data = _merge_data(net, models, net.state_dict())
+    hyper = {**entry.defaults(), **FAST.get(name, {})}
+    data = dataclasses.replace(data, hyperparameters=hyper)
+    return {**entry.prepare(_modules(net), data), **FAST.get(name, {})}
 
 
 def _run(name: str, models: list[StateDict], base: StateDict, net: nn.Module, seed: int = 0):
@@ -168,36 +182,26 @@ def test_runs_on_tiny_zoo_finetunes(name: str, tiny_zoo: Any) -> None:
     base = tiny_zoo.state_dict("mlp-base")
     net = tiny_zoo.load_model("mlp-base")
     x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    kw: dict[str, Any] = {}
-    if name == "greedy_soup":
-        kw = {"evaluate": lambda sd: -float(sd["head.bias"].abs().sum())}
-    elif name == "fisher":
-        y = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(1))
-        kw = {"fishers": [_fisher(net, sd, x, y) for sd in models]}
-    elif name == "regmean":
-        kw = {"grams": [_grams(net, sd, x) for sd in models]}
-    elif name == "adamerging":
-        kw = {"model": net, "x": x, "steps": 2}
-    elif name == "regmean_pp":
-        kw = {"model": net, "x": x}
-    elif name == "wudi":
-        kw = {"steps": 20}
+    y = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(1))
+    kw = dict(FAST.get(name, {}))
+    entry = method_entry(name)
+    if entry.prepare is not None:
+        data = MergeData(
+            models=models,
+            base=base,
+            names=ids,
+            train=lambda i: (x, y),
+            unlabeled=lambda: [x],
+            evaluate=lambda sd: -float(sd["head.bias"].abs().sum()),
+            hyperparameters={**entry.defaults(), **kw},
+        )
+        kw = {**entry.prepare(_modules(net), data), **kw}
     if "two_models" in METHODS[name].tags:
         models = models[:2]
     b = base if "needs_base" in METHODS[name].tags else None
     out = merge(name, models, base=b, generator=torch.Generator().manual_seed(0), **kw)
     net.load_state_dict(out)
     assert torch.isfinite(net(x)).all()
-
-
-def _fisher(net: nn.Module, sd: StateDict, x: torch.Tensor, y: torch.Tensor) -> StateDict:
-    net.load_state_dict(sd)
-    return fisher_diagonal(net, x, y, n_examples=8)
-
-
-def _grams(net: nn.Module, sd: StateDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    net.load_state_dict(sd)
-    return gram_matrices(net, x)
 
 
 @pytest.mark.parametrize("name", sorted(PER_TASK_METHODS))

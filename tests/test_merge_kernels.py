@@ -191,3 +191,35 @@ def test_ties_and_dare_kernels_equal_their_readable_definitions(
         )
         got = dare_tensor(xs, base, drop=0.5, scale=0.7, generator=torch.Generator().manual_seed(5))
         assert _ulps(got, dare_definition(xs, base, keep, drop=0.5, scale=0.7)) <= 1.0
+
+
+@pytest.mark.parametrize("dtype", ALL)
+def test_fused_magmax_equals_the_torch_loop(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MagMax's one-pass kernel against its chunked torch loop (the definition) on every dtype:
+    float32 compute for half inputs, the input dtype out, ties to the later task vector, and
+    a NaN |τ| that sticks as torch.maximum's does."""
+    from core.merge.magmax import magmax_tensor
+
+    n = 2 * F.FUSED_CHUNK + 17
+    base, xs = _inputs(dtype, n, models=4, seed=7)
+    xs[2][:300] = xs[1][:300]  # equal task vectors: the later one wins (same value)
+    base[300:600] = 0.0  # |τ| ties between two opposite task vectors, the others zero
+    for j in (0, 2):
+        xs[j][300:600] = 0.0
+    xs[3][300:600] = -xs[1][300:600]
+    xs[1][700] = float("nan")
+    assert F.usable(xs, base)
+    for b in (base, None):
+        got = magmax_tensor(xs, b, scale=0.7)
+        ref = _torch_path(monkeypatch, magmax_tensor, xs, b, scale=0.7)
+        assert got.dtype == dtype and ref.dtype == dtype
+        assert torch.isnan(got[700]) == torch.isnan(ref[700])
+        keep = ~torch.isnan(ref)
+        assert torch.equal(torch.isnan(got), ~keep)
+        assert _ulps(got[keep], ref[keep]) <= 1.0
+    # the tie at 300..600 went to the last task vector: λ · x₃ there (θ₀ = 0)
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    tie = (0.7 * xs[3][300:600].to(compute)).to(dtype)
+    assert _ulps(magmax_tensor(xs, base, scale=0.7)[300:600], tie) <= 1.0

@@ -59,8 +59,8 @@ def import_panel(zoo: Zoo) -> None:
         )
         replace = st.checkbox("Overwrite existing ids", key="zoo.ext_replace")
         b1, b2 = st.columns([1, 5])
-        check = b1.form_submit_button("Check")
-        go = b2.form_submit_button("Import", type="primary")
+        check = b1.form_submit_button("Check", key="zoo.ext_check")
+        go = b2.form_submit_button("Import", type="primary", key="zoo.ext_import")
     if not (check or go):
         return
     try:

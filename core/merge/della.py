@@ -33,7 +33,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     check_weights,
@@ -269,5 +268,5 @@ def _finish(merged: Tensor, base: Tensor | None, scale: float, ref: Tensor) -> T
     return out.to(ref.dtype)
 
 
-TENSOR_METHODS["della"] = della_tensor
-TENSOR_METHODS["della_linear"] = della_linear_tensor
+METHODS.attach("della", tensor=della_tensor)
+METHODS.attach("della_linear", tensor=della_linear_tensor)

@@ -35,7 +35,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     check_weights,
@@ -130,4 +129,4 @@ def multislerp_coefficients(g: Tensor, w: Tensor) -> Tensor:
     return unit * scale * inv  # back to the xᵢ basis
 
 
-TENSOR_METHODS["multislerp"] = multislerp_tensor
+METHODS.attach("multislerp", tensor=multislerp_tensor)

@@ -26,7 +26,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     chunks,
@@ -96,4 +95,4 @@ def _dot64(a: Tensor, b: Tensor) -> float:
     return sum(float(torch.dot(a[c].double(), b[c].double())) for c in chunks(a.numel()))
 
 
-TENSOR_METHODS["slerp"] = slerp_tensor
+METHODS.attach("slerp", tensor=slerp_tensor)
