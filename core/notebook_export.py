@@ -1,11 +1,14 @@
 """From dashboard to notebook: a figure's recipe becomes a small runnable Jupyter notebook.
 
-A recipe is a plain dict ``{"kind": <template name>, "args": {...}}`` that a page passes to
-``show_figure(..., recipe=...)``. Each kind maps to a template here: a function from the args
-to notebook cells that recompute exactly that figure from the workspace through the public
-API (same models, method, hyperparameters and seed) and leave it in a variable ``fig``.
+A recipe is ``(kind, args)`` or ``{"kind": <template name>, "args": {...}}`` that a page passes
+to ``show_figure(..., recipe=...)``. A kind of the :mod:`core.recipes` registry gets one generic
+notebook: import its compute and figure functions, ``result = compute(zoo, **ARGS)``, ``fig =
+figure(result, **FIGURE_ARGS)`` (new figures should be added there). The older kinds still map
+to a hand-written template here: a function from the args to notebook cells that recompute
+exactly that figure from the workspace through the public API (same models, method,
+hyperparameters and seed) and leave it in a variable ``fig``.
 
-Areas add their own kinds with :func:`register`::
+Areas not yet moved add their own kinds with :func:`register`::
 
     @register("merge_accuracy", description="per-task accuracy of a merge", requires=("method",))
     def _merge_cells(args):
