@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    set up and start the app on http://127.0.0.1:8501
-#   make test   set up (with dev tools) and run lint, type checks and the whole test suite
+#   make test   set up (with dev tools) and run lint, type checks and the tests not marked slow
+#   (make slow runs the slow ones, make test-all both; CI runs make test then make slow)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-dev lint typecheck fast bench zoo screenshots clean
+.PHONY: run test test-all slow setup setup-dev lint typecheck fast bench zoo screenshots clean
 
 setup:
 	scripts/setup.sh
@@ -26,7 +27,12 @@ typecheck: setup-dev
 	$(VENV)/bin/mypy
 
 test: setup-dev lint typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+slow: setup-dev
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: test slow
 
 fast: setup-dev
 	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
@@ -38,7 +44,7 @@ zoo: setup
 screenshots: setup-dev
 	$(PY) -m core zoo build
 	MIXMERGE_SCREENSHOTS=$(CURDIR)/docs/screenshots MIXMERGE_SCREENSHOT_WORKSPACE=$(CURDIR)/workspace \
-		$(PY) -m pytest -q tests/test_browser.py -k "home or every_page"
+		$(PY) -m pytest -q tests/app/test_browser.py -k "home or every_page"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

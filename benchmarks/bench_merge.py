@@ -7,9 +7,10 @@
 
 Every method runs on float32, bfloat16 and float16 inputs (``--dtypes``) in the same run as
 its peer; the table gives the ratio PEFT / ours and ours / the read bound. The read bound is
-the time to read the inputs once in their own dtype: one ``torch.sum`` pass over float32
-copies gives the machine's read bandwidth in this run, and the bound of a dtype is its bytes
-over that bandwidth (half precision reads half the bytes: its bound is half float32's).
+the time to read the inputs once in their own dtype, measured on CPU in each row's own process
+right after its timing (:func:`read_bound`: the inputs' bytes summed as int64 by numpy and by
+torch, the faster; half precision reads half the bytes, so its bound is half float32's), and
+printed with the read bandwidth it implies.
 Breadcrumbs (rows of 64) has no PEFT counterpart; its row shows ours and the bound only.
 
 Peer: ``peft.utils.merge_utils`` (``task_arithmetic``, ``ties``, ``dare_linear``; PEFT is in
@@ -99,7 +100,27 @@ def worker(
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
     out_bytes = size * taus[0].element_size()
-    return {"time": min(times), "extra_bytes": max(0, peak - before), "out_bytes": out_bytes}
+    res = {"time": min(times), "extra_bytes": max(0, peak - before), "out_bytes": out_bytes}
+    if impl.startswith("ours") and not cuda:  # after the peak: the read pass allocates nothing
+        res.update(read_bound(taus, torch, repeats))
+    return res
+
+
+def read_bound(taus, torch, repeats: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The time to read the inputs once in their own dtype, measured now in this process: the
+    bytes of every input viewed as int64 and summed (integer adds: no denormal or NaN slow
+    paths, whatever the dtype), by numpy (one thread) and by torch (its intra-op threads);
+    the faster is the bound. Returns the bound (s) and the read bandwidth (GB/s)."""
+    views = [t.reshape(-1).view(torch.int64) for t in taus]  # same bytes, 8 at a time
+    best = float("inf")
+    for _ in range(max(2, repeats)):
+        for read in (lambda v: v.numpy().sum(), lambda v: v.sum()):
+            t0 = time.perf_counter()
+            for v in views:
+                read(v)
+            best = min(best, time.perf_counter() - t0)
+    nbytes = sum(t.numel() * t.element_size() for t in taus)
+    return {"bound": best, "read_gbps": nbytes / best / 1e9}
 
 
 def _impl(impl, taus, weights, torch, methods):  # type: ignore[no-untyped-def]
@@ -190,6 +211,7 @@ def main() -> None:
     if args.methods:
         rows = [r for r in rows if r[0].split()[0] in args.methods.split(",")]
     print(f"device {args.device}, best of {args.repeats}; extra memory in output-sized buffers")
+    print("read bound: the inputs' bytes read once (int64 sum), measured in each row's process")
     print(
         "| N x size | dtype | method | ours (s) | PEFT (s) | PEFT / ours | ours / bound | "
         "ours extra mem | PEFT extra mem | read bound (s) |"
@@ -201,6 +223,9 @@ def main() -> None:
             bound = f32 * (2 if dtype in ("bfloat16", "float16") else 4) / 4
             for name, ours, peft in rows:
                 a = measure(ours, n, size, args.device, args.repeats, dtype)
+                # CPU: the read pass of this row's inputs, in their dtype, in the same process
+                bound = a.get("bound", bound)
+                gbps = f" ({a['read_gbps']:.1f} GB/s)" if "read_gbps" in a else ""
                 b = measure(peft, n, size, args.device, args.repeats, dtype) if peft else None
                 bt = f"{b['time']:.3f}" if b else "-"
                 ratio = f"{b['time'] / a['time']:.1f}x" if b else "-"
@@ -208,7 +233,7 @@ def main() -> None:
                 print(
                     f"| {n} x {size / 1e6:g}M | {dtype} | {name} | {a['time']:.3f} | {bt} | "
                     f"{ratio} | {a['time'] / bound:.1f} | "
-                    f"{a['extra_bytes'] / a['out_bytes']:.2f} | {bm} | {bound:.3f} |",
+                    f"{a['extra_bytes'] / a['out_bytes']:.2f} | {bm} | {bound:.3f}{gbps} |",
                     flush=True,
                 )
 
@@ -218,7 +243,7 @@ def main() -> None:
 MK_PYTHON = ROOT / ".venv-mergekit" / "bin" / "python"
 # (name, our TENSOR_METHODS entry and keyword arguments, mergekit method and parameters,
 #  fine-tuned models used, base passed, sparse deltas). The parameters mean the same on both
-#  sides (tests/test_merge_mergekit.py checks the outputs agree).
+#  sides (tests/merge/test_merge_mergekit.py checks the outputs agree).
 FAMILY: tuple[tuple[str, str, dict, str, dict, int, bool, bool], ...] = (
     (
         "DELLA",

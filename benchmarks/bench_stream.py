@@ -73,7 +73,7 @@ def llama_shapes(hidden: int, inter: int, layers: int, vocab: int) -> dict[str, 
 
 
 def write_models(
-    root: Path, quick: bool, layers: int | None = None
+    root: Path, quick: bool, layers: int | None = None, dtype: str = "float32"
 ) -> tuple[Path, list[Path], int]:
     """Base + 3 fine-tunes, 3 shards each; returns paths and parameters per model."""
     import torch
@@ -94,7 +94,7 @@ def write_models(
         "vocab_size": vocab,
         "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-5,
-        "torch_dtype": "float32",
+        "torch_dtype": dtype,
         "tie_word_embeddings": False,
     }
     keys = list(shapes)
@@ -120,44 +120,87 @@ def write_models(
                 if m:
                     g2 = torch.Generator().manual_seed(zlib.crc32(f"{k}:{m}".encode()))
                     t += 0.002 * torch.randn(shapes[k], generator=g2)
-                sd[k] = t
+                sd[k] = t.to(getattr(torch, dtype))
             save_file(sd, str(folder / name), metadata={"format": "pt"})
             weight_map.update(dict.fromkeys(group, name))
             del sd
         (folder / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {"total_size": n_params * 4}, "weight_map": weight_map})
+            json.dumps(
+                {"metadata": {"total_size": n_params * _SIZE[dtype]}, "weight_map": weight_map}
+            )
         )
         (folder / "config.json").write_text(json.dumps(cfg))
         paths.append(folder)
     return paths[0], paths[1:], n_params
 
 
-def configs(base: Path, fts: list[Path]) -> dict[str, dict]:
+_SIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def in_memory_equal(cfg_path: Path, base: Path, fts: list[Path], out: Path, seed: int = 0) -> bool:
+    """Whether the streamed output ``out`` is bit-identical to :func:`core.merge.merge` of the
+    same tensors held in memory (same kernel and arguments, same seed, tensors in stream
+    order so DARE draws alike)."""
+    import inspect
+
+    import torch
+    from safetensors.torch import load_file
+
+    from core.merge import METHODS, merge
+    from core.stream import load_config, model_tensors
+    from core.stream.engine import tensor_call
+
+    def load(folder: Path) -> dict:
+        infos = model_tensors(folder)
+        sd = {}
+        for f in sorted({i.path for i in infos.values()}):
+            sd.update(load_file(str(f)))
+        return {k: sd[k] for k in sorted(infos, key=lambda k: (str(infos[k].path), infos[k].start))}
+
+    method, hyper, uses_base = tensor_call(load_config(cfg_path), "x", 0.0)
+    accepted = set(inspect.signature(METHODS[method].fn).parameters)
+    kw = {k: v for k, v in hyper.items() if k in accepted and k != "threshold"}
+    models = [load(p) for p in fts]
+    want = merge(
+        method,
+        models,
+        base=load(base) if uses_base else None,
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
+    )
+    del models
+    got = load(out)
+    return set(got) == set(want) and all(
+        got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in want
+    )
+
+
+def configs(base: Path, fts: list[Path], dtype: str = "float32") -> dict[str, dict]:
     def models(params: dict) -> list[dict]:
         return [{"model": str(p), "parameters": dict(params)} for p in fts]
 
     return {
-        "linear": {"merge_method": "linear", "models": models({"weight": 1.0}), "dtype": "float32"},
+        "linear": {"merge_method": "linear", "models": models({"weight": 1.0}), "dtype": dtype},
         "task_arithmetic": {
             "merge_method": "task_arithmetic",
             "base_model": str(base),
             "models": models({"weight": 1.0}),
             "parameters": {"lambda": 0.5},
-            "dtype": "float32",
+            "dtype": dtype,
         },
         "ties": {
             "merge_method": "ties",
             "base_model": str(base),
             "models": models({"weight": 1.0, "density": 0.2}),
             "parameters": {"lambda": 1.0},
-            "dtype": "float32",
+            "dtype": dtype,
         },
         "dare_ties": {
             "merge_method": "dare_ties",
             "base_model": str(base),
             "models": models({"weight": 1.0, "density": 0.5}),
             "parameters": {"lambda": 1.0},
-            "dtype": "float32",
+            "dtype": dtype,
         },
     }
 
@@ -234,6 +277,17 @@ def main() -> int:
         help="where the workbench merges run; a comma list (cpu,cuda) times each",
     )
     ap.add_argument("--no-mergekit", action="store_true")
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=sorted(_SIZE),
+        help="stored dtype of the models, and the configs' working dtype",
+    )
+    ap.add_argument(
+        "--check-in-memory",
+        action="store_true",
+        help="check each workbench output bit-identical to core.merge in memory (loads all)",
+    )
     args = ap.parse_args()
     import yaml
 
@@ -242,14 +296,20 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         name = "models_quick" if args.quick else "models"
+        if args.dtype != "float32":
+            name += "_" + args.dtype
         base, fts, n_params = write_models(
-            work / (name + (f"_{args.layers}l" if args.layers else "")), args.quick, args.layers
+            work / (name + (f"_{args.layers}l" if args.layers else "")),
+            args.quick,
+            args.layers,
+            args.dtype,
         )
+        size = _SIZE[args.dtype]
         print(
-            f"wrote base + 3 models of {n_params / 1e6:.1f}M float32 params "
-            f"({n_params * 4 / 1e6:.0f} MB each, 3 shards) in {time.perf_counter() - t0:.1f} s"
+            f"wrote base + 3 models of {n_params / 1e6:.1f}M {args.dtype} params "
+            f"({n_params * size / 1e6:.0f} MB each, 3 shards) in {time.perf_counter() - t0:.1f} s"
         )
-        cfgs = configs(base, fts)
+        cfgs = configs(base, fts, args.dtype)
         runs = [m for m in args.methods.split(",") if m]
         rows: list[dict] = []
         ours_cmd = [sys.executable, "-m", "core", "merge"]
@@ -275,7 +335,7 @@ def main() -> int:
             inputs = ([] if method == "linear" else [base]) + fts
             warm(inputs)
             # the bound is the fastest of three tries: page-cache writes vary run to run
-            b = min(bound(inputs, n_params * 4, work) for _ in range(3))
+            b = min(bound(inputs, n_params * size, work) for _ in range(3))
             for dev in devices:
                 out_ours = work / "out_ours"
                 w_ours, r_ours = measure(
@@ -292,7 +352,10 @@ def main() -> int:
                     "mk": None,
                     "rss_mk": None,
                     "diff": None,
+                    "same": None,
                 }
+                if args.check_in_memory and not glob:
+                    row["same"] = in_memory_equal(cpath, base, fts, out_ours)
                 if has_mk and not glob and dev == devices[0]:
                     out_mk = work / "out_mk"
                     w_mk, r_mk = measure(
@@ -314,8 +377,10 @@ def main() -> int:
                 shutil.rmtree(out_ours, ignore_errors=True)
                 rows.append(row)
                 mk_s = "-" if row["mk"] is None else f"{row['mk']:.2f} s"
+                same = "" if row["same"] is None else f", bit-identical in memory: {row['same']}"
                 print(
-                    f"  {row['method']}: ours {w_ours:.2f} s, mergekit {mk_s}, bound {b:.2f} s",
+                    f"  {row['method']}: ours {w_ours:.2f} s, mergekit {mk_s}, bound {b:.2f} s"
+                    f"{same}",
                     flush=True,
                 )
         print()

@@ -6,7 +6,7 @@
 #     bash benchmarks/gpu_check.sh [LOG_DIR]
 #
 # 1. tests/test_gpu.py (streaming merges with --device cuda, merges, k-means, mixers and
-#    training on CUDA against the CPU) and tests/test_merge_fused.py (the CPU kernels on this
+#    training on CUDA against the CPU) and tests/merge/test_merge_fused.py (the CPU kernels on this
 #    machine's CPU);
 # 2. bench_stream.py with the workbench on cpu and cuda (no mergekit there);
 # 3. bench_mixup.py --device cuda (torchvision and timm on the same GPU batches);
@@ -42,7 +42,7 @@ for m in ("numba", "safetensors", "yaml", "tqdm", "sklearn", "pandas", "torchvis
         print(m, "MISSING", err)
 EOF
 nproc
-step pytest 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_merge_fused.py
+step pytest 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/merge/test_merge_fused.py
 step bench_stream 200 "$PY" benchmarks/bench_stream.py --no-mergekit --device "${STREAM_DEVICES:-cpu,cuda}" \
   --methods "${STREAM_METHODS:-linear,task_arithmetic,ties,dare_ties}" --workdir /tmp/bench_stream_gpu
 step bench_mixup 120 "$PY" benchmarks/bench_mixup.py --device cuda --threads 16

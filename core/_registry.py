@@ -10,8 +10,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Generic, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,10 +63,16 @@ class Entry(Generic[F]):
 
 
 class Registry(Generic[F]):
-    """Name -> Entry mapping with a decorator to register functions."""
+    """Name -> Entry mapping with a decorator to register functions.
 
-    def __init__(self, what: str):
+    ``entry`` is the entry class: a subclass of :class:`Entry` may add fields (a merge method's
+    tensor kernel, its data hook), set by keyword at :meth:`register` or later with
+    :meth:`attach` (for functions defined below the registered one in the same file).
+    """
+
+    def __init__(self, what: str, entry: type[Entry[Any]] = Entry):
         self.what = what
+        self._entry_type = entry
         self._entries: dict[str, Entry[F]] = {}
 
     def register(
@@ -77,8 +83,11 @@ class Registry(Generic[F]):
         paper: str = "",
         params: Sequence[Hyper] = (),
         tags: Sequence[str] = (),
+        **extra: Any,
     ) -> Callable[[F], F]:
-        """Decorator that registers ``fn`` under ``name``."""
+        """Decorator that registers ``fn`` under ``name``; ``extra`` fills the entry class's
+        own fields."""
+        self._check_fields(name, extra)
 
         def deco(fn: F) -> F:
             if name in self._entries:
@@ -94,7 +103,7 @@ class Registry(Generic[F]):
                         f"hyperparameter, total) naming one of {names}, got {p.sum_limit!r}"
                     )
             doc = (fn.__doc__ or "").strip().splitlines()
-            self._entries[name] = Entry(
+            self._entries[name] = self._entry_type(
                 name=name,
                 fn=fn,
                 title=title or name.replace("_", " "),
@@ -102,10 +111,27 @@ class Registry(Generic[F]):
                 params=tuple(params),
                 tags=frozenset(tags),
                 doc=doc[0] if doc else "",
+                **extra,
             )
             return fn
 
         return deco
+
+    def attach(self, name: str, **extra: Any) -> None:
+        """Set fields of the entry class on the registered entry ``name`` (e.g. its tensor
+        kernel, defined below the registered function)."""
+        entry = self[name]
+        self._check_fields(name, extra)
+        self._entries[name] = replace(entry, **extra)
+
+    def _check_fields(self, name: str, extra: Mapping[str, Any]) -> None:
+        own = {f.name for f in fields(self._entry_type)} - {f.name for f in fields(Entry)}
+        unknown = sorted(set(extra) - own)
+        if unknown:
+            raise TypeError(
+                f"{self.what} {name!r}: unknown entry field(s) {unknown}; expected some of "
+                f"{sorted(own)}"
+            )
 
     def __getitem__(self, name: str) -> Entry[F]:
         try:

@@ -1,11 +1,14 @@
 """From dashboard to notebook: a figure's recipe becomes a small runnable Jupyter notebook.
 
-A recipe is a plain dict ``{"kind": <template name>, "args": {...}}`` that a page passes to
-``show_figure(..., recipe=...)``. Each kind maps to a template here: a function from the args
-to notebook cells that recompute exactly that figure from the workspace through the public
-API (same models, method, hyperparameters and seed) and leave it in a variable ``fig``.
+A recipe is ``(kind, args)`` or ``{"kind": <template name>, "args": {...}}`` that a page passes
+to ``show_figure(..., recipe=...)``. A kind of the :mod:`core.recipes` registry gets one generic
+notebook: import its compute and figure functions, ``result = compute(zoo, **ARGS)``, ``fig =
+figure(result, **FIGURE_ARGS)`` (new figures should be added there). The older kinds still map
+to a hand-written template here: a function from the args to notebook cells that recompute
+exactly that figure from the workspace through the public API (same models, method,
+hyperparameters and seed) and leave it in a variable ``fig``.
 
-Areas add their own kinds with :func:`register`::
+Areas not yet moved add their own kinds with :func:`register`::
 
     @register("merge_accuracy", description="per-task accuracy of a merge", requires=("method",))
     def _merge_cells(args):
@@ -18,14 +21,22 @@ imported before a lookup).
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
-import math
 import pkgutil
 import pprint
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from core.recipes._args import choice as _choice
+from core.recipes._args import need_ids as _need_ids
+from core.recipes._args import need_int as _need_int
+from core.recipes._args import need_names as _need_names
+from core.recipes._args import need_number as _need_number
+from core.recipes._args import need_str as _need_str
+from core.recipes._args import optional as _optional
 
 Cell = tuple[str, str]  # ("markdown" | "code", source)
 CellsFn = Callable[[Mapping[str, Any]], list[Cell]]
@@ -77,10 +88,15 @@ _loaded = False
 
 
 def _load_providers() -> None:
-    """Import every ``core.figures`` submodule so that area templates register themselves."""
+    """Import every ``core.figures`` submodule so that area templates register themselves, and
+    give every kind of the :mod:`core.recipes` registry the generic template."""
     global _loaded
     if _loaded:
         return
+    from core.recipes import load_recipes
+
+    for kind, entry in load_recipes().items():
+        TEMPLATES[kind] = Template(kind, entry.description, _recipe_cells)
     import core.figures as figures_pkg
 
     for mod in pkgutil.iter_modules(figures_pkg.__path__):
@@ -92,6 +108,18 @@ def _load_providers() -> None:
     _loaded = True
 
 
+def as_recipe(recipe: Any) -> dict[str, Any]:
+    """A recipe as ``{"kind": ..., "args": {...}}``; pages may pass ``(kind, args)``."""
+    if isinstance(recipe, tuple) and len(recipe) == 2:
+        return {"kind": recipe[0], "args": recipe[1]}
+    if not isinstance(recipe, Mapping):
+        raise TypeError(
+            "recipe must be a (kind, args) pair or a mapping with 'kind' and 'args', "
+            f"got {type(recipe).__name__}"
+        )
+    return dict(recipe)
+
+
 def check_recipe(recipe: Any) -> tuple[Template, dict[str, Any]]:
     """Validate a recipe; return its template and its args.
 
@@ -99,10 +127,7 @@ def check_recipe(recipe: Any) -> tuple[Template, dict[str, Any]]:
         TypeError: not a mapping, or args not a mapping / not JSON-serialisable.
         ValueError: unknown kind or missing required args.
     """
-    if not isinstance(recipe, Mapping):
-        raise TypeError(
-            f"recipe must be a mapping with 'kind' and 'args', got {type(recipe).__name__}"
-        )
+    recipe = as_recipe(recipe)
     _load_providers()
     kind = recipe.get("kind")
     if kind not in TEMPLATES:
@@ -117,6 +142,10 @@ def check_recipe(recipe: Any) -> tuple[Template, dict[str, Any]]:
             f"recipe args must be JSON-serialisable (ids and numbers, never tensors): {err}"
         ) from err
     tpl = TEMPLATES[kind]
+    if tpl.build is _recipe_cells:
+        from core.recipes import check_args
+
+        return tpl, check_args(kind, args)
     missing = [a for a in tpl.requires if a not in args]
     if missing:
         raise ValueError(
@@ -139,8 +168,14 @@ def notebook_for(
     import nbformat
 
     tpl, args = check_recipe(recipe)
+    recipe = as_recipe(recipe)
     ws = literal(str(Path(workspace).expanduser().resolve())) if workspace is not None else None
     heading = title or tpl.description
+    figure_args: dict[str, Any] = {}
+    if tpl.build is _recipe_cells:
+        from core.recipes import get_recipe
+
+        args, figure_args = get_recipe(tpl.kind).split(args)
     cells: list[Cell] = [
         markdown(
             f"# {heading}\n\nGenerated by Mixmerge Workbench from the recipe below: it recomputes "
@@ -152,8 +187,13 @@ def notebook_for(
             + ("" if ws else ", default_workspace")
             + f"\n\nconfigure_threads()\nWORKSPACE = {ws or 'default_workspace()'}\n"
             f"zoo = Zoo(WORKSPACE)\nARGS = {literal(args)}"
+            + (f"\nFIGURE_ARGS = {literal(figure_args)}" if figure_args else "")
         ),
-        *tpl.build(args),
+        *(
+            _recipe_cells(args, kind=tpl.kind, figure_args=figure_args)
+            if tpl.build is _recipe_cells
+            else tpl.build(args)
+        ),
         code("from core.figures import figure_data\n\nfig.show()\nfigure_data(fig).head()"),
     ]
     nb = nbformat.v4.new_notebook()
@@ -191,64 +231,6 @@ def write_notebook(recipe: Mapping[str, Any], path: str | Path, **kwargs: Any) -
 
 
 # ---------------------------------------------------------------------------- argument checks
-def _need_str(args: Mapping[str, Any], name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"recipe args[{name!r}] must be a non-empty string, got {value!r}")
-    return value
-
-
-def _need_int(args: Mapping[str, Any], name: str, low: int) -> int:
-    value = args.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"recipe args[{name!r}] must be an int >= {low}, got {value!r}")
-    return value
-
-
-def _need_number(args: Mapping[str, Any], name: str) -> float:
-    value = args.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"recipe args[{name!r}] must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _need_ids(args: Mapping[str, Any], name: str, n: int) -> list[str]:
-    value = args.get(name)
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != n
-        or not all(isinstance(v, str) and v for v in value)
-    ):
-        raise ValueError(f"recipe args[{name!r}] must be a list of {n} model ids, got {value!r}")
-    return list(value)
-
-
-def _need_names(args: Mapping[str, Any], name: str) -> list[str]:
-    """A non-empty list of non-empty strings (model ids, method names)."""
-    value = args.get(name)
-    if (
-        not isinstance(value, (list, tuple))
-        or not value
-        or not all(isinstance(v, str) and v for v in value)
-    ):
-        raise ValueError(f"recipe args[{name!r}] must be a non-empty list of names, got {value!r}")
-    return list(value)
-
-
-def _choice(args: Mapping[str, Any], name: str, choices: tuple[Any, ...], default: Any) -> Any:
-    value = args.get(name, default)
-    if value not in choices:
-        raise ValueError(f"recipe args[{name!r}] must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def _optional(args: Mapping[str, Any], **lows: int) -> None:
-    """Check the optional int args that are present (``name=lowest value``)."""
-    for name, low in lows.items():
-        if args.get(name) is not None:
-            _need_int(args, name, low)
-
-
 def _device_cell() -> Cell:
     """``DEVICE``: the page's device, or the CPU where the notebook runs without that GPU."""
     return code(
@@ -257,22 +239,6 @@ def _device_cell() -> Cell:
         'if DEVICE.startswith("cuda") and not torch.cuda.is_available():\n'
         '    DEVICE = "cpu"  # computed on a GPU: numbers may differ in the last digits'
     )
-
-
-# ---------------------------------------------------------------------------- model zoo
-@register("training_history", description="Training history of zoo models", requires=("models",))
-def _training_history(args: Mapping[str, Any]) -> list[Cell]:
-    title = args.get("title", "Training")
-    return [
-        markdown(
-            "Loss and test accuracy per epoch, as stored in the zoo when each model was trained."
-        ),
-        code(
-            "from core.figures import history_figure\n\n"
-            'histories = {mid: zoo.get(mid).metrics["history"] for mid in ARGS["models"]}\n'
-            f"fig = history_figure(histories, title={title!r})"
-        ),
-    ]
 
 
 # ---------------------------------------------------------------------------- merge lab
@@ -507,49 +473,6 @@ def _mixup_methods(args: Mapping[str, Any]) -> list[Cell]:
             "fig = methods_figure(data)"
         ),
     ]
-
-
-# ---------------------------------------------------------------------------- mixup training
-_RUN_FIGURES = {
-    "mixup_accuracy": ("accuracy_figure(run)", "Test accuracy with bootstrap CI, and ECE"),
-    "mixup_curves": ("curves_figure(run)", "Per-epoch training loss, test loss and accuracy"),
-    "mixup_early_stopping": ("early_stopping_figure(run)", "Early-stopped mixup"),
-    "mixup_reliability": (
-        'reliability_figure({k: v["reliability"] for k, v in run["methods"].items()})',
-        "Reliability diagram of each method",
-    ),
-}
-
-
-def _mixup_run_template(kind: str) -> CellsFn:
-    call, _ = _RUN_FIGURES[kind]
-
-    def build(args: Mapping[str, Any]) -> list[Cell]:
-        """args: ``run`` (a stored ``mixup_run`` record id)."""
-        _need_str(args, "run")
-        return [
-            markdown(
-                "The Mixup Training page draws this figure from the run record stored in the "
-                "workspace when the methods were trained (history, test accuracy and its bootstrap "
-                "CI, calibration); the notebook loads the same record through the public API."
-            ),
-            code(
-                f"from core.figures.mixup import {call.split('(')[0]}\n"
-                "from core.mixup.training import load_runs\n\n"
-                "runs = load_runs(zoo)\n"
-                'if ARGS["run"] not in runs:\n'
-                "    raise KeyError(f\"no mixup run {ARGS['run']!r} in {WORKSPACE}; stored: {list(runs)}\")\n"
-                'run = runs[ARGS["run"]]\n'
-                'print({k: run[k] for k in ("task", "arch", "arch_kwargs", "seed", "config", "n_train")})\n'
-                f"fig = {call}"
-            ),
-        ]
-
-    return build
-
-
-for _kind, (_call, _description) in _RUN_FIGURES.items():
-    register(_kind, description=_description, requires=("run",))(_mixup_run_template(_kind))
 
 
 # ---------------------------------------------------------------------------- interpolation
@@ -846,73 +769,6 @@ def _geometry_nc_epochs(args: Mapping[str, Any]) -> list[Cell]:
     ]
 
 
-# ---------------------------------------------------------------------------- clustering
-def _cluster_cells(args: Mapping[str, Any]) -> list[Cell]:
-    """``data`` (features or pixels of the seeded rows), ``ys`` and ``res`` (PPP), as on the page.
-
-    args: ``source`` ("features" of ``model``, or "pixels"), ``model`` (zoo id), ``task``,
-    ``n`` (training rows), ``seed`` (rows and k-means seeds), ``k_max``, ``n_seeds``, ``device``."""
-    source = _choice(args, "source", ("features", "pixels"), None)
-    if source == "features":
-        _need_str(args, "model")
-    _need_str(args, "task")
-    _need_int(args, "n", 1)
-    _optional(args, k_max=2, n_seeds=1, seed=0)
-    return [
-        markdown(
-            "PPP on the same seeded training rows as the Clustering page: k-means from several "
-            "seeds per k, each validated by a Gaussian mixture; BIC and AIC beside it."
-        ),
-        _device_cell(),
-        code(
-            "from core.cluster import agreement, ppp\n"
-            "from core.data import get_task\n"
-            "from core.geometry import extract_features, sample_rows\n\n"
-            'ds = get_task(ARGS["task"])\n'
-            'xs, ys = sample_rows(ds.x_train, ds.y_train, ARGS["n"], random_state=ARGS.get("seed", 0))\n'
-            'if ARGS["source"] == "features":\n'
-            '    data = extract_features(zoo.load_model(ARGS["model"], device=DEVICE), xs, device=DEVICE)\n'
-            "else:\n"
-            "    data = xs.flatten(1)  # raw pixels\n"
-            'res = ppp(data, k_max=ARGS.get("k_max", 12), random_state=ARGS.get("seed", 0),\n'
-            '          n_seeds=ARGS.get("n_seeds", 4), device=DEVICE)\n'
-            'print(f"chosen k = {res.k}", agreement(ys.numpy(), res.labels))'
-        ),
-    ]
-
-
-def _register_cluster_figure(kind: str, description: str, figure_code: str) -> None:
-    """A clustering kind: :func:`_cluster_cells`, then ``figure_code`` leaves ``fig``."""
-
-    def build(args: Mapping[str, Any]) -> list[Cell]:
-        return [*_cluster_cells(args), code(figure_code)]
-
-    register(kind, description=description, requires=("source", "task", "n"))(build)
-
-
-_register_cluster_figure(
-    "cluster_k_selection",
-    "Choosing the number of clusters with PPP, BIC and AIC",
-    "from core.figures.cluster import k_selection_figure\n\n"
-    "fig = k_selection_figure(res.ks, res.scores, chosen=res.k)",
-)
-_register_cluster_figure(
-    "cluster_contingency",
-    "Clusters found by PPP against the true labels",
-    "from core.figures.cluster import contingency_figure\n\n"
-    "fig = contingency_figure(ys.numpy(), res.labels, class_names=list(ds.class_names))",
-)
-_register_cluster_figure(
-    "cluster_scatter",
-    "Clusters found by PPP in the PCA plane of the clustered data",
-    "from core.figures.cluster import cluster_scatter_figure\n"
-    "from core.geometry import project\n\n"
-    'coords = project(data.float(), "pca").coords\n'
-    "fig = cluster_scatter_figure(coords, res.labels, confidence=res.posterior,\n"
-    '                             title="Clusters (PCA of the clustered data)")',
-)
-
-
 # ---------------------------------------------------------------------------- mixing papers
 @register(
     "mix_paper",
@@ -974,5 +830,34 @@ def _merge_interference(args: Mapping[str, Any]) -> list[Cell]:
             '                      trim=ARGS.get("trim", "global"), seed=ARGS.get("seed", 0))\n'
             'fig = interference_figure(report, chart=ARGS.get("chart", "cosine"),\n'
             '                          method=ARGS.get("method", "ties"))'
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- registered recipes
+def _recipe_cells(
+    args: Mapping[str, Any], kind: str = "", figure_args: Mapping[str, Any] | None = None
+) -> list[Cell]:
+    """The one template of every :mod:`core.recipes` kind: import its compute and figure
+    functions, call the first with ``ARGS`` and the second with its result."""
+    from core.recipes import get_recipe
+
+    entry = get_recipe(kind)
+    compute, figure = entry.compute, entry.figure
+    doc = " ".join((inspect.getdoc(compute) or entry.description).split("\n\n")[0].split())
+    device = (
+        'if ARGS.get("device", "cpu").startswith("cuda") and not torch.cuda.is_available():\n'
+        '    ARGS["device"] = "cpu"  # computed on a GPU: numbers may differ in the last digits\n'
+        if "device" in args
+        else ""
+    )
+    return [
+        markdown(f"`{compute.__name__}`: {doc}"),
+        code(
+            ("import torch\n\n" if device else "")
+            + f"from {compute.__module__} import {compute.__name__}\n"
+            f"from {figure.__module__} import {figure.__name__}\n\n{device}"
+            f"result = {compute.__name__}(zoo, **ARGS)\n"
+            f"fig = {figure.__name__}(result" + (", **FIGURE_ARGS)" if figure_args else ")")
         ),
     ]

@@ -136,6 +136,35 @@ class SuiteEval:
     def average_normalized(self) -> float:
         return float(np.mean(list(self.normalized.values())))
 
+    # The views below make a SuiteEval the shape of core.merge_eval.MergeEval, so the Merge
+    # Lab's figures (core.figures.merge.task_accuracy_figure, task_radar_figure) take it.
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.per_task)
+
+    @property
+    def accuracy(self) -> tuple[float, ...]:
+        return tuple(self.per_task.values())
+
+    @property
+    def reference(self) -> tuple[float, ...]:
+        """Per task: the task's own fine-tune on the same samples."""
+        return tuple(self.individual[t] for t in self.per_task)
+
+    @property
+    def base(self) -> tuple[float, ...]:
+        """Per task: the pretrained backbone with the task's head on the same samples."""
+        return tuple(self.pretrained[t] for t in self.per_task)
+
+    @property
+    def full(self) -> bool:
+        return False  # always a (possibly complete) subset of one split; ``split`` says which
+
+    @property
+    def groups(self) -> np.ndarray:
+        """(M,) task index of each scored sample, tasks in order."""
+        return np.repeat(np.arange(len(self.per_task)), [self.n_per_task[t] for t in self.per_task])
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (no per-sample tensors)."""
         return {

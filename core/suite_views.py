@@ -289,11 +289,115 @@ def nc_across_finetuning(
     return out
 
 
+# ----------------------------------------------------------------------------- page records
+def built_suites(zoo: Zoo) -> list[str]:
+    """The suites whose zoo is complete in ``zoo`` (base and every fine-tune of its config)."""
+    if not isinstance(zoo, Zoo):
+        raise TypeError(f"zoo must be a core.zoo.Zoo, got {type(zoo).__name__}")
+    out = []
+    for suite in SUITES:
+        try:
+            load_suite_zoo(zoo, suite)
+        except KeyError:
+            continue
+        out.append(suite)
+    return out
+
+
+def suite_model_ids(zoo: Zoo) -> set[str]:
+    """Zoo ids of the base and fine-tunes of every built suite."""
+    ids: set[str] = set()
+    for suite in built_suites(zoo):
+        sz = load_suite_zoo(zoo, suite)
+        ids |= {sz.base.id, *(r.id for r in sz.finetunes.values())}
+    return ids
+
+
+def suite_feature_report(
+    zoo: Zoo,
+    suite: str,
+    model: str,
+    task: str,
+    *,
+    split: str = "test",
+    n_examples: int | None = 500,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """:func:`core.geometry.feature_report`'s record for a suite model's features on a task
+    (the task's fixed head as classifier), plus ``class_names``, ``model``, ``task``."""
+    from .geometry import report_from_features
+
+    f = suite_features(
+        zoo, suite, model, task, split=split, n_examples=n_examples, seed=seed, device=device
+    )
+    rep = report_from_features(f.features, f.labels, *f.classifier)
+    rep.update({"class_names": list(f.class_names), "model": model, "task": task})
+    return rep
+
+
+def suite_cluster(
+    zoo: Zoo,
+    suite: str,
+    model: str,
+    task: str,
+    *,
+    split: str = "train",
+    n_examples: int | None = 500,
+    k_max: int = 10,
+    n_seeds: int = 4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """PPP (:func:`core.cluster.ppp`) on a suite model's features of a task, with the
+    agreement of the clusters with the labels and a PCA view: the record the Clustering page
+    draws (``k``, ``ks``, ``scores``, ``labels``, ``truth``, ``posterior``, ``coords``,
+    ``agreement``, ``stability``, ``dim``, ``class_names``)."""
+    from .cluster import agreement, ppp
+    from .geometry import project
+
+    check_int("k_max", k_max, 2)
+    check_int("n_seeds", n_seeds, 1)
+    f = suite_features(
+        zoo, suite, model, task, split=split, n_examples=n_examples, seed=seed, device=device
+    )
+    if len(f.labels) <= k_max:
+        raise ValueError(
+            f"k_max must be below the number of examples ({len(f.labels)}), got {k_max}"
+        )
+    res = ppp(
+        f.features,
+        k_max=k_max,
+        random_state=seed,
+        n_seeds=n_seeds,
+        n_components=min(16, len(f.labels) - 1, int(f.features.shape[1])),
+        device=str(resolve_device(device)),
+    )
+    truth = f.labels.numpy()
+    return {
+        "k": res.k,
+        "ks": res.ks,
+        "scores": res.scores,
+        "labels": res.labels,
+        "truth": truth,
+        "posterior": res.posterior,
+        "coords": project(f.features.float(), "pca").coords,
+        "agreement": agreement(truth, res.labels),
+        "stability": res.scores["stability"][res.ks.index(res.k)],
+        "dim": int(f.features.shape[1]),
+        "class_names": list(f.class_names),
+    }
+
+
 __all__ = [
     "PRETRAINED",
     "SuiteFeatures",
+    "built_suites",
     "nc_across_finetuning",
+    "suite_cluster",
+    "suite_feature_report",
     "suite_features",
     "suite_interpolation",
+    "suite_model_ids",
     "suite_models",
 ]

@@ -1,6 +1,6 @@
 """Merging papers: the studies behind the workbench, each runnable on the zoo with its key
-figure — Sparse Model Soups (Zimmer et al.) and BatchNorm re-estimation from label-correlated
-streams (after UnMix-TNS, Tomar et al.)."""
+figure — Sparse Model Soups (Zimmer et al.), BatchNorm re-estimation from label-correlated
+streams (after UnMix-TNS, Tomar et al.), and ZipIt! / PLeaS for different-init models."""
 
 import streamlit as st
 
@@ -8,6 +8,8 @@ import ui
 from core.figures.papers import (
     bn_stream_data,
     bn_stream_figure,
+    different_init_data,
+    different_init_figure,
     sparse_soup_data,
     sparse_soup_figure,
 )
@@ -39,7 +41,9 @@ def progress_bar(label: str):
     )
 
 
-tab_sms, tab_bn = st.tabs(["Sparse Model Soups", "BN re-estimation (UnMix-TNS)"])
+tab_sms, tab_bn, tab_zip = st.tabs(
+    ["Sparse Model Soups", "BN re-estimation (UnMix-TNS)", "Different inits (ZipIt!, PLeaS)"]
+)
 
 with tab_sms:
     st.caption(
@@ -213,3 +217,96 @@ with tab_bn:
                     st.dataframe(bn_stream_data(study), hide_index=True, key="papers.bn_table")
             else:
                 st.caption("Press **Run BN re-estimation study** (seconds for the default CNN).")
+
+with tab_zip:
+    st.caption(
+        "ZipIt! (Stoica et al., ICLR 2024, arXiv 2305.03053) merges features within and across "
+        "two models, optionally keeping later layers separate (partial zipping). PLeaS (Nasery et "
+        "al., CVPR 2025, arXiv 2407.02447) keeps the worst-matched units of each layer separate "
+        "and fits every merged layer by least squares to the models' features; its width lies "
+        "between one model and the concatenation. Claim: both beat permutation-only merging of "
+        "models from different initialisations, PLeaS at equal size."
+    )
+    mlp_ids = [r.id for r in records if r.arch == "mlp"]
+    if len(mlp_ids) < 2:
+        st.info("This study needs two MLPs of the same shape in the zoo.")
+    else:
+        z1, z2, z3 = st.columns(3)
+        first = mlp_ids.index("mlp-mnist-s1") if "mlp-mnist-s1" in mlp_ids else 0
+        zip_a = z1.selectbox("Model A", mlp_ids, index=first, key="papers.zip_a")
+        rec_za = by_id[zip_a]
+        zip_partners = [
+            i for i in mlp_ids if i != zip_a and by_id[i].arch_kwargs == rec_za.arch_kwargs
+        ]
+        if not zip_partners:
+            st.warning(f"No other MLP in the zoo has {zip_a}'s shape.")
+        else:
+            guess = zip_a.replace("-s1", "-s2")
+            zip_b = z2.selectbox(
+                "Model B",
+                zip_partners,
+                index=zip_partners.index(guess) if guess in zip_partners else 0,
+                key="papers.zip_b",
+            )
+            zip_task = z3.selectbox(
+                "Task",
+                tasks,
+                index=tasks.index(rec_za.task) if rec_za.task in tasks else 0,
+                key="papers.zip_task",
+            )
+            y1, y2 = st.columns(2)
+            ratios = y1.multiselect(
+                "PLeaS: fraction of units kept separate",
+                [0.0, 0.25, 0.5, 0.75, 1.0],
+                default=[0.0, 0.25, 0.5, 1.0],
+                key="papers.zip_ratios",
+            )
+            zip_n = y2.select_slider(
+                "Unlabelled examples", [500, 1000, 2000, 4000], value=2000, key="papers.zip_n"
+            )
+            request = (zip_a, zip_b, zip_task, tuple(sorted(ratios)), zip_n, settings.seed)
+            if st.button(
+                "Run different-init study",
+                type="primary",
+                key="papers.run_zip",
+                disabled=not ratios,
+            ):
+                ss["papers.zip_request"] = request
+            if ss.get("papers.zip_request") == request:
+                with shown_errors("The different-init merging study"):
+                    bar, cb = progress_bar("Merging…")
+                    study = cache_papers.different_init_study(
+                        settings.workspace,
+                        zip_a,
+                        rec_za.sha256,
+                        zip_b,
+                        by_id[zip_b].sha256,
+                        zip_task,
+                        tuple(sorted(ratios)),
+                        zip_n,
+                        settings.seed,
+                        progress=cb,
+                    )
+                    bar.empty()
+                    show_figure(
+                        different_init_figure(study),
+                        key="papers.zip",
+                        stem=f"different_init_{zip_a}_{zip_b}",
+                        data=different_init_data(study),
+                        meta={"models": [zip_a, zip_b], "task": zip_task, "seed": settings.seed},
+                        recipe={
+                            "kind": "different_init_study",
+                            "args": {
+                                "models": [zip_a, zip_b],
+                                "task": zip_task,
+                                "ratios": sorted(ratios),
+                                "n_examples": zip_n,
+                                "seed": settings.seed,
+                            },
+                        },
+                    )
+                    st.dataframe(
+                        different_init_data(study), hide_index=True, key="papers.zip_table"
+                    )
+            else:
+                st.caption("Press **Run different-init study** (seconds for the default MLP).")

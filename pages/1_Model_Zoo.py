@@ -7,9 +7,10 @@ import streamlit as st
 import ui
 from ui import cache
 from ui.errors import shown_errors
+from ui.external_import import import_panel
 from ui.figure_panel import show_figure
 from ui.zoo_guard import open_zoo
-from core.figures import history_figure
+from core.recipes import build_figure
 from core.models import ARCHITECTURES
 from core.zoo import import_checkpoint, train_custom
 
@@ -29,8 +30,8 @@ else:
         column_config={"test_accuracy": st.column_config.NumberColumn(format="%.3f")},
     )
 
-tab_train, tab_import, tab_details, tab_delete = st.tabs(
-    ["Train a model", "Import a checkpoint", "Details", "Delete"]
+tab_train, tab_import, tab_external, tab_details, tab_delete = st.tabs(
+    ["Train a model", "Import a checkpoint", "Import external models", "Details", "Delete"]
 )
 
 with tab_train:
@@ -116,6 +117,9 @@ with tab_import:
             )
             st.success(f"Imported **{rec.id}**.")
 
+with tab_external:  # Hugging Face folders, timm names, package.module:factory + user data
+    import_panel(zoo)
+
 with tab_details:
     ids = table["id"].tolist()
     if ids:
@@ -123,13 +127,12 @@ with tab_details:
         rec = zoo.get(pick)
         hist = rec.metrics.get("history")
         if hist and hist.get("epoch"):
-            title = f"Training of {rec.id}"
+            args = {"models": [rec.id], "title": f"Training of {rec.id}"}
             show_figure(
-                history_figure({rec.id: hist}, title=title),
+                build_figure("training_history", {rec.id: hist}, args),
                 key="zoo.history",
                 stem=f"training_{rec.id}",
-                meta={"models": [rec.id]},
-                recipe={"kind": "training_history", "args": {"models": [rec.id], "title": title}},
+                recipe=("training_history", args),
             )
         st.json(
             {k: v for k, v in rec.to_dict().items() if k != "metrics"}

@@ -5,7 +5,7 @@ import time
 import streamlit as st
 
 import ui
-from ui import cache
+from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 from ui.tables import comparison_table
@@ -34,6 +34,10 @@ SETTINGS = {
 }
 
 settings = ui.frame("Merge Lab", icon=":material/merge:")
+suite = suite_panels.model_set(settings.workspace, "merge.model_set")
+if suite is not None:  # a real pretrained suite: its own panel (each task with its own head)
+    suite_panels.merge_lab(settings, suite)
+    st.stop()
 zoo = cache.zoo(settings.workspace)
 records = zoo.list()
 if not records:
@@ -109,7 +113,12 @@ st.caption(
 key, lab = None, None
 with shown_errors("Loading the models"):
     key = cache.merge_lab_key(
-        settings.workspace, tuple(model_ids), base_id, int(n_eval), settings.seed, "cpu"
+        settings.workspace,
+        tuple(model_ids),
+        base_id,
+        int(n_eval),
+        settings.seed,
+        str(settings.torch_device),
     )
     lab = cache.merge_lab(key)
 if key is None or lab is None:

@@ -17,11 +17,15 @@ from core.figures.landscape import (
     plane_figure,
 )
 from core.landscape import BARRIER_COLUMNS, METHODS, barrier
-from ui import cache
+from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 
 settings = ui.frame("Interpolation", icon=":material/timeline:")
+suite = suite_panels.model_set(settings.workspace, "interp.model_set")
+if suite is not None:  # a real pretrained suite (backbone, fine-tunes, fixed heads)
+    suite_panels.interpolation(settings, suite)
+    st.stop()
 zoo = cache.zoo(settings.workspace)
 records = zoo.list()
 if len(records) < 2:

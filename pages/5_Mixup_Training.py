@@ -6,15 +6,10 @@ import ui
 from ui import cache
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
-from core.figures.mixup import (
-    accuracy_figure,
-    curves_figure,
-    early_stopping_figure,
-    reliability_figure,
-)
 from core.mixup import MIXERS
 from core.mixup.training import MixMethod, load_runs, train_mixers
 from core.models import ARCHITECTURES
+from core.recipes import build_figure
 from ui.widgets import default_width
 from core.train import TrainConfig
 
@@ -121,34 +116,33 @@ else:
         )
         with tab_a:
             show_figure(
-                accuracy_figure(run),
+                build_figure("mixup_accuracy", run, args),
                 key="mixup_training.accuracy",
                 stem="mixup_accuracy",
                 meta=meta,
-                recipe={"kind": "mixup_accuracy", "args": args},
+                recipe=("mixup_accuracy", args),
             )
         with tab_c:
             show_figure(
-                curves_figure(run),
+                build_figure("mixup_curves", run, args),
                 key="mixup_training.curves",
                 stem="mixup_curves",
                 meta=meta,
-                recipe={"kind": "mixup_curves", "args": args},
+                recipe=("mixup_curves", args),
             )
         with tab_e:
             show_figure(
-                early_stopping_figure(run),
+                build_figure("mixup_early_stopping", run, args),
                 key="mixup_training.early",
                 stem="mixup_early_stopping",
                 meta=meta,
-                recipe={"kind": "mixup_early_stopping", "args": args},
+                recipe=("mixup_early_stopping", args),
             )
         with tab_r:
-            rels = {k: v["reliability"] for k, v in run["methods"].items()}
             show_figure(
-                reliability_figure(rels),
+                build_figure("mixup_reliability", run, args),
                 key="mixup_training.reliability",
                 stem="mixup_reliability",
                 meta=meta,
-                recipe={"kind": "mixup_reliability", "args": args},
+                recipe=("mixup_reliability", args),
             )

@@ -13,11 +13,15 @@ from core.figures.geometry import (
 )
 from core.geometry import nc_histories, runs_with_nc, train_nc_comparison
 from core.mixup import MIXERS
-from ui import cache
+from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 
 settings = ui.frame("Feature Geometry", icon=":material/scatter_plot:")
+suite = suite_panels.model_set(settings.workspace, "geometry.model_set")
+if suite is not None:  # a real pretrained suite (backbone, fine-tunes, fixed heads)
+    suite_panels.geometry(settings, suite)
+    st.stop()
 zoo = cache.zoo(settings.workspace)
 device = str(settings.torch_device)  # "cpu" or "cuda"
 cache.umap_warm_up()

@@ -4,12 +4,16 @@ stability across seeds and a cluster scatter."""
 import streamlit as st
 
 import ui
-from core.figures.cluster import cluster_scatter_figure, contingency_figure, k_selection_figure
-from ui import cache
+from core.recipes import build_figure
+from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 
 settings = ui.frame("Clustering", icon=":material/bubble_chart:")
+suite = suite_panels.model_set(settings.workspace, "cluster.model_set")
+if suite is not None:  # a real pretrained suite (backbone, fine-tunes, fixed heads)
+    suite_panels.clustering(settings, suite)
+    st.stop()
 zoo = cache.zoo(settings.workspace)
 device = str(settings.torch_device)  # "cpu" or "cuda"
 records = zoo.list()
@@ -49,62 +53,41 @@ if run or st.session_state.get("cluster.shown"):
     with shown_errors("Clustering"):
         if source == "features" and model_id not in by_id:
             raise ValueError("pick a model, or cluster raw pixels (the zoo is empty)")
-        sha = by_id[model_id].sha256 if source == "features" else ""
-        res = cache.cluster_data(
-            settings.workspace,
-            source,
-            model_id if source == "features" else "",
-            sha,
-            task_name,
-            int(n),
-            settings.seed,
-            int(k_max),
-            int(n_seeds),
-            device,
-        )
-        meta = {
+        args = {
             "source": source,
             "model": model_id if source == "features" else None,
             "task": task_name,
-            "n": n,
-            "k_max": k_max,
-            "n_seeds": n_seeds,
+            "n": int(n),
+            "k_max": int(k_max),
+            "n_seeds": int(n_seeds),
             "seed": settings.seed,
+            "device": device,
         }
+        res = cache.recipe_result(settings.workspace, "cluster_k_selection", args)
         m = st.columns(5)
         m[0].metric("Chosen k", res["k"])
         m[1].metric("Stability (ARI across seeds)", f"{res['stability']:.3f}")
         m[2].metric("NMI with labels", f"{res['agreement']['nmi']:.3f}")
         m[3].metric("ARI with labels", f"{res['agreement']['ari']:.3f}")
         m[4].metric("Purity", f"{res['agreement']['purity']:.3f}")
-        args = meta | {"n": int(n), "k_max": int(k_max), "n_seeds": int(n_seeds), "device": device}
         show_figure(
-            k_selection_figure(res["ks"], res["scores"], chosen=res["k"]),
+            build_figure("cluster_k_selection", res, args),
             key="cluster.k",
             stem=f"cluster_k_{source}_{task_name}",
-            meta=meta,
-            recipe={"kind": "cluster_k_selection", "args": args},
+            recipe=("cluster_k_selection", args),
         )
-        names = list(cache.task(task_name).class_names)
         left, right = st.columns(2)
         with left:
             show_figure(
-                contingency_figure(res["truth"], res["labels"], class_names=names),
+                build_figure("cluster_contingency", res, args),
                 key="cluster.table",
                 stem=f"cluster_contingency_{source}_{task_name}",
-                meta=meta,
-                recipe={"kind": "cluster_contingency", "args": args},
+                recipe=("cluster_contingency", args),
             )
         with right:
             show_figure(
-                cluster_scatter_figure(
-                    res["coords"],
-                    res["labels"],
-                    confidence=res["posterior"],
-                    title="Clusters (PCA of the clustered data)",
-                ),
+                build_figure("cluster_scatter", res, args),
                 key="cluster.scatter",
                 stem=f"cluster_scatter_{source}_{task_name}",
-                meta=meta,
-                recipe={"kind": "cluster_scatter", "args": args},
+                recipe=("cluster_scatter", args),
             )

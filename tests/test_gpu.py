@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.stream_helpers import make_family, read_out
+from tests.helpers.stream import make_family, read_out
 
 DEV = os.environ.get("MIXMERGE_GPU_TEST_DEVICE", "cuda")
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_stream_dare_ties_on_the_device_drops_the_right_fraction(family, tmp_pat
 def test_stream_refuses_nan_and_overflow_on_the_device(family, tmp_path: Path, trim: str) -> None:
     """The device path checks NaN/Inf on the device (the CPU path in its reader thread)."""
     from core.stream import StreamError, stream_merge
-    from tests.stream_helpers import merge_config, write_sharded
+    from tests.helpers.stream import merge_config, write_sharded
 
     base, fts, bpath, paths = family
     key = "model.layers.1.mlp.up_proj.weight"

@@ -20,7 +20,15 @@ import torch
 from nbclient import NotebookClient
 
 from core.figures import figure_data, history_figure
-from core.notebook_export import TEMPLATES, check_recipe, notebook_for, register, write_notebook
+from core.notebook_export import (
+    TEMPLATES,
+    as_recipe,
+    check_recipe,
+    notebook_for,
+    register,
+    write_notebook,
+)
+from core.recipes import RECIPES, build_figure, load_recipes
 from core.zoo import Zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +102,7 @@ def test_notebook_runs(path: Path, workspace_env: Path, tmp_path: Path) -> None:
 
 
 def test_recipe_validation() -> None:
-    assert "training_history" in TEMPLATES
+    assert "training_history" in load_recipes()
     with pytest.raises(TypeError, match="recipe"):
         check_recipe(["training_history"])
     with pytest.raises(ValueError, match="kind"):
@@ -193,7 +201,8 @@ def shown(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[go.Figure, Any]]:
     original = panel.show_figure
 
     def record(fig: go.Figure, *, key: str, **kwargs: Any) -> None:
-        seen[key] = (fig, kwargs.get("recipe"))
+        recipe = kwargs.get("recipe")
+        seen[key] = (fig, None if recipe is None else as_recipe(recipe))
         original(fig, key=key, **kwargs)
 
     monkeypatch.setattr(panel, "show_figure", record)
@@ -261,7 +270,7 @@ def test_new_templates_validate_their_args() -> None:
             "args": {"source": "pixels", "model": None, "task": "digits", "n": 300},
         }
     )
-    assert "k_selection_figure" in "\n".join(c.source for c in nb.cells)
+    assert "ppp_k_figure" in "\n".join(c.source for c in nb.cells)
 
 
 def test_model_zoo_history_notebook(workspace_env: Path, shown: dict, tmp_path: Path) -> None:
@@ -456,6 +465,10 @@ def test_every_figure_on_a_page_passes_a_recipe(path: Path) -> None:
         where = f"{path.name}:{call.lineno}"
         assert recipe is not None, f"show_figure at {where} passes no recipe="
         assert not (isinstance(recipe, ast.Constant) and recipe.value is None), where
+        if isinstance(recipe, ast.Tuple):  # (kind, args) names a core.recipes kind
+            kind = recipe.elts[0]
+            if isinstance(kind, ast.Constant):
+                assert kind.value in RECIPES, where
         if isinstance(recipe, ast.Dict):  # a literal recipe names a registered kind
             kind = dict(
                 zip([ast.literal_eval(k) for k in recipe.keys if k], recipe.values, strict=False)
@@ -778,3 +791,70 @@ def test_feature_geometry_panel_notebooks(
     _differs(
         mix, mixup_lambda_figure(mr["coords"], mr["lam"], mr["same_class"], anchors=mr["anchors"])
     )
+
+
+# ------------------------------------------------------------------ every registered recipe
+# Args of every ``core.recipes`` kind on a copy of the tiny zoo, and a change of them that must
+# give other data (so the comparison can fail). A kind registered without an example fails
+# ``test_every_recipe_has_an_example``.
+_PIXELS = {"source": "pixels", "model": None, "task": "digits", "n": 300, "k_max": 4}
+_PPP = (_PIXELS | {"n_seeds": 2, "seed": 1}, {"seed": 2})
+_RUNS = ({"run": "$run0"}, {"run": "$run1"})  # the two tiny mixup runs of ``recipe_workspace``
+RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "training_history": ({"models": ["mlp-ft-mnist"], "title": "T"}, {"models": ["mlp-base"]}),
+    "cluster_k_selection": _PPP,
+    "cluster_contingency": _PPP,
+    "cluster_scatter": _PPP,
+    "mixup_accuracy": _RUNS,
+    "mixup_curves": _RUNS,
+    "mixup_early_stopping": _RUNS,
+    "mixup_reliability": _RUNS,
+}
+
+
+@pytest.fixture(scope="module")
+def recipe_workspace(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny zoo with two tiny mixup runs (ids in ``runs.json``)."""
+    ws = tmp_path_factory.mktemp("recipes") / "ws"
+    shutil.copytree(tiny_zoo_dir, ws)
+    runs = [_tiny_run(ws, seed=s)["run_id"] for s in (0, 1)]
+    (ws / "runs.json").write_text(json.dumps(runs))
+    return ws
+
+
+def _resolve(args: dict[str, Any], workspace: Path) -> dict[str, Any]:
+    """``args`` with the ``"$runN"`` placeholders replaced by the stored run ids."""
+    runs = json.loads((workspace / "runs.json").read_text())
+    return {k: runs[int(v[4:])] if str(v).startswith("$run") else v for k, v in args.items()}
+
+
+def test_every_recipe_has_an_example() -> None:
+    assert set(RECIPE_EXAMPLES) == set(load_recipes())
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [  # one kernel each (3-10 s idle): the quickest stays in the fast run
+        k if k == "training_history" else pytest.param(k, marks=pytest.mark.slow)
+        for k in sorted(RECIPE_EXAMPLES)
+    ],
+)
+def test_recipe_notebook_reproduces_the_page_figure(
+    kind: str, recipe_workspace: Path, tmp_path: Path
+) -> None:
+    """The figure as a page draws it (``ui.cache.recipe_result``, then ``build_figure``) is what
+    the generic notebook of ``(kind, args)`` recomputes."""
+    from ui import cache
+
+    example, change = RECIPE_EXAMPLES[kind]
+    args = _resolve(example, recipe_workspace)
+    ws = str(recipe_workspace)
+    fig = build_figure(kind, cache.recipe_result(ws, kind, args), args)
+    nb = notebook_for((kind, args), workspace=recipe_workspace)
+    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    entry = RECIPES[kind]
+    assert f"from {entry.compute.__module__} import {entry.compute.__name__}" in src
+    assert "streamlit" not in src and "import ui" not in src
+    assert_reproduces(nb, fig, tmp_path)
+    other = args | _resolve(change, recipe_workspace)
+    _differs(fig, build_figure(kind, cache.recipe_result(ws, kind, other), other))

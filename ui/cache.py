@@ -44,6 +44,32 @@ def model(workspace: str, model_id: str, sha256: str, device: str = "cpu") -> Cl
     return zoo(workspace).load_model(model_id, device=device)
 
 
+# ## Recipes: the one cached caller of every ``core.recipes`` compute function.
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing…")
+def _recipe_result(workspace: str, kind: str, args_json: str, shas: tuple[str, ...]) -> Any:
+    """``core.recipes.compute`` of one request; ``shas`` (of the models the args name) keys the
+    cache so that a replaced checkpoint recomputes."""
+    from core.recipes import compute
+
+    return compute(zoo(workspace), kind, json.loads(args_json))
+
+
+def recipe_result(workspace: str, kind: str, args: dict[str, Any]) -> Any:
+    """The cached result of recipe ``kind`` on ``args`` (``args`` as the page passes them to
+    ``show_figure(fig, recipe=(kind, args))``; figure-only args are not part of the key, and kinds
+    that share a compute function share its results)."""
+    from core.recipes import check_args, get_recipe, shared_kind
+
+    entry = get_recipe(kind)
+    compute_args, _ = entry.split(check_args(kind, args))
+    z = zoo(workspace)
+    shas = tuple(z.get(mid).sha256 for mid in entry.model_ids(compute_args))
+    key = json.dumps(compute_args, sort_keys=True)
+    return _recipe_result(workspace, shared_kind(kind), key, shas)
+
+
 # ## Feature geometry and clustering (pages 6 and 7). Results are numpy records keyed by ids.
 
 
@@ -123,46 +149,6 @@ def umap_warm_up() -> bool:
 
     warm_up_umap(background=True)
     return True
-
-
-@st.cache_data(max_entries=8, show_spinner="Clustering…")
-def cluster_data(
-    workspace: str,
-    source: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    n: int,
-    seed: int,
-    k_max: int,
-    n_seeds: int,
-    device: str = "cpu",
-) -> dict:
-    """PPP, BIC/AIC selection and a PCA view of model features (``source="features"``) or raw
-    pixels (``source="pixels"``) of ``n`` training rows."""
-    from core.cluster import agreement, ppp
-    from core.geometry import extract_features, project, sample_rows
-
-    ds = task(task_name)
-    xs, ys = sample_rows(ds.x_train, ds.y_train, n, random_state=seed)
-    if source == "features":
-        data = extract_features(model(workspace, model_id, sha256, device), xs, device=device)
-    else:
-        data = xs.flatten(1)
-    res = ppp(data, k_max=k_max, random_state=seed, n_seeds=n_seeds, device=device)
-    coords = project(data.float(), "pca").coords
-    return {
-        "k": res.k,
-        "ks": res.ks,
-        "scores": res.scores,
-        "labels": res.labels,
-        "truth": ys.numpy(),
-        "posterior": res.posterior,
-        "coords": coords,
-        "agreement": agreement(ys.numpy(), res.labels),
-        "stability": res.scores["stability"][res.ks.index(res.k)],
-        "dim": int(data.shape[1]),
-    }
 
 
 # ---------------------------------------------------------------- Mixup

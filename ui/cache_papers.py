@@ -145,3 +145,35 @@ def bn_stream_study(
         )
 
     return _landscape_cached(key, compute)
+
+
+def different_init_study(
+    workspace: str,
+    id_a: str,
+    sha_a: str,
+    id_b: str,
+    sha_b: str,
+    task_name: str,
+    ratios: tuple[float, ...],
+    n_examples: int,
+    seed: int,
+    progress: Progress = None,
+) -> Any:
+    """ZipIt! and PLeaS vs permutation-only merging of two different-init MLPs."""
+    from core.papers.different_init import different_init_study as run
+
+    key = ("diffinit", workspace, id_a, sha_a, id_b, sha_b, task_name, ratios, n_examples, seed)
+    z = zoo(workspace)
+    return _landscape_cached(
+        key,
+        lambda: run(
+            model(workspace, id_a, sha_a, "cpu"),
+            z.state_dict(id_a),
+            z.state_dict(id_b),
+            task(task_name),
+            ratios=ratios,
+            n_examples=n_examples,
+            seed=seed,
+            progress=progress,
+        ),
+    )

@@ -47,7 +47,7 @@ def show_figure(
     stem: str,
     data: Any = None,
     meta: Mapping[str, Any] | None = None,
-    recipe: Mapping[str, Any] | None = None,
+    recipe: Mapping[str, Any] | tuple[str, Mapping[str, Any]] | None = None,
     caption: str = "",
 ) -> None:
     """Draw ``fig`` and, under it, an export panel: PNG/SVG/PDF/HTML/CSV/JSON downloads in a
@@ -58,17 +58,34 @@ def show_figure(
         key: unique widget key prefix ("<page>.<name>").
         stem: file name stem for downloads, e.g. "merge_lab_accuracy" (made file-name safe).
         data: the DataFrame behind the figure (default: extracted from the traces).
-        meta: provenance (model ids under "models", method, hyperparameters, seed...).
-        recipe: ``{"kind": ..., "args": {...}}`` for ``core.notebook_export``; enables the
-            notebook download and is stored with the figure.
+        meta: provenance (model ids under "models", method, hyperparameters, seed...); by
+            default derived from a ``core.recipes`` recipe (its kind and compute args).
+        recipe: ``(kind, args)`` of a ``core.recipes`` kind, or ``{"kind": ..., "args": {...}}``
+            of a ``core.notebook_export`` template; enables the notebook download and is stored
+            with the figure.
         caption: default caption when the figure is added to the Figures page.
     """
     if not isinstance(fig, go.Figure):
         raise TypeError(f"fig must be a plotly.graph_objects.Figure, got {type(fig).__name__}")
     stem = safe_name(stem)
+    if recipe is not None:
+        from core.notebook_export import as_recipe
+
+        recipe = as_recipe(recipe)
+        if meta is None:
+            meta = _recipe_meta(recipe)
     st.plotly_chart(fig, key=f"{key}.chart", config={"displaylogo": False})
     with st.expander("Export", expanded=False):
         _export_panel(fig, key=key, stem=stem, data=data, meta=meta, recipe=recipe, caption=caption)
+
+
+def _recipe_meta(recipe: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The provenance of a ``core.recipes`` kind (None for a template without a registry entry)."""
+    from core.recipes import load_recipes, recipe_meta
+
+    if recipe.get("kind") not in load_recipes():
+        return None
+    return recipe_meta(recipe["kind"], recipe.get("args", {}))
 
 
 def _export_panel(

@@ -7,6 +7,10 @@
 * :func:`weight_matching` — coordinate descent over linear assignment problems (no data).
 * :func:`activation_matching` — correlation of activations on data.
 * :func:`singular_alignment` — singular-vector alignment before/after a permutation (Ito et al.).
+* :func:`zipit` — ZipIt! (Stoica et al.): merge features within and across two MLPs, with
+  partial zipping (not a permutation: merge / unmerge matrices).
+* :func:`pleas` — PLeaS (Nasery et al.): partial permutation matching + per-layer least squares,
+  merged width between one model and the concatenation.
 """
 
 from .activation_matching import activation_matching
@@ -18,6 +22,7 @@ from .permute import (
     invert_permutation,
     random_permutation,
 )
+from .pleas import PleasResult, pleas
 from .singular import (
     LayerAlignment,
     SingularAlignment,
@@ -26,6 +31,7 @@ from .singular import (
 )
 from .spec import PermutationSpec, cnn_spec, mlp_spec, resnet_spec, spec_for
 from .weight_matching import MatchingInfo, weight_matching
+from .zipit import ZipMatrices, ZippedMLP, ZipResult, zip_features, zipit
 
 __all__ = [
     "LayerAlignment",
@@ -46,4 +52,11 @@ __all__ = [
     "singular_alignment",
     "spec_for",
     "weight_matching",
+    "ZipMatrices",
+    "ZipResult",
+    "ZippedMLP",
+    "zip_features",
+    "zipit",
+    "PleasResult",
+    "pleas",
 ]

@@ -122,7 +122,7 @@ def _lloyd(
 
 class KMeans(ClusterMixin, BaseEstimator):
     """k-means clustering in torch, with scikit-learn's estimator contract (checked by
-    ``sklearn.utils.estimator_checks.parametrize_with_checks`` in tests/test_cluster.py).
+    ``sklearn.utils.estimator_checks.parametrize_with_checks`` in tests/cluster/test_cluster.py).
 
     Args:
         n_clusters: k ≥ 1.

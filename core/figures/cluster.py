@@ -150,3 +150,24 @@ def cluster_scatter_figure(
         )
     fig.update_layout(title=title, xaxis_title="component 1", yaxis_title="component 2", height=460)
     return apply_paper(fig)
+
+
+# ---------------------------------------------------------------- figures of a PPP recipe result
+def ppp_k_figure(result: Mapping) -> go.Figure:
+    """:func:`k_selection_figure` of a ``core.recipes.cluster.ppp_clustering`` result."""
+    return k_selection_figure(result["ks"], result["scores"], chosen=result["k"])
+
+
+def ppp_contingency_figure(result: Mapping) -> go.Figure:
+    """:func:`contingency_figure` of a ``ppp_clustering`` result."""
+    return contingency_figure(result["truth"], result["labels"], class_names=result["class_names"])
+
+
+def ppp_scatter_figure(result: Mapping) -> go.Figure:
+    """:func:`cluster_scatter_figure` of a ``ppp_clustering`` result (PCA plane)."""
+    return cluster_scatter_figure(
+        result["coords"],
+        result["labels"],
+        confidence=result["posterior"],
+        title="Clusters (PCA of the clustered data)",
+    )

@@ -2,7 +2,7 @@
 survive greyscale print. Applied by :func:`core.figures.theme.apply_paper` to every figure, and
 again by export at the chosen print size, so each figure is laid out for the size it has.
 
-Rules (checked for every registered figure at both column sizes by tests/test_figure_layout.py):
+Rules (checked for every registered figure at both column sizes by tests/figures/test_figure_layout.py):
 
 - the title sits in the top margin (container coordinates), never over a subplot title;
 - the legend is horizontal, between the title and the plotting area, never on the tick labels

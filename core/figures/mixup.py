@@ -329,3 +329,8 @@ def lam_histogram_figure(lams: Sequence[float], *, title: str = "Realised λ") -
     fig.update_yaxes(title_text="count")
     fig.update_layout(title=title)
     return apply_paper(fig, size="column")
+
+
+def run_reliability_figure(run: Mapping[str, Any]) -> go.Figure:
+    """:func:`reliability_figure` of every method of a stored mixup run."""
+    return reliability_figure({k: v["reliability"] for k, v in run["methods"].items()})

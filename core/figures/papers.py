@@ -446,8 +446,104 @@ def _bn_stream_cells(args: Mapping[str, Any]) -> list[Cell]:
     ]
 
 
+# ------------------------------------------------------------------ ZipIt! and PLeaS
+
+
+def different_init_data(study: Any) -> pd.DataFrame:
+    """The study's rows: method, family, ratio, size, accuracy, low, high."""
+    return pd.DataFrame(study.rows)
+
+
+def different_init_figure(study: Any, *, title: str | None = None) -> go.Figure:
+    """Test accuracy (95% CI) vs merged-model size for merging two different-init models:
+    PLeaS with and without least squares as lines over the ratio of separate units; endpoints,
+    ensemble, permutation-only merges and ZipIt! as points."""
+    rows = study.rows
+    if not rows:
+        raise ValueError("study has no rows")
+    fig = go.Figure()
+    for j, method in enumerate(("PLeaS", "partial permutation (no LS)")):
+        sel = sorted((r for r in rows if r["method"] == method), key=lambda r: r["size"])
+        fig.add_trace(
+            go.Scatter(
+                x=[r["size"] for r in sel],
+                y=[100 * r["accuracy"] for r in sel],
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[100 * (r["high"] - r["accuracy"]) for r in sel],
+                    arrayminus=[100 * (r["accuracy"] - r["low"]) for r in sel],
+                ),
+                mode="lines+markers",
+                line=dict(color=PALETTE[j], dash="solid" if j == 0 else "dash"),
+                name=method,
+            )
+        )
+    symbols = {"endpoint": "circle-open", "permutation": "square", "ZipIt!": "diamond"}
+    points = [r for r in rows if r["family"] != "PLeaS"]
+    for k, r in enumerate(points):
+        fig.add_trace(
+            go.Scatter(
+                x=[r["size"]],
+                y=[100 * r["accuracy"]],
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[100 * (r["high"] - r["accuracy"])],
+                    arrayminus=[100 * (r["accuracy"] - r["low"])],
+                ),
+                mode="markers",
+                marker=dict(
+                    symbol=symbols.get(r["family"], "circle"),
+                    size=9,
+                    color=PALETTE[(k + 2) % len(PALETTE)],
+                ),
+                name=r["method"],
+            )
+        )
+    fig.update_layout(
+        title=title or f"Merging different-init models, {study.task or 'task'}",
+        xaxis_title="parameters relative to one model",
+        yaxis_title="test accuracy (%)",
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return apply_paper(fig, size="double")
+
+
+@register(
+    "different_init_study",
+    description="ZipIt! and PLeaS vs permutation-only merging of different-init models, by size",
+    requires=("models", "task"),
+)
+def _different_init_cells(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``models`` ([A, B], MLPs of one shape), ``task``, ``ratios``, ``n_examples``,
+    ``seed``."""
+    _ids(args, "models", 2)
+    return [
+        markdown(
+            "Merge two MLPs trained from different initialisations with naive averaging, weight "
+            "and activation matching, ZipIt! (Stoica et al., ICLR 2024) and PLeaS (Nasery et al., "
+            "CVPR 2025); test accuracy against the merged model's size."
+        ),
+        code(
+            "from core.data import get_task\n"
+            "from core.figures.papers import different_init_figure\n"
+            "from core.papers.different_init import different_init_study\n\n"
+            'id_a, id_b = ARGS["models"]\n'
+            "study = different_init_study(\n"
+            "    zoo.load_model(id_a), zoo.state_dict(id_a), zoo.state_dict(id_b),\n"
+            '    get_task(ARGS["task"]), ratios=tuple(ARGS.get("ratios", [0.0, 0.25, 0.5, 1.0])),\n'
+            '    n_examples=ARGS.get("n_examples", 2000), seed=ARGS.get("seed", 0),\n'
+            ")\n"
+            "fig = different_init_figure(study)"
+        ),
+    ]
+
+
 __all__ = [
     "bn_stream_data",
+    "different_init_data",
+    "different_init_figure",
     "bn_stream_figure",
     "singular_alignment_data",
     "singular_alignment_table",

@@ -24,7 +24,13 @@ from .projection import (
     umap_embed,
     warm_up_umap,
 )
-from .report import feature_report, mixup_report, projection_report, sample_rows
+from .report import (
+    feature_report,
+    mixup_report,
+    projection_report,
+    report_from_features,
+    sample_rows,
+)
 from .runs import nc_histories, runs_with_nc, train_nc_comparison
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "etf_distance",
     "extract_features",
     "feature_report",
+    "report_from_features",
     "mixup_report",
     "projection_report",
     "sample_rows",

@@ -44,6 +44,24 @@ def feature_report(
     layer = model.classifier_layer(head)
     w = layer.weight.detach().cpu()
     b = layer.bias.detach().cpu() if layer.bias is not None else None
+    return report_from_features(feats, y, w, b)
+
+
+def report_from_features(
+    feats: Tensor, y: Tensor, weight: Tensor, bias: Tensor | None = None
+) -> dict[str, Any]:
+    """:func:`feature_report` of features already extracted: ``feats`` (N, D), ``y`` (N,),
+    the classifier ``weight`` (C, D) and ``bias`` (C,) (e.g. a suite task's fixed head)."""
+    if not isinstance(feats, Tensor) or feats.ndim != 2:
+        raise ValueError(f"feats must be an (N, D) Tensor, got {getattr(feats, 'shape', feats)}")
+    if not isinstance(y, Tensor) or y.shape != (len(feats),):
+        raise ValueError(f"y must be an ({len(feats)},) Tensor, got {getattr(y, 'shape', y)}")
+    if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != feats.shape[1]:
+        raise ValueError(
+            f"weight must be a (C, {feats.shape[1]}) Tensor, got {getattr(weight, 'shape', weight)}"
+        )
+    feats, y, w = feats.detach().cpu(), y.detach().cpu(), weight.detach().cpu()
+    b = bias.detach().cpu() if bias is not None else None
     nc = neural_collapse(feats, y, (w, b))
     stats = class_stats(feats, y)
     return {

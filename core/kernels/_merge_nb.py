@@ -57,17 +57,14 @@ def bf16_decode(h):
 
 @njit(cache=True)
 def f16_decode(h):
-    # F. Giesen's half -> float: rebias the exponent; inf/NaN get the top exponent, subnormals
-    # are renormalised by one float subtraction (exact)
+    # F. Giesen's branchless half -> float ("fast5"): the 15 exponent and mantissa bits moved
+    # into place and scaled by 2^112 (one exact multiply rebiases normals and renormalises
+    # subnormals); what was inf/NaN gets the top exponent. Only selects, so LLVM vectorises
+    # the loops around it (the branchy form cost about 3x the bfloat16 shift).
     h = u32(h) & u32(0xFFFF)
-    o = u32((h & u32(0x7FFF)) << u32(13))
-    e = o & u32(0x0F800000)
-    o = u32(o + u32(0x38000000))
-    if e == u32(0x0F800000):
-        o = u32(o + u32(0x38000000))
-    elif e == u32(0):
-        o = u32(o + u32(0x00800000))
-        o = _bits_from_f32(_f32_from_bits(o) - np.float32(6.103515625e-05))
+    f = _f32_from_bits(u32((h & u32(0x7FFF)) << u32(13))) * np.float32(5.192296858534828e33)
+    o = _bits_from_f32(f)
+    o = u32(o | u32(0x7F800000)) if f >= np.float32(65536.0) else o
     return _f32_from_bits(u32(o | ((h & u32(0x8000)) << u32(16))))
 
 
@@ -81,18 +78,18 @@ def bf16_encode(f):
 
 @njit(cache=True)
 def f16_encode(f):
-    # F. Giesen's float -> half, round to nearest even, overflow to inf, subnormals exact
+    # F. Giesen's float -> half, round to nearest even, overflow to inf, subnormals exact; the
+    # three cases are all computed and selected (no branches, so the store loops vectorise)
     u = _bits_from_f32(np.float32(f))
     sign = u & u32(0x80000000)
     u = u32(u ^ sign)
-    if u >= u32(0x47800000):
-        o = u32(0x7E00) if u > u32(0x7F800000) else u32(0x7C00)
-    elif u < u32(0x38800000):
-        magic = u32(0x3F000000)
-        o = u32(_bits_from_f32(_f32_from_bits(u) + _f32_from_bits(magic)) - magic)
-    else:
-        odd = (u >> u32(13)) & u32(1)
-        o = u32(((u + u32(0xC8000FFF) + odd) & _M32) >> u32(13))
+    special = u32(0x7E00) if u > u32(0x7F800000) else u32(0x7C00)
+    magic = u32(0x3F000000)
+    sub = u32(_bits_from_f32(_f32_from_bits(u) + _f32_from_bits(magic)) - magic)
+    odd = (u >> u32(13)) & u32(1)
+    norm = u32(((u + u32(0xC8000FFF) + odd) & _M32) >> u32(13))
+    o = sub if u < u32(0x38800000) else norm
+    o = special if u >= u32(0x47800000) else o
     return np.int16(np.uint16(o | (sign >> u32(16))))
 
 
@@ -149,18 +146,35 @@ def load_block(x, lo, hi, buf):
 
 
 @njit(cache=True, error_model="numpy")
-def ties_acc(x, lo, bb, sub_base, thr, w, weighted, seed, drop_m, factor, st):
+def drop_block(xb, seed, lo, drop_m, fac):
+    # DARE on a decoded block: entry lo + i kept (times fac) when the top 15 bits of SplitMix64
+    # output lo + i are >= drop_m, else 0 (a function and a loop of its own: it vectorises)
+    zero = xb.dtype.type(0.0)
+    for i in range(xb.shape[0]):
+        keep = (splitmix(seed, lo + i) >> u64(49)) >= u64(drop_m)
+        xb[i] = xb[i] * fac if keep else zero
+
+
+@njit(cache=True, error_model="numpy")
+def ties_acc(x, lo, bb, sub_base, thr, w, weighted, seed, drop_m, factor, st, xb):
+    # xb: (B,) scratch. Each step is a loop of its own without branches inside (decode, minus
+    # θ₀, DARE draws, fold): LLVM vectorises every one of them, where one loop with the
+    # branches inside was left scalar for float16 (its decoder made the body too large)
+    n = st.shape[1]
+    load_block(x, lo, lo + n, xb)
     zero = st.dtype.type(0.0)
     one = st.dtype.type(1.0)
     fac = st.dtype.type(factor)
     ww = st.dtype.type(w)
     t = st.dtype.type(thr)
+    if sub_base:
+        for i in range(n):
+            xb[i] = xb[i] - bb[i]
+    if drop_m > 0:
+        drop_block(xb, seed, lo, drop_m, fac)
     tot, mag, sgn, cnt, wtot, wmag = st[0], st[1], st[2], st[3], st[4], st[5]
-    for i in range(st.shape[1]):
-        d = load(x, lo + i) - bb[i] if sub_base else load(x, lo + i)
-        if drop_m > 0:
-            keep = (splitmix(seed, lo + i) >> u64(49)) >= u64(drop_m)
-            d = d * fac if keep else zero
+    for i in range(n):
+        d = xb[i]
         a = abs(d)
         # kept: |τ| >= threshold, and τ != 0 (which is all a zero threshold asks)
         m = one if (a >= t) & (a > zero) else zero
@@ -168,8 +182,11 @@ def ties_acc(x, lo, bb, sub_base, thr, w, weighted, seed, drop_m, factor, st):
         mag[i] += a * m
         sgn[i] += ((one if d > zero else zero) - (one if d < zero else zero)) * m
         cnt[i] += m
-        if weighted:
-            mw = m * ww
+    if weighted:
+        for i in range(n):
+            d = xb[i]
+            a = abs(d)
+            mw = (one if (a >= t) & (a > zero) else zero) * ww
             wtot[i] += d * mw
             wmag[i] += a * mw
 
@@ -215,11 +232,28 @@ def ties_all(
         hi = min(n, lo + block)
         st = np.zeros((6, hi - lo), dtype=proto.dtype)  # (6, B) running sums
         bb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) θ₀ in the compute dtype
+        xb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) one model's block, decoded
         if sub_base or add_base:
             load_block(base, lo, hi, bb)
         for j in range(len(xs)):
-            ties_acc(xs[j], lo, bb, sub_base, thr[j], w[j], weighted, seeds[j], drop_m, factor, st)
+            x = xs[j]
+            ties_acc(x, lo, bb, sub_base, thr[j], w[j], weighted, seeds[j], drop_m, factor, st, xb)
         ties_fin(st, weighted, bb, add_base, scale, mean, out, lo)
+
+
+@njit(cache=True, error_model="numpy")
+def dare_acc(x, lo, bb, has_base, ww, seed, drop_m, acc, xb):
+    # acc += ww · keep · (x − θ₀) on one block: decode, minus θ₀, draws and sum in branch-free
+    # loops of their own, so each vectorises
+    n = acc.shape[0]
+    load_block(x, lo, lo + n, xb)
+    if has_base:
+        for i in range(n):
+            xb[i] = xb[i] - bb[i]
+    if drop_m > 0:
+        drop_block(xb, seed, lo, drop_m, acc.dtype.type(1.0))
+    for i in range(n):
+        acc[i] += xb[i] * ww
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -234,6 +268,7 @@ def dare_all(xs, base, has_base, c, w, seeds, drop_m, out, block, proto):
         hi = min(n, lo + block)
         bb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) θ₀
         acc = np.zeros(hi - lo, dtype=proto.dtype)  # (B,) the output block
+        xb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) one model's block, decoded
         if c != 0.0:
             load_block(base, lo, hi, bb)
             if c == 1.0:
@@ -248,12 +283,7 @@ def dare_all(xs, base, has_base, c, w, seeds, drop_m, out, block, proto):
             ww = proto.dtype.type(w[j])
             if ww == zero:
                 continue
-            for i in range(hi - lo):
-                d = load(x, lo + i) - bb[i] if has_base else load(x, lo + i)
-                if drop_m > 0:
-                    keep = (splitmix(seeds[j], lo + i) >> u64(49)) >= u64(drop_m)
-                    d = d if keep else zero
-                acc[i] += d * ww
+            dare_acc(x, lo, bb, has_base, ww, seeds[j], drop_m, acc, xb)
         for i in range(hi - lo):
             store(out, lo + i, acc[i])
 
@@ -311,3 +341,35 @@ def bracket_all(xs, base, has_base, los, his, block, cap, above, inside, out):
 def decode_into(x, out):
     # x in its storage dtype -> out in the compute dtype (one serial pass)
     load_block(x, 0, x.shape[0], out)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def magmax_all(xs, base, has_base, scale, out, block, proto):
+    # out = θ₀ + λ · τ_{t*} per entry, t* the task of largest |τ| (the later on ties); |τ| of
+    # the winner so far in `ba` with torch.maximum's NaN rule (a NaN |τ| sticks and then no
+    # later task wins), as the chunked torch loop of core.merge.magmax does
+    n = out.shape[0]
+    sc = proto.dtype.type(scale)
+    for b in prange((n + block - 1) // block):
+        lo = b * block
+        hi = min(n, lo + block)
+        bb = np.empty(hi - lo, dtype=proto.dtype)  # (B,) θ₀
+        best = np.empty(hi - lo, dtype=proto.dtype)  # (B,) the winning τ
+        ba = np.empty(hi - lo, dtype=proto.dtype)  # (B,) its |τ|
+        if has_base:
+            load_block(base, lo, hi, bb)
+        x0 = xs[0]
+        for i in range(hi - lo):
+            d = load(x0, lo + i) - bb[i] if has_base else load(x0, lo + i)
+            best[i] = d
+            ba[i] = abs(d)
+        for j in range(1, len(xs)):
+            x = xs[j]
+            for i in range(hi - lo):
+                d = load(x, lo + i) - bb[i] if has_base else load(x, lo + i)
+                a = abs(d)
+                win = a >= ba[i]
+                best[i] = d if win else best[i]
+                ba[i] = a if win | (a != a) else ba[i]
+        for i in range(hi - lo):
+            store(out, lo + i, bb[i] + sc * best[i] if has_base else best[i] * sc)

@@ -1,4 +1,4 @@
-"""Fused CPU kernels (numba) for TIES, DARE-TIES, DARE and the magnitude threshold.
+"""Fused CPU kernels (numba) for TIES, DARE-TIES, DARE, MagMax and the magnitude threshold.
 
 The torch kernels in :mod:`core.merge._blocks` make about ten elementwise passes over each
 cache-sized chunk per model (delta, abs, mask, three multiply-adds, sign, DARE draws, ...): on a
@@ -228,6 +228,24 @@ def _sum(
     return out.view(ref.shape)
 
 
+def magmax(
+    tensors: Sequence[Tensor],
+    base: Tensor | None,
+    scale: float,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """MagMax in one pass: ``θ₀ + λ · τ_{t*}``, ``t*`` the task of largest ``|τ|`` per entry
+    (the later on ties), the fused :func:`core.merge.magmax.magmax_tensor`."""
+    k = _kernels()
+    ref = tensors[0]
+    out = _out(ref, out_dtype)  # (P,)
+    xs = _arrays(tensors)
+    b = _np(base) if base is not None else xs[0]
+    with LOCK:
+        k.magmax_all(xs, b, base is not None, float(scale), _np(out), FUSED_CHUNK, _proto(ref))
+    return out.view(ref.shape)
+
+
 def _bracket(
     xs: Any,
     b: np.ndarray,
@@ -389,5 +407,6 @@ def warm() -> None:
             )
             ties(x, base, [0.5] * 3, scale=1.0, disjoint="mean", generator=None, **kw)
             dare(x, base, generator=None, **kw)
+            magmax(x, base, 0.5, out_dtype)
         big = [torch.arange(DIRECT_MAX + 8).to(dt) * (i + 1) for i in range(3)]
         thresholds(big, torch.zeros_like(big[0]), [DIRECT_MAX // 2] * 3)

@@ -6,10 +6,17 @@ merged state dict. Each registry entry carries its paper link and its hyperparam
 sliders. Tags on entries:
 
 * ``needs_base`` — the method works on task vectors and needs the pre-trained ``base``;
-* ``per_tensor`` — the method works key by key (:data:`TENSOR_METHODS` has its kernel);
+* ``per_tensor`` — the method works key by key (the entry's ``tensor`` kernel; the view
+  :data:`TENSOR_METHODS` lists them);
 * ``data_dependent`` — it takes data-derived arguments (evaluation function, Fisher diagonals,
-  Gram matrices, unlabeled batches) computed by separate functions in the same file;
+  Gram matrices, unlabeled batches) computed by separate functions in the same file; the
+  entry's ``prepare(modules, data)`` hook (:class:`MergeData`) computes them for the Merge Lab;
+* ``scale_linear`` — the result is θ₀ + λ·f(τ; other hyperparameters) (a λ move alone may
+  rescale a cached merged task vector);
 * ``two_models`` — it merges exactly two models.
+
+Every per-method fact lives in the method's file and its entry (:class:`MethodEntry`): a new
+method, data-dependent or streamable, is one file plus its test.
 
 Integer tensors (BatchNorm's ``num_batches_tracked``) are never averaged: they are copied from
 the base (or the first model). Half-precision tensors are merged in float32 and cast back; NaN/Inf
@@ -59,7 +66,19 @@ from . import task_arithmetic as _task_arithmetic  # noqa: F401
 from . import ties as _ties  # noqa: F401
 from . import tsv as _tsv  # noqa: F401
 from . import wudi as _wudi  # noqa: F401
-from ._base import METHODS, TAGS, TENSOR_METHODS, MergeFn, TensorFn, check_merged_finite
+from ._base import (
+    METHODS,
+    TAGS,
+    TENSOR_METHODS,
+    MergeData,
+    MergeFn,
+    MethodEntry,
+    ModuleFactory,
+    PrepareFn,
+    TensorFn,
+    check_merged_finite,
+    method_entry,
+)
 from .adamerging import AdaMergingResult, adamerging_coefficients
 from .bn import recompute_batchnorm
 from .emr import emr_merge
@@ -77,7 +96,11 @@ __all__ = [
     "TENSOR_METHODS",
     "AdaMergingResult",
     "GreedySoupResult",
+    "MergeData",
     "MergeFn",
+    "MethodEntry",
+    "ModuleFactory",
+    "PrepareFn",
     "TensorFn",
     "adamerging_coefficients",
     "fisher_diagonal",
@@ -85,6 +108,7 @@ __all__ = [
     "greedy_soup_search",
     "merge",
     "method_arguments",
+    "method_entry",
     "recompute_batchnorm",
     "ties_thresholds",
     "PER_TASK_METHODS",

@@ -3,23 +3,38 @@
 ``METHODS`` maps a method name to a state-dict function
 ``fn(models, *, base, generator, **hyper) -> StateDict`` that returns the merged floating-point
 tensors; :func:`core.merge.merge` validates the inputs and fills in integer buffers.
-``TENSOR_METHODS`` maps the methods that work one tensor at a time to pure functions
-``fn(tensors, base, *, generator=None, **hyper) -> Tensor`` over the tensors of one key, so a
-streaming engine can merge checkpoints key by key with bounded memory. In those functions a
-``base`` of None means a zero base: the tensors are then task vectors and the result is the
-merged task vector.
+Each entry (:class:`MethodEntry`) carries every per-method fact:
+
+* ``tensor`` — for methods tagged ``per_tensor``, a pure function
+  ``fn(tensors, base, *, generator=None, **hyper) -> Tensor`` over the tensors of one key, so a
+  streaming engine can merge checkpoints key by key with bounded memory (a ``base`` of None
+  means a zero base: the tensors are then task vectors and the result is the merged task
+  vector). ``TENSOR_METHODS`` is a read-only view name -> kernel over the registry;
+* ``prepare`` — for methods tagged ``data_dependent``, ``prepare(modules, data) -> dict`` that
+  computes the method's data-derived arguments from a :class:`MergeData` (what the Merge Lab
+  calls, so a new data-dependent method needs no code outside its own file); ``prepare_keys``
+  names the hyperparameters those arguments depend on (Localize-and-Stitch's masks depend on
+  ``density``);
+* the tag ``scale_linear`` — the result is θ₀ + λ·f(τ; other hyperparameters), so a move of
+  the λ (``scale``) slider alone may rescale a cached merged task vector;
+* ``mergekit`` — the mergekit ``merge_method`` names the method runs (``linear`` → ``average``,
+  ``dare_linear`` → ``dare``), read by the streaming CLI's config (core/stream/config.py).
+
+The hyperparameter defaults are the registered function's keyword defaults; the ``Hyper``
+metadata repeats them for the sliders and tests/merge/test_merge.py checks that the two agree.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._registry import Registry
+from .._registry import Entry, Registry
 from ..params import StateDict
 
 MergeFn = Callable[..., StateDict]
@@ -28,15 +43,136 @@ MergeFn = Callable[..., StateDict]
 # A per-tensor merge: fn(tensors, base, *, generator=None, **hyper) -> merged tensor.
 TensorFn = Callable[..., Tensor]
 
+# modules(sd) -> a fresh module of the architecture in eval mode, carrying sd's tensors (its
+# own initial ones for None).
+ModuleFactory = Callable[[Mapping[str, Tensor] | None], torch.nn.Module]
 
-METHODS: Registry[MergeFn] = Registry("merge method")
-TENSOR_METHODS: dict[str, TensorFn] = {}
+
+@dataclass(frozen=True, eq=False)
+class MergeData:
+    """What a data-dependent method's ``prepare(modules, data)`` hook may draw on.
+
+    Built by the caller (:class:`core.merge_eval.MergeLab`); every field that costs something
+    is a function, called only by the hooks that need it.
+
+    Attributes:
+        models: the source state dicts, (N,).
+        base: the pre-trained state dict, or None.
+        names: a display name per model (progress messages).
+        train: ``train(i) -> (x, y)``: labelled training examples of model i's task.
+        unlabeled: ``unlabeled() -> [x_t]``: unlabeled inputs of every evaluated task
+            (AdaMerging's test-time adaptation data).
+        evaluate: ``evaluate(sd) -> float``: held-out score of a merged model (greedy soup).
+        hyperparameters: the slider values with the method's defaults filled in.
+        progress: ``progress(done, total, message)``.
+    """
+
+    models: Sequence[StateDict]
+    base: StateDict | None
+    names: Sequence[str]
+    train: Callable[[int], tuple[Tensor, Tensor]]
+    unlabeled: Callable[[], list[Tensor]]
+    evaluate: Callable[[Mapping[str, Tensor]], float]
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    progress: Callable[[int, int, str], None] = lambda done, total, message: None
+
+
+# prepare(modules, data) -> the method's data-derived keyword arguments
+PrepareFn = Callable[[ModuleFactory, MergeData], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MethodEntry(Entry[MergeFn]):
+    """A merge method's registry entry: function, paper, hyperparameters, tags, and
+
+    Attributes:
+        tensor: the per-tensor kernel (methods tagged ``per_tensor``), or None.
+        prepare: ``prepare(modules, data) -> dict`` computing the data-derived arguments
+            (methods tagged ``data_dependent``), or None.
+        prepare_keys: hyperparameters the prepared arguments depend on (part of their cache
+            key), e.g. ``("density",)``.
+    """
+
+    tensor: TensorFn | None = None
+    prepare: PrepareFn | None = None
+    prepare_keys: tuple[str, ...] = ()
+    mergekit: tuple[str, ...] = ()  # the mergekit merge_method names this method runs
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mergekit, tuple) or not all(
+            isinstance(x, str) and x for x in self.mergekit
+        ):
+            raise ValueError(
+                f"merge method {self.name!r}: mergekit must be a tuple of non-empty names, "
+                f"got {self.mergekit!r}"
+            )
+        if self.tensor is not None and "per_tensor" not in self.tags:
+            raise ValueError(
+                f"merge method {self.name!r} has a tensor kernel but no per_tensor tag"
+            )
+        if self.prepare is not None and "data_dependent" not in self.tags:
+            raise ValueError(
+                f"merge method {self.name!r} has a prepare hook but no data_dependent tag"
+            )
+        unknown = sorted(set(self.prepare_keys) - {p.name for p in self.params})
+        if unknown:
+            raise ValueError(
+                f"merge method {self.name!r}: prepare_keys {unknown} are not hyperparameters"
+            )
+
+
+class _TensorMethods(Mapping[str, TensorFn]):
+    """Read-only view name -> per-tensor kernel of every entry that has one."""
+
+    def __init__(self, registry: Registry[MergeFn]) -> None:
+        self._registry = registry
+
+    def _kernels(self) -> dict[str, TensorFn]:
+        out: dict[str, TensorFn] = {}
+        for e in self._registry.entries():
+            fn = getattr(e, "tensor", None)
+            if fn is not None:
+                out[e.name] = fn
+        return out
+
+    def __getitem__(self, name: str) -> TensorFn:
+        fn = getattr(self._registry[name], "tensor", None) if name in self._registry else None
+        if fn is None:
+            raise KeyError(
+                f"merge method {name!r} has no per-tensor kernel; expected one of "
+                f"{sorted(self._kernels())}"
+            )
+        return fn
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str) or name not in self._registry:
+            return False
+        return getattr(self._registry[name], "tensor", None) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kernels())
+
+    def __len__(self) -> int:
+        return len(self._kernels())
+
+
+METHODS: Registry[MergeFn] = Registry("merge method", entry=MethodEntry)
+TENSOR_METHODS: Mapping[str, TensorFn] = _TensorMethods(METHODS)
 
 # Elements processed at once by the chunked per-tensor kernels (fixed so that random draws
 # do not depend on anything but the generator's state).
 CHUNK = 1 << 20
 
-TAGS = frozenset({"needs_base", "per_tensor", "data_dependent", "two_models", "per_task"})
+TAGS = frozenset(
+    {"needs_base", "per_tensor", "data_dependent", "two_models", "per_task", "scale_linear"}
+)
+
+
+def method_entry(name: str) -> MethodEntry:
+    """The registry entry of merge method ``name`` (typed: tensor kernel, prepare hook)."""
+    entry = METHODS[name]
+    assert isinstance(entry, MethodEntry)
+    return entry
 
 
 def check_tensors(tensors: Sequence[Tensor], base: Tensor | None) -> list[Tensor]:

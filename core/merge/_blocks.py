@@ -105,13 +105,7 @@ def magnitude_threshold(
             for t, b in zip(tensors, bases, strict=True)
         ]
     )  # (m,) about 65536 entries
-    m = sample.numel()
-    j = k * m / n  # expected rank of the answer in the sample
-    margin = 4.0 * math.sqrt(max(j, 1.0)) + 8.0
-    hi_i, lo_i = math.floor(j - margin), math.ceil(j + margin)
-    # the (r+1)-th largest sample entry by selection (kthvalue), not a full sort
-    hi = math.inf if hi_i < 0 else float(sample.kthvalue(m - hi_i).values)
-    lo = 0.0 if lo_i >= m else float(sample.kthvalue(m - lo_i).values)
+    lo, hi, _ = sample_bracket(sample, k, n)
     above, inside = 0.0, []
     c = min(chunk_for(tensors[0].device, CHUNK), n)
     buf = torch.empty(2, c, dtype=dtype, device=tensors[0].device)  # (2, C) scratch
@@ -129,14 +123,43 @@ def magnitude_threshold(
             above += float(torch.gt(a, hi, out=f).sum())  # count in float: no bool temporary
             inside.append(a[(a >= lo) & (a <= hi)])  # (M,) the few inside the bracket
     above = round(above)
-    cand = torch.cat(inside)  # (M,) the entries inside the bracket
-    need = k - above
-    if 1 <= need <= cand.numel():
-        return float(cand.kthvalue(cand.numel() - need + 1).values)
+    found = pick_in_bracket(torch.cat(inside), above, k)  # from the (M,) inside the bracket
+    if found is not None:
+        return found
     full = torch.cat(
         [_delta(t.reshape(-1), _flat(b), dtype).abs() for t, b in zip(tensors, bases, strict=True)]
     )  # (P,) rare fallback: the bracket missed
     return float(full.kthvalue(n - k + 1).values)
+
+
+def sample_bracket(sample: Tensor, k: int, n: int) -> tuple[float, float, float]:
+    """Bounds ``(lo, hi, width)`` on the k-th largest of n entries from a sample of them.
+
+    ``sample``: (m,) |τ| values drawn with a fixed stride. The answer's expected rank in the
+    sample is j = k·m/n; the bounds are the sample entries of rank j ± (4√j + 8) (selection by
+    ``kthvalue``, not a full sort), ``hi`` = inf and ``lo`` = 0 where that rank leaves the
+    sample; ``width`` is the share of the sample between them (about that share of all n
+    entries falls inside). The one bracket of every exact top-k search here: the in-memory
+    :func:`magnitude_threshold` and the streaming global trim
+    (:func:`core.stream.thresholds.global_thresholds`).
+    """
+    m = sample.numel()
+    j = k * m / n  # expected rank of the answer in the sample
+    margin = 4.0 * math.sqrt(max(j, 1.0)) + 8.0
+    hi_i, lo_i = math.floor(j - margin), math.ceil(j + margin)
+    # the (r+1)-th largest sample entry by selection
+    hi = math.inf if hi_i < 0 else float(sample.kthvalue(m - hi_i).values)
+    lo = 0.0 if lo_i >= m else float(sample.kthvalue(m - lo_i).values)
+    return lo, hi, (min(lo_i, m) - max(hi_i, 0)) / m
+
+
+def pick_in_bracket(inside: Tensor, above: int, k: int) -> float | None:
+    """The k-th largest of all entries, given the ``above`` entries over the bracket and the
+    (M,) entries ``inside`` it; None when the bracket missed (the caller widens it)."""
+    need = k - above
+    if 1 <= need <= inside.numel():
+        return float(inside.kthvalue(inside.numel() - need + 1).values)
+    return None
 
 
 def tensor_thresholds(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from .._checks import check_choice, check_int, check_range, check_tensor
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS
+from ._base import METHODS, MergeData, ModuleFactory
 
 MODE = Hyper(
     "mode",
@@ -193,3 +194,12 @@ def _entropy_loss(
         logp = F.log_softmax(logits, dim=-1)  # (B, C)
         loss = loss + (-(logp.exp() * logp).sum(dim=-1)).mean()
     return loss
+
+
+def prepare_adamerging(modules: ModuleFactory, data: MergeData) -> dict[str, Any]:
+    """AdaMerging's data: the architecture and the unlabeled inputs of every task (test-time
+    adaptation, as in the paper)."""
+    return {"model": modules(None), "x": data.unlabeled()}
+
+
+METHODS.attach("adamerging", prepare=prepare_adamerging)

@@ -29,7 +29,6 @@ from torch import Tensor
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     chunks,
@@ -47,6 +46,7 @@ BLOG = (
 
 @METHODS.register(
     "arcee_fusion",
+    mergekit=("arcee_fusion",),
     title="Arcee Fusion (two models)",
     paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(),
@@ -123,4 +123,4 @@ def fusion_threshold(score: Tensor) -> Tensor:
     return med + 1.5 * (q3_t - q1_t)
 
 
-TENSOR_METHODS["arcee_fusion"] = arcee_fusion_tensor
+METHODS.attach("arcee_fusion", tensor=arcee_fusion_tensor)

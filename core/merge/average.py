@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, check_weights
+from ._base import METHODS, apply_per_tensor, check_tensors, check_weights
 from ._blocks import weighted_sum
 
 WEIGHTS = Hyper(
@@ -25,6 +25,7 @@ WEIGHTS = Hyper(
 
 @METHODS.register(
     "average",
+    mergekit=("linear",),
     title="Model soup (average)",
     paper="https://arxiv.org/abs/2203.05482",
     params=(WEIGHTS,),
@@ -72,4 +73,4 @@ def normalised_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return [x / total for x in w]
 
 
-TENSOR_METHODS["average"] = average_tensor
+METHODS.attach("average", tensor=average_tensor)

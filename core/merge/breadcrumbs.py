@@ -21,7 +21,7 @@ from torch import Tensor
 from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, check_weights
+from ._base import METHODS, apply_per_tensor, check_tensors, check_weights
 from ._blocks import keep_count
 
 BC_DENSITY = Hyper("density", "float", 0.1, 0.01, 1.0, 0.01, help="final fraction of |τ| kept")
@@ -41,10 +41,11 @@ BC_WEIGHTS = Hyper("weights", "floats", None, 0.0, 2.0, 0.05, help="weight per t
 
 @METHODS.register(
     "breadcrumbs",
+    mergekit=("breadcrumbs",),
     title="Model Breadcrumbs",
     paper="https://arxiv.org/abs/2312.06795",
     params=(BC_DENSITY, GAMMA, BC_SCALE, BC_WEIGHTS),
-    tags=("needs_base", "per_tensor"),
+    tags=("needs_base", "per_tensor", "scale_linear"),
 )
 def breadcrumbs(
     models: Sequence[StateDict],
@@ -123,4 +124,4 @@ def middle_mask(tau: Tensor, density: float, gamma: float) -> Tensor:
     return mask.reshape(tau.shape)
 
 
-TENSOR_METHODS["breadcrumbs"] = breadcrumbs_tensor
+METHODS.attach("breadcrumbs", tensor=breadcrumbs_tensor)

@@ -28,7 +28,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     check_weights,
@@ -56,6 +55,7 @@ BT_DISJOINT = Hyper(
 
 @METHODS.register(
     "breadcrumbs_ties",
+    mergekit=("breadcrumbs_ties",),
     title="Model Breadcrumbs + TIES election",
     paper="https://arxiv.org/abs/2312.06795",
     params=(BC_DENSITY, GAMMA, BC_SCALE, SCOPE, BT_DISJOINT, BC_WEIGHTS),
@@ -154,4 +154,4 @@ def breadcrumbs_mask(tau: Tensor, density: float, gamma: float, scope: str) -> T
     return rank_window(a.abs(), n_top, n_keep).reshape(tau.shape)
 
 
-TENSOR_METHODS["breadcrumbs_ties"] = breadcrumbs_ties_tensor
+METHODS.attach("breadcrumbs_ties", tensor=breadcrumbs_ties_tensor)

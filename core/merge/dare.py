@@ -20,7 +20,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     check_weights,
@@ -34,10 +33,11 @@ DROP = Hyper("drop", "float", 0.5, 0.0, 0.99, 0.01, help="p: probability of drop
 
 @METHODS.register(
     "dare",
+    mergekit=("dare_linear",),
     title="DARE (drop and rescale) + task arithmetic",
     paper="https://arxiv.org/abs/2311.03099",
     params=(DROP, SCALE, TASK_WEIGHTS),
-    tags=("needs_base", "per_tensor"),
+    tags=("needs_base", "per_tensor", "scale_linear"),
 )
 def dare(
     models: Sequence[StateDict],
@@ -107,4 +107,4 @@ def dare_definition(
     return out.to(tensors[0].dtype)
 
 
-TENSOR_METHODS["dare"] = dare_tensor
+METHODS.attach("dare", tensor=dare_tensor)

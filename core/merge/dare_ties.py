@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .._checks import check_range
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, check_tensors, check_weights, compute_dtype
+from ._base import METHODS, check_tensors, check_weights, compute_dtype
 from ._blocks import dare_kernel, tensor_thresholds, ties_kernel
 from .dare import DROP
 from .ties import DENSITY, DISJOINT, TIES_SCALE, TRIM, WEIGHTS, check_ties_args, ties_thresholds
@@ -28,10 +28,11 @@ from .ties import DENSITY, DISJOINT, TIES_SCALE, TRIM, WEIGHTS, check_ties_args,
 
 @METHODS.register(
     "dare_ties",
+    mergekit=("dare_ties",),
     title="DARE + TIES",
     paper="https://arxiv.org/abs/2311.03099",
     params=(DROP, DENSITY, TIES_SCALE, TRIM, DISJOINT, WEIGHTS),
-    tags=("needs_base", "per_tensor"),
+    tags=("needs_base", "per_tensor", "scale_linear"),
 )
 def dare_ties(
     models: Sequence[StateDict],
@@ -150,4 +151,4 @@ def dare_delta(
     return dare_kernel([tau], None, [1.0], drop=drop, generator=generator)
 
 
-TENSOR_METHODS["dare_ties"] = dare_ties_tensor
+METHODS.attach("dare_ties", tensor=dare_ties_tensor)

@@ -33,7 +33,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     check_weights,
@@ -75,6 +74,7 @@ RESCALES = ("prob", "l1", "none")
 
 @METHODS.register(
     "della",
+    mergekit=("della",),
     title="DELLA (MagPrune + TIES election)",
     paper="https://arxiv.org/abs/2406.11617",
     params=(DELLA_DENSITY, EPSILON, DELLA_SCALE, RESCALE, DELLA_DISJOINT, DELLA_WEIGHTS),
@@ -109,6 +109,7 @@ def della(
 
 @METHODS.register(
     "della_linear",
+    mergekit=("della_linear",),
     title="DELLA linear (MagPrune + task arithmetic)",
     paper="https://arxiv.org/abs/2406.11617",
     params=(DELLA_DENSITY, EPSILON, DELLA_SCALE, RESCALE, DELLA_WEIGHTS),
@@ -269,5 +270,5 @@ def _finish(merged: Tensor, base: Tensor | None, scale: float, ref: Tensor) -> T
     return out.to(ref.dtype)
 
 
-TENSOR_METHODS["della"] = della_tensor
-TENSOR_METHODS["della_linear"] = della_linear_tensor
+METHODS.attach("della", tensor=della_tensor)
+METHODS.attach("della_linear", tensor=della_linear_tensor)

@@ -14,6 +14,7 @@ Fisher).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from .._checks import check_choice, check_int, check_range, check_tensor
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, check_tensors, check_weights, compute_dtype
+from ._base import METHODS, MergeData, ModuleFactory, check_tensors, check_weights, compute_dtype
 from .average import WEIGHTS, average_tensor
 
 FLOOR = Hyper("floor", "float", 1e-6, 0.0, 1e-2, 1e-6, help="lower bound on every Fisher value")
@@ -184,4 +185,19 @@ def _per_example_grads(
     return grad_fn(params, xb, yb)
 
 
-TENSOR_METHODS["fisher"] = fisher_tensor
+METHODS.attach("fisher", tensor=fisher_tensor)
+
+
+def prepare_fisher(modules: ModuleFactory, data: MergeData) -> dict[str, Any]:
+    """Fisher merging's data: the empirical diagonal Fisher of each model on its task's
+    training examples (:func:`fisher_diagonal` over every example)."""
+    fishers = []
+    for i, sd in enumerate(data.models):
+        data.progress(i, len(data.models), f"fisher: {data.names[i]}")
+        module = modules(sd)
+        x, y = data.train(i)
+        fishers.append(fisher_diagonal(module, x, y, n_examples=len(y)))
+    return {"fishers": fishers}
+
+
+METHODS.attach("fisher", prepare=prepare_fisher)

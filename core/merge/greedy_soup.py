@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..params import StateDict
-from ._base import METHODS
+from ._base import METHODS, MergeData, ModuleFactory
 from .average import average
 
 
@@ -110,3 +111,11 @@ def _score(evaluate: Callable[[StateDict], float], sd: StateDict, what: str) -> 
     if isinstance(s, bool) or not isinstance(s, int | float) or s != s:
         raise ValueError(f"evaluate must return a number for {what}, got {s!r}")
     return float(s)
+
+
+def prepare_greedy_soup(modules: ModuleFactory, data: MergeData) -> dict[str, Any]:
+    """Greedy soup's data: the held-out score ``evaluate(sd)`` of the caller."""
+    return {"evaluate": data.evaluate}
+
+
+METHODS.attach("greedy_soup", prepare=prepare_greedy_soup)

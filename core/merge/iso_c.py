@@ -20,7 +20,7 @@ from torch import Tensor
 from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors
+from ._base import METHODS, apply_per_tensor, check_tensors
 from ._blocks import weighted_sum
 from ._subspace import finish
 
@@ -68,4 +68,4 @@ def isotropic(matrix: Tensor) -> Tensor:
     return (u * s.mean()) @ vh
 
 
-TENSOR_METHODS["iso_c"] = iso_c_tensor
+METHODS.attach("iso_c", tensor=iso_c_tensor)

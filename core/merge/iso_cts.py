@@ -28,7 +28,7 @@ from torch import Tensor
 from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors
+from ._base import METHODS, apply_per_tensor, check_tensors
 from ._subspace import finish, polar, task_deltas
 from .iso_c import ISO_SCALE
 
@@ -109,4 +109,4 @@ def iso_cts_matrix(taus: Tensor, common_fraction: float) -> Tensor:
     return (polar(u_all) * s_all.mean()) @ polar(v_all)  # (m, n)
 
 
-TENSOR_METHODS["iso_cts"] = iso_cts_tensor
+METHODS.attach("iso_cts", tensor=iso_cts_tensor)

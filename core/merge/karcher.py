@@ -29,7 +29,7 @@ from torch import Tensor
 from .._checks import check_int, check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, compute_dtype
+from ._base import METHODS, apply_per_tensor, check_tensors, compute_dtype
 from ._blocks import weighted_sum
 from ._sphere import gram, quad
 from .average import normalised_weights
@@ -43,6 +43,7 @@ TOL = Hyper("tol", "float", 1e-5, 1e-9, 1e-2, 1e-6, help="convergence tolerance 
 
 @METHODS.register(
     "karcher",
+    mergekit=("karcher",),
     title="Karcher mean (spherical barycentre)",
     paper="https://arxiv.org/abs/2603.04972",
     params=(K_WEIGHTS, MAX_ITER, TOL),
@@ -137,4 +138,4 @@ def karcher_coefficients(
     return out
 
 
-TENSOR_METHODS["karcher"] = karcher_tensor
+METHODS.attach("karcher", tensor=karcher_tensor)

@@ -22,6 +22,7 @@ not train (floating buffers such as BatchNorm statistics) get the dataless mask.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from .._checks import check_int, check_range, check_tensor
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, compute_dtype
+from ._base import METHODS, MergeData, ModuleFactory, compute_dtype
 from ._blocks import magnitude_threshold
 
 LS_DENSITY = Hyper(
@@ -187,3 +188,20 @@ def _summed_grad(
             if g is not None:
                 total[k] += g
     return total
+
+
+def prepare_localize_stitch(modules: ModuleFactory, data: MergeData) -> dict[str, Any]:
+    """Localize-and-Stitch's data: each task's mask learnt on its training examples
+    (:func:`localize_masks`, the authors' defaults) at the ``density`` of the hyperparameters."""
+    density = check_range("density", data.hyperparameters["density"], 0.0, 1.0, low_inclusive=False)
+    if data.base is None:
+        raise ValueError("localize_stitch needs the task-vector setting (a base model)")
+    masks = []
+    for i, sd in enumerate(data.models):
+        data.progress(i, len(data.models), f"localize_stitch: {data.names[i]}")
+        x, y = data.train(i)
+        masks.append(localize_masks(modules(None), data.base, sd, x, y, density=density))
+    return {"masks": masks}
+
+
+METHODS.attach("localize_stitch", prepare=prepare_localize_stitch, prepare_keys=("density",))

@@ -17,11 +17,12 @@ import torch
 from torch import Tensor
 
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, compute_dtype
+from ._base import METHODS, apply_per_tensor, check_tensors, compute_dtype
 
 
 @METHODS.register(
     "model_stock",
+    mergekit=("model_stock",),
     title="Model Stock",
     paper="https://arxiv.org/abs/2403.19522",
     params=(),
@@ -67,4 +68,4 @@ def interpolation_ratio(taus: Tensor) -> float:
     return n * cos / (1.0 + (n - 1) * cos) if cos > 0 else 0.0
 
 
-TENSOR_METHODS["model_stock"] = model_stock_tensor
+METHODS.attach("model_stock", tensor=model_stock_tensor)

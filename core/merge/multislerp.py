@@ -35,7 +35,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     check_weights,
@@ -51,6 +50,7 @@ EPS = 1e-8
 
 @METHODS.register(
     "multislerp",
+    mergekit=("multislerp",),
     title="Multi-SLERP (spherical barycentre)",
     paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(MS_WEIGHTS, MS_NORMALIZE),
@@ -130,4 +130,4 @@ def multislerp_coefficients(g: Tensor, w: Tensor) -> Tensor:
     return unit * scale * inv  # back to the xᵢ basis
 
 
-TENSOR_METHODS["multislerp"] = multislerp_tensor
+METHODS.attach("multislerp", tensor=multislerp_tensor)

@@ -21,7 +21,7 @@ from torch import Tensor
 from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, compute_dtype
+from ._base import METHODS, apply_per_tensor, check_tensors, compute_dtype
 
 NS_T = Hyper(
     "t",
@@ -37,6 +37,7 @@ MIN_DIFF = 1e-6
 
 @METHODS.register(
     "nearswap",
+    mergekit=("nearswap",),
     title="NearSwap (two models)",
     paper="https://arxiv.org/abs/2403.13257",  # mergekit (no paper of its own)
     params=(NS_T,),
@@ -79,4 +80,4 @@ def nearswap_tensor(
     return diff.mul_(w).add_(a).to(tensors[0].dtype)
 
 
-TENSOR_METHODS["nearswap"] = nearswap_tensor
+METHODS.attach("nearswap", tensor=nearswap_tensor)

@@ -27,7 +27,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     check_weights,
@@ -46,6 +45,7 @@ EPS = 1e-8
 
 @METHODS.register(
     "nuslerp",
+    mergekit=("nuslerp",),
     title="NuSLERP (weighted, row-wise, task-vector SLERP)",
     paper="https://arxiv.org/abs/2403.13257",
     params=(NU_WEIGHTS, FLATTEN, ROW_WISE),
@@ -130,4 +130,4 @@ def _slerp_rows(t: float, v0: Tensor, v1: Tensor) -> Tensor:
     return v0 * c0 + v1 * c1
 
 
-TENSOR_METHODS["nuslerp"] = nuslerp_tensor
+METHODS.attach("nuslerp", tensor=nuslerp_tensor)

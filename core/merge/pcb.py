@@ -34,7 +34,7 @@ CLIP = 1e-4  # quantile clipped at each end of |τ|
     title="PCB-Merging",
     paper="https://arxiv.org/abs/2410.02396",
     params=(PCB_DENSITY, PCB_SCALE),
-    tags=("needs_base",),
+    tags=("needs_base", "scale_linear"),
 )
 def pcb(
     models: Sequence[StateDict],

@@ -29,7 +29,7 @@ from torch import Tensor
 from .._checks import check_choice, check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, check_tensors, compute_dtype
+from ._base import METHODS, check_tensors, compute_dtype
 
 RAM_EPSILON = Hyper(
     "epsilon",
@@ -55,6 +55,7 @@ RESCALES = ("none", "global", "tensor")
 
 @METHODS.register(
     "ram",
+    mergekit=("ram", "ramplus_tl"),
     title="RAM / RAM+ (Reinforced Agent Merging)",
     paper="https://arxiv.org/abs/2601.13572",
     params=(RAM_EPSILON, RAM_RESCALE, RAM_R, RAM_ALPHA),
@@ -199,4 +200,4 @@ def _check(epsilon: float, rescale: str, r: float, alpha: float) -> tuple[float,
     return epsilon, check_range("r", r, 0.0), check_range("alpha", alpha, 0.0)
 
 
-TENSOR_METHODS["ram"] = ram_tensor
+METHODS.attach("ram", tensor=ram_tensor)

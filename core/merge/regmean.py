@@ -15,6 +15,7 @@ inputs of every ``nn.Linear`` with forward hooks (conv layers are left out).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from .._checks import check_int, check_range, check_tensor
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS
+from ._base import METHODS, MergeData, ModuleFactory
 from .average import average_tensor
 
 ALPHA = Hyper("alpha", "float", 0.9, 0.0, 1.0, 0.05, help="scale of the Grams' off-diagonals")
@@ -133,3 +134,17 @@ def gram_matrices(model: nn.Module, x: Tensor, *, batch_size: int = 256) -> dict
             h.remove()
         model.train(was_training)
     return {k: sums[k] / counts[k] for k in sums}
+
+
+def prepare_regmean(modules: ModuleFactory, data: MergeData) -> dict[str, Any]:
+    """RegMean's data: the input Gram matrices of each model's linear layers on its task's
+    training inputs (:func:`gram_matrices`)."""
+    grams = []
+    for i, sd in enumerate(data.models):
+        data.progress(i, len(data.models), f"regmean: {data.names[i]}")
+        module = modules(sd)
+        grams.append(gram_matrices(module, data.train(i)[0]))
+    return {"grams": grams}
+
+
+METHODS.attach("regmean", prepare=prepare_regmean)

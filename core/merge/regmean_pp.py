@@ -21,6 +21,7 @@ block, such as an MLP, the two coincide (tested against FusionBench's algorithm)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from .._checks import check_int, check_range, check_tensor
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS
+from ._base import METHODS, MergeData, ModuleFactory
 from .average import average_tensor
 from .regmean import regmean_weight
 
@@ -151,3 +152,12 @@ def _forward(model: nn.Module, params: StateDict, x: Tensor) -> Tensor:
             return torch.func.functional_call(model, params, (x,))
     finally:
         model.train(was_training)
+
+
+def prepare_regmean_pp(modules: ModuleFactory, data: MergeData) -> dict[str, Any]:
+    """RegMean++'s data: the architecture and each model's training inputs (the Grams are
+    taken layer by layer inside the merge, from the merged layers' outputs)."""
+    return {"model": modules(None), "x": [data.train(i)[0] for i in range(len(data.models))]}
+
+
+METHODS.attach("regmean_pp", prepare=prepare_regmean_pp)

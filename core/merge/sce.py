@@ -29,7 +29,7 @@ from torch import Tensor
 from .._checks import check_choice, check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, compute_dtype
+from ._base import METHODS, apply_per_tensor, check_tensors, compute_dtype
 from ._blocks import keep_count
 from ._gta import SignConsensus, kth_largest
 
@@ -54,6 +54,7 @@ SCE_DISJOINT = Hyper(
 
 @METHODS.register(
     "sce",
+    mergekit=("sce",),
     title="SCE (select, calculate, erase)",
     paper="https://arxiv.org/abs/2408.07990",
     params=(SCE_DENSITY, SCE_SCALE, SCE_DISJOINT),
@@ -146,4 +147,4 @@ def coefficients(taus: Sequence[Tensor]) -> list[float]:
     return [e / total for e in energy]
 
 
-TENSOR_METHODS["sce"] = sce_tensor
+METHODS.attach("sce", tensor=sce_tensor)

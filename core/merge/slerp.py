@@ -26,7 +26,6 @@ from .._registry import Hyper
 from ..params import StateDict
 from ._base import (
     METHODS,
-    TENSOR_METHODS,
     apply_per_tensor,
     check_tensors,
     chunks,
@@ -41,6 +40,7 @@ T = Hyper("t", "float", 0.5, 0.0, 1.0, 0.01, help="position on the arc: 0 = firs
 
 @METHODS.register(
     "slerp",
+    mergekit=("slerp",),
     title="SLERP (two models)",
     paper="https://arxiv.org/abs/2403.13257",
     params=(T,),
@@ -96,4 +96,4 @@ def _dot64(a: Tensor, b: Tensor) -> float:
     return sum(float(torch.dot(a[c].double(), b[c].double())) for c in chunks(a.numel()))
 
 
-TENSOR_METHODS["slerp"] = slerp_tensor
+METHODS.attach("slerp", tensor=slerp_tensor)

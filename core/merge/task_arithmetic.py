@@ -16,7 +16,7 @@ from torch import Tensor
 from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, check_weights
+from ._base import METHODS, apply_per_tensor, check_tensors, check_weights
 from ._blocks import weighted_sum
 
 SCALE = Hyper("scale", "float", 0.3, -1.0, 2.0, 0.05, help="λ: global scale of the task vectors")
@@ -25,10 +25,11 @@ TASK_WEIGHTS = Hyper("weights", "floats", None, -1.0, 2.0, 0.05, help="weight pe
 
 @METHODS.register(
     "task_arithmetic",
+    mergekit=("task_arithmetic",),
     title="Task arithmetic",
     paper="https://arxiv.org/abs/2212.04089",
     params=(SCALE, TASK_WEIGHTS),
-    tags=("needs_base", "per_tensor"),
+    tags=("needs_base", "per_tensor", "scale_linear"),
 )
 def task_arithmetic(
     models: Sequence[StateDict],
@@ -66,4 +67,4 @@ def task_arithmetic_tensor(
     return weighted_sum(tensors, w, base, 1.0 - sum(w), out_dtype=tensors[0].dtype)
 
 
-TENSOR_METHODS["task_arithmetic"] = task_arithmetic_tensor
+METHODS.attach("task_arithmetic", tensor=task_arithmetic_tensor)

@@ -22,7 +22,7 @@ from torch import Tensor
 from .._checks import check_choice, check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, check_tensors, check_weights, compute_dtype
+from ._base import METHODS, check_tensors, check_weights, compute_dtype
 from ._blocks import keep_count, magnitude_threshold, tensor_thresholds, ties_kernel
 
 DENSITY = Hyper("density", "float", 0.2, 0.01, 1.0, 0.01, help="fraction of |τ| kept per model")
@@ -46,10 +46,11 @@ WEIGHTS = Hyper("weights", "floats", None, 0.0, 2.0, 0.05, help="weight per task
 
 @METHODS.register(
     "ties",
+    mergekit=("ties",),
     title="TIES-Merging",
     paper="https://arxiv.org/abs/2306.01708",
     params=(DENSITY, TIES_SCALE, TRIM, DISJOINT, WEIGHTS),
-    tags=("needs_base", "per_tensor"),
+    tags=("needs_base", "per_tensor", "scale_linear"),
 )
 def ties(
     models: Sequence[StateDict],
@@ -188,4 +189,4 @@ def ties_definition(
     return out.view(tensors[0].shape).to(tensors[0].dtype)
 
 
-TENSOR_METHODS["ties"] = ties_tensor
+METHODS.attach("ties", tensor=ties_tensor)

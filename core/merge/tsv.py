@@ -28,7 +28,7 @@ from torch import Tensor
 from .._checks import check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors, check_weights
+from ._base import METHODS, apply_per_tensor, check_tensors, check_weights
 from ._subspace import finish, polar, task_deltas
 
 TSV_SCALE = Hyper("scale", "float", 1.0, 0.0, 3.0, 0.05, help="α: scale of the merged vector")
@@ -95,4 +95,4 @@ def tsv_matrix(taus: Tensor) -> Tensor:
     return (polar(u_cat) * s_cat) @ polar(v_cat)  # (m, n)
 
 
-TENSOR_METHODS["tsv"] = tsv_tensor
+METHODS.attach("tsv", tensor=tsv_tensor)

@@ -30,7 +30,7 @@ from torch import Tensor
 from .._checks import check_int, check_range
 from .._registry import Hyper
 from ..params import StateDict
-from ._base import METHODS, TENSOR_METHODS, apply_per_tensor, check_tensors
+from ._base import METHODS, apply_per_tensor, check_tensors
 from ._subspace import finish, task_deltas
 
 WUDI_SCALE = Hyper("scale", "float", 1.0, 0.0, 3.0, 0.05, help="α: scale of the merged vector")
@@ -125,4 +125,4 @@ def wudi_matrix(taus: Tensor, *, steps: int, lr: float) -> Tensor:
     return merged.detach()
 
 
-TENSOR_METHODS["wudi"] = wudi_tensor
+METHODS.attach("wudi", tensor=wudi_tensor)

@@ -32,7 +32,7 @@ from .classifier import Classifier
 # The weights were converted from the TensorFlow Lite reference, so its preprocessing applies:
 # (255·x − 127) / 128 per channel (``lite/efficientnet_lite_builder.py``: MEAN_RGB 127, STDDEV_RGB
 # 128), not torchvision's ImageNet mean/std. The stem BatchNorm's running statistics agree with
-# it (tests/test_real_models.py checks both the cat photo and those statistics).
+# it (tests/models/test_real_models.py checks both the cat photo and those statistics).
 MEAN = (127.0 / 255.0,) * 3
 STD = (128.0 / 255.0,) * 3
 BN_EPS = 1e-3  # TensorFlow's BatchNorm epsilon, with which the weights were trained

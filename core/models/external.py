@@ -115,6 +115,33 @@ def parse_source(
     return ExternalSource(kind, source, weights, dict(kwargs or {}))
 
 
+def sources_from_lines(
+    text: str, *, kwargs: Mapping[str, Any] | None = None, what: str = "sources"
+) -> list[ExternalSource]:
+    """One :class:`ExternalSource` per non-empty line of ``text``: ``SOURCE`` or
+    ``SOURCE | WEIGHTS_FILE`` (timm / factory weights), kind detected.
+
+    Raises:
+        ValueError: every line that does not parse, each named by its number.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a string of lines, got {type(text).__name__}")
+    out: list[ExternalSource] = []
+    problems: list[str] = []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        src, _, weights = (part.strip() for part in line.partition("|"))
+        try:
+            out.append(parse_source(src, weights=weights or None, kwargs=kwargs))
+        except (ValueError, TypeError) as err:
+            problems.append(f"line {i} ({line}): {err}")
+    if problems:
+        raise ValueError(f"{what} do not parse:\n  " + "\n  ".join(problems))
+    return out
+
+
 # ----------------------------------------------------------------------------- building
 def _transformers() -> Any:
     try:
@@ -311,6 +338,7 @@ def import_external(
     tasks: Sequence[str] | None = None,
     data: str | None = None,
     replace: bool = False,
+    dry_run: bool = False,
 ) -> list[Any]:
     """Import external models into ``zoo``; with ``base``, as a task-vector set.
 
@@ -329,6 +357,7 @@ def import_external(
         tasks: the task (data) name per source, stored in the index (default "external").
         data: a path to the user's evaluation data, checked against every model.
         replace: overwrite existing ids.
+        dry_run: check everything, write nothing (returns ``[]`` when all fits).
 
     Returns:
         The stored records: the base first (when given), then ``sources`` in order.
@@ -386,6 +415,8 @@ def import_external(
                 problems.append(f"{mid}: {err}")
         if problems:
             raise ValueError(f"the data {data} does not fit:\n  " + "\n  ".join(problems))
+    if dry_run:
+        return []
     records = []
     base_id = None
     if base is not None:

@@ -4,4 +4,5 @@ One file per paper: the study function (plain result record, progress callback, 
 seeds) and the small helpers it needs. Figures are in :mod:`core.figures.papers`.
 
 * :mod:`.sparse_soups` — Sparse Model Soups (Zimmer et al., ICLR 2024).
+* :mod:`.different_init` — ZipIt! and PLeaS vs permutation-only merging of different-init MLPs.
 """

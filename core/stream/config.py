@@ -45,8 +45,8 @@ import torch
 import yaml
 
 from .._checks import check_range, kind_of
+from ..merge import METHODS
 from .family import (
-    FAMILY_ALIASES,
     FAMILY_CHOICES,
     FAMILY_FLAGS,
     FAMILY_NEEDS_BASE,
@@ -55,17 +55,26 @@ from .family import (
 )
 from .st_io import StreamError
 
-# mergekit name -> (workbench method, needs a base, default normalize, default trim)
-METHOD_ALIASES: dict[str, str] = {
-    "linear": "average",
-    "task_arithmetic": "task_arithmetic",
-    "ties": "ties",
-    "dare_ties": "dare_ties",
-    "dare_linear": "dare",
-    "breadcrumbs": "breadcrumbs",
-    "slerp": "slerp",
-    "model_stock": "model_stock",
-}
+
+# mergekit name -> core.merge method: the ``mergekit`` field of the registry entries
+def mergekit_names(entries: Sequence[Any]) -> dict[str, str]:
+    """mergekit name -> method name over registry entries (their ``mergekit`` field).
+
+    Raises:
+        ValueError: a mergekit name claimed by two methods.
+    """
+    out: dict[str, str] = {}
+    for entry in entries:
+        for mk in getattr(entry, "mergekit", ()):
+            if mk in out:
+                raise ValueError(
+                    f"mergekit name {mk!r} is claimed by both {out[mk]!r} and {entry.name!r}"
+                )
+            out[mk] = entry.name
+    return out
+
+
+METHOD_ALIASES: dict[str, str] = mergekit_names(METHODS.entries())
 NEEDS_BASE = {
     "task_arithmetic",
     "ties",
@@ -75,7 +84,6 @@ NEEDS_BASE = {
     "slerp",
     "model_stock",
 }
-METHOD_ALIASES.update(FAMILY_ALIASES)  # della, sce, ram, nuslerp, ... (core/stream/family.py)
 NEEDS_BASE |= FAMILY_NEEDS_BASE
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,

@@ -13,6 +13,10 @@ end, so an interrupted run never leaves a folder that looks complete. ``OUT`` ma
 input or the config, and ``overwrite`` replaces only a previous merge output
 (:mod:`core.stream.output`).
 
+Layout: :mod:`core.stream.inputs` (the models' tensors, their checks, the prefetching reader),
+:mod:`core.stream.mergekit_names` (which kernel and arguments a tensor of a config gets),
+:mod:`core.stream.thresholds` (the global TIES trim), this module (the run and the output).
+
 Values: NaN/Inf in an input tensor is refused as :func:`core.merge.merge` refuses it (checked per
 tensor as it is merged, so memory stays bounded), and so is a merged tensor that overflows its
 stored dtype (float16 sums beyond ±65504). Integer tensors are copied, never cast and merged
@@ -23,9 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import json
-import math
 import os
 import shutil
 import time
@@ -41,10 +43,20 @@ import yaml
 from torch import Tensor
 
 from .._warnings import MixmergeWarning
-from ..io import CheckpointError, hf_folder_tensors, read_weight_map
-from ..merge._base import check_merged_finite, first_nonfinite
-from .config import MergeConfig, ModelEntry, layer_depths, load_config, parameter
-from .family import BASE_AS_INPUT, FAMILY_ALIASES, family_call
+from ..merge._base import check_merged_finite
+from .config import MergeConfig, layer_depths, load_config, parameter
+from .inputs import (
+    Buffers,
+    Inputs,
+    check_finite_inputs,
+    check_inputs,
+    check_kinds,
+    load_key,
+    model_tensors,
+    open_inputs,
+    prefetched,
+)
+from .mergekit_names import accepted, kernel, tensor_call
 from .output import (
     INDEX_NAME,
     check_out_dir,
@@ -61,8 +73,23 @@ from .st_io import (
     StreamError,
     TensorInfo,
     plan_shards,
-    read_header,
 )
+from .thresholds import global_thresholds
+
+# names importable from here as before the split into inputs / mergekit_names / thresholds
+__all__ = [
+    "DEFAULT_SHARD_SIZE",
+    "OVERFLOW_HINT",
+    "MergeReport",
+    "check_finite_inputs",
+    "check_inputs",
+    "check_kinds",
+    "global_thresholds",
+    "model_tensors",
+    "parse_size",
+    "stream_merge",
+    "tensor_call",
+]
 
 DEFAULT_SHARD_SIZE = 5 * 10**9  # bytes, mergekit's default "5B"
 OVERFLOW_HINT = "store the merge in a wider type: set 'out_dtype: float32' (or bfloat16)"
@@ -93,93 +120,6 @@ class MergeReport:
     thresholds: list[float] | None = None
     shards: list[str] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
-
-
-def model_tensors(path: Path) -> dict[str, TensorInfo]:
-    """Every tensor of a model: a .safetensors file or a folder (with or without an index).
-
-    A folder's shards must be regular files inside it (:func:`core.io.hf_folder_tensors`).
-
-    Raises:
-        StreamError: missing shard files, shard names or links that leave the folder, a
-            malformed index, names the index lists but the shards lack, a tensor stored twice,
-            no safetensors weights, or no tensors at all.
-    """
-    p = Path(path)
-    if p.is_file():
-        if p.suffix != ".safetensors":
-            raise StreamError(f"{p}: only .safetensors weights are streamed, got {p.suffix!r}")
-        out = read_header(p)
-    elif not p.is_dir():
-        raise StreamError(f"model not found: {p}")
-    else:
-        try:
-            files = hf_folder_tensors(p)
-            weight_map = read_weight_map(p)
-        except CheckpointError as err:
-            raise StreamError(str(err)) from None
-        out = {}
-        for f in files:
-            for name, info in read_header(f).items():
-                if name in out:
-                    raise StreamError(
-                        f"{p}: tensor {name!r} is stored in both {out[name].path.name} and {f.name}"
-                    )
-                out[name] = info
-        absent = sorted(n for n in weight_map or {} if n not in out)
-        if absent:
-            raise StreamError(
-                f"{p}: the index lists {len(absent)} tensor(s) missing from the shards: "
-                f"{_cut(absent)}"
-            )
-    if not out:
-        raise StreamError(f"{p} holds no tensors: there is nothing to merge")
-    return out
-
-
-def check_inputs(
-    named: Sequence[tuple[str, Mapping[str, TensorInfo]]], *, allow_dtype_mix: bool
-) -> None:
-    """Same tensor names and shapes in every model; same dtypes unless ``allow_dtype_mix``.
-
-    Raises:
-        StreamError: listing, per model, the missing and unexpected names, then the shape and
-            dtype mismatches.
-    """
-    ref_name, ref = named[0]
-    problems = []
-    for nm, infos in named[1:]:
-        missing = sorted(set(ref) - set(infos))
-        extra = sorted(set(infos) - set(ref))
-        if missing:
-            problems.append(f"{nm} lacks {len(missing)} tensor(s) of {ref_name}: {_cut(missing)}")
-        if extra:
-            problems.append(f"{nm} has {len(extra)} tensor(s) {ref_name} lacks: {_cut(extra)}")
-        shapes = [
-            f"{k} {list(ref[k].shape)} vs {list(infos[k].shape)}"
-            for k in ref
-            if k in infos and ref[k].shape != infos[k].shape
-        ]
-        if shapes:
-            problems.append(f"{nm} differs from {ref_name} in shape: {_cut(shapes)}")
-        if not allow_dtype_mix:
-            dts = [
-                f"{k} {ref[k].dtype} vs {infos[k].dtype}"
-                for k in ref
-                if k in infos and ref[k].dtype != infos[k].dtype
-            ]
-            if dts:
-                problems.append(
-                    f"{nm} differs from {ref_name} in dtype (set 'dtype:' in the config to cast "
-                    f"all inputs): {_cut(dts)}"
-                )
-    if problems:
-        raise StreamError("the models do not match: " + "; ".join(problems))
-
-
-def _cut(xs: Sequence[str], limit: int = 8) -> str:
-    more = f" (+{len(xs) - limit} more)" if len(xs) > limit else ""
-    return ", ".join(xs[:limit]) + more
 
 
 def parse_size(text: str | int) -> int:
@@ -214,197 +154,6 @@ def parse_size(text: str | int) -> int:
     if value <= 0:
         raise ValueError(f"shard_size must be > 0 bytes, got {text!r}")
     return value
-
-
-# ---------------------------------------------------------------------------------------------
-# per-tensor hyperparameters from the config
-
-
-def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, Any], bool]:
-    """The core.merge kernel, its keyword arguments and whether it takes the base tensor.
-
-    Follows mergekit's parameter names and defaults: ``weight`` (1), ``density`` (1),
-    ``lambda`` (1), ``normalize`` (linear and ties true, others false), ``t`` for slerp.
-    """
-    mk = cfg.merge_method
-    if mk in FAMILY_ALIASES:
-        return family_call(cfg, name, t)
-    models = cfg.merged_models()
-
-    def g(key: str, default: Any) -> Any:
-        return parameter(cfg, None, key, name, t, default)
-
-    def per(key: str, default: Any) -> list[Any]:
-        return [parameter(cfg, m, key, name, t, default) for m in models]
-
-    w = [float(x) for x in per("weight", 1.0)]
-    if mk == "linear":
-        if g("normalize", True):
-            if any(x < 0 for x in w) or sum(w) <= 0:
-                raise StreamError(
-                    f"linear with normalize: true averages, so every 'weight' must be >= 0 with "
-                    f"a positive sum; tensor {name!r} gets weights {w} (or set normalize: false "
-                    "for a plain weighted sum)"
-                )
-            return "average", {"weights": w}, False
-        return "task_arithmetic", {"weights": w, "scale": 1.0}, False
-    if mk == "slerp":
-        return "slerp", {"t": float(g("t", 0.5))}, False
-    if mk == "model_stock":
-        return "model_stock", {}, True
-    lam = float(g("lambda", 1.0))
-    if mk == "task_arithmetic":
-        if g("normalize", False):
-            w = _normalise(w)
-        return "task_arithmetic", {"weights": w, "scale": lam}, True
-    dens = [float(x) for x in per("density", 1.0)]
-    if mk == "dare_linear":
-        if g("normalize", False):
-            w = _normalise(w)
-        return (
-            "dare",
-            {"weights": w, "scale": lam, "drop": 1.0 - _uniform(dens, "density", mk)},
-            True,
-        )
-    if mk == "ties":
-        hyper: dict[str, Any] = {
-            "weights": w,
-            "scale": lam,
-            "trim": str(g("trim", "tensor")),
-            "disjoint": str(g("disjoint", "mean" if g("normalize", True) else "sum")),
-        }
-        if len(set(dens)) == 1:
-            hyper["density"] = dens[0]
-        else:
-            hyper["_densities"] = dens  # per-model trim: thresholds computed per tensor
-        return "ties", hyper, True
-    if mk == "dare_ties":
-        hyper = {
-            "weights": w,
-            "scale": lam,
-            "drop": 1.0 - _uniform(dens, "density", mk),
-            "disjoint": str(g("disjoint", "mean" if g("normalize", False) else "sum")),
-            "density": 1.0,
-            "trim": "tensor",
-        }
-        return "dare_ties", hyper, True
-    if mk == "breadcrumbs":
-        hyper = {
-            "weights": w,
-            "scale": lam,
-            "density": _uniform(dens, "density", mk),
-            "gamma": float(g("gamma", 0.01)),
-        }
-        if hyper["density"] + hyper["gamma"] > 1.0:
-            raise StreamError(
-                f"breadcrumbs keeps 'density' of each row after removing the top 'gamma': "
-                f"density + gamma must be <= 1, got {hyper['density']} + {hyper['gamma']} for "
-                f"tensor {name!r} (the defaults are density 1 and gamma 0.01)"
-            )
-        return "breadcrumbs", hyper, True
-    raise StreamError(f"merge_method {mk!r} is not supported")  # pragma: no cover
-
-
-def _normalise(w: list[float]) -> list[float]:
-    s = sum(w)
-    return [x / s for x in w] if s != 0 else w
-
-
-def _uniform(values: list[float], key: str, method: str) -> float:
-    if len(set(values)) != 1:
-        raise StreamError(f"{method}: {key} must be the same for every model here, got {values}")
-    return values[0]
-
-
-def _kernel(method: str) -> Callable[..., Tensor]:
-    from ..merge import TENSOR_METHODS
-
-    if method not in TENSOR_METHODS:
-        raise StreamError(
-            f"core.merge has no per-tensor kernel {method!r} (available: {sorted(TENSOR_METHODS)})"
-        )
-    return TENSOR_METHODS[method]
-
-
-def _accepted(fn: Callable[..., Any], hyper: dict[str, Any]) -> dict[str, Any]:
-    """Drop keyword arguments the kernel does not take (e.g. ``trim`` for a DARE-TIES kernel
-    without a trim step); unknown names starting with '_' are engine-internal."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return {k: v for k, v in hyper.items() if not k.startswith("_")}
-    return {k: v for k, v in hyper.items() if k in params}
-
-
-# ---------------------------------------------------------------------------------------------
-# the merge
-
-
-@dataclass
-class _Inputs:
-    cfg: MergeConfig
-    merged: list[ModelEntry]
-    infos: list[dict[str, TensorInfo]]  # per merged model
-    base_infos: dict[str, TensorInfo] | None
-    keys: list[str]  # output order
-
-    @property
-    def labels(self) -> list[str]:
-        """How messages name the merged models."""
-        return [f"model {m.model!r}" for m in self.merged]
-
-    @property
-    def base_label(self) -> str:
-        return "base_model" if self.cfg.base is None else f"base_model {self.cfg.base.model!r}"
-
-
-def _open_inputs(cfg: MergeConfig) -> _Inputs:
-    merged = cfg.merged_models()
-    if cfg.merge_method in ("slerp", *BASE_AS_INPUT) and cfg.base is not None:
-        merged = [cfg.base, *merged]  # slerp(t) goes from the base (t = 0) to the other model
-    infos = [model_tensors(m.path) for m in merged]
-    named: list[tuple[str, Mapping[str, TensorInfo]]] = [
-        (f"{m.model!r}", inf) for m, inf in zip(merged, infos, strict=True)
-    ]
-    base_infos = None
-    if cfg.base is not None and cfg.merge_method not in ("linear", "slerp", *BASE_AS_INPUT):
-        base_infos = model_tensors(cfg.base.path)
-        named.insert(0, (f"base_model {cfg.base.model!r}", base_infos))
-    check_inputs(named, allow_dtype_mix=cfg.dtype is not None)
-    check_kinds(named)
-    first = infos[0]
-    keys = sorted(first, key=lambda k: (str(first[k].path), first[k].start))
-    return _Inputs(cfg, merged, infos, base_infos, keys)
-
-
-def check_kinds(named: Sequence[tuple[str, Mapping[str, TensorInfo]]]) -> None:
-    """Integer tensors are never cast and merged: refuse a tensor that is integer in one model
-    and floating-point in another, and a model with no floating-point tensor at all (both
-    would otherwise be copied from one model while the config asks for a merge).
-
-    Raises:
-        StreamError: naming the tensors, models and dtypes.
-    """
-    ref_name, ref = named[0]
-    mixed = [
-        f"{k} {ref[k].dtype} in {ref_name} vs {infos[k].dtype} in {nm}"
-        for nm, infos in named[1:]
-        for k in ref
-        if k in infos and ref[k].dtype.is_floating_point != infos[k].dtype.is_floating_point
-    ]
-    if mixed:
-        raise StreamError(
-            f"integer and floating-point tensors do not mix: {_cut(mixed)}. Integer tensors "
-            "are copied from one model, never cast to 'dtype:' and merged; dequantize a "
-            "quantized model before merging it"
-        )
-    for nm, infos in named:
-        if not any(i.dtype.is_floating_point for i in infos.values()):
-            dts = sorted({str(i.dtype) for i in infos.values()})
-            raise StreamError(
-                f"{nm} holds no floating-point tensor (all {len(infos)} are {', '.join(dts)}): "
-                "there is nothing to merge. Integer tensors are copied, never cast to 'dtype:' "
-                "and merged; dequantize a quantized model before merging it"
-            )
 
 
 def stream_merge(
@@ -477,7 +226,7 @@ def stream_merge(
         raise StreamError(
             f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
         )
-    inp = _open_inputs(cfg)
+    inp = open_inputs(cfg)
     shard_files = {i.path for infos in [*inp.infos, inp.base_infos or {}] for i in infos.values()}
     check_out_dir(out, [("a shard file of an input model", f) for f in sorted(shard_files)])
     if out.exists() and overwrite:
@@ -603,74 +352,14 @@ def _out_dtype(cfg: MergeConfig, info: TensorInfo) -> torch.dtype:
     return cfg.out_dtype or cfg.dtype or info.dtype
 
 
-class _Buffers:
-    """Two sets of reusable read buffers (one per input model and the base), used in turn by
-    the prefetching reader: key i reads into set i % 2 while key i − 1 is merged from the other."""
-
-    def __init__(self, inp: _Inputs, pin: bool):
-        slots = [*inp.infos, *([inp.base_infos] if inp.base_infos is not None else [])]
-        self.size = [max((x.nbytes for x in infos.values()), default=0) for infos in slots]
-        self.pin = pin
-        self.sets: list[list[Tensor | None]] = [[None] * len(slots), [None] * len(slots)]
-
-    def get(self, phase: int, slot: int) -> Tensor:
-        buf = self.sets[phase][slot]
-        if buf is None:
-            buf = torch.empty(self.size[slot], dtype=torch.uint8, pin_memory=self.pin)
-            self.sets[phase][slot] = buf
-        return buf
-
-
-def _load_key(
-    inp: _Inputs,
-    reader: ShardReader,
-    key: str,
-    use_base: bool,
-    pin: bool,
-    bufs: _Buffers | None = None,
-    phase: int = 0,
-    check: bool = False,
-) -> tuple[list[Tensor], Tensor | None]:
-    """The tensors of ``key`` (and the base's); with ``check``, NaN/Inf is refused here, in
-    the reader thread, where it overlaps the merge of the previous key."""
-
-    def into(slot: int) -> Tensor | None:
-        return None if bufs is None else bufs.get(phase, slot)
-
-    def get(info: TensorInfo, slot: int) -> Tensor:
-        # CPU: map the tensor's pages (no copy); GPU: read into pinned buffers for the transfer
-        return reader.read(info, pin=True, into=into(slot)) if pin else reader.map(info)
-
-    tensors = [get(infos[key], i) for i, infos in enumerate(inp.infos)]
-    base = None
-    if use_base and inp.base_infos is not None:
-        base = get(inp.base_infos[key], len(inp.infos))
-    if check:
-        check_finite_inputs(key, tensors, base, inp.labels, inp.base_label)
-    return tensors, base
-
-
 def _owned(t: Tensor, inputs: Sequence[Tensor | None]) -> Tensor:
     """``t``, cloned if it shares memory with an input buffer that will be reused."""
     ptrs = {x.untyped_storage().data_ptr() for x in inputs if x is not None}
     return t.clone() if t.untyped_storage().data_ptr() in ptrs else t
 
 
-def _prefetched(items: Sequence[str], load: Callable[[str, int], Any]) -> Iterator[tuple[str, Any]]:
-    """Yield ``(item, load(item, i % 2))`` with the next item's load running in a thread
-    (the phase ``i % 2`` picks the buffer set, so a load never overwrites the item in use)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-read") as pool:
-        nxt: Future | None = pool.submit(load, items[0], 0) if items else None
-        for i, item in enumerate(items):
-            assert nxt is not None
-            value = nxt.result()
-            nxt = pool.submit(load, items[i + 1], (i + 1) % 2) if i + 1 < len(items) else None
-            yield item, value
-            del value
-
-
 def _run(
-    inp: _Inputs,
+    inp: Inputs,
     calls: dict[str, tuple[str, dict[str, Any], bool]],
     reader: ShardReader,
     writer: ShardWriter,
@@ -694,10 +383,10 @@ def _run(
     t0 = time.perf_counter()
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-write") as wpool:
-        bufs = _Buffers(inp, pin)
-        loads = _prefetched(
+        bufs = Buffers(inp, pin)
+        loads = prefetched(
             inp.keys,
-            lambda k, ph: _load_key(inp, reader, k, calls[k][2], pin, bufs, ph, check_on_load),
+            lambda k, ph: load_key(inp, reader, k, calls[k][2], pin, bufs, ph, check_on_load),
         )
         for done, (key, (tensors, base)) in enumerate(loads, start=1):
             stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
@@ -747,7 +436,7 @@ def _write(writer: ShardWriter, key: str, t: Tensor, last_in_shard: str | None) 
         writer.finish(last_in_shard)
 
 
-def _copied_integer(inp: _Inputs, key: str, tensors: list[Tensor], base: Tensor | None) -> Tensor:
+def _copied_integer(inp: Inputs, key: str, tensors: list[Tensor], base: Tensor | None) -> Tensor:
     """An integer tensor is copied from the base (else the first model), as core.merge does.
     One with more than one entry must then be equal in every model: otherwise the copy would
     silently drop the others' values (quantized weights, for instance).
@@ -768,27 +457,8 @@ def _copied_integer(inp: _Inputs, key: str, tensors: list[Tensor], base: Tensor 
     return src.clone()
 
 
-def check_finite_inputs(
-    key: str, tensors: Sequence[Tensor], base: Tensor | None, labels: Sequence[str], base_label: str
-) -> None:
-    """Refuse NaN/Inf in the inputs of one tensor, as :func:`core.merge.merge` does (one
-    sum per tensor and one device sync for all models: :func:`core.merge._base.first_nonfinite`).
-
-    Raises:
-        StreamError: naming the model and the tensor.
-    """
-    i = first_nonfinite([*tensors, *([base] if base is not None else [])])
-    if i is None:
-        return
-    bad = [*labels, base_label][i]
-    raise StreamError(
-        f"{bad}: tensor {key!r} has NaN/Inf values; expected finite tensors (the in-memory "
-        "merge refuses them too)"
-    )
-
-
 def _merge_one(
-    inp: _Inputs,
+    inp: Inputs,
     key: str,
     method: str,
     hyper: dict[str, Any],
@@ -809,7 +479,7 @@ def _merge_one(
         base = None if base is None else base.to(work)
     from ..merge._blocks import tensor_thresholds
 
-    fn = _kernel(method)
+    fn = kernel(method)
     kw = dict(hyper)
     dens = kw.pop("_densities", None)
     if method == "ties" and kw.get("threshold") is None and kw.get("trim") == "tensor":
@@ -818,130 +488,11 @@ def _merge_one(
         kw["threshold"] = tensor_thresholds(tensors, base, dens)
         kw.setdefault("density", dens[0])
     try:
-        return fn(tensors, base, generator=gen, **_accepted(fn, kw))
+        return fn(tensors, base, generator=gen, **accepted(fn, kw))
     except (ValueError, TypeError) as err:  # the config checks should have caught it first
         if type(err).__module__.startswith("numba"):
             raise  # _fused_errors says what to do about it
         raise StreamError(f"{method} cannot merge tensor {key!r}: {err}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# global TIES trim: the model-wide |τ| threshold per model, exact, in two streaming passes
-
-
-SAMPLE = 65536
-
-
-def global_thresholds(
-    inp: _Inputs,
-    reader: ShardReader,
-    densities: Sequence[float],
-    dev: torch.device,
-    stats: dict[str, int],
-) -> list[float]:
-    """Per model, the k-th largest |τ| over all its floating-point entries, k = ⌊density·n⌋.
-
-    Exact, and equal to :func:`core.merge._blocks.magnitude_threshold` over the whole model:
-    pass 1 takes a strided sample of |τ| (about 65 536 entries) whose order statistics bracket
-    the answer with a margin of 4√j + 8 sample ranks; pass 2 counts the entries above the
-    bracket and keeps those inside it (about 1-2 % of all entries); ``kthvalue`` on those gives
-    the exact value. If the bracket misses (very unlikely), pass 2 is repeated for that model
-    with the bracket opened on the missing side, so the answer stays exact.
-    """
-    keys = [k for k in inp.keys if inp.infos[0][k].dtype.is_floating_point]
-    n = sum(inp.infos[0][k].numel for k in keys)
-    m_count = len(inp.infos)
-    if n == 0:
-        return [0.0] * m_count
-    from ..merge._blocks import keep_count
-
-    ks = [keep_count(n, d) if d < 1.0 else n for d in densities]
-    stride = max(1, n // SAMPLE)
-    work = inp.cfg.dtype
-
-    def cast(t: Tensor | None) -> Tensor | None:
-        if t is None:
-            return None
-        dt = work or t.dtype
-        dt = torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
-        return t.to(dev).reshape(-1).to(dt)
-
-    def count_read(tensors: list[Tensor], base: Tensor | None) -> None:
-        stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
-
-    pin = dev.type == "cuda"
-
-    bufs = _Buffers(inp, pin)
-
-    def load(k: str, phase: int) -> tuple[list[Tensor], Tensor | None]:
-        return _load_key(inp, reader, k, True, pin, bufs, phase)
-
-    def load_checked(k: str, phase: int) -> tuple[list[Tensor], Tensor | None]:
-        # CPU: pass 1 checks every model and the base for NaN/Inf, which would keep the exact
-        # search below from ever closing its bracket (a GPU run checks in pass 2, on device)
-        return _load_key(inp, reader, k, True, pin, bufs, phase, check=not pin)
-
-    samples: list[list[Tensor]] = [[] for _ in range(m_count)]
-    for _key, (tensors, base) in _prefetched(keys, load_checked):
-        count_read(tensors, base)
-        b = cast(None if base is None else base.reshape(-1)[::stride])
-        for i, x in enumerate(tensors):
-            d = cast(x.reshape(-1)[::stride])
-            assert d is not None
-            samples[i].append((d if b is None else d - b).abs())
-    brackets, width = [], 0.0
-    for i in range(m_count):
-        s = torch.sort(torch.cat(samples[i]), descending=True).values  # (m,)
-        m = s.numel()
-        j = ks[i] * m / n
-        margin = 4.0 * math.sqrt(max(j, 1.0)) + 8.0
-        hi_i, lo_i = math.floor(j - margin), math.ceil(j + margin)
-        brackets.append(
-            (0.0 if lo_i >= m else float(s[lo_i]), math.inf if hi_i < 0 else float(s[hi_i]))
-        )
-        width = max(width, (min(lo_i, m) - max(hi_i, 0)) / m)
-    del samples
-    result: list[float | None] = [None if ks[i] < n else 0.0 for i in range(m_count)]
-    todo = [i for i in range(m_count) if result[i] is None]
-    from ..kernels import merge as _fused
-
-    first_pass = True
-    while todo:
-        above = dict.fromkeys(todo, 0)
-        inside: dict[int, list[Tensor]] = {i: [] for i in todo}
-        for key, (tensors, base) in _prefetched(keys, load):
-            count_read(tensors, base)
-            b = cast(base)
-            xs = [x for i in todo if (x := cast(tensors[i])) is not None]
-            if first_pass and pin:
-                labels = [inp.labels[i] for i in todo]
-                check_finite_inputs(key, xs, b, labels, inp.base_label)
-            if _fused.usable(xs, b):  # one fused pass over the base and the models
-                los, his = zip(*(brackets[i] for i in todo), strict=True)
-                ab, hits = _fused.bracket_many(xs, b, los, his, expect=width)
-                for i, n_above, h in zip(todo, ab, hits, strict=True):
-                    above[i] += n_above
-                    inside[i].append(torch.from_numpy(h[h >= 0]))  # without the -1 pads
-                continue
-            for i, x in zip(todo, xs, strict=True):
-                lo, hi = brackets[i]
-                a = (x if b is None else x - b).abs_()
-                above[i] += int((a > hi).sum())
-                inside[i].append(a[(a <= hi) & (a >= lo)].cpu())
-        nxt = []
-        for i in todo:
-            cand = torch.cat(inside[i])
-            need = ks[i] - above[i]
-            if 1 <= need <= cand.numel():
-                result[i] = float(cand.kthvalue(cand.numel() - need + 1).values)
-            else:  # open the bracket on the side that missed and go again
-                lo, hi = brackets[i]
-                brackets[i] = (lo, math.inf) if need < 1 else (0.0, hi)
-                nxt.append(i)
-        todo = nxt
-        first_pass = False
-        width = 0.5  # a reopened bracket holds a large share of the entries
-    return [float(r) for r in result if r is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -950,7 +501,7 @@ def global_thresholds(
 
 def _finish(
     cfg: MergeConfig,
-    inp: _Inputs,
+    inp: Inputs,
     folder: Path,
     plans: list,
     thresholds: list[float] | None,
@@ -988,6 +539,6 @@ def _finish(
     return skipped
 
 
-def _side_source(cfg: MergeConfig, inp: _Inputs) -> Path:
+def _side_source(cfg: MergeConfig, inp: Inputs) -> Path:
     """The model whose non-weight files are copied: tokenizer_source, else base, else first."""
     return cfg.tokenizer_source or (cfg.base.path if cfg.base is not None else inp.merged[0].path)

@@ -31,24 +31,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..merge import METHODS
 from .st_io import StreamError
 
 if TYPE_CHECKING:
     from .config import MergeConfig
 
-# mergekit name -> core.merge method
+# the mergekit names that family_call handles -> core.merge method (the registry entries'
+# ``mergekit`` field says which method runs each)
+FAMILY_NAMES = (
+    "della",
+    "della_linear",
+    "breadcrumbs_ties",
+    "sce",
+    "ram",
+    "ramplus_tl",
+    "nuslerp",
+    "multislerp",
+    "karcher",
+    "nearswap",
+    "arcee_fusion",
+)
 FAMILY_ALIASES: dict[str, str] = {
-    "della": "della",
-    "della_linear": "della_linear",
-    "breadcrumbs_ties": "breadcrumbs_ties",
-    "sce": "sce",
-    "ram": "ram",
-    "ramplus_tl": "ram",
-    "nuslerp": "nuslerp",
-    "multislerp": "multislerp",
-    "karcher": "karcher",
-    "nearswap": "nearswap",
-    "arcee_fusion": "arcee_fusion",
+    mk: entry.name
+    for entry in METHODS.entries()
+    for mk in getattr(entry, "mergekit", ())
+    if mk in FAMILY_NAMES
 }
 FAMILY_NEEDS_BASE = {
     "della",

@@ -125,7 +125,7 @@ def plan_slices(raw: Mapping[str, Any], base_dir: Path) -> SlicePlan:
         StreamError: another method with slices, several sources in a slice, bad layer ranges,
             models without the layers asked for, unknown keys.
     """
-    from .engine import model_tensors
+    from .inputs import model_tensors
 
     _check_acyclic(raw)
     unknown = sorted(set(raw) - _TOP_KEYS, key=str)

@@ -1,0 +1,75 @@
+"""AppTest: the Merging Papers page runs each paper's study on the tiny zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = "pages/11_Merging_Papers.py"
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _button(at: AppTest, key: str):
+    return next(b for b in at.button if b.key == key)
+
+
+def test_page_opens_with_every_study(workspace_env: Path) -> None:
+    at = _page()
+    assert at.selectbox(key="papers.sms_model").value == "mlp-mnist-s1"
+    assert _button(at, "papers.run_sms") is not None
+
+
+def test_empty_workspace_says_what_to_do(empty_workspace: Path) -> None:
+    at = _page()
+    assert any("build the default zoo" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_sparse_model_soup_runs(workspace_env: Path) -> None:
+    at = _page()
+    at.selectbox(key="papers.sms_task").set_value("digits")
+    at.slider(key="papers.sms_cycles").set_value(2)
+    at.slider(key="papers.sms_ingredients").set_value(2)
+    at.slider(key="papers.sms_epochs").set_value(1).run()
+    _button(at, "papers.run_sms").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    df = at.dataframe[0].value
+    soups = df[df["role"] == "soup"]
+    assert list(soups["cycle"]) == [1, 2]
+    assert soups["sparsity"].tolist() == pytest.approx([0.5, 0.75], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_bn_stream_study_runs(workspace_env: Path) -> None:
+    at = _page()
+    assert at.selectbox(key="papers.bn_a").value == "cnn-mnist-s1"
+    assert at.selectbox(key="papers.bn_b").value == "cnn-mnist-s2"
+    at.multiselect(key="papers.bn_levels").set_value([1])
+    at.select_slider(key="papers.bn_n").set_value(500).run()
+    _button(at, "papers.run_bn").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    df = next(d for d in at.dataframe if "method" in d.value.columns).value
+    assert list(df["method"]) == ["stored", "cumulative", "unmixed", "cumulative", "unmixed"]
+
+
+@pytest.mark.slow
+def test_different_init_study_runs(workspace_env: Path) -> None:
+    at = _page()
+    assert at.selectbox(key="papers.zip_a").value == "mlp-mnist-s1"
+    assert at.selectbox(key="papers.zip_b").value == "mlp-mnist-s2"
+    at.multiselect(key="papers.zip_ratios").set_value([0.0, 1.0])
+    at.select_slider(key="papers.zip_n").set_value(500).run()
+    _button(at, "papers.run_zip").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    df = next(d for d in at.dataframe if "family" in d.value.columns).value
+    assert {"ZipIt!", "PLeaS", "weight matching", "ensemble"} <= set(df["method"])
+    assert sorted(df[df["method"] == "PLeaS"]["ratio"]) == [0.0, 1.0]

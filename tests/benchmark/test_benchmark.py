@@ -1,0 +1,384 @@
+"""The task-vector protocol and the merging benchmark on tiny settings: heads, the router,
+fine-tuning, the resumable suite zoo, the results JSON, the command line and the page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from core.benchmark import protocol as P
+from core.benchmark.report import (
+    CLIP_VIT_B32,
+    check_results,
+    load_results,
+    results_table,
+    shape_checks,
+    store_results,
+)
+from core.benchmark.run import BenchmarkSettings, applicable_methods, prepare, run_benchmark
+from core.benchmark.zoo_build import build_suite_zoo, finetune_id, load_suite_zoo
+from core.data.suites import SuiteSizes, load_task
+from core.zoo import Zoo
+
+TINY_SIZES = SuiteSizes(train=16, val=8, test=8)
+TINY = P.SuiteConfig(
+    "vision", tasks=("faces", "textures"), sizes=TINY_SIZES, resolution=32, steps=2, batch_size=4
+)
+CHEAP = BenchmarkSettings(adamerging_steps=1, fisher_examples=2, gram_examples=4, n_boot=200)
+FEW = ["task_arithmetic", "average", "ties"]
+
+
+@pytest.fixture(scope="module")
+def vision_zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    zoo = Zoo(tmp_path_factory.mktemp("suite_ws"))
+    build_suite_zoo(zoo, TINY, device="cpu")
+    return zoo
+
+
+@pytest.fixture(scope="module")
+def few_results(vision_zoo: Zoo) -> dict[str, Any]:
+    return run_benchmark(
+        vision_zoo, "vision", quick=True, methods=FEW, device="cpu", settings=CHEAP
+    )
+
+
+def made_up_results() -> dict[str, Any]:
+    """A results record with hand-set numbers (for the figure and the page)."""
+    rows = []
+    for m, acc in (
+        ("pretrained", 0.5),
+        ("individual", 0.9),
+        ("task_arithmetic", 0.7),
+        ("ties", 0.75),
+    ):
+        rows.append(
+            {
+                "method": m,
+                "hyperparameters": {"scale": 0.3} if m == "task_arithmetic" else {},
+                "val_avg": acc,
+                "test_avg": acc,
+                "test_avg_ci": [acc - 0.05, acc + 0.04],
+                "normalized": acc / 0.9,
+                "per_task": {"faces": acc - 0.1, "textures": acc + 0.1},
+            }
+        )
+    return {"suite": "vision", "quick": True, "rows": rows, "skipped": {"slerp": "2 models"}}
+
+
+# ---------------------------------------------------------------------------- heads
+def test_probe_head_folds_the_scaler_into_one_linear_layer() -> None:
+    """The folded head's argmax equals scikit-learn's prediction on the standardised features."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 4):
+        y = torch.from_numpy(rng.integers(0, n_classes, 120))
+        f = torch.randn(120, 6) * torch.tensor([1, 5, 0.1, 2, 3, 1]) + y[:, None].float()
+        head = P.probe_head(f[:80], y[:80], f[80:], y[80:], n_classes, cs=(0.5,))
+        mu, sd = f[:80].double().mean(0), f[:80].double().std(0, unbiased=False) + 1e-6
+        clf = LogisticRegression(C=0.5, max_iter=500, random_state=0)
+        clf.fit(((f[:80].double() - mu) / sd).numpy(), y[:80].numpy())
+        want = clf.predict(((f[80:].double() - mu) / sd).numpy())
+        got = (f[80:] @ head.weight.T + head.bias).argmax(1).numpy()
+        assert np.array_equal(got, want)
+        assert head.weight.shape == (n_classes, 6) and head.info["C"] == 0.5
+
+
+def test_label_head_is_scaled_unit_label_embeddings() -> None:
+    trunk = P.new_backbone("text").trunk
+    head = P.label_head(trunk, ["animals", "plants", "games"], scale=20.0, max_length=8)
+    assert head.weight.shape == (3, 384)
+    assert torch.allclose(head.weight.norm(dim=1), torch.full((3,), 20.0), atol=1e-4)
+    assert torch.equal(head.bias, torch.zeros(3))
+    # zero-shot: a plant's gloss is nearest to "plants"
+    from core.models.minilm import tokenize
+
+    with torch.no_grad():
+        e = trunk(tokenize(["a flowering shrub with green leaves"], max_length=16))
+    assert int((e @ head.weight.T).argmax()) == 1
+
+
+def test_router_picks_each_tasks_head() -> None:
+    trunk = P.new_backbone("vision").trunk.eval()
+    heads = [P.Head(torch.randn(c, 1280), torch.randn(c)) for c in (3, 5)]
+    router = P.TaskRouter(trunk, heads, "vision").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        f = trunk(x)
+        for k, h in enumerate(heads):
+            want = f @ h.weight.T + h.bias
+            assert torch.allclose(router(P.tag_inputs("vision", x, k)), want, atol=1e-4)
+            fixed = P.TaskRouter(trunk, heads, "vision", task=k).eval()
+            assert torch.allclose(fixed(x), want, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_finetune_changes_only_the_backbone_and_is_seeded() -> None:
+    task = load_task("faces", sizes=TINY_SIZES, resolution=32)
+    cfg = P.SuiteConfig(
+        "vision", tasks=("faces",), sizes=TINY_SIZES, resolution=32, steps=2, batch_size=4
+    )
+    runs = []
+    for _ in range(2):
+        model = P.new_backbone("vision")
+        head = P.make_head(model.trunk, task, cfg)
+        model.head = head.linear()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        hist = P.finetune(model, task, cfg, device="cpu")
+        after = model.state_dict()
+        assert torch.equal(after["head.weight"], before["head.weight"])  # head fixed
+        assert not torch.equal(after["trunk.stem.weight"], before["trunk.stem.weight"])
+        assert torch.equal(
+            after["trunk.stem_bn.running_mean"], before["trunk.stem_bn.running_mean"]
+        )
+        assert len(hist["loss"]) == 2
+        runs.append(after)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])  # same seed, same weights
+
+
+def test_config_validation_names_the_argument() -> None:
+    with pytest.raises(ValueError, match="suite"):
+        P.SuiteConfig("audio")
+    with pytest.raises(ValueError, match="tasks must be among"):
+        P.SuiteConfig("vision", tasks=("fortunes",))
+    with pytest.raises(ValueError, match="lr"):
+        P.SuiteConfig("vision", lr=0.0)
+    cfg = P.SuiteConfig.from_dict(TINY.to_dict())
+    assert cfg == TINY
+
+
+# ---------------------------------------------------------------------------- zoo
+@pytest.mark.slow
+def test_suite_zoo_is_stored_and_resumes(vision_zoo: Zoo) -> None:
+    built = load_suite_zoo(vision_zoo, "vision")
+    assert set(built.finetunes) == {"faces", "textures"}
+    rec = built.finetunes["faces"]
+    assert (
+        rec.role == "finetune" and rec.base_id == "vision-base" and rec.arch == "efficientnet_lite0"
+    )
+    assert rec.metrics["head"]["kind"] == "linear_probe"
+    created = {n: r.created for n, r in built.finetunes.items()}
+    stages: list[str] = []
+    again = build_suite_zoo(
+        vision_zoo, TINY, device="cpu", progress=lambda i: stages.append(i["stage"])
+    )
+    assert {n: r.created for n, r in again.finetunes.items()} == created
+    assert stages.count("cached") == 2 and "finetune" not in stages
+    model = vision_zoo.load_model(finetune_id("vision", "faces"))
+    assert model.head.weight.shape == (2, 1280)
+
+
+@pytest.mark.slow
+def test_a_deleted_finetune_is_rebuilt_alone(tmp_path: Path) -> None:
+    zoo = Zoo(tmp_path)
+    cfg = P.SuiteConfig(
+        "vision", tasks=("faces",), sizes=TINY_SIZES, resolution=32, steps=1, batch_size=4
+    )
+    build_suite_zoo(zoo, cfg, device="cpu")
+    zoo.delete(finetune_id("vision", "faces"))
+    with pytest.raises(KeyError, match="zoo build --suite vision"):
+        load_suite_zoo(zoo, "vision")
+    stages: list[str] = []
+    build_suite_zoo(zoo, cfg, device="cpu", progress=lambda i: stages.append(i["stage"]))
+    assert "finetune" in stages and "faces" in load_suite_zoo(zoo, "vision").finetunes
+    with pytest.raises(KeyError, match="not built"):
+        load_suite_zoo(Zoo(tmp_path / "other"), "vision")
+
+
+# ---------------------------------------------------------------------------- benchmark
+@pytest.mark.slow
+def test_results_json_has_the_issue_shape(few_results: dict[str, Any], tmp_path: Path) -> None:
+    res = check_results(few_results)
+    methods = [r["method"] for r in res["rows"]]
+    assert methods[:2] == ["pretrained", "individual"] and set(FEW) <= set(methods)
+    for r in res["rows"]:
+        assert set(r) >= {
+            "method",
+            "hyperparameters",
+            "val_avg",
+            "test_avg",
+            "test_avg_ci",
+            "normalized",
+            "per_task",
+        }
+        assert set(r["per_task"]) == {"faces", "textures"}
+        lo, hi = r["test_avg_ci"]
+        assert lo <= r["test_avg"] <= hi
+        assert r["test_avg"] == pytest.approx(np.mean(list(r["per_task"].values())))
+        if r["method"] != "task_arithmetic":
+            assert 0 <= r["mcnemar_vs_task_arithmetic"]["p_value"] <= 1
+    ind = next(r for r in res["rows"] if r["method"] == "individual")
+    assert ind["normalized"] == pytest.approx(1.0)
+    ta = next(r for r in res["rows"] if r["method"] == "task_arithmetic")
+    assert ta["hyperparameters"]["scale"] in (0.3, 0.5, 1.0)
+    assert max(t["val_avg"] for t in res["searched"]["task_arithmetic"]) == ta["val_avg"]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(res))
+    assert load_results(path)["suite"] == "vision"
+    table = results_table(res)
+    assert list(table["method"])[0] == max(res["rows"], key=lambda r: r["test_avg"])["method"]
+    assert set(shape_checks(res)) >= {"ties >= task_arithmetic", "pretrained < every merge"}
+
+
+@pytest.mark.slow
+def test_protocol_identities(vision_zoo: Zoo) -> None:
+    """Task arithmetic at λ = 0 is the pretrained backbone; averaging one model is that model."""
+    from core.benchmark.run import _merge, _val_avg
+
+    ctx = prepare(vision_zoo, "vision", device="cpu", settings=CHEAP)
+    pre = ctx.evaluate(ctx.base, "val")
+    ta0 = ctx.evaluate(_merge(ctx, "task_arithmetic", {"scale": 0.0}), "val")
+    assert all(torch.equal(pre[n], ta0[n]) for n in ctx.names)
+    ta1 = _merge(ctx, "task_arithmetic", {"scale": 1.0, "weights": [1.0, 0.0]})
+    assert all(
+        torch.allclose(ta1[k], ctx.finetunes[0][k], atol=1e-6)
+        for k in ta1
+        if ta1[k].is_floating_point()
+    )
+    assert 0.0 <= _val_avg(ctx, ctx.base) <= 1.0
+
+
+def test_methods_that_do_not_apply_are_listed_with_a_reason() -> None:
+    status = applicable_methods(6)
+    assert "2 models" in (status["slerp"] or "")
+    assert status["task_arithmetic"] is None and status["regmean"] is None
+    assert applicable_methods(2)["slerp"] is None
+
+
+@pytest.mark.slow
+def test_every_applicable_method_runs(vision_zoo: Zoo) -> None:
+    res = run_benchmark(vision_zoo, "vision", quick=True, device="cpu", settings=CHEAP)
+    ran = {r["method"] for r in res["rows"]}
+    want = {m for m, why in applicable_methods(2).items() if why is None}
+    assert ran == want | {"pretrained", "individual"}
+    assert {"regmean", "fisher", "adamerging", "greedy_soup"} <= ran
+    check_results(res)
+
+
+@pytest.mark.slow
+def test_benchmark_command_writes_and_stores_results(vision_zoo: Zoo, tmp_path: Path) -> None:
+    from core.cli import main
+
+    out = tmp_path / "out" / "results.json"
+    rc = main(
+        [
+            "benchmark",
+            "vision",
+            "--quick",
+            "--out",
+            str(out),
+            "--workspace",
+            str(vision_zoo.root),
+            "--device",
+            "cpu",
+            "--methods",
+            "task_arithmetic,average",
+        ]
+    )
+    assert rc == 0
+    res = load_results(out)
+    assert [r["method"] for r in res["rows"]] == [
+        "pretrained",
+        "individual",
+        "task_arithmetic",
+        "average",
+    ]
+    from core.benchmark.report import stored_results
+
+    assert stored_results(vision_zoo)["vision-quick"]["rows"] == res["rows"]
+    assert (
+        main(["benchmark", "vision", "--out", str(tmp_path), "--workspace", str(vision_zoo.root)])
+        == 2
+    )
+    assert (
+        main(["benchmark", "vision", "--out", str(out), "--workspace", str(tmp_path / "empty")])
+        == 2
+    )
+    assert (
+        main(
+            [
+                "benchmark",
+                "vision",
+                "--out",
+                str(out),
+                "--workspace",
+                str(vision_zoo.root),
+                "--methods",
+                "nope",
+            ]
+        )
+        == 2
+    )
+
+
+def test_check_results_rejects_malformed_records() -> None:
+    assert check_results(made_up_results())["suite"] == "vision"
+    bad = made_up_results()
+    bad["rows"][0]["test_avg_ci"] = [0.9, 1.0]
+    bad["rows"][0]["test_avg"] = 0.1
+    with pytest.raises(ValueError, match="outside its CI"):
+        check_results(bad)
+    with pytest.raises(ValueError, match="suite"):
+        check_results({"suite": "audio", "rows": []})
+    with pytest.raises(ValueError, match="lacks"):
+        check_results({"suite": "vision", "rows": [{"method": "x"}]})
+
+
+# ---------------------------------------------------------------------------- figure and page
+def test_benchmark_figure_shows_every_row_with_its_ci() -> None:
+    from core.figures.benchmark import benchmark_figure
+
+    few_results = made_up_results()
+    fig = benchmark_figure(few_results)
+    bars = fig.data[0]
+    assert len(bars.y) == len(few_results["rows"])
+    i = list(bars.y).index("task_arithmetic")
+    row = next(r for r in few_results["rows"] if r["method"] == "task_arithmetic")
+    assert bars.x[i] == pytest.approx(100 * row["test_avg"])
+    assert bars.error_x.array[i] == pytest.approx(100 * (row["test_avg_ci"][1] - row["test_avg"]))
+    ref = fig.data[1]
+    assert (
+        dict(zip(ref.y, ref.x, strict=True))["task_arithmetic"] == CLIP_VIT_B32["task_arithmetic"]
+    )
+
+
+def test_benchmark_page_and_its_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    import ui.figure_panel as panel
+    from core.figures import figure_data
+    from core.notebook_export import notebook_for
+
+    seen: dict[str, Any] = {}
+    original = panel.show_figure
+
+    def record(fig: Any, *, key: str, **kwargs: Any) -> None:
+        seen[key] = (fig, kwargs.get("recipe"))
+        original(fig, key=key, **kwargs)
+
+    monkeypatch.setattr(panel, "show_figure", record)
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("MIXMERGE_WORKSPACE", str(ws))
+    root = Path(__file__).resolve().parents[2]
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/9_Benchmark.py").run()
+    assert not at.exception and any("No benchmark results" in i.value for i in at.info)
+    store_results(Zoo(ws), made_up_results())
+    at.switch_page("pages/9_Benchmark.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    fig, recipe = seen["benchmark.figure"]
+    assert recipe == {"kind": "benchmark_results", "args": {"suite": "vision", "quick": True}}
+    nb = notebook_for(recipe, workspace=ws)
+    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "streamlit" not in src
+    ns: dict[str, Any] = {}
+    for cell in nb.cells[1:-1]:
+        if cell.cell_type == "code":
+            exec(cell.source, ns)  # noqa: S102 - our own generated notebook
+    assert figure_data(ns["fig"]).equals(figure_data(fig))

@@ -1,0 +1,329 @@
+"""Every figure builder of core.figures with a realistic input (long model ids, ten classes,
+several tasks), for the layout tests. A new ``*_figure`` function must be added here:
+tests/figures/test_figure_layout.py fails while one is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from core.figures import benchmark as fb
+from core.figures import cluster as fc
+from core.figures import geometry as fg
+from core.figures import landscape as fl
+from core.figures import merge as fm
+from core.figures import mixup as fx
+from core.figures import suite as fs
+from core.figures import training as ft
+from core.landscape.curves import CurveResult
+from core.landscape.path import BarrierReport, PathResult
+from core.landscape.plane import PlaneResult
+from core.merge_eval import ComparisonResult, ComparisonRow, LandscapeResult, MergeEval, SweepResult
+
+TASKS = ("mnist", "mnist_inverted", "mnist_rotated", "digits")
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+RNG = np.random.default_rng(0)
+
+
+def _eval(full: bool = False) -> MergeEval:
+    return MergeEval(
+        tasks=TASKS,
+        accuracy=(0.81, 0.62, 0.7, 0.9),
+        loss=(0.6, 1.1, 0.9, 0.3),
+        reference=(0.97, 0.95, 0.96, 0.98),
+        base=(0.9, 0.1, 0.3, 0.85),
+        correct=np.ones(1000, dtype=bool),
+        groups=np.repeat(np.arange(4), 250),
+        full=full,
+    )
+
+
+def _row(method: str, avg: float, p: float | None) -> ComparisonRow:
+    return ComparisonRow(
+        method, method, avg, avg - 0.02, avg + 0.02, avg / 0.96, (avg,) * 4, p, 3, 40
+    )
+
+
+def _comparison() -> ComparisonResult:
+    names = ["task_arithmetic", "average", "ties", "dare_ties", "breadcrumbs", "model_stock"]
+    rows = tuple(
+        _row(m, 0.55 + 0.05 * k, None if k == 0 else 10.0 ** -(3 * k)) for k, m in enumerate(names)
+    )
+    return ComparisonResult(
+        rows, TASKS, "task_arithmetic", 0.95, False, (0.97, 0.95, 0.96, 0.98), (0.9, 0.1, 0.3, 0.85)
+    )
+
+
+def _path(label: str, shift: float) -> PathResult:
+    t = list(np.linspace(0, 1, 25))
+    bump = np.sin(np.pi * np.asarray(t))
+    return PathResult(
+        t=t,
+        loss={"train": list(0.1 + shift * bump), "test": list(0.2 + shift * bump)},
+        accuracy={
+            "train": list(0.98 - 0.5 * shift * bump),
+            "test": list(0.95 - 0.5 * shift * bump),
+        },
+        n_examples={"train": 5000, "test": 1000},
+        n_total={"train": 60000, "test": 10000},
+        label=label,
+    )
+
+
+def _paths() -> dict[str, PathResult]:
+    return {
+        "naive": _path("naive", 1.5),
+        "weight matching": _path("weight matching", 0.3),
+        "activation matching": _path("activation matching", 0.2),
+    }
+
+
+def _plane() -> PlaneResult:
+    xs = list(np.linspace(-0.5, 1.5, 9))
+    ys = list(np.linspace(-0.5, 1.5, 9))
+    loss = [[0.2 + (x - 0.5) ** 2 + (y - 0.3) ** 2 for x in xs] for y in ys]
+    acc = [[max(0.0, 1 - v / 3) for v in row] for row in loss]
+    return PlaneResult(
+        x=xs,
+        y=ys,
+        loss={"test": loss, "train": loss},
+        accuracy={"test": acc, "train": acc},
+        positions=[(0.0, 0.0), (1.0, 0.0), (0.4, 0.9)],
+        labels=["mlp-mnist-s1", "mlp-mnist-s2", "π(mlp-mnist-s2)"],
+        scale=12.3,
+        n_examples={"test": 500, "train": 500},
+        n_total={"test": 10000, "train": 60000},
+    )
+
+
+def _reports() -> list[BarrierReport]:
+    cols = ("loss_barrier", "loss_barrier_linear", "accuracy_barrier")
+    return [
+        BarrierReport(name, {s: dict.fromkeys(cols, v) for s in ("train", "test")}, 25)
+        for name, v in (("naive", 1.2), ("weight matching", 0.2), ("activation matching", 0.1))
+    ]
+
+
+def _landscape() -> LandscapeResult:
+    lams = np.linspace(0, 1, 5)
+    acc = RNG.uniform(0.3, 0.9, size=(4, 5, 5))
+    return LandscapeResult(
+        lams, lams, acc, acc.mean(0), acc.mean(0) / 0.96, TASKS, ("mlp-ft-mnist", "mlp-ft-digits")
+    )
+
+
+def _sweep() -> SweepResult:
+    vals = np.linspace(0, 1, 11)
+    acc = np.stack([0.5 + 0.4 * np.sin(vals * (k + 1)) / 2 for k in range(4)])
+    return SweepResult(
+        "task_arithmetic",
+        "scale",
+        vals,
+        acc,
+        acc.mean(0),
+        acc.mean(0) / 0.96,
+        TASKS,
+        (0.97, 0.95, 0.96, 0.98),
+    )
+
+
+def _features(n: int = 400) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    labels = np.arange(n) % 10
+    means = RNG.normal(size=(10, 2)) * 4
+    coords = means[labels] + RNG.normal(size=(n, 2))
+    anchors = {
+        "class_means": means,
+        "classifier_tips": means * 1.3,
+        "global_mean": means.mean(0, keepdims=True),
+    }
+    return coords, labels, anchors
+
+
+def _nc_runs() -> dict[str, list[dict[str, float]]]:
+    keys = ("nc1", "nc2_equinorm", "nc2_equiangular", "etf_distance", "nc3", "nc4")
+    return {
+        run: [{"epoch": e, **{k: 1.0 / (e + 1 + s) for k in keys}} for e in range(1, 9)]
+        for s, run in enumerate(("ERM", "mixup α=1", "CutMix α=1"))
+    }
+
+
+def _photos() -> tuple[torch.Tensor, list[str]]:
+    from core.data import load_photos
+
+    photos = load_photos(32)
+    names = list(photos)[:6]
+    return torch.stack([photos[k] for k in names]), names
+
+
+def _mix_run() -> dict:
+    def method(mixer: str, acc: float, stop: int | None) -> dict:
+        return {
+            "mixer": mixer,
+            "test_accuracy": acc,
+            "ci": {"low": acc - 0.02, "high": acc + 0.02, "level": 0.95},
+            "mix_until_epoch": stop,
+            "reliability": {
+                "ece": 0.05,
+                "confidence": list(np.linspace(0.05, 0.95, 10)),
+                "accuracy": list(np.linspace(0.1, 0.9, 10)),
+                "count": [10] * 10,
+            },
+            "history": {
+                "epoch": list(range(1, 9)),
+                "train_loss": list(np.linspace(2, 0.3, 8)),
+                "test_loss": list(np.linspace(2, 0.5, 8)),
+                "test_accuracy": list(np.linspace(0.3, acc, 8)),
+            },
+        }
+
+    methods = {
+        "ERM": method("erm", 0.88, None),
+        "mixup (α=1.0)": method("mixup", 0.9, None),
+        "CutMix (α=1.0)": method("cutmix", 0.91, None),
+        "mixup, stop at 4": method("mixup", 0.9, 4),
+        "manifold mixup": method("manifold_mixup", 0.89, None),
+    }
+    return {
+        "task": "fashion_mnist",
+        "arch": "cnn",
+        "seed": 0,
+        "config": {"epochs": 8},
+        "methods": methods,
+    }
+
+
+def _benchmark() -> dict:
+    names = [
+        "pretrained",
+        "individual",
+        "average",
+        "task_arithmetic",
+        "ties",
+        "regmean",
+        "adamerging",
+    ]
+    rows = [
+        {
+            "method": m,
+            "hyperparameters": {},
+            "val_avg": 0.4 + 0.07 * k,
+            "test_avg": 0.4 + 0.07 * k,
+            "test_avg_ci": [0.39 + 0.07 * k, 0.41 + 0.07 * k],
+            "normalized": 0.5 + 0.05 * k,
+            "per_task": {t: 0.4 + 0.07 * k for t in TASKS},
+        }
+        for k, m in enumerate(names)
+    ]
+    return {"suite": "vision", "rows": rows}
+
+
+def _gallery() -> dict:
+    from core.mixup.gallery import gallery
+
+    x, names = _photos()
+    return gallery("cutmix", x, names, seed=0)
+
+
+def _lam_grid() -> dict:
+    from core.mixup.gallery import lam_grid
+
+    x, _ = _photos()
+    return {**lam_grid("mixup", x[:2], [0.0, 0.25, 0.5, 0.75, 1.0]), "title": "Mixup"}
+
+
+def _methods() -> dict:
+    from core.mixup.gallery import methods_side_by_side
+
+    x, _ = _photos()
+    return methods_side_by_side(x[:2])
+
+
+def _contingency() -> go.Figure:
+    labels = np.arange(300) % 10
+    pred = (labels + (RNG.uniform(size=300) < 0.2)) % 10
+    return fc.contingency_figure(labels, pred, class_names=list(CLASSES))
+
+
+def _curve() -> go.Figure:
+    res = CurveResult(curve=_path("Bezier curve", 0.1), line=_path("straight line", 1.0), bend={})
+    return fl.curve_figure(res)
+
+
+def _mixup_lambda() -> go.Figure:
+    coords, labels, anchors = _features(300)
+    lam = RNG.uniform(size=300)
+    return fg.mixup_lambda_figure(
+        coords,
+        lam,
+        RNG.uniform(size=300) < 0.3,
+        anchors=anchors,
+        class_names=list(CLASSES),
+        anchor_classes=list(range(10)),
+    )
+
+
+FIGURES: dict[str, Callable[[], go.Figure]] = {
+    "task_accuracy_figure": lambda: fm.task_accuracy_figure(_eval()),
+    "task_radar_figure": lambda: fm.task_radar_figure(_eval()),
+    "landscape_figure": lambda: fm.landscape_figure(_landscape(), point=(0.3, 0.3)),
+    "sweep_figure": lambda: fm.sweep_figure(_sweep(), current=0.3),
+    "comparison_figure": lambda: fm.comparison_figure(_comparison()),
+    "comparison_task_figure": lambda: fm.comparison_task_figure(_comparison()),
+    "path_figure": lambda: fl.path_figure(_paths(), title="mlp-mnist-s1 → mlp-mnist-s2 on mnist"),
+    "barrier_figure": lambda: fl.barrier_figure(_reports()),
+    "plane_figure": lambda: fl.plane_figure(_plane()),
+    "curve_figure": _curve,
+    "direction_figure": lambda: fl.direction_figure(_path("random direction", 0.5)),
+    "nc_epochs_figure": lambda: fg.nc_epochs_figure(_nc_runs()),
+    "projection_figure": lambda: fg.projection_figure(
+        *_features()[:2], class_names=list(CLASSES), anchors=_features()[2]
+    ),
+    "etf_figure": lambda: fg.etf_figure(
+        np.eye(10) - 0.1, np.eye(10) - 1 / 9, class_names=list(CLASSES)
+    ),
+    "mixup_lambda_figure": _mixup_lambda,
+    "k_selection_figure": lambda: fc.k_selection_figure(
+        range(2, 11),
+        {
+            k: list(RNG.uniform(size=9))
+            for k in ("bic", "aic", "stability", "agreement", "confidence", "score")
+        },
+        chosen=5,
+    ),
+    "contingency_figure": _contingency,
+    "cluster_scatter_figure": lambda: fc.cluster_scatter_figure(*_features()[:2]),
+    "gallery_figure": lambda: fx.gallery_figure(_gallery()),
+    "lam_grid_figure": lambda: fx.lam_grid_figure(_lam_grid()),
+    "methods_figure": lambda: fx.methods_figure(_methods()),
+    "reliability_figure": lambda: fx.reliability_figure(
+        {k: v["reliability"] for k, v in _mix_run()["methods"].items()}
+    ),
+    "accuracy_figure": lambda: fx.accuracy_figure(_mix_run()),
+    "curves_figure": lambda: fx.curves_figure(_mix_run()),
+    "early_stopping_figure": lambda: fx.early_stopping_figure(_mix_run()),
+    "lam_histogram_figure": lambda: fx.lam_histogram_figure(list(RNG.beta(1, 1, size=500))),
+    "history_figure": lambda: ft.history_figure(
+        {k: v["history"] for k, v in _mix_run()["methods"].items()}
+    ),
+    "benchmark_figure": lambda: fb.benchmark_figure(_benchmark()),
+    "nc_models_figure": lambda: fs.nc_models_figure(
+        {
+            "pretrained": {"nc1": 4.2, "nc2_equinorm": 0.3, "nc3": 0.9, "nc4": 0.2},
+            "faces": {"nc1": 0.8, "nc2_equinorm": 0.1, "nc3": 0.4, "nc4": 0.01},
+        }
+    ),
+}
