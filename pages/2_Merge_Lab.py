@@ -131,89 +131,7 @@ recompute_bn = c4.checkbox(
     help="re-estimate BatchNorm statistics on training data after merging",
 )
 
-hyper = hyperparameter_form(entry, "merge", len(model_ids), labels=list(model_ids))
-
-# ------------------------------------------------------------------ data-dependent inputs
-if not lab.has_data_arguments(method):
-    st.info(f"{entry.title} needs inputs computed from data (training subsets of each task).")
-    if st.button(f"Compute inputs for {entry.title}", key="merge.compute_inputs", type="primary"):
-        bar = st.progress(0.0, text="Computing…")
-        with shown_errors("Computing the inputs"):
-            cache.merge_data_inputs(
-                key, method, lambda d, n, m: bar.progress(min(d / max(n, 1), 1.0), text=m)
-            )
-            bar.progress(1.0, text="ready")
-            st.rerun()
-    st.stop()
-
-# ------------------------------------------------------------------ result
-# Data-dependent methods (AdaMerging trains its coefficients, minutes on a CPU) run when asked,
-# in a background worker, with elapsed time and Cancel; the others update live with the sliders.
-ev, cached = None, False
-if "data_dependent" in entry.tags:
-    run_req = (key, method, str(hyper), int(merge_seed), bool(recompute_bn))
-    r1, r2 = st.columns([1, 5], vertical_alignment="center")
-    if r1.button(f"Run {entry.title}", key="merge.run", type="primary"):
-        st.session_state["merge.run_req"] = run_req
-    if st.session_state.get("merge.run_req") != run_req:
-        r2.caption(
-            f"{entry.title} is slow and data-dependent: it runs when you press **Run**, not on "
-            "every slider move."
-        )
-        st.stop()
-    with shown_errors("Merging"):
-        job = cache.merge_eval_job(key, method, hyper, int(merge_seed), bool(recompute_bn), False)
-        cached = job.done()
-        if not job.done():
-            if r2.button("Cancel", key="merge.cancel", icon=":material/cancel:"):
-                st.session_state.pop("merge.run_req", None)
-                st.rerun()
-            bar = st.progress(0.0, text=f"Running {entry.title}…")
-            t0 = time.monotonic()
-            while not job.done():
-                waited = time.monotonic() - t0
-                bar.progress(
-                    waited / (waited + 30.0),
-                    text=f"Running {entry.title}… {waited:.0f} s (Cancel stops waiting)",
-                )
-                time.sleep(0.25)
-            bar.empty()
-        ev = job.result()
-else:
-    with shown_errors("Merging"):
-        ev, cached = cache.merge_eval_cached(
-            key, method, hyper, int(merge_seed), bool(recompute_bn), False
-        )
-if ev is None:
-    st.stop()
-
-base_avg = ev.base_average
-ref_label = "vs fine-tuned" if base_id is not None else "vs best input model"
-m1, m2, m3 = st.columns(3)
-m1.metric(
-    "Average accuracy",
-    f"{ev.average:.3f}",
-    delta=None if base_avg is None else f"{ev.average - base_avg:+.3f} vs base",
-)
-m2.metric(
-    "Normalised accuracy",
-    f"{ev.average_normalized:.3f}",
-    help="merged / fine-tuned, per task, averaged"
-    if base_id is not None
-    else "merged / best input model, per task, averaged",
-)
-m3.metric(
-    "Merge + evaluation",
-    "cached" if cached else f"{ev.seconds * 1000:.0f} ms",
-    help=f"computed earlier in {ev.seconds * 1000:.0f} ms" if cached else None,
-)
-cols = st.columns(len(ev.tasks))
-for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, strict=True):
-    col.metric(f"acc · {task_name}", f"{acc:.3f}", delta=f"{acc - ref:+.3f} {ref_label}")
-
-meta = {
-    "method": method,
-    "hyperparameters": hyper,
+selection_meta = {
     "models": list(model_ids),
     "base": base_id,
     "n_eval_per_task": n_eval,
@@ -226,217 +144,315 @@ lab_args = {
     "n_per_task": int(n_eval),
     "random_state": settings.seed,
 }
-recipe_args = lab_args | {
-    "method": method,
-    "hyperparameters": hyper,
-    "seed": int(merge_seed),
-    "recompute_bn": bool(recompute_bn),
-}
-chart = st.segmented_control("Chart", ["bars", "radar"], default="bars", key="merge.chart")
-radar = chart == "radar" and len(ev.tasks) >= 3
-fig = task_radar_figure(ev) if radar else task_accuracy_figure(ev)
-show_figure(
-    fig,
-    key="merge.live",
-    stem=f"merge_lab_{method}",
-    meta=meta,
-    recipe={
-        "kind": "merge_accuracy",
-        "args": recipe_args | {"chart": "radar" if radar else "bars"},
-    },
-)
 
-# ------------------------------------------------------------------ panels
-tab_land, tab_sweep, tab_cmp, tab_full, tab_save = st.tabs(
-    ["Coefficient landscape", "Sweeps", "Method comparison", "Exact evaluation", "Save to zoo"]
-)
 
-with tab_land:
-    if base_id is None or len(model_ids) < 2:
-        st.caption(
-            "The landscape needs the task-vector setting and at least two fine-tuned models."
-        )
-    else:
-        c1, c2, c3, c4 = st.columns(4)
-        a = c1.selectbox("τ for λ1", list(model_ids), index=0, key="merge.land_a")
-        b = c2.selectbox("τ for λ2", list(model_ids), index=1, key="merge.land_b")
-        lo, hi = c3.slider("λ range", -1.0, 2.0, (0.0, 1.0), 0.05, key="merge.land_range")
-        res = c4.slider("Grid points per axis", 3, 21, 9, key="merge.land_res")
-        req = (a, b, lo, hi, res)
-        if st.button("Compute landscape", key="merge.land_go"):
-            st.session_state["merge.land_req"] = req
-        if st.session_state.get("merge.land_req") == req:
-            with shown_errors("The landscape"):
-                if a == b:
-                    raise ValueError("pick two different models for λ1 and λ2")
-                bar = st.progress(0.0, text="Evaluating the grid…")
-                lams = linear_grid(lo, hi, res)
-                pair = (model_ids.index(a), model_ids.index(b))
-                land = cache.merge_landscape(
-                    key, pair, lams, False, lambda d, n, m: bar.progress(d / n, text=m)
+# The sliders and everything that follows them rerun alone (a fragment): a slider move does not
+# rerun the selection above (zoo listing, lab lookup), so the numbers change within a frame or two.
+@st.fragment
+def live_lab() -> None:
+    """Hyperparameter sliders, the live result, and the panels that depend on the sliders."""
+
+    hyper = hyperparameter_form(entry, "merge", len(model_ids), labels=list(model_ids))
+
+    # ------------------------------------------------------------------ data-dependent inputs
+    if not lab.has_data_arguments(method):
+        st.info(f"{entry.title} needs inputs computed from data (training subsets of each task).")
+        if st.button(
+            f"Compute inputs for {entry.title}", key="merge.compute_inputs", type="primary"
+        ):
+            bar = st.progress(0.0, text="Computing…")
+            with shown_errors("Computing the inputs"):
+                cache.merge_data_inputs(
+                    key, method, lambda d, n, m: bar.progress(min(d / max(n, 1), 1.0), text=m)
                 )
+                bar.progress(1.0, text="ready")
+                st.rerun()
+        st.stop()
+
+    # ------------------------------------------------------------------ result
+    # Data-dependent methods (AdaMerging trains its coefficients, minutes on a CPU) run when asked,
+    # in a background worker, with elapsed time and Cancel; the others update live with the sliders.
+    ev, cached = None, False
+    if "data_dependent" in entry.tags:
+        run_req = (key, method, str(hyper), int(merge_seed), bool(recompute_bn))
+        r1, r2 = st.columns([1, 5], vertical_alignment="center")
+        if r1.button(f"Run {entry.title}", key="merge.run", type="primary"):
+            st.session_state["merge.run_req"] = run_req
+        if st.session_state.get("merge.run_req") != run_req:
+            r2.caption(
+                f"{entry.title} is slow and data-dependent: it runs when you press **Run**, not on "
+                "every slider move."
+            )
+            st.stop()
+        with shown_errors("Merging"):
+            job = cache.merge_eval_job(
+                key, method, hyper, int(merge_seed), bool(recompute_bn), False
+            )
+            cached = job.done()
+            if not job.done():
+                if r2.button("Cancel", key="merge.cancel", icon=":material/cancel:"):
+                    st.session_state.pop("merge.run_req", None)
+                    st.rerun()
+                bar = st.progress(0.0, text=f"Running {entry.title}…")
+                t0 = time.monotonic()
+                while not job.done():
+                    waited = time.monotonic() - t0
+                    bar.progress(
+                        waited / (waited + 30.0),
+                        text=f"Running {entry.title}… {waited:.0f} s (Cancel stops waiting)",
+                    )
+                    time.sleep(0.25)
                 bar.empty()
-                coeffs = effective_coefficients(method, hyper, len(model_ids))
-                point = None if coeffs is None else (coeffs[pair[0]], coeffs[pair[1]])
-                metric = st.selectbox(
-                    "Colour by", ["average", "normalized", *land.tasks], key="merge.land_metric"
-                )
-                best = land.best()
-                st.caption(
-                    f"Best grid point: λ1 = {best[0]:.2f}, λ2 = {best[1]:.2f}, average accuracy {best[2]:.3f}"
-                    + ("" if point else " · the ✕ marks the sliders for task arithmetic")
-                )
-                land_args = lab_args | {
-                    "pair": [a, b],
-                    "low": lo,
-                    "high": hi,
-                    "n_points": res,
-                    "metric": metric,
-                    "method": method,
-                    "hyperparameters": hyper,
-                }
-                show_figure(
-                    landscape_figure(land, point=point, metric=metric),
-                    key="merge.land",
-                    stem="merge_lab_landscape",
-                    meta={**meta, "pair": [a, b], "lams": list(lams)},
-                    recipe={"kind": "merge_landscape", "args": land_args},
-                )
-
-with tab_sweep:
-    numeric = [p.name for p in entry.params if p.kind in ("float", "int") and p.low is not None]
-    if not numeric:
-        st.caption(f"{entry.title} has no numeric hyperparameter to sweep.")
+            ev = job.result()
     else:
-        c1, c2 = st.columns(2)
-        param = c1.selectbox("Hyperparameter", numeric, key="merge.sweep_param")
-        n_points = c2.slider("Points", 3, 25, 11, key="merge.sweep_n")
-        req = (method, param, n_points)
-        if st.button("Run sweep", key="merge.sweep_go"):
-            st.session_state["merge.sweep_req"] = req
-        if st.session_state.get("merge.sweep_req") == req:
-            with shown_errors("The sweep"):
-                bar = st.progress(0.0, text="Sweeping…")
-                values = tuple(sweep_values(method, param, n_points, current=hyper.get(param)))
-                result = cache.merge_sweep(
+        with shown_errors("Merging"):
+            ev, cached = cache.merge_eval_cached(
+                key, method, hyper, int(merge_seed), bool(recompute_bn), False
+            )
+    if ev is None:
+        st.stop()
+
+    base_avg = ev.base_average
+    ref_label = "vs fine-tuned" if base_id is not None else "vs best input model"
+    m1, m2, m3 = st.columns(3)
+    m1.metric(
+        "Average accuracy",
+        f"{ev.average:.3f}",
+        delta=None if base_avg is None else f"{ev.average - base_avg:+.3f} vs base",
+    )
+    m2.metric(
+        "Normalised accuracy",
+        f"{ev.average_normalized:.3f}",
+        help="merged / fine-tuned, per task, averaged"
+        if base_id is not None
+        else "merged / best input model, per task, averaged",
+    )
+    m3.metric(
+        "Merge + evaluation",
+        "cached" if cached else f"{ev.seconds * 1000:.0f} ms",
+        help=f"computed earlier in {ev.seconds * 1000:.0f} ms" if cached else None,
+    )
+    cols = st.columns(len(ev.tasks))
+    for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, strict=True):
+        col.metric(f"acc · {task_name}", f"{acc:.3f}", delta=f"{acc - ref:+.3f} {ref_label}")
+
+    meta = {"method": method, "hyperparameters": hyper} | selection_meta
+    recipe_args = lab_args | {
+        "method": method,
+        "hyperparameters": hyper,
+        "seed": int(merge_seed),
+        "recompute_bn": bool(recompute_bn),
+    }
+    chart = st.segmented_control("Chart", ["bars", "radar"], default="bars", key="merge.chart")
+    radar = chart == "radar" and len(ev.tasks) >= 3
+    fig = task_radar_figure(ev) if radar else task_accuracy_figure(ev)
+    show_figure(
+        fig,
+        key="merge.live",
+        stem=f"merge_lab_{method}",
+        meta=meta,
+        recipe={
+            "kind": "merge_accuracy",
+            "args": recipe_args | {"chart": "radar" if radar else "bars"},
+        },
+    )
+
+    # ------------------------------------------------------------------ panels
+    tab_land, tab_sweep, tab_cmp, tab_full, tab_save = st.tabs(
+        ["Coefficient landscape", "Sweeps", "Method comparison", "Exact evaluation", "Save to zoo"]
+    )
+
+    with tab_land:
+        if base_id is None or len(model_ids) < 2:
+            st.caption(
+                "The landscape needs the task-vector setting and at least two fine-tuned models."
+            )
+        else:
+            c1, c2, c3, c4 = st.columns(4)
+            a = c1.selectbox("τ for λ1", list(model_ids), index=0, key="merge.land_a")
+            b = c2.selectbox("τ for λ2", list(model_ids), index=1, key="merge.land_b")
+            lo, hi = c3.slider("λ range", -1.0, 2.0, (0.0, 1.0), 0.05, key="merge.land_range")
+            res = c4.slider("Grid points per axis", 3, 21, 9, key="merge.land_res")
+            req = (a, b, lo, hi, res)
+            if st.button("Compute landscape", key="merge.land_go"):
+                st.session_state["merge.land_req"] = req
+            if st.session_state.get("merge.land_req") == req:
+                with shown_errors("The landscape"):
+                    if a == b:
+                        raise ValueError("pick two different models for λ1 and λ2")
+                    bar = st.progress(0.0, text="Evaluating the grid…")
+                    lams = linear_grid(lo, hi, res)
+                    pair = (model_ids.index(a), model_ids.index(b))
+                    land = cache.merge_landscape(
+                        key, pair, lams, False, lambda d, n, m: bar.progress(d / n, text=m)
+                    )
+                    bar.empty()
+                    coeffs = effective_coefficients(method, hyper, len(model_ids))
+                    point = None if coeffs is None else (coeffs[pair[0]], coeffs[pair[1]])
+                    metric = st.selectbox(
+                        "Colour by", ["average", "normalized", *land.tasks], key="merge.land_metric"
+                    )
+                    best = land.best()
+                    st.caption(
+                        f"Best grid point: λ1 = {best[0]:.2f}, λ2 = {best[1]:.2f}, average accuracy {best[2]:.3f}"
+                        + ("" if point else " · the ✕ marks the sliders for task arithmetic")
+                    )
+                    land_args = lab_args | {
+                        "pair": [a, b],
+                        "low": lo,
+                        "high": hi,
+                        "n_points": res,
+                        "metric": metric,
+                        "method": method,
+                        "hyperparameters": hyper,
+                    }
+                    show_figure(
+                        landscape_figure(land, point=point, metric=metric),
+                        key="merge.land",
+                        stem="merge_lab_landscape",
+                        meta={**meta, "pair": [a, b], "lams": list(lams)},
+                        recipe={"kind": "merge_landscape", "args": land_args},
+                    )
+
+    with tab_sweep:
+        numeric = [p.name for p in entry.params if p.kind in ("float", "int") and p.low is not None]
+        if not numeric:
+            st.caption(f"{entry.title} has no numeric hyperparameter to sweep.")
+        else:
+            c1, c2 = st.columns(2)
+            param = c1.selectbox("Hyperparameter", numeric, key="merge.sweep_param")
+            n_points = c2.slider("Points", 3, 25, 11, key="merge.sweep_n")
+            req = (method, param, n_points)
+            if st.button("Run sweep", key="merge.sweep_go"):
+                st.session_state["merge.sweep_req"] = req
+            if st.session_state.get("merge.sweep_req") == req:
+                with shown_errors("The sweep"):
+                    bar = st.progress(0.0, text="Sweeping…")
+                    values = tuple(sweep_values(method, param, n_points, current=hyper.get(param)))
+                    result = cache.merge_sweep(
+                        key,
+                        method,
+                        param,
+                        values,
+                        hyper,
+                        int(merge_seed),
+                        bool(recompute_bn),
+                        lambda d, n, m: bar.progress(d / n, text=m),
+                    )
+                    bar.empty()
+                    show_figure(
+                        sweep_figure(result, current=hyper.get(param)),
+                        key="merge.sweep",
+                        stem=f"merge_lab_sweep_{method}_{param}",
+                        meta={**meta, "param": param},
+                        recipe={
+                            "kind": "merge_sweep",
+                            "args": recipe_args | {"param": param, "n_points": n_points},
+                        },
+                    )
+
+    with tab_cmp:
+        st.caption(
+            "Every method on the same models and samples, default hyperparameters (the current sliders for "
+            "the selected method); bootstrap 95% CI (stratified by task) and McNemar p-value against task "
+            "arithmetic."
+        )
+        c1, c2 = st.columns([3, 1])
+        chosen = c1.multiselect(
+            "Methods",
+            methods,
+            default=methods,
+            format_func=lambda m: METHODS[m].title,
+            key="merge.cmp_methods",
+        )
+        full_cmp = c2.checkbox("Full test sets", value=True, key="merge.cmp_full")
+        req = (tuple(chosen), full_cmp, method, str(hyper))
+        if st.button("Compare methods", key="merge.cmp_go", disabled=not chosen):
+            st.session_state["merge.cmp_req"] = req
+        if chosen and st.session_state.get("merge.cmp_req") == req:
+            with shown_errors("The comparison"):
+                bar = st.progress(0.0, text="Comparing…")
+                cmp = cache.merge_comparison(
                     key,
-                    method,
-                    param,
-                    values,
-                    hyper,
-                    int(merge_seed),
-                    bool(recompute_bn),
+                    tuple(chosen),
+                    {method: hyper},
+                    full_cmp,
+                    settings.seed,
                     lambda d, n, m: bar.progress(d / n, text=m),
                 )
                 bar.empty()
+                st.dataframe(
+                    comparison_table(cmp), hide_index=True, width="stretch", key="merge.cmp_table"
+                )
+                cmp_args = lab_args | {
+                    "methods": list(chosen),
+                    "hyperparameters": {method: hyper},
+                    "full": full_cmp,
+                    "seed": settings.seed,
+                }
                 show_figure(
-                    sweep_figure(result, current=hyper.get(param)),
-                    key="merge.sweep",
-                    stem=f"merge_lab_sweep_{method}_{param}",
-                    meta={**meta, "param": param},
-                    recipe={
-                        "kind": "merge_sweep",
-                        "args": recipe_args | {"param": param, "n_points": n_points},
-                    },
+                    comparison_figure(cmp),
+                    key="merge.cmp",
+                    stem="merge_lab_comparison",
+                    data=None,
+                    meta={**meta, "methods": list(chosen), "full": full_cmp},
+                    recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "methods"}},
+                )
+                show_figure(
+                    comparison_task_figure(cmp),
+                    key="merge.cmp_tasks",
+                    stem="merge_lab_comparison_tasks",
+                    meta=meta,
+                    recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "tasks"}},
                 )
 
-with tab_cmp:
-    st.caption(
-        "Every method on the same models and samples, default hyperparameters (the current sliders for "
-        "the selected method); bootstrap 95% CI (stratified by task) and McNemar p-value against task "
-        "arithmetic."
-    )
-    c1, c2 = st.columns([3, 1])
-    chosen = c1.multiselect(
-        "Methods",
-        methods,
-        default=methods,
-        format_func=lambda m: METHODS[m].title,
-        key="merge.cmp_methods",
-    )
-    full_cmp = c2.checkbox("Full test sets", value=True, key="merge.cmp_full")
-    req = (tuple(chosen), full_cmp, method, str(hyper))
-    if st.button("Compare methods", key="merge.cmp_go", disabled=not chosen):
-        st.session_state["merge.cmp_req"] = req
-    if chosen and st.session_state.get("merge.cmp_req") == req:
-        with shown_errors("The comparison"):
-            bar = st.progress(0.0, text="Comparing…")
-            cmp = cache.merge_comparison(
-                key,
-                tuple(chosen),
-                {method: hyper},
-                full_cmp,
-                settings.seed,
-                lambda d, n, m: bar.progress(d / n, text=m),
-            )
-            bar.empty()
-            st.dataframe(
-                comparison_table(cmp), hide_index=True, width="stretch", key="merge.cmp_table"
-            )
-            cmp_args = lab_args | {
-                "methods": list(chosen),
-                "hyperparameters": {method: hyper},
-                "full": full_cmp,
-                "seed": settings.seed,
-            }
-            show_figure(
-                comparison_figure(cmp),
-                key="merge.cmp",
-                stem="merge_lab_comparison",
-                data=None,
-                meta={**meta, "methods": list(chosen), "full": full_cmp},
-                recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "methods"}},
-            )
-            show_figure(
-                comparison_task_figure(cmp),
-                key="merge.cmp_tasks",
-                stem="merge_lab_comparison_tasks",
-                meta=meta,
-                recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "tasks"}},
-            )
+    with tab_full:
+        st.caption(
+            "The live numbers use a seeded subset of each test set; this evaluates on the full test sets."
+        )
+        if st.button("Evaluate on the full test sets", key="merge.full_go"):
+            st.session_state["merge.full_req"] = (key, method, str(hyper))
+        if st.session_state.get("merge.full_req") == (key, method, str(hyper)):
+            with shown_errors("The full evaluation"):
+                full = cache.merge_eval(
+                    key, method, hyper, int(merge_seed), bool(recompute_bn), True
+                )
+                ci = full.average_ci(random_state=settings.seed)
+                st.metric(
+                    "Average accuracy (full test sets)",
+                    f"{full.average:.4f}",
+                    help=f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}], n = {ci.n}",
+                )
+                st.caption(
+                    f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}] · normalised {full.average_normalized:.4f}"
+                )
+                show_figure(
+                    task_accuracy_figure(full),
+                    key="merge.full",
+                    stem=f"merge_lab_{method}_full",
+                    meta={**meta, "full": True},
+                    recipe={"kind": "merge_accuracy", "args": recipe_args | {"full": True}},
+                )
 
-with tab_full:
-    st.caption(
-        "The live numbers use a seeded subset of each test set; this evaluates on the full test sets."
-    )
-    if st.button("Evaluate on the full test sets", key="merge.full_go"):
-        st.session_state["merge.full_req"] = (key, method, str(hyper))
-    if st.session_state.get("merge.full_req") == (key, method, str(hyper)):
-        with shown_errors("The full evaluation"):
-            full = cache.merge_eval(key, method, hyper, int(merge_seed), bool(recompute_bn), True)
-            ci = full.average_ci(random_state=settings.seed)
-            st.metric(
-                "Average accuracy (full test sets)",
-                f"{full.average:.4f}",
-                help=f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}], n = {ci.n}",
-            )
-            st.caption(
-                f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}] · normalised {full.average_normalized:.4f}"
-            )
-            show_figure(
-                task_accuracy_figure(full),
-                key="merge.full",
-                stem=f"merge_lab_{method}_full",
-                meta={**meta, "full": True},
-                recipe={"kind": "merge_accuracy", "args": recipe_args | {"full": True}},
-            )
+    with tab_save:
+        name = st.text_input("Name in the zoo", value=f"merged-{method}", key="merge.save_name")
+        if st.button("Save merged model to zoo", key="merge.save", type="primary"):
+            with shown_errors("Saving"):
+                rec = save_merged(
+                    zoo,
+                    lab,
+                    method,
+                    hyper,
+                    name=name or None,
+                    seed=int(merge_seed),
+                    recompute_bn=bool(recompute_bn),
+                )
+                st.success(
+                    f"Stored **{rec.id}** · full-test average accuracy {rec.metrics['test_accuracy']:.3f}"
+                )
 
-with tab_save:
-    name = st.text_input("Name in the zoo", value=f"merged-{method}", key="merge.save_name")
-    if st.button("Save merged model to zoo", key="merge.save", type="primary"):
-        with shown_errors("Saving"):
-            rec = save_merged(
-                zoo,
-                lab,
-                method,
-                hyper,
-                name=name or None,
-                seed=int(merge_seed),
-                recompute_bn=bool(recompute_bn),
-            )
-            st.success(
-                f"Stored **{rec.id}** · full-test average accuracy {rec.metrics['test_accuracy']:.3f}"
-            )
+
+live_lab()
 
 
 # ------------------------------------------------------------------ interference diagnostics
@@ -500,4 +516,4 @@ def interference_section(key: object, lab_args: dict, meta: dict, merge_seed: in
         )
 
 
-interference_section(key, lab_args, meta, int(merge_seed))
+interference_section(key, lab_args, {"method": method} | selection_meta, int(merge_seed))
