@@ -258,6 +258,25 @@ def _contingency() -> go.Figure:
     return fc.contingency_figure(labels, pred, class_names=list(CLASSES))
 
 
+def _ppp_result() -> dict:
+    """A ``core.recipes.cluster.ppp_clustering``-shaped result for the PPP wrappers."""
+    coords, labels = _features()[:2]
+    truth = np.arange(len(labels)) % 10
+    return {
+        "ks": list(range(2, 11)),
+        "scores": {
+            k: list(RNG.uniform(size=9))
+            for k in ("bic", "aic", "stability", "agreement", "confidence", "score")
+        },
+        "k": 5,
+        "truth": truth,
+        "labels": labels,
+        "class_names": list(CLASSES),
+        "coords": coords,
+        "posterior": RNG.uniform(0.5, 1.0, size=len(labels)),
+    }
+
+
 def _curve() -> go.Figure:
     res = CurveResult(curve=_path("Bezier curve", 0.1), line=_path("straight line", 1.0), bend={})
     return fl.curve_figure(res)
@@ -306,6 +325,10 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     ),
     "contingency_figure": _contingency,
     "cluster_scatter_figure": lambda: fc.cluster_scatter_figure(*_features()[:2]),
+    "ppp_k_figure": lambda: fc.ppp_k_figure(_ppp_result()),
+    "ppp_contingency_figure": lambda: fc.ppp_contingency_figure(_ppp_result()),
+    "ppp_scatter_figure": lambda: fc.ppp_scatter_figure(_ppp_result()),
+    "run_reliability_figure": lambda: fx.run_reliability_figure(_mix_run()),
     "gallery_figure": lambda: fx.gallery_figure(_gallery()),
     "lam_grid_figure": lambda: fx.lam_grid_figure(_lam_grid()),
     "methods_figure": lambda: fx.methods_figure(_methods()),
