@@ -123,6 +123,28 @@ def apply_task_vector(
     return out
 
 
+def combine_task_vectors(
+    base: Mapping[str, Tensor],
+    task_vectors: Sequence[Mapping[str, Tensor]],
+    coefficients: Sequence[float],
+    keys: Sequence[str],
+) -> StateDict:
+    """θ₀ + Σᵢ cᵢ τᵢ over ``keys`` (other entries are taken from ``base``); zero coefficients
+    are skipped, so one-hot coefficients cost one add per key."""
+    if len(coefficients) != len(task_vectors):
+        raise ValueError(
+            f"coefficients must have {len(task_vectors)} entries, got {len(coefficients)}"
+        )
+    out = dict(base)
+    for k in keys:
+        acc = base[k].clone()
+        for c, tv in zip(coefficients, task_vectors, strict=True):
+            if c != 0.0:
+                acc.add_(tv[k], alpha=float(c))
+        out[k] = acc
+    return out
+
+
 def add(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> StateDict:
     """a + b over floating tensors; integer tensors from a."""
     check_compatible([a, b], ["a", "b"])

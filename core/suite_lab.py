@@ -44,7 +44,7 @@ from .data.suites import SUITES, SuiteTask, load_task
 from .device import configure_threads, resolve_device
 from .merge import METHODS, merge, recompute_batchnorm
 from .merge_eval import SCALE_LINEAR
-from .params import StateDict
+from .params import StateDict, combine_task_vectors
 from .zoo import Zoo
 
 DEFAULT_N_PER_TASK = 64  # evaluation examples per task on the slider path (stratified)
@@ -372,14 +372,7 @@ class SuiteLab:
             raise ValueError(
                 f"coefficients must have {self.n_models} entries, got {len(coefficients)}"
             )
-        out = dict(self.base)
-        for k in self.float_keys:
-            acc = self.base[k].clone()
-            for c, tv in zip(coefficients, self.task_vectors, strict=True):
-                if c != 0.0:
-                    acc.add_(tv[k], alpha=float(c))
-            out[k] = acc
-        return out
+        return combine_task_vectors(self.base, self.task_vectors, coefficients, self.float_keys)
 
     def _incremental(self, method: str, hyper: Mapping[str, Any]) -> StateDict:
         """θ₀ + λ·f(τ) with f cached per (method, other hyperparameters)."""

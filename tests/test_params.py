@@ -53,3 +53,17 @@ def test_incompatible_state_dicts_are_listed() -> None:
         params.check_compatible([a, c])
     with pytest.raises(TypeError, match="must be a state dict"):
         params.task_vector([1], a)  # type: ignore[arg-type]
+
+
+def test_combine_task_vectors_is_base_plus_weighted_task_vectors() -> None:
+    from core.params import combine_task_vectors
+
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(4, 3, generator=g), "n": torch.tensor(3)}
+    tvs = [{"w": torch.randn(4, 3, generator=g)} for _ in range(3)]
+    out = combine_task_vectors(base, tvs, [0.5, 0.0, -2.0], ["w"])
+    assert torch.allclose(out["w"], base["w"] + 0.5 * tvs[0]["w"] - 2.0 * tvs[2]["w"])
+    assert out["n"] is base["n"]  # entries outside keys are the base's
+    assert torch.equal(combine_task_vectors(base, tvs, [0.0] * 3, ["w"])["w"], base["w"])
+    with pytest.raises(ValueError, match="coefficients must have 3 entries, got 2"):
+        combine_task_vectors(base, tvs, [1.0, 1.0], ["w"])

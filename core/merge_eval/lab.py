@@ -27,7 +27,7 @@ from ..data import get_task, stratified_subset
 from ..device import resolve_device
 from ..merge import METHODS, MergeData, merge, method_entry, recompute_batchnorm
 from ..models import create_model
-from ..params import StateDict, check_compatible, is_mergeable
+from ..params import StateDict, check_compatible, combine_task_vectors, is_mergeable
 from .evalset import DEFAULT_N_PER_TASK, EvalSet, _check_tasks, make_eval_set
 from .methods import SCALE_LINEAR, applicable_methods, effective_coefficients
 from .results import MergeEval
@@ -336,14 +336,7 @@ class MergeLab:
             raise ValueError(
                 f"coefficients must have {self.n_models} entries, got {len(coefficients)}"
             )
-        out = dict(self.base)
-        for k in self._keys:
-            acc = self.base[k].clone()
-            for c, tv in zip(coefficients, self.task_vectors, strict=True):
-                if c != 0.0:
-                    acc.add_(tv[k], alpha=float(c))
-            out[k] = acc
-        return out
+        return combine_task_vectors(self.base, self.task_vectors, coefficients, self._keys)
 
     # ---------------------------------------------------------------- evaluation
     @torch.inference_mode()
