@@ -809,7 +809,12 @@ RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "mixup_curves": _RUNS,
     "mixup_early_stopping": _RUNS,
     "mixup_reliability": _RUNS,
+    "merging_at_scale": (
+        {"suite": "vision", "methods": ["average", "task_arithmetic"], "n_orders": 1},
+        {"seed": 3},
+    ),
 }
+SUITE_KINDS = {"merging_at_scale"}  # these run on ``suite_recipe_workspace``
 
 
 @pytest.fixture(scope="module")
@@ -819,6 +824,19 @@ def recipe_workspace(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactor
     shutil.copytree(tiny_zoo_dir, ws)
     runs = [_tiny_run(ws, seed=s)["run_id"] for s in (0, 1)]
     (ws / "runs.json").write_text(json.dumps(runs))
+    return ws
+
+
+@pytest.fixture(scope="module")
+def suite_recipe_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace holding a tiny three-task vision suite zoo."""
+    from core.benchmark.zoo_build import build_suite_zoo
+    from core.zoo import Zoo
+    from tests.helpers.suites import TINY_VISION_3
+
+    ws = tmp_path_factory.mktemp("suite_recipes") / "ws"
+    build_suite_zoo(Zoo(ws), TINY_VISION_3, device="cpu")
+    (ws / "runs.json").write_text("[]")
     return ws
 
 
@@ -840,11 +858,14 @@ def test_every_recipe_has_an_example() -> None:
     ],
 )
 def test_recipe_notebook_reproduces_the_page_figure(
-    kind: str, recipe_workspace: Path, tmp_path: Path
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """The figure as a page draws it (``ui.cache.recipe_result``, then ``build_figure``) is what
     the generic notebook of ``(kind, args)`` recomputes."""
     from ui import cache
+
+    fixture = "suite_recipe_workspace" if kind in SUITE_KINDS else "recipe_workspace"
+    recipe_workspace: Path = request.getfixturevalue(fixture)
 
     example, change = RECIPE_EXAMPLES[kind]
     args = _resolve(example, recipe_workspace)

@@ -66,6 +66,8 @@ def recipe_result(workspace: str, kind: str, args: dict[str, Any]) -> Any:
     compute_args, _ = entry.split(check_args(kind, args))
     z = zoo(workspace)
     shas = tuple(z.get(mid).sha256 for mid in entry.model_ids(compute_args))
+    if entry.fingerprint is not None:
+        shas += tuple(entry.fingerprint(z, compute_args))
     key = json.dumps(compute_args, sort_keys=True)
     return _recipe_result(workspace, shared_kind(kind), key, shas)
 

@@ -273,3 +273,41 @@ def suite_models(workspace: str, suite: str) -> list[str]:
     from core.suite_views import suite_models as core_models
 
     return core_models(zoo(workspace), suite)
+
+
+def merging_at_scale(
+    workspace: str,
+    suite: str,
+    methods: tuple[str, ...],
+    n_orders: int,
+    val_per_task: int,
+    seed: int,
+    device: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Any, bool]:
+    """(:class:`core.papers.merging_at_scale.ScaleStudy`, cached?) of the sweep on ``suite``."""
+    from core.papers.merging_at_scale import merging_at_scale_study
+
+    key: tuple[Any, ...] = ("scale", workspace, fingerprint(workspace, suite), suite, methods)
+    key += (n_orders, val_per_task, seed, device)
+    return _memo(
+        key,
+        lambda: merging_at_scale_study(
+            zoo(workspace),
+            suite,
+            methods=list(methods),
+            n_orders=n_orders,
+            val_per_task=val_per_task,
+            seed=seed,
+            device=device,
+            progress=progress,
+        ),
+    )
+
+
+def merging_at_scale_is_cached(workspace: str, key_args: tuple[Any, ...]) -> bool:
+    """Whether :func:`merging_at_scale` with these arguments (after ``workspace``) is cached."""
+    suite = key_args[0]
+    key = ("scale", workspace, fingerprint(workspace, suite), *key_args)
+    with _MEMO_LOCK:
+        return key in _MEMO

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ArgsCheck = Callable[[Mapping[str, Any]], None]
+Fingerprint = Callable[[Any, Mapping[str, Any]], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class Recipe:
     figure_args: tuple[str, ...] = ()
     model_args: tuple[str, ...] = ()
     check: ArgsCheck | None = None
+    # fingerprint(zoo, compute_args) -> strings that change when the result's inputs change, for
+    # results that read models the args do not name (a whole suite zoo); keys the caches
+    fingerprint: Fingerprint | None = None
 
     def split(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """``args`` as (compute args, figure args)."""
@@ -75,6 +79,7 @@ def register_recipe(
     figure_args: tuple[str, ...] = (),
     model_args: tuple[str, ...] = (),
     check: ArgsCheck | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> Recipe:
     """Register the recipe ``kind``; return its entry."""
     if not isinstance(kind, str) or not kind.isidentifier():
@@ -86,7 +91,14 @@ def register_recipe(
     if not params or params[0] != "zoo":
         raise ValueError(f"compute must take the zoo first, got parameters {params}")
     RECIPES[kind] = Recipe(
-        kind, compute, figure, description, tuple(figure_args), tuple(model_args), check
+        kind,
+        compute,
+        figure,
+        description,
+        tuple(figure_args),
+        tuple(model_args),
+        check,
+        fingerprint,
     )
     return RECIPES[kind]
 

@@ -133,19 +133,12 @@ def test_recipe_builds_a_notebook() -> None:
 def test_interpolation_page_tab_and_notebook(
     workspace_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ui.figure_panel as panel
+    from tests.helpers.app import record_figures
     from tests.test_notebooks import _page_recipe, _reproduce, _run_page
 
     root = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("PYTHONPATH", str(root))  # the notebook kernel imports this checkout
-    seen: dict[str, Any] = {}
-    original = panel.show_figure
-
-    def record(fig: Any, *, key: str, **kwargs: Any) -> None:
-        seen[key] = (fig, kwargs.get("recipe"))
-        original(fig, key=key, **kwargs)
-
-    monkeypatch.setattr(panel, "show_figure", record)
+    seen = record_figures(monkeypatch)
 
     def setup(at: Any) -> None:
         next(b for b in at.button if b.key == "interp.run_sv").click().run()

@@ -32,16 +32,9 @@ def suite_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Figures the suite panels show: key -> (figure, recipe)."""
     import ui.suite_panels as panels
+    from tests.helpers.app import record_figures
 
-    out: dict[str, Any] = {}
-    original = panels.show_figure
-
-    def record(fig: Any, *, key: str, **kwargs: Any) -> None:
-        out[key] = (fig, kwargs.get("recipe"))
-        original(fig, key=key, **kwargs)
-
-    monkeypatch.setattr(panels, "show_figure", record)
-    return out
+    return record_figures(monkeypatch, panels)
 
 
 def _page(ws: Path, page: str, monkeypatch: pytest.MonkeyPatch, key: str) -> Any:

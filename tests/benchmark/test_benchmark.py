@@ -350,18 +350,11 @@ def test_benchmark_figure_shows_every_row_with_its_ci() -> None:
 def test_benchmark_page_and_its_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
-    import ui.figure_panel as panel
     from core.figures import figure_data
     from core.notebook_export import notebook_for
+    from tests.helpers.app import record_figures
 
-    seen: dict[str, Any] = {}
-    original = panel.show_figure
-
-    def record(fig: Any, *, key: str, **kwargs: Any) -> None:
-        seen[key] = (fig, kwargs.get("recipe"))
-        original(fig, key=key, **kwargs)
-
-    monkeypatch.setattr(panel, "show_figure", record)
+    seen = record_figures(monkeypatch)
     ws = tmp_path / "ws"
     monkeypatch.setenv("MIXMERGE_WORKSPACE", str(ws))
     root = Path(__file__).resolve().parents[2]

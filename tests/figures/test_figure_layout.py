@@ -17,7 +17,17 @@ from tests.helpers.figure_cases import FIGURES
 from tests.helpers.layout_check import MEASURE_JS, outside, overlaps
 
 SIZES = ("column", "double")
-MODULES = ("benchmark", "cluster", "geometry", "landscape", "merge", "mixup", "training", "suite")
+MODULES = (
+    "benchmark",
+    "cluster",
+    "geometry",
+    "landscape",
+    "merge",
+    "mixup",
+    "training",
+    "suite",
+    "scale",
+)
 CASES = [(name, size) for name in FIGURES for size in SIZES]
 
 

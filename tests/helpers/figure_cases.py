@@ -16,12 +16,14 @@ from core.figures import geometry as fg
 from core.figures import landscape as fl
 from core.figures import merge as fm
 from core.figures import mixup as fx
+from core.figures import scale as fsc
 from core.figures import suite as fs
 from core.figures import training as ft
 from core.landscape.curves import CurveResult
 from core.landscape.path import BarrierReport, PathResult
 from core.landscape.plane import PlaneResult
 from core.merge_eval import ComparisonResult, ComparisonRow, LandscapeResult, MergeEval, SweepResult
+from core.papers.merging_at_scale import ScaleStudy
 
 TASKS = ("mnist", "mnist_inverted", "mnist_rotated", "digits")
 CLASSES = (
@@ -295,6 +297,27 @@ def _mixup_lambda() -> go.Figure:
     )
 
 
+def _scale_study() -> ScaleStudy:
+    tasks = ["mnist", "fashion", "animal", "faces", "textures", "photos"]
+    methods = ["average", "task_arithmetic", "ties", "dare_ties"]
+    study = ScaleStudy("vision", tasks, methods, [tasks, tasks[::-1], tasks[1:] + tasks[:1]])
+    for o in range(3):
+        for k in range(1, 7):
+            for j, m in enumerate(methods):
+                study.rows.append(
+                    {
+                        "order": o,
+                        "k": k,
+                        "method": m,
+                        "held_in": 1.0 - (0.06 - 0.01 * j) * (k - 1) - 0.01 * o,
+                        "held_out": 1.0 + 0.01 * j * k + 0.005 * o if k < 6 else float("nan"),
+                    }
+                )
+    study.pretrained = {t: 0.6 for t in tasks}
+    study.individual = {t: 0.9 for t in tasks}
+    return study
+
+
 FIGURES: dict[str, Callable[[], go.Figure]] = {
     "task_accuracy_figure": lambda: fm.task_accuracy_figure(_eval()),
     "task_radar_figure": lambda: fm.task_radar_figure(_eval()),
@@ -343,6 +366,7 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
         {k: v["history"] for k, v in _mix_run()["methods"].items()}
     ),
     "benchmark_figure": lambda: fb.benchmark_figure(_benchmark()),
+    "merging_at_scale_figure": lambda: fsc.merging_at_scale_figure(_scale_study()),
     "nc_models_figure": lambda: fs.nc_models_figure(
         {
             "pretrained": {"nc1": 4.2, "nc2_equinorm": 0.3, "nc3": 0.9, "nc4": 0.2},
