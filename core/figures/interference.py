@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .layout import short_names
 from .theme import DIVERGING, PALETTE, SEQUENTIAL, apply_paper
 
 KEEP_METHODS = {"ties": "TIES", "dare": "DARE", "dare_ties": "DARE-TIES"}
@@ -30,7 +31,7 @@ def _need(obj: Any, attrs: Sequence[str]) -> None:
 def cosine_figure(report: Any, *, title: str = "Cosine similarity of task vectors") -> go.Figure:
     """(N, N) heatmap of cos(τᵢ, τⱼ), diverging around 0, values written in the cells."""
     _need(report, ("names", "cosine"))
-    names = list(report.names)
+    names, prefix = short_names(list(report.names))
     cos = np.asarray(report.cosine, dtype=float)
     fig = go.Figure(
         go.Heatmap(
@@ -48,6 +49,8 @@ def cosine_figure(report: Any, *, title: str = "Cosine similarity of task vector
         )
     )
     fig.update_layout(title=title, yaxis=dict(autorange="reversed", scaleanchor="x"))
+    if prefix:
+        fig.update_xaxes(title_text=f"{prefix}…")
     return apply_paper(fig)
 
 
@@ -56,7 +59,7 @@ def layer_profile_figure(report: Any, *, title: str = "Interference per layer") 
     and ‖τᵢ‖ of every model."""
     _need(report, ("names", "layers", "norms", "conflict", "conflict_trimmed", "density"))
     layers = list(report.layers)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.16)
     for y, name, dash in (
         (report.conflict, "all entries", "solid"),
         (report.conflict_trimmed, f"after TIES trim (density {report.density:g})", "dot"),

@@ -103,6 +103,9 @@ def fit_layout(fig: go.Figure, size: str | None = None) -> go.Figure:
 
     top = 6.0
     title = title_text(fig)
+    if title and "<" not in title.replace("<br>", ""):
+        # re-wrapped from one line: the breaks of an earlier size are not this one's
+        title = wrap(title.replace("<br>", " "), 0.9 * width - 16, title_px)
     n_title = _title_lines(title)
     if n_title:
         fig.update_layout(
@@ -145,7 +148,23 @@ def fit_layout(fig: go.Figure, size: str | None = None) -> go.Figure:
     if polar:
         top += 2 * line
     fig.update_layout(margin=dict(t=top + 4))
+    _limit_yticks(fig, tick_px)
     return fig
+
+
+def _limit_yticks(fig: go.Figure, tick_px: float) -> None:
+    """At most one y tick label per 2.5 text lines of each y axis's height, so stacked panels
+    of a small figure do not print their tick labels over each other."""
+    height = float(fig.layout.height or 450)
+    m = fig.layout.margin
+    plot_h = height - float(m.t if m.t is not None else 80) - float(m.b if m.b is not None else 80)
+    for axis in _yaxes(fig):
+        if axis.type == "category" or axis.tickvals is not None:
+            continue
+        lo, hi = axis.domain or (0.0, 1.0)
+        n = int(max(plot_h, 0.0) * (hi - lo) / (2.5 * tick_px))
+        if n < 8:
+            axis.nticks = max(n, 2)
 
 
 def wrap(text: str, width_px: float, font_px: float) -> str:
@@ -178,6 +197,25 @@ def _annotation_width(fig: go.Figure, a: Any, width: float) -> float:
     plot_w = width - 60
     n_cols = max(1, len({round(float(x.domain[0]), 3) for x in _xaxes(fig)}))
     return max(30.0, plot_w / n_cols - 6)
+
+
+def short_names(names: list[str]) -> tuple[list[str], str]:
+    """(``names`` without their common prefix cut at a ``-``, ``_``, ``.`` or ``/``, the prefix):
+    long model ids as tick labels fit a single-column figure ("" when nothing is shared)."""
+    if len(names) < 2:
+        return list(names), ""
+    common = names[0]
+    for n in names[1:]:
+        while not n.startswith(common):
+            common = common[:-1]
+    cut = max(common.rfind(c) for c in "-_./") + 1
+    if cut == 0 or any(len(n) == cut for n in names):
+        return list(names), ""
+    return [n[cut:] for n in names], names[0][:cut]
+
+
+def _yaxes(fig: go.Figure) -> list[Any]:
+    return [fig.layout[k] for k in fig.layout if k.startswith("yaxis")]
 
 
 def _xaxes(fig: go.Figure) -> list[Any]:

@@ -4,7 +4,10 @@ tests/figures/test_figure_layout.py fails while one is missing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -13,9 +16,12 @@ import torch
 from core.figures import benchmark as fb
 from core.figures import cluster as fc
 from core.figures import geometry as fg
+from core.figures import interference as fi
 from core.figures import landscape as fl
 from core.figures import merge as fm
+from core.figures import mix_papers as fmp
 from core.figures import mixup as fx
+from core.figures import papers as fp
 from core.figures import scale as fsc
 from core.figures import suite as fs
 from core.figures import training as ft
@@ -318,6 +324,105 @@ def _scale_study() -> ScaleStudy:
     return study
 
 
+def _interference():  # real diagnostics of small task vectors with a network's key names
+    from core.merge.diagnostics import interference
+
+    g = torch.Generator().manual_seed(0)
+    keys = [f"blocks.{i}.{p}" for i in range(6) for p in ("conv.weight", "bn.weight")]
+    base = {k: torch.randn(64, 32, generator=g) for k in keys}
+    tvs = [
+        {k: 0.1 * torch.randn(64, 32, generator=g) + 0.05 * j * v for k, v in base.items()}
+        for j in range(4)
+    ]
+    return interference(tvs, names=[f"efficientnet-lite0-ft-{t}" for t in TASKS])
+
+
+@cache
+def _mix_paper_records() -> dict:
+    """Real records of the mixing-paper studies on tiny settings (make_figure_records.py)."""
+    path = Path(__file__).resolve().parent / "data" / "mix_paper_records.json"
+    return json.loads(path.read_text())
+
+
+def _mix_paper(name: str) -> go.Figure:
+    return fmp.FIGURES[name](_mix_paper_records()[name])
+
+
+def _singular():  # a real analysis of two small MLPs
+    from core.align import compare_singular_alignment
+    from core.models import create_model
+
+    model = create_model("mlp", width=32, depth=2, seed=0)
+    sd_b = create_model("mlp", width=32, depth=2, seed=1).state_dict()
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    return compare_singular_alignment(
+        model,
+        model.state_dict(),
+        sd_b,
+        matchers=("weight matching", "activation matching"),
+        x=x,
+        top_k=8,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _soup():
+    from core.papers.sparse_soups import SoupCycle, SoupResult
+
+    cycles = [
+        SoupCycle(
+            c,
+            1 - 0.5**c,
+            [0.9 - 0.02 * c + 0.01 * i for i in range(3)],
+            [1 - 0.5**c] * 3,
+            0.93 - 0.02 * c,
+            1 - 0.5**c,
+            0.7 - 0.1 * c,
+        )
+        for c in (1, 2, 3)
+    ]
+    return SoupResult(0.95, cycles, {}, task="fashion_mnist")
+
+
+def _bn_stream():
+    from core.papers.unmix_bn import StreamStudy
+
+    rows = [{"stream": "no recompute", "classes_per_batch": 0, "method": "stored", "accuracy": 0.4}]
+    for stream, k in (("shuffled", 0), ("label-sorted 1/batch", 1), ("label-sorted 2/batch", 2)):
+        for method, acc in (("cumulative", 0.8 - 0.2 / max(k, 0.5)), ("unmixed", 0.82)):
+            rows.append(
+                {"stream": stream, "classes_per_batch": k, "method": method, "accuracy": acc}
+            )
+    return StreamStudy(rows, "fashion_mnist")
+
+
+def _different_init():
+    from core.papers.different_init import DifferentInitStudy
+
+    def row(method: str, family: str, ratio: float | None, size: float, acc: float) -> dict:
+        ci = {"low": acc - 0.02, "high": acc + 0.02}
+        return {
+            "method": method,
+            "family": family,
+            "ratio": ratio,
+            "size": size,
+            "accuracy": acc,
+        } | ci
+
+    rows = [
+        row("model A", "endpoint", None, 1.0, 0.9),
+        row("model B", "endpoint", None, 1.0, 0.88),
+        row("ensemble", "endpoint", None, 2.0, 0.95),
+        row("weight matching", "permutation", None, 1.0, 0.6),
+        row("activation matching", "permutation", None, 1.0, 0.65),
+        row("ZipIt! (partial, 1 layer)", "ZipIt!", None, 1.3, 0.8),
+    ]
+    for r in (0.0, 0.25, 0.5, 1.0):
+        rows.append(row("PLeaS", "PLeaS", r, 1.0 + r, 0.78 + 0.1 * r))
+        rows.append(row("partial permutation (no LS)", "PLeaS", r, 1.0 + r, 0.6 + 0.2 * r))
+    return DifferentInitStudy(rows, task="digits")
+
+
 FIGURES: dict[str, Callable[[], go.Figure]] = {
     "task_accuracy_figure": lambda: fm.task_accuracy_figure(_eval()),
     "task_radar_figure": lambda: fm.task_radar_figure(_eval()),
@@ -367,6 +472,24 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     ),
     "benchmark_figure": lambda: fb.benchmark_figure(_benchmark()),
     "merging_at_scale_figure": lambda: fsc.merging_at_scale_figure(_scale_study()),
+    "cosine_figure": lambda: fi.cosine_figure(_interference()),
+    "layer_profile_figure": lambda: fi.layer_profile_figure(_interference()),
+    "keep_figure": lambda: fi.keep_figure(_interference(), "dare_ties"),
+    "interference_figure": lambda: fi.interference_figure(_interference(), "keep", "ties"),
+    "feature_learning_figure": lambda: _mix_paper("feature_learning"),
+    "neural_collapse_figure": lambda: _mix_paper("neural_collapse"),
+    "supremix_figure": lambda: _mix_paper("supremix"),
+    "mochi_figure": lambda: _mix_paper("mochi"),
+    "adamixup_figure": lambda: _mix_paper("adamixup"),
+    "adautomix_figure": lambda: _mix_paper("adautomix"),
+    "attention_labels_figure": lambda: _mix_paper("attention_labels"),
+    "singular_alignment_figure": lambda: fp.singular_alignment_figure(_singular()),
+    "singular_overlap_figure": lambda: fp.singular_overlap_figure(
+        _singular()["activation matching"]
+    ),
+    "sparse_soup_figure": lambda: fp.sparse_soup_figure(_soup()),
+    "bn_stream_figure": lambda: fp.bn_stream_figure(_bn_stream()),
+    "different_init_figure": lambda: fp.different_init_figure(_different_init()),
     "nc_models_figure": lambda: fs.nc_models_figure(
         {
             "pretrained": {"nc1": 4.2, "nc2_equinorm": 0.3, "nc3": 0.9, "nc4": 0.2},
