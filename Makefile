@@ -17,7 +17,7 @@ setup-dev:
 	scripts/setup.sh --dev
 
 run: setup
-	$(PY) -m streamlit run app.py --server.headless true --server.address $(HOST) --server.port $(PORT)
+	$(PY) -m streamlit run serve.py --server.headless true --server.address $(HOST) --server.port $(PORT)
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .

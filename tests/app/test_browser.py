@@ -53,7 +53,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real app (``streamlit run app.py``) on the tiny zoo; yields its base URL."""
+    """The real server (``streamlit run serve.py``, app.py behind the base-URL middleware) on
+    the tiny zoo; yields its base URL."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"browser tests need Chromium at {CHROMIUM} (scripts/setup.sh installs it)")
     port = _free_port()
@@ -65,7 +66,7 @@ def server(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "-m",
         "streamlit",
         "run",
-        "app.py",
+        "serve.py",
         "--server.headless",
         "true",
         "--server.port",
@@ -158,15 +159,44 @@ def test_home_shows_the_zoo(server: str, page: object) -> None:
     pg.screenshot(path=str(SHOTS / "home.png"), full_page=True)  # type: ignore[attr-defined]
 
 
-def test_every_page_renders_and_is_screenshot(server: str, page: object) -> None:
+def console_collector(pg: object, server: str) -> list[str]:
+    """Console errors and warnings, failed requests and HTTP errors of ``pg``, as lines."""
+    seen: list[str] = []
+    pg.on(  # type: ignore[attr-defined]
+        "console",
+        lambda m: (
+            seen.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None
+        ),
+    )
+    pg.on("pageerror", lambda e: seen.append(f"page error: {e}"))  # type: ignore[attr-defined]
+    pg.on(  # type: ignore[attr-defined]
+        "response", lambda r: seen.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None
+    )
+    pg.on("requestfailed", lambda r: seen.append(f"failed: {r.url}"))  # type: ignore[attr-defined]
+    return seen
+
+
+@pytest.mark.slow
+def test_every_page_renders_with_a_clean_console_and_is_screenshot(
+    server: str, page: object
+) -> None:
+    """Each page opened as a deep link (a fresh tab, as from a bookmark): no exception, and no
+    console error or warning, no 404 (``/<Page>/_stcore/health`` and ``host-config`` before
+    serve.py), no failed request."""
     pg = page
     SHOTS.mkdir(parents=True, exist_ok=True)
+    seen = console_collector(pg, server)
+    problems: dict[str, list[str]] = {}
     for f in sorted((ROOT / "pages").glob("*.py")):
+        seen.clear()
         pg.goto(f"{server}/{page_url(f)}")  # type: ignore[attr-defined]
         pg.locator('[data-testid="stSidebar"]').get_by_text("Home").first.wait_for()  # type: ignore[attr-defined]
         settle(pg)
         no_exception(pg)
         pg.screenshot(path=str(SHOTS / f"{page_url(f).lower()}.png"), full_page=True)  # type: ignore[attr-defined]
+        if seen:
+            problems[page_url(f)] = list(seen)
+    assert not problems, problems
 
 
 def _metric_values(pg: object) -> list[str]:
@@ -228,6 +258,7 @@ def test_offline_no_outside_requests_and_no_webgl_for_moderate_scatters(
     """Nothing is fetched from outside the server (the page icon is served locally), and the
     Clustering page draws its scatter without WebGL at the default sample size."""
     pg = page
+    seen = console_collector(pg, server)
     outside: list[str] = []
     pg.on(  # type: ignore[attr-defined]
         "request",
@@ -244,4 +275,5 @@ def test_offline_no_outside_requests_and_no_webgl_for_moderate_scatters(
     settle(pg)
     no_exception(pg)
     assert outside == [], outside
+    assert not [m for m in seen if "webgl" in m.lower() or "stall" in m.lower()], seen
     assert pg.locator('[data-testid="stPlotlyChart"] canvas.gl-canvas').count() == 0  # type: ignore[attr-defined]
