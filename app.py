@@ -3,8 +3,8 @@
 import streamlit as st
 
 import ui
-from core import zoo_worker
 from core.zoo import DEFAULT_PLAN, default_zoo_ids
+from core.zoo import worker as zoo_worker
 from ui.zoo_guard import open_zoo
 
 settings = ui.frame("Mixmerge Workbench", icon=":material/science:")

@@ -98,8 +98,8 @@ COMMANDS["benchmark"] = add_benchmark_parser
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["zoo", "import-external"]:  # its own parser (core/zoo_import_cli.py)
-        from .zoo_import_cli import main as import_external_main
+    if argv[:2] == ["zoo", "import-external"]:  # its own parser (core/zoo/import_cli.py)
+        from .zoo.import_cli import main as import_external_main
 
         return import_external_main(argv[2:])
     parser = argparse.ArgumentParser(

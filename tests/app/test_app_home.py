@@ -67,7 +67,7 @@ def test_bad_workspace_setting_is_refused(workspace_env: Path, tmp_path: Path) -
 def test_home_build_runs_in_the_background_and_can_be_cancelled(empty_workspace: Path) -> None:
     """The button starts a build process that outlives the script run; the panel shows its
     progress and Cancel stops it (the build no longer dies with the browser tab)."""
-    from core import zoo_worker
+    from core.zoo import worker as zoo_worker
 
     at = _app().run()
     next(b for b in at.button if b.label == "Build default zoo").click().run()

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import zoo as zoo_mod
 from core.models import create_model
 from core.zoo import Zoo, default_zoo_ids
+from core.zoo import store as zoo_mod
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.zoo import Zoo, default_zoo_ids
-from core.zoo_worker import (
+from core.zoo.worker import (
     BuildStatus,
     build_status,
     cancel_build,
@@ -76,7 +76,7 @@ def test_cancel_stops_at_the_next_step_and_keeps_finished_models(tmp_path):
 
 def test_progress_moves_within_a_model(tmp_path, monkeypatch):
     """Status is written at the ~20-step reports, not only per epoch or per model."""
-    import core.zoo_worker as zw
+    import core.zoo.worker as zw
 
     seen: list[BuildStatus] = []
     real = zw.write_status

@@ -42,8 +42,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    from .models.external import import_external, parse_source
-    from .zoo import Zoo
+    from ..models.external import import_external, parse_source
+    from . import Zoo
 
     args = parser().parse_args(list(argv))
     try:

@@ -2,7 +2,7 @@
 
 The Home page's build used to run inside the Streamlit script: closing the tab stopped it and a
 half-trained model was lost. Here the build runs in its own process (``python -m
-core.zoo_worker WORKSPACE``, started in a new session so it survives the server's script runs
+core.zoo.worker WORKSPACE``, started in a new session so it survives the server's script runs
 and the tab), and talks through three files in ``WORKSPACE/.build/``:
 
 ``lock``
@@ -98,7 +98,7 @@ def write_status(root: str | Path, status: BuildStatus) -> None:
 
 def missing_models(root: str | Path) -> list[str]:
     """Ids of the default zoo that are not in the workspace's zoo, in build order."""
-    from .zoo import Zoo, default_zoo_ids
+    from . import Zoo, default_zoo_ids
 
     zoo = Zoo(root)
     return [i for i in default_zoo_ids() if i not in zoo]
@@ -169,7 +169,7 @@ def start_build(
     log = open(d / "log.txt", "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
-            [python or sys.executable, "-m", "core.zoo_worker", str(Path(root)), "--device", device]
+            [python or sys.executable, "-m", "core.zoo.worker", str(Path(root)), "--device", device]
             + ([] if max_steps is None else ["--max-steps", str(max_steps)]),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -253,8 +253,8 @@ def run_build(
     Returns the final status; a second build while one holds the lock returns at once with the
     running build's status.
     """
-    from .train import TrainingCancelled
-    from .zoo import DEFAULT_PLAN, Zoo, ensure_default
+    from ..train import TrainingCancelled
+    from . import DEFAULT_PLAN, Zoo, ensure_default
 
     _check_steps(max_steps)
     plan = DEFAULT_PLAN if max_steps is None else replace(DEFAULT_PLAN, max_steps=max_steps)
@@ -316,7 +316,7 @@ def run_build(
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m core.zoo_worker", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m core.zoo.worker", description=__doc__)
     p.add_argument("workspace")
     p.add_argument("--device", default="auto")
     p.add_argument("--max-steps", type=int, default=None)
