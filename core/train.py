@@ -172,7 +172,8 @@ def train(
     """Train ``model`` in place on (x, y).
 
     Args:
-        model: a classifier; moved to ``device``.
+        model: a classifier; moved to ``device``. A model with ``auxiliary_loss()`` (the MoE's
+            load balancing) has that term added to each step's loss (not to ``train_loss``).
         x: (N, ...) inputs; y: (N,) class indices.
         config: hyperparameters and seed.
         n_classes: size of the label space (default: the model's ``n_classes``).
@@ -255,8 +256,9 @@ def train(
             )
             logits = model(xb, **head_kw)
             loss = (loss_fn or soft_cross_entropy)(logits, target)
+            aux = model.auxiliary_loss() if hasattr(model, "auxiliary_loss") else None
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if aux is None else loss + aux).backward()
             opt.step()
             if sched is not None:
                 sched.step()

@@ -540,7 +540,99 @@ def _different_init_cells(args: Mapping[str, Any]) -> list[Cell]:
     ]
 
 
+# ------------------------------------------------------------------ MC-SMoE (Li et al.)
+
+
+def mc_smoe_data(study: Any) -> pd.DataFrame:
+    """The study's rows: method, n_groups, compressed, stored, memory_kb, accuracy, low, high."""
+    return pd.DataFrame(study.rows)
+
+
+def mc_smoe_figure(study: Any, *, title: str | None = None) -> go.Figure:
+    """Test accuracy (95% CI) against stored memory as experts are merged: one line per merging
+    method over the group counts, MC-SMoE (merged then compressed) bold, the full SMoE a star."""
+    fig = go.Figure()
+    rows = study.rows
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "full SMoE"))
+    for k, method in enumerate(methods):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["memory_kb"])
+        bold = method.startswith("MC-SMoE") or method.startswith("M-SMoE")
+        fig.add_trace(
+            go.Scatter(
+                x=[r["memory_kb"] for r in pts],
+                y=[100 * r["accuracy"] for r in pts],
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[100 * (r["high"] - r["accuracy"]) for r in pts],
+                    arrayminus=[100 * (r["accuracy"] - r["low"]) for r in pts],
+                    thickness=1,
+                ),
+                text=[f"{r['n_groups']} experts" for r in pts],
+                hovertemplate="%{text}<br>%{x:.0f} KB, %{y:.1f}%<extra></extra>",
+                mode="lines+markers",
+                line=dict(
+                    color=PALETTE[k % len(PALETTE)],
+                    width=2.5 if bold else 1.2,
+                    dash=None if bold else "dot",
+                ),
+                name=method,
+            )
+        )
+    for r in (r for r in rows if r["method"] == "full SMoE"):
+        fig.add_trace(
+            go.Scatter(
+                x=[r["memory_kb"]],
+                y=[100 * r["accuracy"]],
+                mode="markers",
+                marker=dict(symbol="star", size=13, color="black"),
+                name=f"full SMoE ({r['n_groups']} experts)",
+            )
+        )
+    fig.update_layout(
+        title=title or f"Merging then compressing experts, {study.task or 'task'}",
+        xaxis_title="stored parameters (KB, float32)",
+        yaxis_title="test accuracy (%)",
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return apply_paper(fig, size="double")
+
+
+@register(
+    "mc_smoe_study",
+    description="MC-SMoE: memory vs accuracy as a sparse MoE's experts are merged and compressed",
+    requires=("model", "task"),
+)
+def _mc_smoe_cells(args: Mapping[str, Any]) -> list[Cell]:
+    """args: ``model`` (a zoo ``moe`` id), ``task``, ``group_counts``, ``rank_fraction``,
+    ``sparse_density``, ``n_examples``, ``seed``."""
+    if not isinstance(args.get("model"), str) or not args["model"]:
+        raise ValueError(f"recipe args['model'] must be a zoo id, got {args.get('model')!r}")
+    return [
+        markdown(
+            "Group a sparse MoE's experts by routing statistics, merge each group with permutation "
+            "alignment and activation-frequency weights, then compress the merged experts to "
+            "low-rank + sparse (Li et al., ICLR 2024, MC-SMoE)."
+        ),
+        code(
+            "from core.data import get_task\n"
+            "from core.figures.papers import mc_smoe_figure\n"
+            "from core.papers.mc_smoe import mc_smoe_study\n\n"
+            "study = mc_smoe_study(\n"
+            '    zoo.load_model(ARGS["model"]), zoo.state_dict(ARGS["model"]), get_task(ARGS["task"]),\n'
+            '    group_counts=tuple(ARGS.get("group_counts", [6, 4, 2, 1])),\n'
+            '    rank_fraction=ARGS.get("rank_fraction", 0.15),\n'
+            '    sparse_density=ARGS.get("sparse_density", 0.1),\n'
+            '    n_examples=ARGS.get("n_examples", 2000), seed=ARGS.get("seed", 0),\n'
+            ")\n"
+            "fig = mc_smoe_figure(study)"
+        ),
+    ]
+
+
 __all__ = [
+    "mc_smoe_data",
+    "mc_smoe_figure",
     "bn_stream_data",
     "different_init_data",
     "different_init_figure",

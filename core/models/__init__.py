@@ -15,6 +15,8 @@ State-dict key names (the alignment code relies on them):
             project,bn2}`` (i = 0..15; block 0 has no expand), ``trunk.head_conv``/``trunk.head_bn``,
             then ``head.*``; the 1x1 convs (expand, project, head_conv) hold an ``nn.Linear``
             as ``.linear`` (see ``efficientnet_lite``)
+* moe:      ``trunk.embed``, ``trunk.moe{i}.router``, ``trunk.moe{i}.experts.{e}.fc{1,2}``,
+            ``trunk.moe{i}.slot_of`` (see ``moe``), then ``head.*``
 * minilm:   ``trunk.encoder.<transformers BertModel name>``, then ``head.*``
 
 The two pretrained backbones (``efficientnet_lite0``, ``minilm``) load their shipped weights
@@ -39,6 +41,7 @@ from .efficientnet_lite import build_efficientnet_lite0
 from .external import EXTERNAL
 from .minilm import build_minilm
 from .mlp import build_mlp
+from .moe import build_moe
 from .resnet import build_resnet20
 from .vit import build_vit
 
@@ -90,6 +93,20 @@ ARCHITECTURES.register(
         *_COMMON,
     ),
 )(build_vit)
+ARCHITECTURES.register(
+    "moe",
+    title="Sparse MoE MLP (top-k routed experts)",
+    paper="https://arxiv.org/abs/2101.03961",
+    params=(
+        Hyper("width", "int", 64, 16, 1024, 16, help="embedding / residual width"),
+        Hyper("depth", "int", 1, 1, 4, 1, help="residual MoE blocks"),
+        Hyper("n_experts", "int", 8, 1, 64, 1, help="router entries (experts) per block"),
+        Hyper("top_k", "int", 2, 1, 8, 1, help="experts chosen per input"),
+        Hyper("expert_width", "int", 64, 8, 1024, 8, help="hidden units of each expert"),
+        Hyper("n_slots", "int", 0, 0, 64, 1, help="stored experts per block (0: one per entry)"),
+        *_COMMON,
+    ),
+)(build_moe)
 # Pretrained backbones live in their own registry: pages that train architectures from scratch
 # list ARCHITECTURES (whose entries all have a ``width``); create_model builds from both.
 BACKBONES: Registry[Callable[..., Classifier]] = Registry("pretrained backbone")

@@ -1,0 +1,172 @@
+"""MC-SMoE (Li et al., ICLR 2024): routing statistics, grouping, permutation-aligned
+frequency-weighted merging, low-rank + sparse compression, and the study."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from core.data import get_task
+from core.models import create_model
+from core.models.moe import moe_layers, set_route
+from core.papers.mc_smoe import (
+    compress_experts,
+    group_experts,
+    low_rank_plus_sparse,
+    mc_smoe_study,
+    merge_expert_group,
+    merge_experts,
+    routing_statistics,
+    stored_values,
+)
+
+KW = dict(width=16, depth=2, n_experts=4, top_k=2, expert_width=8, image_size=8)
+
+
+def _model(seed: int = 0):
+    return create_model("moe", seed=seed, **KW).eval()
+
+
+def test_moe_forward_is_the_top_k_gate_by_hand() -> None:
+    m = _model()
+    x = torch.randn(5, 1, 8, 8)
+    layer = moe_layers(m)[0]
+    h = torch.relu(m.trunk.embed(x.flatten(1)))
+    logits = layer.router(h)
+    top, idx = logits.topk(2, dim=-1)
+    g = torch.softmax(top, -1)
+    want = torch.zeros_like(h)
+    for n in range(5):
+        for j in range(2):
+            want[n] += g[n, j] * layer.experts[int(idx[n, j])](h[n : n + 1])[0]
+    assert torch.allclose(layer(h), want, atol=1e-6)
+    set_route(m, "rank", rank=1)  # only the second-ranked expert, gate 1
+    got = layer(h)
+    for n in range(5):
+        assert torch.allclose(got[n], layer.experts[int(idx[n, 1])](h[n : n + 1])[0], atol=1e-6)
+    with pytest.raises(ValueError, match="route"):
+        set_route(m, "nope")
+
+
+def test_balance_loss_only_in_training_and_cleared() -> None:
+    m = _model().train()
+    m(torch.randn(6, 1, 8, 8))
+    aux = m.auxiliary_loss()
+    assert aux is not None and aux.requires_grad and float(aux.detach()) > 0
+    assert m.auxiliary_loss() is None  # read once
+    m.eval()(torch.randn(6, 1, 8, 8))
+    assert m.auxiliary_loss() is None
+
+
+def test_routing_statistics_definitions() -> None:
+    m = _model()
+    x = torch.randn(40, 1, 8, 8)
+    st = routing_statistics(m, x)
+    assert len(st.frequency) == 2 and st.n_inputs == 40
+    m(x)
+    logits = moe_layers(m)[0].last_logits
+    counts = torch.bincount(logits.topk(2, -1).indices.flatten(), minlength=4).float()
+    assert torch.allclose(st.frequency[0], counts / 80)
+    cos = torch.nn.functional.cosine_similarity(logits[:, 0], logits[:, 1], dim=0)
+    assert st.similarity[0][0, 1] == pytest.approx(float((cos + 1) / 2), abs=1e-5)
+    assert torch.allclose(st.similarity[0].diagonal(), torch.ones(4), atol=1e-5)
+
+
+def test_group_experts_routing_guided() -> None:
+    freq = torch.tensor([0.1, 0.4, 0.3, 0.2])
+    sim = torch.tensor(
+        [[1, 0.2, 0.9, 0.1], [0.2, 1, 0.3, 0.8], [0.9, 0.3, 1, 0.4], [0.1, 0.8, 0.4, 1.0]]
+    )
+    labels = group_experts(freq, sim, 2)
+    # dominant: 1 (label 0) and 2 (label 1); 3 is closest to 1, 0 to 2
+    assert labels.tolist() == [1, 0, 1, 0]
+    assert group_experts(freq, sim, 4).tolist() == [3, 0, 1, 2]
+    assert group_experts(freq, sim, 1).tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="n_groups"):
+        group_experts(freq, sim, 5)
+
+
+def test_merge_group_undoes_a_permutation_and_weights_by_frequency() -> None:
+    e = _model().trunk.moe0.experts[0].state_dict()
+    p = torch.randperm(8, generator=torch.Generator().manual_seed(1))
+    shuffled = {
+        "fc1.weight": e["fc1.weight"][p],
+        "fc1.bias": e["fc1.bias"][p],
+        "fc2.weight": e["fc2.weight"][:, p],
+        "fc2.bias": e["fc2.bias"],
+    }
+    merged = merge_expert_group([e, shuffled], [0.7, 0.3])
+    for k in e:
+        assert torch.allclose(merged[k], e[k], atol=1e-6), k
+    plain = merge_expert_group([e, shuffled], [0.7, 0.3], permute=False)
+    assert torch.allclose(plain["fc1.weight"], 0.7 * e["fc1.weight"] + 0.3 * e["fc1.weight"][p])
+    with pytest.raises(ValueError, match="weights"):
+        merge_expert_group([e, shuffled], [0.0, 0.0])
+
+
+def test_merge_experts_binds_groups_and_keeps_function_at_full_count() -> None:
+    m = _model()
+    sd = m.state_dict()
+    x = torch.randn(30, 1, 8, 8)
+    st = routing_statistics(m, x)
+    full = merge_experts(m, sd, st, 4)
+    net = create_model("moe", seed=None, **full.arch_kwargs).eval()
+    net.load_state_dict(full.sd)
+    assert torch.allclose(net(x), m(x), atol=1e-5)
+    two = merge_experts(m, sd, st, 2)
+    net2 = create_model("moe", seed=None, **two.arch_kwargs).eval()
+    net2.load_state_dict(two.sd)  # two stored experts per block
+    assert len(net2.trunk.moe0.experts) == 2
+    assert two.sd["trunk.moe0.slot_of"].tolist() == two.labels[0].tolist()
+    assert stored_values(two.sd) < stored_values(sd)
+    with pytest.raises(ValueError, match="already merged"):
+        merge_experts(net2, two.sd, st, 2)
+    assert torch.equal(
+        sd["trunk.moe0.experts.0.fc1.weight"], m.state_dict()["trunk.moe0.experts.0.fc1.weight"]
+    )
+
+
+def test_low_rank_plus_sparse_limits_and_counts() -> None:
+    w = torch.randn(12, 10, generator=torch.Generator().manual_seed(0))
+    exact, n = low_rank_plus_sparse(w, rank_fraction=0.0, sparse_density=1.0)
+    assert torch.allclose(exact, w, atol=1e-6) and n == 120
+    low, n = low_rank_plus_sparse(w, rank_fraction=0.2, sparse_density=0.0)
+    r = 2  # ceil(0.2 * 120 / 22)
+    u, s, vh = torch.linalg.svd(w)
+    assert torch.allclose(low, (u[:, :r] * s[:r]) @ vh[:r], atol=1e-5) and n == r * 22
+    both, n = low_rank_plus_sparse(w, rank_fraction=0.2, sparse_density=0.1)
+    assert n == r * 22 + 12 and (both - w).norm() < (low - w).norm()
+    sd = _model().state_dict()
+    small, values = compress_experts(sd, rank_fraction=0.2, sparse_density=0.1)
+    assert set(small) == set(sd) and stored_values(small, values) < stored_values(sd)
+    with pytest.raises(ValueError, match="sparse_density"):
+        low_rank_plus_sparse(w, sparse_density=2.0)
+
+
+@pytest.mark.slow
+def test_study_rows_and_figure() -> None:
+    from core.figures.papers import mc_smoe_data, mc_smoe_figure
+
+    d = get_task("digits")
+    data = replace(d, x_train=d.x_train[:200], x_test=d.x_test[:150], y_test=d.y_test[:150])
+    m = create_model("moe", seed=0, **{**KW, "image_size": 28}).eval()
+    calls: list[tuple[int, int]] = []
+    study = mc_smoe_study(
+        m,
+        m.state_dict(),
+        data,
+        group_counts=(2, 1),
+        n_examples=100,
+        progress=lambda *a: calls.append(a),
+    )
+    assert calls[-1] == (11, 11)
+    full = study.rows[0]
+    assert full["method"] == "full SMoE" and full["n_groups"] == 4
+    for r in study.rows[1:]:
+        assert r["memory_kb"] < full["memory_kb"]
+        assert r["low"] <= r["accuracy"] <= r["high"]
+    table = mc_smoe_data(study)
+    assert len(table) == len(study.rows)
+    assert len(mc_smoe_figure(study).data) >= 5
