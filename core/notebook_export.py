@@ -245,8 +245,10 @@ def _device_cell() -> Cell:
 def _merge_lab_cells(args: Mapping[str, Any], what: str) -> list[Cell]:
     """Check the lab args and build ``lab``: the Merge Lab's models, base and seeded subset.
 
-    args: ``models`` (zoo ids), ``base`` (id or None), ``n_per_task``, ``random_state``."""
+    args: ``models`` (zoo ids), ``base`` (id or None), ``n_per_task``, ``random_state``,
+    ``align`` ("none", "weight" or "activation": the page's "Align first")."""
     _need_names(args, "models")
+    _choice(args, "align", ("none", "weight", "activation"), "none")
     if args.get("base") is not None:
         _need_str(args, "base")
     _optional(args, n_per_task=1, random_state=0)
@@ -260,7 +262,8 @@ def _merge_lab_cells(args: Mapping[str, Any], what: str) -> list[Cell]:
             "from core.merge_eval import DEFAULT_N_PER_TASK, lab_from_zoo\n\n"
             'lab = lab_from_zoo(zoo, ARGS["models"], base_id=ARGS.get("base"),\n'
             '                   n_per_task=ARGS.get("n_per_task", DEFAULT_N_PER_TASK),\n'
-            '                   random_state=ARGS.get("random_state", 0), device="cpu")'
+            '                   random_state=ARGS.get("random_state", 0), device="cpu",\n'
+            '                   align=ARGS.get("align", "none"))'
         ),
     ]
 

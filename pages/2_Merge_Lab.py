@@ -8,6 +8,7 @@ import ui
 from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
+from ui.merge_align import align_choice, show_alignment_gain
 from ui.tables import comparison_table
 from ui.widgets import hyperparameter_form, method_description
 from core.figures.interference import interference_figure
@@ -54,6 +55,7 @@ by_id = {r.id: r for r in records}
 setting = st.radio(
     "Setting", list(SETTINGS), format_func=SETTINGS.get, horizontal=True, key="merge.setting"
 )
+align = "none"
 if setting == "task_vectors":
     bases = [r.id for r in records if r.role == "base"] or [r.id for r in records]
     c1, c2 = st.columns([1, 3])
@@ -73,6 +75,7 @@ else:
     model_ids = st.multiselect(
         "Models to merge (same architecture)", pool, default=default, key="merge.independent_models"
     )
+align = align_choice([by_id[i] for i in model_ids], base_id=base_id)
 
 if not model_ids:
     st.info("Pick at least one model to merge.")
@@ -119,6 +122,7 @@ with shown_errors("Loading the models"):
         int(n_eval),
         settings.seed,
         str(settings.torch_device),
+        align,
     )
     lab = cache.merge_lab(key)
 if key is None or lab is None:
@@ -137,13 +141,14 @@ selection_meta = {
     "n_eval_per_task": n_eval,
     "seed": settings.seed,
     "merge_seed": int(merge_seed),
+    "align": align,
 }
 lab_args = {
     "models": list(model_ids),
     "base": base_id,
     "n_per_task": int(n_eval),
     "random_state": settings.seed,
-}
+} | ({"align": align} if align != "none" else {})
 
 
 # The sliders and everything that follows them rerun alone (a fragment): a slider move does not
@@ -235,6 +240,7 @@ def live_lab() -> None:
     cols = st.columns(len(ev.tasks))
     for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, strict=True):
         col.metric(f"acc · {task_name}", f"{acc:.3f}", delta=f"{acc - ref:+.3f} {ref_label}")
+    show_alignment_gain(key, method, hyper, int(merge_seed), bool(recompute_bn), ev)
 
     meta = {"method": method, "hyperparameters": hyper} | selection_meta
     recipe_args = lab_args | {

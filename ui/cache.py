@@ -419,6 +419,7 @@ class MergeLabKey(NamedTuple):
     n_per_task: int
     seed: int
     device: str
+    align: str = "none"  # "weight" / "activation": models 2..n permuted onto the first
 
 
 def merge_lab_key(
@@ -428,6 +429,7 @@ def merge_lab_key(
     n_per_task: int,
     seed: int,
     device: str = "cpu",
+    align: str = "none",
 ) -> MergeLabKey:
     """The cache key of a selection; a replaced checkpoint (new sha256) gives a new key."""
     z = zoo(workspace)
@@ -440,6 +442,7 @@ def merge_lab_key(
         int(n_per_task),
         int(seed),
         device,
+        align,
     )
 
 
@@ -448,8 +451,10 @@ def merge_lab_key(
 )
 def merge_lab(key: MergeLabKey) -> Any:
     """A :class:`core.merge_eval.MergeLab` (source models, task vectors, evaluation subset)."""
-    from core.merge_eval import lab_from_zoo
+    from core.merge_eval import align_lab, lab_from_zoo
 
+    if key.align != "none":  # the aligned lab starts from the plain one (kept for the gain)
+        return align_lab(merge_lab(key._replace(align="none")), key.align, random_state=key.seed)
     return lab_from_zoo(
         zoo(key.workspace),
         list(key.model_ids),

@@ -25,6 +25,14 @@ A small package, one module per thing it holds; ``core.merge_eval`` re-exports t
 
 from __future__ import annotations
 
+from .align_step import (
+    ALIGNMENT_TITLES,
+    ALIGNMENTS,
+    AlignmentGain,
+    align_lab,
+    alignment_gain,
+    default_alignment,
+)
 from .evalset import DEFAULT_N_PER_TASK, EvalSet, make_eval_set
 from .lab import DATA_N_PER_TASK, MERGED_TV_CACHE, MergeLab, ProgressFn
 from .methods import (
@@ -47,6 +55,12 @@ from .studies import (
 )
 
 __all__ = [
+    "ALIGNMENTS",
+    "ALIGNMENT_TITLES",
+    "AlignmentGain",
+    "align_lab",
+    "alignment_gain",
+    "default_alignment",
     "DATA_N_PER_TASK",
     "DEFAULT_N_PER_TASK",
     "MERGED_TV_CACHE",

@@ -121,6 +121,25 @@ class MergeLab:
         self._merged_tv: dict[tuple[Any, ...], StateDict] = {}
         self._train: dict[str, tuple[Tensor, Tensor]] = {}
 
+    def with_models(self, models: Sequence[Mapping[str, Tensor]]) -> MergeLab:
+        """A new lab like this one (architecture, tasks, ids, base, evaluation samples) on
+        other state dicts of the same models, such as permuted ones."""
+        if len(models) != self.n_models:
+            raise ValueError(f"models must hold {self.n_models} state dicts, got {len(models)}")
+        return MergeLab(
+            models,
+            arch=self.arch,
+            arch_kwargs=self.arch_kwargs,
+            model_tasks=self.model_tasks,
+            base=self.base,
+            tasks=self.tasks,
+            model_ids=self.model_ids,
+            base_id=self.base_id,
+            n_per_task=self.n_per_task,
+            random_state=self.random_state,
+            device=self.device,
+        )
+
     # ---------------------------------------------------------------- properties
     @property
     def setting(self) -> str:

@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
+from .._checks import check_choice
 from ..merge import METHODS
+from .align_step import ALIGNMENTS, align_lab
 from .evalset import DEFAULT_N_PER_TASK
 from .lab import DATA_N_PER_TASK, MergeLab
 
@@ -21,6 +23,7 @@ def lab_from_zoo(
     n_per_task: int = DEFAULT_N_PER_TASK,
     random_state: int = 0,
     device: str | torch.device = "cpu",
+    align: str = "none",
 ) -> MergeLab:
     """A :class:`MergeLab` over zoo models (all of one architecture).
 
@@ -28,7 +31,10 @@ def lab_from_zoo(
         zoo: a :class:`core.zoo.Zoo`.
         model_ids: the models to merge (at least one).
         base_id: the pre-trained model for the task-vector setting, or None.
+        align: "none", or "weight" / "activation": permute models 2..n onto the first one
+            before any merge (:func:`core.merge_eval.align_lab`).
     """
+    check_choice("align", align, ALIGNMENTS)
     if isinstance(model_ids, str) or not model_ids:
         raise ValueError(f"model_ids must be a non-empty list of zoo ids, got {model_ids!r}")
     if len(set(model_ids)) != len(model_ids):
@@ -43,7 +49,7 @@ def lab_from_zoo(
                 f"all models must share one architecture: {recs[0].id} is {recs[0].arch} "
                 f"{recs[0].arch_kwargs}, {r.id} is {r.arch} {r.arch_kwargs}"
             )
-    return MergeLab(
+    lab = MergeLab(
         [zoo.state_dict(i) for i in model_ids],
         arch=recs[0].arch,
         arch_kwargs=recs[0].arch_kwargs,
@@ -56,6 +62,7 @@ def lab_from_zoo(
         random_state=random_state,
         device=device,
     )
+    return align_lab(lab, align, random_state=random_state)
 
 
 def save_merged(
