@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--suite", choices=["vision", "text"], required=True)
     ap.add_argument("--orders", type=int, default=3)
     ap.add_argument("--val-per-task", type=int, default=128)
+    ap.add_argument("--test-per-task", type=int, default=None, help="default: the whole split")
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
@@ -63,6 +64,7 @@ def main() -> None:
         methods=args.methods,
         n_orders=args.orders,
         val_per_task=args.val_per_task,
+        test_per_task=args.test_per_task,
         seed=args.seed,
         progress=progress,
     )
