@@ -76,7 +76,8 @@ def layer_profile_figure(report: Any, *, title: str = "Interference per layer") 
             col=1,
         )
     norms = np.asarray(report.norms, dtype=float)
-    for i, name in enumerate(report.names):
+    names, prefix = short_names(list(report.names))
+    for i, name in enumerate(names):
         fig.add_trace(
             go.Scatter(
                 x=layers,
@@ -91,6 +92,8 @@ def layer_profile_figure(report: Any, *, title: str = "Interference per layer") 
     fig.update_yaxes(title_text="conflict rate", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="‖τ‖₂", rangemode="tozero", row=2, col=1)
     fig.update_xaxes(title_text="layer", row=2, col=1)
+    if prefix:
+        title = f"{title} ({prefix}…)"
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25))
     return apply_paper(fig)
 
