@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,6 +34,17 @@ def _cell(r: dict, key: str) -> str:
     if r["orders"] == 1:
         return f"{r[key]:.3f}"
     return f"{r[key]:.3f} [{r[key + '_min']:.3f}, {r[key + '_max']:.3f}]"
+
+
+def _no_nan(value: Any) -> Any:
+    """``value`` with NaN (held-out at k = N) written as null: strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def main() -> None:
@@ -88,7 +100,7 @@ def main() -> None:
             "base_strength": study.base_strength,
             "wall_s": wall,
         }
-        args.json.write_text(json.dumps(out, indent=1, default=str))
+        args.json.write_text(json.dumps(_no_nan(out), indent=1, default=str, allow_nan=False))
 
 
 if __name__ == "__main__":
