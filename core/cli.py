@@ -40,6 +40,12 @@ def _zoo_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="with --suite: fine-tuning steps per task instead of the suite's default",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --suite: replace suite models built with another configuration "
+        "(default: refuse, the workspace's models are kept)",
+    )
     p.set_defaults(func=_zoo)
 
 
@@ -59,7 +65,9 @@ def _zoo(args: argparse.Namespace) -> int:
     if args.suite is not None:
         from .benchmark.cli import build_suite_command
 
-        return build_suite_command(args.suite, args.workspace, args.device, steps=args.steps)
+        return build_suite_command(
+            args.suite, args.workspace, args.device, steps=args.steps, overwrite=args.overwrite
+        )
     t0 = time.perf_counter()
     bar = tqdm(total=None, desc="default zoo", unit="model")
 

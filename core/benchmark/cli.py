@@ -65,7 +65,12 @@ def benchmark_command(args: argparse.Namespace) -> int:
 
 
 def build_suite_command(
-    suite: str, workspace: str | None, device: str, *, steps: int | None = None
+    suite: str,
+    workspace: str | None,
+    device: str,
+    *,
+    steps: int | None = None,
+    overwrite: bool = False,
 ) -> int:
     import dataclasses
 
@@ -78,7 +83,11 @@ def build_suite_command(
     config = default_config(suite)
     if steps is not None:
         config = dataclasses.replace(config, steps=steps)
-    built = build_suite_zoo(zoo, config, device=device, show_progress=True)
+    try:
+        built = build_suite_zoo(zoo, config, device=device, show_progress=True, overwrite=overwrite)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for rec in built.finetunes.values():
         m = rec.metrics
         print(

@@ -61,6 +61,42 @@ def _matches(rec: ModelRecord, config: SuiteConfig) -> bool:
     return tc.get("suite_config") == config.to_dict() and tc.get("layout") == LAYOUT_VERSION
 
 
+def suite_conflicts(zoo: Zoo, config: SuiteConfig) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """Models of ``config``'s suite already in ``zoo`` that were built with another config (same
+    checkpoint layout): model id -> {setting: (stored value, requested value)}. Building would
+    replace them."""
+    wanted = config.to_dict()
+    out: dict[str, dict[str, tuple[Any, Any]]] = {}
+    ids = [base_id(config.suite)] + [finetune_id(config.suite, t) for t in config.task_names]
+    for mid in ids:
+        if mid not in zoo:
+            continue
+        tc = zoo.get(mid).train_config
+        stored = tc.get("suite_config")
+        if tc.get("layout") != LAYOUT_VERSION or not isinstance(stored, dict) or stored == wanted:
+            continue  # an outdated layout cannot be loaded any more: rebuilding loses nothing
+        keys = sorted(set(stored) | set(wanted), key=str)
+        out[mid] = {
+            k: (stored.get(k), wanted.get(k)) for k in keys if stored.get(k) != wanted.get(k)
+        }
+    return out
+
+
+def ensure_no_conflict(zoo: Zoo, config: SuiteConfig) -> None:
+    """Raise ``ValueError`` naming the models and settings when building ``config`` into ``zoo``
+    would replace models built with another configuration."""
+    conflicts = suite_conflicts(zoo, config)
+    if conflicts:
+        mid, diff = next(iter(conflicts.items()))
+        shown = ", ".join(f"{k}: stored {a!r}, requested {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"the workspace {zoo.root} already holds the {config.suite} suite built with another "
+            f"configuration ({len(conflicts)} model(s), e.g. {mid}: {shown}); building would "
+            "replace them. Use another workspace, or pass overwrite=True (--overwrite on the "
+            "command line) to rebuild them."
+        )
+
+
 def build_suite_zoo(
     zoo: Zoo,
     config: SuiteConfig,
@@ -69,6 +105,7 @@ def build_suite_zoo(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_progress: bool = False,
+    overwrite: bool = False,
 ) -> SuiteZoo:
     """Store the pretrained backbone and train whatever fine-tune is missing or stale.
 
@@ -79,6 +116,9 @@ def build_suite_zoo(
         progress: receives ``{"stage", "task", "k", "n", "step", "steps", "loss", "message"}``.
         should_stop: polled every step; True stops with :class:`TrainingCancelled`.
         show_progress: draw tqdm bars on stderr (the command line does).
+        overwrite: replace suite models built with another configuration (default: refuse with
+            ``ValueError``, see :func:`ensure_no_conflict`; missing models are always built and
+            matching ones kept).
 
     Returns:
         The :class:`SuiteZoo`.
@@ -87,6 +127,8 @@ def build_suite_zoo(
         raise TypeError(f"zoo must be a Zoo, got {type(zoo).__name__}")
     if not isinstance(config, SuiteConfig):
         raise TypeError(f"config must be a SuiteConfig, got {type(config).__name__}")
+    if not overwrite:
+        ensure_no_conflict(zoo, config)
     dev = resolve_device(device)
     suite, names = config.suite, config.task_names
     cfg_d = config.to_dict()

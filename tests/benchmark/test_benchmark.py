@@ -3,6 +3,7 @@ fine-tuning, the resumable suite zoo, the results JSON, the command line and the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -375,3 +376,53 @@ def test_benchmark_page_and_its_notebook(tmp_path: Path, monkeypatch: pytest.Mon
         if cell.cell_type == "code":
             exec(cell.source, ns)  # noqa: S102 - our own generated notebook
     assert figure_data(ns["fig"]).equals(figure_data(fig))
+
+
+@pytest.mark.slow
+def test_a_suite_built_with_another_config_is_never_replaced_silently(tmp_path: Path) -> None:
+    from core.benchmark.zoo_build import ensure_no_conflict, suite_conflicts
+
+    zoo = Zoo(tmp_path / "ws")
+    cfg = P.SuiteConfig(
+        "vision", tasks=("faces",), sizes=TINY_SIZES, resolution=32, steps=1, batch_size=4
+    )
+    build_suite_zoo(zoo, cfg, device="cpu")
+    before = {mid: zoo.get(mid).sha256 for mid in ("vision-base", "vision-ft-faces")}
+    other = dataclasses.replace(cfg, steps=2)
+    conflicts = suite_conflicts(zoo, other)
+    assert set(conflicts) == {"vision-base", "vision-ft-faces"}
+    assert conflicts["vision-ft-faces"] == {"steps": (1, 2)}
+    assert suite_conflicts(zoo, cfg) == {}
+    with pytest.raises(ValueError, match=r"another configuration.*steps: stored 1, requested 2"):
+        build_suite_zoo(zoo, other, device="cpu")
+    assert {mid: zoo.get(mid).sha256 for mid in before} == before  # nothing replaced
+    with pytest.raises(ValueError, match="overwrite"):
+        ensure_no_conflict(zoo, other)
+    build_suite_zoo(zoo, other, device="cpu", overwrite=True)
+    assert zoo.get("vision-ft-faces").train_config["suite_config"]["steps"] == 2
+
+
+def test_the_command_line_refuses_to_replace_a_suite(tmp_path: Path, capsys: Any) -> None:
+    from core.benchmark.cli import build_suite_command
+    from core.benchmark.protocol import default_config
+    from core.benchmark.zoo_build import LAYOUT_VERSION
+    from core.models import create_model
+
+    zoo = Zoo(tmp_path / "ws")
+    stored = dataclasses.replace(default_config("text"), steps=1).to_dict()
+    model = create_model("mlp", width=16, depth=1, seed=0)
+    for mid, role in (("text-base", "base"), ("text-ft-fortunes", "finetune")):
+        zoo.add(
+            model,
+            arch="mlp",
+            arch_kwargs={"width": 16, "depth": 1},
+            task="fortunes",
+            role=role,
+            name=mid,
+            train_config={"suite_config": stored, "layout": LAYOUT_VERSION},
+        )
+    shas = [zoo.get(m).sha256 for m in ("text-base", "text-ft-fortunes")]
+    assert build_suite_command("text", str(zoo.root), "cpu", steps=3) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "steps: stored 1, requested 3" in err
+    assert [zoo.get(m).sha256 for m in ("text-base", "text-ft-fortunes")] == shas
