@@ -256,7 +256,8 @@ def train(
             )
             logits = model(xb, **head_kw)
             loss = (loss_fn or soft_cross_entropy)(logits, target)
-            aux = model.auxiliary_loss() if hasattr(model, "auxiliary_loss") else None
+            aux_fn = getattr(model, "auxiliary_loss", None)
+            aux = aux_fn() if callable(aux_fn) else None
             opt.zero_grad(set_to_none=True)
             (loss if aux is None else loss + aux).backward()
             opt.step()

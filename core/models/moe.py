@@ -122,7 +122,7 @@ class MoEClassifier(Classifier):
     def auxiliary_loss(self) -> Tensor | None:
         """The load-balancing loss of the last training forward pass (None in eval mode);
         reading it clears it."""
-        blocks = self.trunk.moe_layers()
+        blocks = self.trunk.moe_layers()  # type: ignore[operator]
         terms = [b.last_balance for b in blocks if b.last_balance is not None]
         for b in blocks:  # read once: no graph is kept on the module (deepcopy stays possible)
             b.last_balance = None

@@ -334,7 +334,7 @@ class MCSMoEStudy:
     task: str = ""
 
 
-METHODS = {
+METHODS: dict[str, dict[str, Any]] = {
     "M-SMoE (permute + frequency)": {"weighting": "frequency", "permute": True},
     "frequency, no permutation": {"weighting": "frequency", "permute": False},
     "uniform average + permute": {"weighting": "uniform", "permute": True},
@@ -406,7 +406,7 @@ def mc_smoe_study(
         if progress is not None:
             progress(done, total)
 
-    base_kw = dict(model.spec.kwargs)  # type: ignore[union-attr]
+    base_kw: dict[str, Any] = dict(model.spec.kwargs)  # type: ignore[union-attr,arg-type]
     add("full SMoE", layers[0].n_experts, dict(sd), base_kw)
     for g in group_counts:
         merged = None
