@@ -15,6 +15,14 @@ from ui.cache import _landscape_cached, model, task, zoo
 Progress = Callable[[int, int], None] | None
 
 
+def _match_rows(task_name: str) -> Any:
+    """1000 stratified training inputs of the task (its training set is sorted by class)."""
+    from core.data.subset import stratified_subset
+
+    ds = task(task_name)
+    return ds.x_train[stratified_subset(ds.y_train, 1000, key="match")]
+
+
 def singular_alignment(
     workspace: str,
     id_a: str,
@@ -41,7 +49,7 @@ def singular_alignment(
             z.state_dict(id_a),
             z.state_dict(id_b),
             matchers=matchers,
-            x=task(task_name).x_train[:1000],
+            x=_match_rows(task_name),
             top_k=top_k,
             generator=torch.Generator().manual_seed(seed),
             device=device,

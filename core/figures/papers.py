@@ -205,10 +205,12 @@ def _singular_alignment_cells(args: Mapping[str, Any]) -> list[Cell]:
             "import torch\n\n"
             "from core.align import compare_singular_alignment\n"
             "from core.data import get_task\n"
+            "from core.data.subset import stratified_subset\n"
             "from core.figures.papers import singular_alignment_figure\n\n"
             'id_a, id_b = ARGS["models"]\n'
             "model = zoo.load_model(id_a)\n"
-            'x = get_task(ARGS["task"]).x_train[:1000]\n'
+            'ds = get_task(ARGS["task"])\n'
+            'x = ds.x_train[stratified_subset(ds.y_train, 1000, key="match")]\n'
             "results = compare_singular_alignment(\n"
             '    model, zoo.state_dict(id_a), zoo.state_dict(id_b), matchers=ARGS.get("matchers", ["weight matching"]),\n'
             '    x=x, top_k=ARGS.get("top_k", 16),\n'

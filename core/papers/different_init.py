@@ -32,6 +32,7 @@ from ..align import activation_matching, apply_permutation, spec_for, weight_mat
 from ..align.pleas import parameter_count, pleas
 from ..align.zipit import zipit
 from ..data import Dataset
+from ..data.subset import stratified_subset
 from ..params import check_state_dict
 from ..stats import bootstrap_ci
 from ..train import evaluate
@@ -89,7 +90,8 @@ def different_init_study(
         check_range("ratios", r, 0.0, 1.0)
     check_int("n_examples", n_examples, 2)
     check_int("seed", seed, 0)
-    x = data.x_train[:n_examples]
+    # the training sets are sorted by class: a stratified sample, not the first rows
+    x = data.x_train[stratified_subset(data.y_train, n_examples, random_state=seed, key="match")]
     one = parameter_count(model)
     study = DifferentInitStudy(task=data.name)
     total = 8 + 2 * len(ratios)

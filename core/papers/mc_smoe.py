@@ -52,6 +52,7 @@ from ..align import weight_matching
 from ..align.permute import apply_permutation
 from ..align.spec import PermutationSpec
 from ..data import Dataset
+from ..data.subset import stratified_subset
 from ..models.moe import moe_layers
 from ..params import StateDict, check_state_dict
 from ..stats import bootstrap_ci
@@ -378,7 +379,8 @@ def mc_smoe_study(
     check_int("seed", seed, 0)
     from ..models import create_model
 
-    stats = routing_statistics(model, data.x_train[:n_examples])
+    rows = stratified_subset(data.y_train, n_examples, random_state=seed, key="routing")
+    stats = routing_statistics(model, data.x_train[rows])  # training sets are class-sorted
     study = MCSMoEStudy(frequency=[f.tolist() for f in stats.frequency], task=data.name)
     total = 1 + len(group_counts) * (len(METHODS) + 1)
     done = 0

@@ -15,7 +15,13 @@ from core.papers.different_init import different_init_study
 @pytest.mark.slow
 def test_study_rows_sizes_and_identities() -> None:
     d = get_task("digits")
-    data = replace(d, x_train=d.x_train[:200], x_test=d.x_test[:150], y_test=d.y_test[:150])
+    data = replace(
+        d,
+        x_train=d.x_train[:200],
+        y_train=d.y_train[:200],
+        x_test=d.x_test[:150],
+        y_test=d.y_test[:150],
+    )
     model = create_model("mlp", width=16, depth=2, seed=0)
     sd_a = {k: v.clone() for k, v in model.state_dict().items()}
     sd_b = {

@@ -150,7 +150,13 @@ def test_study_rows_and_figure() -> None:
     from core.figures.papers import mc_smoe_data, mc_smoe_figure
 
     d = get_task("digits")
-    data = replace(d, x_train=d.x_train[:200], x_test=d.x_test[:150], y_test=d.y_test[:150])
+    data = replace(
+        d,
+        x_train=d.x_train[:200],
+        y_train=d.y_train[:200],
+        x_test=d.x_test[:150],
+        y_test=d.y_test[:150],
+    )
     m = create_model("moe", seed=0, **{**KW, "image_size": 28}).eval()
     calls: list[tuple[int, int]] = []
     study = mc_smoe_study(
@@ -170,3 +176,24 @@ def test_study_rows_and_figure() -> None:
     table = mc_smoe_data(study)
     assert len(table) == len(study.rows)
     assert len(mc_smoe_figure(study).data) >= 5
+
+
+def test_routing_statistics_see_every_class_of_a_sorted_training_set(monkeypatch) -> None:
+    import core.papers.mc_smoe as mod
+
+    d = get_task("digits")
+    order = torch.argsort(d.y_train, stable=True)  # class-sorted, as the bundled sets are
+    sorted_train = {"x_train": d.x_train[order], "y_train": d.y_train[order]}
+    data = replace(d, x_test=d.x_test[:50], y_test=d.y_test[:50], **sorted_train)
+    seen: list[torch.Tensor] = []
+    real = mod.routing_statistics
+
+    def spy(model, x, *a, **k):
+        seen.append(x)
+        return real(model, x, *a, **k)
+
+    monkeypatch.setattr(mod, "routing_statistics", spy)
+    m = create_model("moe", seed=0, **{**KW, "image_size": 28}).eval()
+    mc_smoe_study(m, m.state_dict(), data, group_counts=(1,), n_examples=100)
+    rows = [int(torch.nonzero((data.x_train == x).flatten(1).all(1))[0]) for x in seen[0]]
+    assert len(set(data.y_train[rows].tolist())) == 10
