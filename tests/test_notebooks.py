@@ -879,3 +879,15 @@ def test_recipe_notebook_reproduces_the_page_figure(
     assert_reproduces(nb, fig, tmp_path)
     other = args | _resolve(change, recipe_workspace)
     _differs(fig, build_figure(kind, cache.recipe_result(ws, kind, other), other))
+
+
+def test_merge_lab_aligned_notebook(workspace_env: Path, shown: dict, tmp_path: Path) -> None:
+    """The notebook of an "align, then merge" figure aligns too (not the plain merge)."""
+
+    def setup(at: Any) -> None:
+        at.radio(key="merge.setting").set_value("independent").run()
+
+    _run_page("pages/2_Merge_Lab.py", setup)
+    fig, recipe = _page_recipe(shown, "merge.live", "merge_accuracy")
+    assert recipe["args"]["align"] == "weight" and recipe["args"]["base"] is None
+    _reproduce(recipe, fig, workspace_env, tmp_path)
