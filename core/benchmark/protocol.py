@@ -42,6 +42,7 @@ from ..models import Classifier, create_model
 from ..params import StateDict
 
 BACKBONE = {"vision": "efficientnet_lite0", "text": "minilm"}
+PROBE_SCALINGS = ("per_feature", "global")
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -62,6 +63,9 @@ class SuiteConfig:
     seed: int = 0
     text_scale: float = 20.0  # logit scale of label-embedding heads
     probe_cs: tuple[float, ...] = (0.01, 0.1, 1.0)  # logistic-regression C grid (vision)
+    # how the probe standardises features before the regression: "per_feature" (each feature
+    # by its own std, sklearn's StandardScaler) or "global" (one std for all features)
+    probe_scaling: str = "per_feature"
 
     def __post_init__(self) -> None:
         check_choice("suite", self.suite, list(SUITES))
@@ -81,6 +85,7 @@ class SuiteConfig:
         check_range("text_scale", self.text_scale, 0.0, 1000.0, low_inclusive=False)
         if not self.probe_cs:
             raise ValueError("probe_cs must hold at least one C value")
+        check_choice("probe_scaling", self.probe_scaling, list(PROBE_SCALINGS))
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -102,11 +107,14 @@ class SuiteConfig:
         d["sizes"] = SuiteSizes(**d["sizes"])
         d["tasks"] = tuple(d.get("tasks", ()))
         d["probe_cs"] = tuple(d.get("probe_cs", (1.0,)))
+        d.setdefault("probe_scaling", "per_feature")  # zoos stored before the option existed
         return cls(**d)
 
 
 DEFAULT_CONFIGS = {
-    "vision": SuiteConfig("vision", resolution=32, steps=200, batch_size=32, lr=2e-5),
+    "vision": SuiteConfig(
+        "vision", resolution=32, steps=200, batch_size=32, lr=1e-4, probe_scaling="global"
+    ),
     "text": SuiteConfig("text", steps=150, batch_size=16, lr=5e-5),
 }
 
@@ -178,15 +186,29 @@ def probe_head(
     *,
     cs: Sequence[float] = (0.01, 0.1, 1.0),
     seed: int = 0,
+    scaling: str = "per_feature",
 ) -> Head:
     """Multinomial logistic regression on standardised features, C picked on validation
-    accuracy, folded back into one linear layer over the raw features."""
+    accuracy, folded back into one linear layer over the raw features.
+
+    ``scaling="per_feature"`` divides each centred feature by its own std (sklearn's
+    StandardScaler); ``"global"`` divides all of them by one number, the RMS of the centred
+    features. Per-feature scaling multiplies the head's weight on a feature by 1/σ_j, so the
+    features the pretrained backbone barely varies get the largest weights, and a small change
+    of the backbone along them (fine-tuning, then merging) moves the logits most. With one
+    global σ the head weighs features as the backbone scales them.
+    """
     from sklearn.linear_model import LogisticRegression
 
+    check_choice("scaling", scaling, list(PROBE_SCALINGS))
     if len(f_train) != len(y_train) or len(f_val) != len(y_val):
         raise ValueError("features and labels must have the same length")
     xt = f_train.double().numpy()
-    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    mu = xt.mean(0)
+    if scaling == "per_feature":
+        sd = xt.std(0) + 1e-6
+    else:
+        sd = np.full(xt.shape[1], float(np.sqrt(((xt - mu) ** 2).mean())) + 1e-6)
     zt, zv = (xt - mu) / sd, (f_val.double().numpy() - mu) / sd
     yt, yv = y_train.numpy(), y_val.numpy()
     best: tuple[float, float, Any] | None = None
@@ -210,7 +232,7 @@ def probe_head(
     return Head(
         torch.from_numpy(weight).float(),
         torch.from_numpy(bias).float(),
-        {"kind": "linear_probe", "C": c, "val_accuracy": acc},
+        {"kind": "linear_probe", "C": c, "val_accuracy": acc, "scaling": scaling},
     )
 
 
@@ -240,7 +262,14 @@ def make_head(
     f_tr = features(trunk, "vision", task.x_train, device=device)
     f_va = features(trunk, "vision", task.x_val, device=device)
     return probe_head(
-        f_tr, task.y_train, f_va, task.y_val, task.n_classes, cs=config.probe_cs, seed=config.seed
+        f_tr,
+        task.y_train,
+        f_va,
+        task.y_val,
+        task.n_classes,
+        cs=config.probe_cs,
+        seed=config.seed,
+        scaling=config.probe_scaling,
     )
 
 

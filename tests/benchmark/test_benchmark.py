@@ -90,6 +90,42 @@ def test_probe_head_folds_the_scaler_into_one_linear_layer() -> None:
         assert head.weight.shape == (n_classes, 6) and head.info["C"] == 0.5
 
 
+def test_probe_head_global_scaling_uses_one_std_for_every_feature() -> None:
+    """``scaling="global"`` equals scikit-learn on features centred per feature and divided by
+    one number (the RMS of the centred features); it differs from per-feature scaling."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    y = torch.from_numpy(rng.integers(0, 3, 150))
+    f = torch.randn(150, 5) * torch.tensor([1, 8, 0.05, 2, 3]) + y[:, None].float()
+    head = P.probe_head(f[:100], y[:100], f[100:], y[100:], 3, cs=(0.3,), scaling="global")
+    ft = f[:100].double()
+    mu = ft.mean(0)
+    sd = float(((ft - mu) ** 2).mean().sqrt()) + 1e-6
+    clf = LogisticRegression(C=0.3, max_iter=500, random_state=0)
+    clf.fit(((ft - mu) / sd).numpy(), y[:100].numpy())
+    want = clf.predict(((f[100:].double() - mu) / sd).numpy())
+    got = (f[100:] @ head.weight.T + head.bias).argmax(1).numpy()
+    assert np.array_equal(got, want)
+    assert head.info["scaling"] == "global"
+    # the low-variance feature (std 0.05) gets a large weight only under per-feature scaling
+    per = P.probe_head(f[:100], y[:100], f[100:], y[100:], 3, cs=(0.3,))
+    assert per.weight[:, 2].abs().max() > 5 * head.weight[:, 2].abs().max()
+    with pytest.raises(ValueError, match="scaling"):
+        P.probe_head(f[:100], y[:100], f[100:], y[100:], 3, scaling="per_class")
+
+
+def test_suite_config_probe_scaling_is_validated_and_read_back() -> None:
+    cfg = P.SuiteConfig("vision", tasks=("mnist", "faces"), probe_scaling="global")
+    assert P.SuiteConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["probe_scaling"]  # a zoo stored before the option existed was built per feature
+    assert P.SuiteConfig.from_dict(old).probe_scaling == "per_feature"
+    with pytest.raises(ValueError, match="probe_scaling"):
+        P.SuiteConfig("vision", probe_scaling="none")
+    assert P.default_config("vision").probe_scaling == "global"
+
+
 def test_label_head_is_scaled_unit_label_embeddings() -> None:
     trunk = P.new_backbone("text").trunk
     head = P.label_head(trunk, ["animals", "plants", "games"], scale=20.0, max_length=8)
