@@ -74,7 +74,7 @@ from .st_io import (
     TensorInfo,
     plan_shards,
 )
-from .thresholds import global_thresholds
+from .thresholds import global_thresholds, ram_global_ratios
 
 # names importable from here as before the split into inputs / mergekit_names / thresholds
 __all__ = [
@@ -248,6 +248,18 @@ def stream_merge(
         for m, h, _ in calls.values():
             if m == "ties":
                 h["threshold"] = thresholds
+    ram_global = any(m == "ram" and h.get("rescale") == "global" for m, h, _ in calls.values())
+    if ram_global:  # RAM+ with the paper's whole-model overlap ratio: a first pass counts it
+        eps = {float(h["epsilon"]) for m, h, _ in calls.values() if m == "ram"}
+        if len(eps) != 1:
+            raise StreamError(
+                f"ramplus_tl with overlap: global counts one overlap ratio over the whole "
+                f"model, so epsilon must be the same for every tensor, got {sorted(eps)}"
+            )
+        rho = ram_global_ratios(inp, reader, eps.pop(), dev, stats)
+        for m, h, _ in calls.values():
+            if m == "ram":
+                h["rho"] = rho
     existing = next(d for d in out.parents if d.exists())
     free = shutil.disk_usage(existing).free
     if total_out > free:
@@ -260,8 +272,8 @@ def stream_merge(
     partial = make_partial(out)
     try:
         writer = ShardWriter(partial, plans)
-        # a CPU global trim has checked every input for NaN/Inf in its first pass
-        checked = global_trim and dev.type == "cpu"
+        # a CPU global pass has checked every input for NaN/Inf as it read them
+        checked = (global_trim or ram_global) and dev.type == "cpu"
         _run(inp, calls, reader, writer, plans, dev, seed, progress, stats, checked)
         writer.close()
         skipped = _finish(cfg, inp, partial, plans, thresholds, seed)

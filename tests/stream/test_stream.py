@@ -378,11 +378,16 @@ def _run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
-def test_peak_memory_bounded_by_tensors_not_models(tmp_path: Path) -> None:
-    """Peak RSS grows by a few tensors per model, far below one whole model."""
+@pytest.mark.parametrize("method", ["task_arithmetic", "ramplus_global"])
+def test_peak_memory_bounded_by_tensors_not_models(tmp_path: Path, method: str) -> None:
+    """Peak RSS grows by a few tensors per model, far below one whole model — also for RAM+
+    with the whole-model overlap ratio, whose first pass streams every model once more."""
     numel = 2_000_000  # 8 MB per tensor, 12 tensors: 96 MB per model, 384 MB for all four
     bpath, paths = _big_family(tmp_path, 12, numel)
-    cfg = config("task_arithmetic", bpath, paths, **{"lambda": 0.5})
+    if method == "ramplus_global":
+        cfg = config("ramplus_tl", bpath, paths, r=0.5, alpha=1.0, overlap="global")
+    else:
+        cfg = config("task_arithmetic", bpath, paths, **{"lambda": 0.5})
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     code = textwrap.dedent(f"""
         import json, resource

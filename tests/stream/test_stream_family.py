@@ -194,7 +194,9 @@ def test_family_config_errors(family) -> None:
     cfg = load_config(_cfg("nearswap", bpath, paths[:1]))
     with pytest.raises(StreamError, match="needs the parameter t"):
         tensor_call(cfg, "x", 0.0)
-    cfg = load_config(_cfg("della", bpath, paths, [{"density": 0.5}, {"density": 0.6}, {}]))
+    cfg = load_config(
+        _cfg("breadcrumbs_ties", bpath, paths, [{"density": 0.5}, {"density": 0.6}, {}])
+    )
     with pytest.raises(StreamError, match="density must be the same"):
         tensor_call(cfg, "x", 0.0)
     with pytest.raises(StreamError, match="eps is fixed"):
