@@ -200,10 +200,26 @@ def stream_merge(
         from .slices import is_passthrough, stream_passthrough
 
         raw = is_passthrough(config)
-        if raw is not None:  # passthrough / slices: layer stacking, no arithmetic
+        if raw is not None:  # passthrough / slices: layer stacking, per-slice merges
             if not isinstance(overwrite, bool):
                 raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
             file = Path(config) if isinstance(config, str | Path) else None
+            if raw.get("merge_method") != "passthrough":
+                from .slice_merge import stream_slice_merge
+
+                if isinstance(seed, bool) or not isinstance(seed, int):
+                    raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+                return stream_slice_merge(
+                    raw,
+                    out_dir,
+                    root=None if file is None else file.parent,
+                    config_file=file,
+                    overwrite=overwrite,
+                    shard_size=shard_size,
+                    device=_device(device),
+                    seed=seed,
+                    progress=progress,
+                )
             return stream_passthrough(
                 raw,
                 out_dir,
@@ -260,14 +276,7 @@ def stream_merge(
         for m, h, _ in calls.values():
             if m == "ram":
                 h["rho"] = rho
-    existing = next(d for d in out.parents if d.exists())
-    free = shutil.disk_usage(existing).free
-    if total_out > free:
-        raise DiskFullError(
-            errno.ENOSPC,
-            f"not enough space for the merged model in {existing}: needs "
-            f"{total_out / 1e9:.2f} GB, {free / 1e9:.2f} GB free",
-        )
+    check_space(out, total_out)
     skipped: list[str] = []
     partial = make_partial(out)
     try:
@@ -314,6 +323,22 @@ def stream_merge(
         [p.filename for p in plans],
         skipped,
     )
+
+
+def check_space(out: Path, nbytes: int) -> None:
+    """Refuse a merge whose ``nbytes`` of output cannot fit on the disk of ``out``.
+
+    Raises:
+        DiskFullError: naming the folder, the bytes needed and the bytes free.
+    """
+    existing = next(d for d in out.parents if d.exists())
+    free = shutil.disk_usage(existing).free
+    if nbytes > free:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"not enough space for the merged model in {existing}: needs "
+            f"{nbytes / 1e9:.2f} GB, {free / 1e9:.2f} GB free",
+        )
 
 
 def _protected(cfg: MergeConfig, config_file: Path | None) -> list[tuple[str, Path]]:
@@ -381,16 +406,25 @@ def _run(
     progress: bool | ProgressFn,
     stats: dict[str, int],
     checked: bool = False,
+    gen: torch.Generator | None = None,
+    done0: int = 0,
+    total: int | None = None,
 ) -> None:
-    """Merge and write every key (``checked``: the inputs were already checked finite)."""
+    """Merge and write every key (``checked``: the inputs were already checked finite).
+
+    A merge in several parts (the slices of a slice merge) passes one ``gen`` to every part,
+    so the random methods draw in output order, and ``done0``/``total`` for the progress."""
     from tqdm import tqdm
 
     cfg = inp.cfg
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    gen = gen if gen is not None else torch.Generator(device=dev).manual_seed(seed)
+    total = len(inp.keys) if total is None else total
     pin = dev.type == "cuda"
     # NaN/Inf: checked by the CPU reader thread, or on the GPU once the tensors are there
     check_on_load, check_on_device = not checked and not pin, not checked and pin
-    bar = tqdm(total=len(inp.keys), unit="tensor", desc="merge", disable=progress is not True)
+    bar = tqdm(
+        total=total, initial=done0, unit="tensor", desc="merge", disable=progress is not True
+    )
     last_of = {p.tensors[-1].name: p.filename for p in plans}
     t0 = time.perf_counter()
     pending: Future | None = None
@@ -400,7 +434,7 @@ def _run(
             inp.keys,
             lambda k, ph: load_key(inp, reader, k, calls[k][2], pin, bufs, ph, check_on_load),
         )
-        for done, (key, (tensors, base)) in enumerate(loads, start=1):
+        for done, (key, (tensors, base)) in enumerate(loads, start=done0 + 1):
             stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
             method, hyper, _ = calls[key]
             out_dtype = _out_dtype(cfg, inp.infos[0][key])
@@ -431,7 +465,7 @@ def _run(
                 progress(
                     {
                         "done": done,
-                        "total": len(inp.keys),
+                        "total": total,
                         "name": key,
                         "bytes_read": stats["read"],
                         "seconds": secs,

@@ -28,8 +28,8 @@ model) copies that model, scaled. ``num_hidden_layers`` in the copied config.jso
 new depth. One tensor is mapped, scaled and written at a time; the output is assembled under a
 temporary name and renamed when complete, as every streaming merge.
 
-Slices with several sources (a per-slice merge with another method) are refused with a
-message: only passthrough plans layer ranges here.
+Slices with several sources merged by another method (``merge_method: slerp`` and so on) are
+planned by :mod:`core.stream.slice_merge`; passthrough takes one source per slice.
 """
 
 from __future__ import annotations
@@ -265,7 +265,9 @@ def stream_passthrough(
                 writer.finish(last_of[piece.out_name])
             del x, y
         writer.close()
-        skipped = _finish(plan, partial, plans)
+        skipped = finish_stack(
+            plan.files_from, plan.n_layers, plan.out_dtype or plan.dtype, plan.raw, partial, plans
+        )
         publish(partial, out, overwrite)
     except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)
@@ -322,26 +324,38 @@ def _sources(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
             raise StreamError(f"slices[{i}] needs 'sources:', a non-empty list, got {s!r}")
         if len(srcs) != 1:
             raise StreamError(
-                f"slices[{i}] has {len(srcs)} sources; passthrough takes one per slice (per-slice "
-                "merges of several models are not supported by the streaming engine)"
+                f"slices[{i}] has {len(srcs)} sources; passthrough takes one per slice (to merge "
+                "several models per slice, set merge_method to a merge method such as slerp)"
             )
-        src = srcs[0]
-        if not isinstance(src, Mapping) or "model" not in src:
-            raise StreamError(f"slices[{i}].sources[0] must be a mapping with 'model', got {src!r}")
-        lr = src.get("layer_range")
-        if (
-            not isinstance(lr, list)
-            or len(lr) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in lr)
-            or not 0 <= lr[0] < lr[1]
-        ):
-            raise StreamError(
-                f"slices[{i}].sources[0].layer_range must be [start, end) with 0 <= start < end, "
-                f"got {lr!r}"
-            )
-        merged = {**(s.get("parameters") or {}), **(src.get("parameters") or {})}
-        out.append({"model": src["model"], "layer_range": lr, "parameters": merged})
+        src = parse_source(srcs[0], f"slices[{i}].sources[0]")
+        merged = {**(s.get("parameters") or {}), **src["parameters"]}
+        out.append({**src, "parameters": merged})
     return out
+
+
+def parse_source(src: Any, where: str) -> dict[str, Any]:
+    """One slice source checked: ``{model, layer_range: [start, end), parameters}``.
+
+    Raises:
+        StreamError: naming ``where``, for a source that is not such a mapping, a bad
+            ``layer_range`` or ``parameters`` that are not a mapping.
+    """
+    if not isinstance(src, Mapping) or "model" not in src:
+        raise StreamError(f"{where} must be a mapping with 'model', got {src!r}")
+    lr = src.get("layer_range")
+    if (
+        not isinstance(lr, list)
+        or len(lr) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in lr)
+        or not 0 <= lr[0] < lr[1]
+    ):
+        raise StreamError(
+            f"{where}.layer_range must be [start, end) with 0 <= start < end, got {lr!r}"
+        )
+    params = src.get("parameters") or {}
+    if not isinstance(params, Mapping):
+        raise StreamError(f"{where}.parameters must be a mapping, got {type(params).__name__}")
+    return {"model": src["model"], "layer_range": list(lr), "parameters": dict(params)}
 
 
 def _outside_layers(infos: Mapping[str, TensorInfo]) -> list[str]:
@@ -389,10 +403,19 @@ def _out_dtype(plan: SlicePlan, info: TensorInfo) -> torch.dtype:
     return plan.out_dtype or plan.dtype or info.dtype
 
 
-def _finish(plan: SlicePlan, folder: Path, plans: list) -> list[str]:
-    """Side files, config.json's depth, the recipe, then the index (last); returns the side
-    files that were not copied."""
-    skipped = copy_side_files(plan.files_from, folder)
+def finish_stack(
+    files_from: Path,
+    n_layers: int,
+    out_dt: torch.dtype | None,
+    raw: Mapping[str, Any],
+    folder: Path,
+    plans: list,
+    extra: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Finish a layer-stacking output (passthrough, or a slice merge): side files of
+    ``files_from``, config.json's depth and dtype, the recipe (``extra`` added), then the index
+    (last); returns the side files that were not copied."""
+    skipped = copy_side_files(files_from, folder)
     conf = folder / "config.json"
     if conf.exists():
         try:
@@ -400,18 +423,18 @@ def _finish(plan: SlicePlan, folder: Path, plans: list) -> list[str]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             data = None
         if isinstance(data, dict):
-            if "num_hidden_layers" in data and plan.n_layers:
-                data["num_hidden_layers"] = plan.n_layers
-            out_dt = plan.out_dtype or plan.dtype
+            if "num_hidden_layers" in data and n_layers:
+                data["num_hidden_layers"] = n_layers
             if out_dt is not None and "torch_dtype" in data:
                 data["torch_dtype"] = str(out_dt).removeprefix("torch.")
             conf.write_text(json.dumps(data, indent=2))
-    (folder / "mergekit_config.yml").write_text(yaml.safe_dump(plan.raw, sort_keys=False))
+    (folder / "mergekit_config.yml").write_text(yaml.safe_dump(dict(raw), sort_keys=False))
     recipe = {
         "engine": "mixmerge-workbench core.stream",
-        "config": plan.raw,
-        "method": "passthrough",
-        "layers": plan.n_layers,
+        "config": dict(raw),
+        "method": raw.get("merge_method", "passthrough"),
+        "layers": n_layers,
+        **(extra or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (folder / "merge_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))

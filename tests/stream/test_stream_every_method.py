@@ -30,6 +30,7 @@ from core.merge import METHODS, merge
 from core.merge._blocks import magnitude_threshold
 from core.merge.ties import ties_tensor
 from core.params import StateDict
+from core.stream import StreamError, stream_merge
 from tests.helpers.stream import llama_shapes, read_out, write_sharded
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -450,3 +451,247 @@ def test_ramplus_global_ratio_differs_from_the_per_tensor_one(world, tmp_path: P
     a = per_tensor(base, fts, gen)
     b = _ram_global(1e-5, 0.5, 2.0)(base, fts, gen)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- slices with several sources, merged by a method ----------------------------------------
+
+# a source: (model name, layer_range start, end, per-model parameters or None)
+Src = tuple[str, int, int, dict | None]
+
+
+def _layer(name: str) -> int | None:
+    for i in range(N_LAYERS):
+        if f".layers.{i}." in name:
+            return i
+    return None
+
+
+def _hand_plan(slices: list[list[Src]]) -> dict[str, tuple[int, float, list[tuple[str, str]]]]:
+    """Output name -> (slice index, t, (model, input name) per source), by hand as mergekit's
+    plan.py: embeddings over the first slice's sources and the rest outside the layers over the
+    last slice's, both at t = 0; layer k of a slice is layer start + k of each source, at
+    t = k / (n − 1)."""
+    names = list(llama_shapes(HIDDEN, INTER, N_LAYERS, VOCAB))
+    plan: dict[str, tuple[int, float, list[tuple[str, str]]]] = {}
+    for nm in names:
+        if _layer(nm) is None:
+            i = 0 if "embed" in nm else len(slices) - 1
+            plan[nm] = (i, 0.0, [(m, nm) for m, _, _, _ in slices[i]])
+    out = 0
+    for i, srcs in enumerate(slices):
+        n = srcs[0][2] - srcs[0][1]
+        for k in range(n):
+            for nm in names:
+                if _layer(nm) == 0:
+                    new = nm.replace(".layers.0.", f".layers.{out}.")
+                    ins = [
+                        (m, nm.replace(".layers.0.", f".layers.{lo + k}.")) for m, lo, _, _ in srcs
+                    ]
+                    plan[new] = (i, k / (n - 1) if n > 1 else 1.0, ins)
+            out += 1
+    return plan
+
+
+# case -> (method, base model name or None, global parameters, slices (each: sources and the
+# slice's parameters), the core.merge keyword arguments of one output tensor given (slice, name,
+# t), mergekit comparable)
+KwFn = Callable[[int, str, float], dict[str, Any]]
+SLICE_CASES: dict[str, tuple[str, str | None, dict, list[tuple[list[Src], dict]], KwFn, bool]] = {
+    # the usual frankenmerge slerp: a t gradient with filters; the second slice takes other
+    # layers of the base and another fine-tune, with its own t for the MLPs (the rest, and
+    # the final norm and head at t = 0, fall through to the global gradient)
+    "slerp": (
+        "slerp",
+        "base",
+        {"t": [{"filter": "self_attn", "value": [0.1, 0.9]}, {"value": [0.3, 0.6]}]},
+        [
+            ([("base", 0, 2, None), ("ft0", 0, 2, None)], {}),
+            ([("base", 1, 3, None), ("ft1", 0, 2, None)], {"t": [{"filter": "mlp", "value": 0.7}]}),
+        ],
+        lambda i, nm, t: {
+            "t": 0.7
+            if i == 1 and "mlp" in nm
+            else (0.1 + 0.8 * t if "self_attn" in nm else 0.3 + 0.3 * t)
+        },
+        True,
+    ),
+    # sources at different layer offsets, per-source weights, a slice's weight filter that
+    # falls through to the global weight where it matches nothing, a slice's own lambda
+    "task_arithmetic": (
+        "task_arithmetic",
+        "base",
+        {"lambda": 0.8, "weight": 0.6},
+        [
+            (
+                [
+                    ("base", 0, 2, None),
+                    ("ft0", 0, 2, {"weight": 0.5}),
+                    ("ft1", 1, 3, {"weight": 1.5}),
+                ],
+                {},
+            ),
+            (
+                [("base", 2, 3, None), ("ft2", 2, 3, None)],
+                {"lambda": 1.2, "weight": [{"filter": "mlp", "value": 2.0}]},
+            ),
+        ],
+        lambda i, nm, t: (
+            {"weights": [0.5, 1.5], "scale": 0.8}
+            if i == 0
+            else {"weights": [2.0 if "mlp" in nm else 0.6], "scale": 1.2}
+        ),
+        True,
+    ),
+    # random drops: one generator over the slices, in output order; depth up-scaling
+    "dare_ties": (
+        "dare_ties",
+        "base",
+        {"lambda": 1.0, "density": 0.7},
+        [
+            ([("base", 0, 3, None), ("ft0", 0, 3, None), ("ft1", 0, 3, None)], {}),
+            ([("base", 1, 2, None), ("ft2", 2, 3, None)], {"density": 0.5}),
+        ],
+        lambda i, nm, t: {
+            "drop": 0.3 if i == 0 else 0.5,
+            "density": 1.0,
+            "disjoint": "sum",
+            "trim": "tensor",
+        },
+        False,
+    ),
+    # no base: a weighted average of two models' different layers
+    "linear": (
+        "linear",
+        None,
+        {"normalize": True},
+        [
+            ([("ft0", 0, 2, {"weight": 1.0}), ("ft1", 1, 3, {"weight": 3.0})], {}),
+        ],
+        lambda i, nm, t: {"weights": [0.25, 0.75]},
+        True,
+    ),
+}
+SLICE_METHOD = {
+    "slerp": "slerp",
+    "task_arithmetic": "task_arithmetic",
+    "dare_ties": "dare_ties",
+    "linear": "average",
+}
+
+
+def _slice_config(case: str, paths: dict[str, Path]) -> dict[str, Any]:
+    mk, base, params, slices, _, _ = SLICE_CASES[case]
+    out: list[dict[str, Any]] = []
+    for srcs, sp in slices:
+        entry: dict[str, Any] = {"sources": []}
+        for m, lo, hi, p in srcs:
+            src: dict[str, Any] = {"model": str(paths[m]), "layer_range": [lo, hi]}
+            if p:
+                src["parameters"] = dict(p)
+            entry["sources"].append(src)
+        if sp:
+            entry["parameters"] = dict(sp)
+        out.append(entry)
+    cfg: dict[str, Any] = {"slices": out, "merge_method": mk}
+    if base is not None:
+        cfg["base_model"] = str(paths[base])
+    cfg["parameters"] = dict(params)
+    cfg["dtype"] = "float32"
+    return cfg
+
+
+def _slice_reference(case: str, sds: dict[str, StateDict], order: list[str]) -> StateDict:
+    """core.merge on the tensors the hand plan names, key by key in output order."""
+    _, base, _, slices, kw, _ = SLICE_CASES[case]
+    method = SLICE_METHOD[case]
+    plan = _hand_plan([s for s, _ in slices])
+    gen = torch.Generator().manual_seed(4)
+    out: StateDict = {}
+    for k in order:
+        i, t, ins = plan[k]
+        xs = {m: {k: sds[m][nm]} for m, nm in ins}
+        others = [x for m, x in xs.items() if m != base]
+        if base is None:
+            out.update(merge(method, others, generator=gen, **kw(i, k, t)))
+        elif method == "slerp":
+            out.update(merge(method, [xs[base], *others], generator=gen, **kw(i, k, t)))
+        else:
+            out.update(merge(method, others, base=xs[base], generator=gen, **kw(i, k, t)))
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(SLICE_CASES))
+def test_slices_with_several_sources_equal_in_memory_and_mergekit(
+    case: str, world, tmp_path: Path
+) -> None:
+    base, fts, bpath, fpaths = world
+    sds = {"base": base, **{f"ft{i}": x for i, x in enumerate(fts)}}
+    paths = {"base": bpath, **{f"ft{i}": p for i, p in enumerate(fpaths)}}
+    cfg = _slice_config(case, paths)
+    cfg_file = tmp_path / "slices.yml"
+    cfg_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = tmp_path / "out"
+    args = ["merge", str(cfg_file), str(out), "--quiet", "--seed", "4", "--shard-size", "8KB"]
+    assert cli_main(args) == 0
+    got = read_out(out)
+    n_layers = sum(s[0][0][2] - s[0][0][1] for s in SLICE_CASES[case][3])
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["num_hidden_layers"] == n_layers
+    assert f"model.layers.{n_layers - 1}.mlp.up_proj.weight" in got
+    assert f"model.layers.{n_layers}.mlp.up_proj.weight" not in got
+    want = _slice_reference(case, sds, list(got))
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(
+            got[k], want[k], rtol=0, atol=0, msg=lambda m, k=k: f"{case}: {k}: {m}"
+        )
+    if not SLICE_CASES[case][5]:
+        return
+    theirs = _mergekit(cfg_file, tmp_path / "mk")
+    assert set(theirs) == set(got), sorted(set(theirs) ^ set(got))
+    for k in got:
+        torch.testing.assert_close(
+            theirs[k].float(), got[k], **MK_TOL, msg=lambda m, k=k: f"{case}: {k}: {m}"
+        )
+
+
+def test_slice_merge_errors(world, tmp_path: Path) -> None:
+    _, _, bpath, fpaths = world
+    b, a, c = str(bpath), str(fpaths[0]), str(fpaths[1])
+
+    def run(slices: list, **top: Any) -> None:
+        cfg = {"merge_method": "task_arithmetic", "base_model": b, "slices": slices, **top}
+        stream_merge(cfg, tmp_path / "x", progress=False)
+
+    def src(m: str, lo: int, hi: int) -> dict[str, Any]:
+        return {"model": m, "layer_range": [lo, hi]}
+
+    with pytest.raises(StreamError, match=r"slices\[0\]: every source .* same number of layers"):
+        run([{"sources": [src(b, 0, 2), src(a, 0, 3)]}])
+    with pytest.raises(StreamError, match=r"slices\[0\]: base_model .* must be one of"):
+        run([{"sources": [src(a, 0, 2), src(c, 0, 2)]}])
+    with pytest.raises(StreamError, match=r"slices\[0\] lists .* more than once"):
+        run([{"sources": [src(b, 0, 2), src(a, 0, 2), src(a, 1, 3)]}])
+    with pytest.raises(StreamError, match=r"slices\[1\].sources\[1\]: .* has no layer 3"):
+        run([{"sources": [src(b, 0, 1), src(a, 0, 1)]}, {"sources": [src(b, 1, 3), src(a, 2, 4)]}])
+    with pytest.raises(
+        StreamError, match=r"slices\[0\] has unknown key\(s\) \['residual_weight'\]"
+    ):
+        run([{"sources": [src(b, 0, 2), src(a, 0, 2)], "residual_weight": 0.5}])
+    with pytest.raises(StreamError, match=r"slices\[0\].sources\[1\].parameters.weight"):
+        run([{"sources": [src(b, 0, 2), {**src(a, 0, 2), "parameters": {"weight": "x"}}]}])
+    with pytest.raises(StreamError, match="not both"):
+        run([{"sources": [src(b, 0, 2), src(a, 0, 2)]}], models=[{"model": a}])
+    with pytest.raises(StreamError, match="whole-model statistic"):
+        stream_merge(
+            {
+                "merge_method": "ties",
+                "base_model": b,
+                "parameters": {"density": 0.5, "trim": "global"},
+                "slices": [{"sources": [src(b, 0, 2), src(a, 0, 2)]}],
+            },
+            tmp_path / "x",
+            progress=False,
+        )
+    assert not (tmp_path / "x").exists()
+    assert list(tmp_path.iterdir()) == []  # no partial folder left behind

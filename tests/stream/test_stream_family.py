@@ -302,7 +302,7 @@ def test_passthrough_errors(stack, tmp_path: Path) -> None:
         stream_merge(
             {"merge_method": "passthrough", "slices": [two]}, tmp_path / "x", progress=False
         )
-    with pytest.raises(StreamError, match="passthrough only"):
+    with pytest.raises(StreamError, match="slices\\[0\\]: merge_method 'slerp' needs base_model"):
         stream_merge({"merge_method": "slerp", "slices": [two]}, tmp_path / "x", progress=False)
     for lr in ([0, 9], [2, 2], [-1, 2], [0], "0-2"):
         cfg = {
