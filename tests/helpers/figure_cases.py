@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from core.figures import adapters as fad
 from core.figures import benchmark as fb
 from core.figures import cluster as fc
 from core.figures import geometry as fg
@@ -423,6 +424,22 @@ def _different_init():
     return DifferentInitStudy(rows, task="digits")
 
 
+def _ortho():
+    from core.papers.orthogonal_adaptation import OrthoStudy
+
+    tasks = ["mnist", "fashion", "animal", "digits", "textures", "photos"]
+    variants = ["orthogonal", "lora", "random_fixed"]
+    study = OrthoStudy("vision", tasks, variants, rank=4, n_layers=31)
+    study.pretrained = {t: 0.6 + 0.03 * i for i, t in enumerate(tasks)}
+    study.alone = {v: {t: 0.8 + 0.02 * i for i, t in enumerate(tasks)} for v in variants}
+    study.summed = {
+        v: {t: 0.5 + 0.1 * k + 0.01 * i for i, t in enumerate(tasks)}
+        for k, v in enumerate(variants)
+    }
+    study.overlap = {"orthogonal": 0.0, "lora": 0.12, "random_fixed": 0.05}
+    return study
+
+
 def _mc_smoe():
     from core.papers.mc_smoe import MCSMoEStudy
 
@@ -507,6 +524,7 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     "bn_stream_figure": lambda: fp.bn_stream_figure(_bn_stream()),
     "different_init_figure": lambda: fp.different_init_figure(_different_init()),
     "mc_smoe_figure": lambda: fp.mc_smoe_figure(_mc_smoe()),
+    "orthogonal_adaptation_figure": lambda: fad.orthogonal_adaptation_figure(_ortho()),
     "nc_models_figure": lambda: fs.nc_models_figure(
         {
             "pretrained": {"nc1": 4.2, "nc2_equinorm": 0.3, "nc3": 0.9, "nc4": 0.2},
