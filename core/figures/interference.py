@@ -178,6 +178,28 @@ def keep_figure(report: Any, method: str = "ties", *, title: str | None = None) 
         barmode="group",
         legend=dict(orientation="h", y=-0.3),
     )
+    # single column: short model and layer names, the colourbar right of both panels
+    short, prefix = short_names(names)
+    short_layers, layer_prefix = short_names(list(report.layers))
+    step = -(-len(short_layers) // 6)  # at most six layer labels fit under the heatmap
+    narrow_variant(
+        fig,
+        layout=dict(
+            xaxis=dict(
+                domain=[0.0, 0.58],
+                tickvals=list(report.layers)[::step],
+                ticktext=short_layers[::step],
+                title_text=f"layer ({layer_prefix}…)" if layer_prefix else "layer",
+            ),
+            xaxis2=dict(domain=[0.64, 1.0], tickvals=[0, 0.5, 1], ticktext=["0", ".5", "1"]),
+            yaxis=dict(tickvals=names, ticktext=short, title_text=f"{prefix}…" if prefix else None),
+        ),
+        traces={
+            0: dict(colorbar=dict(x=1.02, xanchor="left", len=0.8)),
+            1: dict(name="count"),
+            2: dict(name="|τ| mass"),
+        },
+    )
     return apply_paper(fig)
 
 
