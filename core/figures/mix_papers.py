@@ -10,9 +10,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .layout import narrow_variant
 from .theme import PALETTE, apply_paper
 
 _METHOD_NAMES = {"erm": "ERM", "mixup": "Mixup", "mixup_early": "Early-stopped mixup"}
+_SHORT_NAMES = {"mixup_early": "early-stopped"}  # for single-column legends
+_TICK_NAMES = {"mixup_early": "early"}  # and for single-column tick labels
 
 
 def _need(record: Mapping[str, Any], study: str) -> None:
@@ -38,6 +41,27 @@ def _ci_bar(fig: go.Figure, names: list[str], cis: list[Mapping[str, float]], **
         ),
         **pos,
     )
+
+
+def _grid_layout(
+    rows: int,
+    cols: int,
+    titles: tuple[str, ...],
+    axes: Mapping[str, Mapping[str, Any]] | None = None,
+    **spacing: float,
+) -> dict[str, Any]:
+    """Axis domains, anchors and subplot titles of a ``rows`` × ``cols`` grid, for moving the
+    panels of a one-row figure into a grid (axes are numbered row by row in both), plus the
+    ``axes`` updates (axis name -> properties)."""
+    grid = make_subplots(rows=rows, cols=cols, subplot_titles=titles, **spacing)
+    out: dict[str, Any] = {"annotations": [a.to_plotly_json() for a in grid.layout.annotations]}
+    for key in grid.layout:
+        if key.startswith(("xaxis", "yaxis")):
+            ax = grid.layout[key]
+            out[key] = dict(domain=list(ax.domain), anchor=ax.anchor)
+    for key, upd in (axes or {}).items():
+        out[key] = {**out.get(key, {}), **upd}
+    return out
 
 
 def feature_learning_figure(record: Mapping[str, Any]) -> go.Figure:
@@ -94,6 +118,28 @@ def feature_learning_figure(record: Mapping[str, Any]) -> go.Figure:
     fig.update_layout(
         title=f"Feature-noise data: ρ={cfg['rho']:g}, n={cfg['n_train']}, d={cfg['dim']}, "
         f"seeds {record['seeds']}"
+    )
+    # single column: the four panels as a 2 × 2 grid, short titles and names
+    names = [_SHORT_NAMES.get(m, _METHOD_NAMES.get(m, m)) for m in methods]
+    narrow_variant(
+        fig,
+        layout=_grid_layout(
+            2,
+            2,
+            ("common features", "rare features", "noise memorisation", "rare-feature accuracy"),
+            axes=dict(
+                xaxis=dict(title_text=None),
+                xaxis2=dict(title_text=None),
+                yaxis=dict(title_text="max ⟨w, v⟩"),
+                xaxis4=dict(
+                    tickvals=[_METHOD_NAMES.get(m, m) for m in methods],
+                    ticktext=[_TICK_NAMES.get(m, n) for m, n in zip(methods, names, strict=True)],
+                ),
+            ),
+            vertical_spacing=0.36,
+            horizontal_spacing=0.14,
+        ),
+        traces={3 * i: dict(name=n) for i, n in enumerate(names)},
     )
     return apply_paper(fig, size="double")
 
