@@ -48,12 +48,12 @@ def _grid_layout(
     cols: int,
     titles: tuple[str, ...],
     axes: Mapping[str, Mapping[str, Any]] | None = None,
-    **spacing: float,
+    **grid_args: Any,
 ) -> dict[str, Any]:
     """Axis domains, anchors and subplot titles of a ``rows`` × ``cols`` grid, for moving the
     panels of a one-row figure into a grid (axes are numbered row by row in both), plus the
-    ``axes`` updates (axis name -> properties)."""
-    grid = make_subplots(rows=rows, cols=cols, subplot_titles=titles, **spacing)
+    ``axes`` updates (axis name -> properties); ``grid_args`` go to ``make_subplots``."""
+    grid = make_subplots(rows=rows, cols=cols, subplot_titles=titles, **grid_args)
     out: dict[str, Any] = {"annotations": [a.to_plotly_json() for a in grid.layout.annotations]}
     for key in grid.layout:
         if key.startswith(("xaxis", "yaxis")):
@@ -243,6 +243,46 @@ def neural_collapse_figure(record: Mapping[str, Any]) -> go.Figure:
     cfg = record["config"]
     fig.update_layout(
         title=f"{cfg['task']} · {cfg['arch']} · {cfg['epochs']} epochs · seeds {record['seeds']}"
+    )
+    # single column: feature panels in one row, the margin panel below them; short legend
+    # names, classifier labels below their tips (off the panel titles)
+    n = len(methods)
+    traces: dict[int, dict[str, Any]] = {}
+    for i, tr in enumerate(fig.data):
+        if tr.name == "different-class mix":
+            traces[i] = dict(
+                name="diff. class",
+                marker_colorbar=dict(x=1.02, lenmode="pixels", len=44, thickness=6, y=0.84, ypad=0),
+            )
+        elif tr.name == "same-class mix":
+            traces[i] = dict(name="same class")
+        elif tr.name == "soft-CE optimum":
+            traces[i] = dict(showlegend=False)
+        elif tr.mode == "lines+text":  # beside the tip, towards the outside
+            side = "middle right" if tr.x[-1] >= 0 else "middle left"
+            traces[i] = dict(textposition=["middle center", side])
+    for j, m in enumerate(methods):
+        slope = record["summary"][m]["channel_slope"]["estimate"]
+        traces[len(fig.data) - 1 - n + j] = dict(name=f"{_METHOD_NAMES.get(m, m)} {slope:.2f}")
+    axes = {}
+    for col, m in enumerate(methods, start=1):  # head room for the classifier labels
+        f = record["figure"][m]
+        ys = np.concatenate([np.asarray(f["y"], dtype=float), [t[1] for t in f["classifier"]], [0]])
+        lo, hi = float(ys.min()), float(ys.max())
+        pad = 0.3 * (hi - lo or 1.0)
+        axes[f"yaxis{col if col > 1 else ''}"] = dict(range=[lo - pad, hi + pad])
+    narrow_variant(
+        fig,
+        layout=_grid_layout(
+            2,
+            n,
+            (*[_METHOD_NAMES.get(m, m) for m in methods], "margin (slope) vs y = x"),
+            axes=axes,
+            specs=[[{}] * n, [{"colspan": n}, *[None] * (n - 1)]],
+            vertical_spacing=0.4,
+            horizontal_spacing=0.1,
+        ),
+        traces=traces,
     )
     return apply_paper(fig, size="double")
 

@@ -28,7 +28,6 @@ MODULES = tuple(
 # Known single-column defects (multi-panel figures too dense for 3.5 in): strict, so a fix that
 # makes one pass must remove it from here.
 KNOWN_DEFECTS = {
-    ("neural_collapse_figure", "column"): "class-mean labels sit on the panel titles",
     ("adautomix_figure", "column"): "mask titles overlap",
 }
 CASES = [(name, size) for name in FIGURES for size in SIZES]
