@@ -263,8 +263,16 @@ def wrap(text: str, width_px: float, font_px: float) -> str:
 def _annotation_width(fig: go.Figure, a: Any, width: float) -> float:
     """Width in px of the subplot whose title ``a`` is (the plot width left of margins)."""
     plot_w = width - 60
-    n_cols = max(1, len({round(float(x.domain[0]), 3) for x in _xaxes(fig)}))
-    return max(30.0, plot_w / n_cols - 6)
+    axes = _xaxes(fig)
+    n_cols = max(1, len({round(float(x.domain[0]), 3) for x in axes}))
+    # a panel spanning several columns (its title centred on it) may take its own width
+    spans = [
+        float(x.domain[1]) - float(x.domain[0])
+        for x in axes
+        if a.x is not None and abs((float(x.domain[0]) + float(x.domain[1])) / 2 - a.x) < 0.005
+    ]
+    own = max(spans, default=0.0) * plot_w - 6
+    return max(30.0, plot_w / n_cols - 6, own)
 
 
 def short_names(names: list[str]) -> tuple[list[str], str]:

@@ -3,6 +3,7 @@ figure. Inputs are the studies' stored records; no computation beyond shaping da
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,17 +49,28 @@ def _grid_layout(
     cols: int,
     titles: tuple[str, ...],
     axes: Mapping[str, Mapping[str, Any]] | None = None,
+    order: Mapping[int, int] | None = None,
     **grid_args: Any,
 ) -> dict[str, Any]:
     """Axis domains, anchors and subplot titles of a ``rows`` × ``cols`` grid, for moving the
     panels of a one-row figure into a grid (axes are numbered row by row in both), plus the
-    ``axes`` updates (axis name -> properties); ``grid_args`` go to ``make_subplots``."""
+    ``axes`` updates (axis name -> properties); ``order`` maps the grid's subplot numbers to
+    the figure's where they differ; ``grid_args`` go to ``make_subplots``."""
     grid = make_subplots(rows=rows, cols=cols, subplot_titles=titles, **grid_args)
     out: dict[str, Any] = {"annotations": [a.to_plotly_json() for a in grid.layout.annotations]}
+    renumber = dict(order or {})
+
+    def name(key: str) -> str:  # "xaxis3" / "y3" of the grid -> the figure's own axis
+        m = re.fullmatch(r"([xy](?:axis)?)(\d*)", key)
+        if m is None:
+            return key
+        n = renumber.get(int(m[2] or 1), int(m[2] or 1))
+        return m[1] + (str(n) if n > 1 else "")
+
     for key in grid.layout:
         if key.startswith(("xaxis", "yaxis")):
             ax = grid.layout[key]
-            out[key] = dict(domain=list(ax.domain), anchor=ax.anchor)
+            out[name(key)] = dict(domain=list(ax.domain), anchor=name(ax.anchor))
     for key, upd in (axes or {}).items():
         out[key] = {**out.get(key, {}), **upd}
     return out
@@ -491,6 +503,34 @@ def adautomix_figure(record: Mapping[str, Any]) -> go.Figure:
     fig.update_layout(
         title=f"AdAutoMix on {cfg['task']} (n={cfg['n_train']}, β={cfg['beta']}, "
         f"{cfg['epochs']} epochs, seeds {record['seeds']})"
+    )
+    # single column: accuracy and |mean(m) − λ| side by side, the masks in a row below them
+    cols = max(k, 2)
+    left = cols // 2
+    narrow_variant(
+        fig,
+        layout=_grid_layout(
+            2,
+            cols,
+            (
+                "accuracy (95% CI)",
+                "|mean(m) − λ|",
+                *[f"λ={v:.2f}".replace("0.", ".") for v in log.get("mask_lam", [])],
+            ),
+            order={1: 1, 2: k + 2} | {3 + i: 2 + i for i in range(k)},
+            specs=[
+                [{"colspan": left}, *[None] * (left - 1), {"colspan": cols - left}]
+                + [None] * (cols - left - 1),
+                [{}] * k + [None] * (cols - k),
+            ],
+            vertical_spacing=0.42,
+            horizontal_spacing=0.04,
+        ),
+        traces={
+            i: dict(colorbar=dict(x=1.02, lenmode="fraction", len=0.35, y=0.2))
+            for i, tr in enumerate(fig.data)
+            if tr.type == "heatmap" and tr.showscale
+        },
     )
     return apply_paper(fig, size="double")
 
