@@ -88,6 +88,7 @@ with shown_errors("Showing the search"):
         stem=f"merge_search_{name}",
         data=result["evals"],
         recipe=("search_progress", args),
+        meta={"kind": "search_progress", **args, **summary["spec"]},
         caption=f"CMA-ES search {name}: validation score per evaluation and the best so far.",
     )
     st.markdown("**Best point**")

@@ -33,24 +33,11 @@ def search_figure(result: Mapping[str, Any], *, title: str | None = None) -> go.
     best = [-v if accuracy else v for v in evals["best_so_far"]]
     label = "mean validation accuracy" if accuracy else "mean validation loss"
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=n,
-            y=each,
-            mode="markers",
-            name="evaluation",
-            marker=dict(color=PALETTE[5], size=5, symbol="circle"),
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=n,
-            y=best,
-            mode="lines",
-            name="best so far",
-            line=dict(color=PALETTE[0], shape="hv", width=2),
-        )
-    )
+    for y, name, style in (
+        (each, "evaluation", {"mode": "markers", "marker": dict(color=PALETTE[5], size=5)}),
+        (best, "best so far", {"mode": "lines", "line": dict(color=PALETTE[0], shape="hv")}),
+    ):
+        fig.add_trace(go.Scatter(x=n, y=y, name=name, **style))
     test = summary.get("test")
     if test is not None:
         value = test["mean_accuracy"] if accuracy else _mean(test["loss"])
