@@ -106,3 +106,37 @@ def test_layers_and_a_conflicting_definition_are_readable(workspace: Path) -> No
     _button(at, "search.run").click().run()
     assert not at.exception
     assert any("low must be below high" in e.value for e in at.error)
+
+
+def test_a_stopped_search_is_listed_and_resumed_from_the_page(workspace: Path) -> None:
+    from core.search import run_search
+
+    spec = {
+        "name": "half",
+        "models": ["mlp-ft-mnist", "mlp-ft-mnist_rotated"],
+        "base": "mlp-base",
+        "method": "task_arithmetic",
+        "search": {"weights": {"low": 0.0, "high": 1.0, "init": 0.3}},
+        "n_val": 20,
+        "n_test": 100,
+        "budget": 6,
+        "popsize": 3,
+    }
+
+    def stop() -> bool:  # as the page's Cancel: stop after the first generation
+        return len(_evals(workspace, "half")) >= 3
+
+    partial = run_search(spec, Zoo(workspace), should_stop=stop)
+    assert partial["status"] == "partial" and partial["n_evals"] == 3
+    at = _page()
+    assert at.selectbox(key="search.shown").value == "half"
+    assert any("Stopped after 3 of 6" in c.value for c in at.caption), [c.value for c in at.caption]
+    first = {(r["generation"], r["index"]): r for r in _evals(workspace, "half")}
+    _button(at, "search.resume").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Resumed 3 evaluations" in i.value for i in at.info), [i.value for i in at.info]
+    evals = _evals(workspace, "half")
+    assert len(evals) == 6  # the first generation was not evaluated again
+    assert all(r == first[(r["generation"], r["index"])] for r in evals if r["generation"] == 0)
+    assert Zoo(workspace).get_records(RECORD_KIND)["half"]["status"] == "done"
+    assert not any(b.key == "search.resume" for b in at.button)
