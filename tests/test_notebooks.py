@@ -891,3 +891,24 @@ def test_merge_lab_aligned_notebook(workspace_env: Path, shown: dict, tmp_path: 
     fig, recipe = _page_recipe(shown, "merge.live", "merge_accuracy")
     assert recipe["args"]["align"] == "weight" and recipe["args"]["base"] is None
     _reproduce(recipe, fig, workspace_env, tmp_path)
+
+
+def test_merge_search_notebook(
+    tiny_zoo_dir: Path, monkeypatch: pytest.MonkeyPatch, shown: dict, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"  # a copy: the search writes its records into the workspace
+    shutil.copytree(tiny_zoo_dir, ws)
+    monkeypatch.setenv("MIXMERGE_WORKSPACE", str(ws))
+
+    def setup(at: Any) -> None:
+        at.number_input(key="search.budget").set_value(4)
+        at.number_input(key="search.popsize").set_value(2)
+        at.select_slider(key="search.n_val").set_value(20)
+        at.select_slider(key="search.n_test").set_value(100)
+        at.text_input(key="search.name").set_value("nb").run()
+        next(b for b in at.button if b.key == "search.run").click().run()
+
+    _run_page("pages/12_Merge_Search.py", setup)
+    fig, recipe = _page_recipe(shown, "search.curve", "search_progress")
+    assert recipe["args"] == {"search": "nb"}
+    _reproduce(recipe, fig, ws, tmp_path / "nb")

@@ -24,6 +24,7 @@ from core.figures import mix_papers as fmp
 from core.figures import mixup as fx
 from core.figures import papers as fp
 from core.figures import scale as fsc
+from core.figures import search as fse
 from core.figures import suite as fs
 from core.figures import training as ft
 from core.landscape.curves import CurveResult
@@ -304,6 +305,22 @@ def _mixup_lambda() -> go.Figure:
     )
 
 
+def _search() -> dict:
+    """A stored 48-evaluation search, as core.search.load_search returns it."""
+    import pandas as pd
+
+    acc = np.clip(0.55 + 0.3 * np.sqrt(np.arange(48) / 48) + RNG.normal(0, 0.04, 48), 0, 1)
+    evals = pd.DataFrame(
+        {"objective": -acc, "mean_val_accuracy": acc, "best_so_far": np.minimum.accumulate(-acc)}
+    )
+    summary = {
+        "search": "task-arithmetic-layers-mlp-ft-mnist_rotated",
+        "objective": "accuracy",
+        "test": {"mean_accuracy": float(acc.max()) - 0.02},
+    }
+    return {"summary": summary, "evals": evals}
+
+
 def _scale_study() -> ScaleStudy:
     tasks = ["mnist", "fashion", "animal", "faces", "textures", "photos"]
     methods = ["average", "task_arithmetic", "ties", "dare_ties"]
@@ -505,6 +522,7 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     ),
     "benchmark_figure": lambda: fb.benchmark_figure(_benchmark()),
     "merging_at_scale_figure": lambda: fsc.merging_at_scale_figure(_scale_study()),
+    "search_figure": lambda: fse.search_figure(_search()),
     "cosine_figure": lambda: fi.cosine_figure(_interference()),
     "layer_profile_figure": lambda: fi.layer_profile_figure(_interference()),
     "keep_figure": lambda: fi.keep_figure(_interference(), "dare_ties"),
