@@ -159,7 +159,7 @@ class LowRankAdapters(nn.Module):
     def _hook(self, i: int) -> Callable[..., Tensor]:
         def hook(mod: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
             x = inputs[0]
-            a, b = self.a[i], self.b[i]
+            a, b = self.a[i].to(x.dtype), self.b[i].to(x.dtype)  # half-precision backbones
             if isinstance(mod, nn.Conv2d):
                 h = nn.functional.conv2d(x, a[:, :, None, None], stride=mod.stride)
                 r = nn.functional.conv2d(h, b[:, :, None, None])

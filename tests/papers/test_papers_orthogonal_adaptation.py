@@ -109,6 +109,27 @@ def test_adapter_hooks_equal_the_merged_weights() -> None:
     assert ads[0].deltas()["pw"].shape == (12, 16, 1, 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_adapters_run_on_half_precision_layers(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    net = _Net()
+    layers = adaptable_layers(net, 8)
+    ad = LowRankAdapters(
+        layers, {n: lora_init(16 if n == "pw" else 12, 3) for n in layers}, train_a=False, scale=1.0
+    )
+    with torch.no_grad():
+        for b in ad.b:
+            b.normal_()
+    x = torch.randn(2, 16, 8, 8)
+    ad.attach()
+    want = net(x)
+    half = net.to(dtype)(x.to(dtype))
+    ad.detach()
+    assert half.dtype == dtype
+    torch.testing.assert_close(half.float(), want, atol=0.1, rtol=0.05)
+    assert ad.deltas()["pw"].dtype == dtype  # in the layer's own dtype
+
+
 def test_summary_and_figure_on_a_synthetic_study() -> None:
     from core.figures.adapters import orthogonal_adaptation_data, orthogonal_adaptation_figure
 
