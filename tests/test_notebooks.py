@@ -813,17 +813,31 @@ RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"suite": "vision", "methods": ["average", "task_arithmetic"], "n_orders": 1},
         {"seed": 3},
     ),
+    "orthogonal_adaptation": (
+        {"suite": "vision", "variants": ["orthogonal", "lora"], "rank": 2, "steps": 2},
+        {"seed": 1},
+    ),
+    "search_progress": ({"search": "s0"}, {"search": "s1"}),  # two tiny searches
 }
-SUITE_KINDS = {"merging_at_scale"}  # these run on ``suite_recipe_workspace``
+SUITE_KINDS = {"merging_at_scale", "orthogonal_adaptation"}  # these run on ``suite_recipe_workspace``
 
 
 @pytest.fixture(scope="module")
 def recipe_workspace(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny zoo with two tiny mixup runs (ids in ``runs.json``)."""
+    """A copy of the tiny zoo with two tiny mixup runs (ids in ``runs.json``) and two tiny merge
+    searches ("s0", "s1")."""
     ws = tmp_path_factory.mktemp("recipes") / "ws"
     shutil.copytree(tiny_zoo_dir, ws)
     runs = [_tiny_run(ws, seed=s)["run_id"] for s in (0, 1)]
     (ws / "runs.json").write_text(json.dumps(runs))
+    from core.search import run_search
+    from core.zoo import Zoo
+
+    fts = ["mlp-ft-mnist", "mlp-ft-mnist_inverted"]
+    for seed in (0, 1):
+        spec = {"name": f"s{seed}", "models": fts, "base": "mlp-base", "seed": seed}
+        spec |= {"method": "task_arithmetic", "search": {"weights": {"low": 0.0, "high": 1.0}}}
+        run_search(spec | {"budget": 4, "popsize": 2, "n_val": 30, "n_test": 60}, Zoo(ws))
     return ws
 
 
