@@ -819,7 +819,8 @@ RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     "search_progress": ({"search": "s0"}, {"search": "s1"}),  # two tiny searches
 }
-SUITE_KINDS = {"merging_at_scale", "orthogonal_adaptation"}  # these run on ``suite_recipe_workspace``
+# these run on ``suite_recipe_workspace``
+SUITE_KINDS = {"merging_at_scale", "orthogonal_adaptation"}
 
 
 @pytest.fixture(scope="module")
