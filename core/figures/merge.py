@@ -315,6 +315,12 @@ def comparison_task_figure(result: Any) -> go.Figure:
 
 
 # ---------------------------------------------------------------- figures of Merge Lab recipes
+def _parts(result: Any, keys: Sequence[str], what: str) -> None:
+    if not isinstance(result, Mapping) or not set(keys) <= set(result):
+        got = sorted(result) if isinstance(result, Mapping) else type(result).__name__
+        raise TypeError(f"result must be a {what} result with keys {list(keys)}, got {got}")
+
+
 def merge_accuracy_figure(
     result: Any, *, chart: str = "bars", title: str = "Per-task accuracy"
 ) -> go.Figure:
@@ -337,6 +343,7 @@ def merge_landscape_figure(
     the point (λ1, λ2) of the sliders marked when ``method`` is task arithmetic."""
     from core.merge_eval import effective_coefficients
 
+    _parts(result, ("landscape", "pair", "n_models"), "coefficient_landscape")
     coeffs = effective_coefficients(method, dict(hyperparameters or {}), result["n_models"])
     i, j = result["pair"]
     point = None if coeffs is None else (coeffs[i], coeffs[j])
@@ -346,6 +353,7 @@ def merge_landscape_figure(
 def merge_sweep_figure(result: Mapping[str, Any]) -> go.Figure:
     """:func:`sweep_figure` of a ``core.recipes.merge.hyperparameter_sweep`` result (the
     current slider value marked)."""
+    _parts(result, ("sweep", "current"), "hyperparameter_sweep")
     return sweep_figure(result["sweep"], current=result["current"])
 
 
