@@ -10,9 +10,9 @@ hyperparameters and seed) and leave it in a variable ``fig``.
 
 Areas not yet moved add their own kinds with :func:`register`::
 
-    @register("merge_accuracy", description="per-task accuracy of a merge", requires=("method",))
-    def _merge_cells(args):
-        return [code("from core.merge import merge\\n...\\nfig = ...")]
+    @register("mix_paper", description="a mixing paper's headline figure", requires=("run",))
+    def _mix_paper(args):
+        return [code("from core.mixup.papers import load_paper_runs\\n...\\nfig = ...")]
 
 Templates registered in any ``core.figures.<area>`` module are found too (those modules are
 imported before a lookup).
