@@ -797,10 +797,36 @@ def test_feature_geometry_panel_notebooks(
 # Args of every ``core.recipes`` kind on a copy of the tiny zoo, and a change of them that must
 # give other data (so the comparison can fail). A kind registered without an example fails
 # ``test_every_recipe_has_an_example``.
+_LAB = {"models": ["mlp-ft-mnist", "mlp-ft-digits"], "base": "mlp-base", "n_per_task": 60}
+_LAB |= {"random_state": 5}
+_TA = {"method": "task_arithmetic", "hyperparameters": {"scale": 0.7}}
+_PAIR = {"models": ["mlp-mnist-s1", "mlp-mnist-s2"], "task": "mnist", "max_examples": 300}
+_PATHS = _PAIR | {"methods": ["naive", "weight matching"], "n_points": 5, "seed": 1}
 _PIXELS = {"source": "pixels", "model": None, "task": "digits", "n": 300, "k_max": 4}
 _PPP = (_PIXELS | {"n_seeds": 2, "seed": 1}, {"seed": 2})
 _RUNS = ({"run": "$run0"}, {"run": "$run1"})  # the two tiny mixup runs of ``recipe_workspace``
 RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "merge_accuracy": (_LAB | _TA | {"seed": 3}, {"hyperparameters": {"scale": 0.1}}),
+    "merge_landscape": (
+        _LAB | _TA | {"pair": _LAB["models"], "low": 0.0, "high": 1.0, "n_points": 3},
+        {"high": 0.5},
+    ),
+    "merge_sweep": (_LAB | _TA | {"param": "scale", "n_points": 3}, {"n_points": 4}),
+    "merge_comparison": (
+        _LAB | {"methods": ["task_arithmetic", "ties"], "full": False, "seed": 1},
+        {"n_per_task": 40},  # the seed moves only the CIs, which figure_data leaves out
+    ),
+    "merge_interference": (
+        _LAB | {"density": 0.3, "chart": "keep", "method": "ties"},
+        {"density": 0.6},
+    ),
+    "interpolation_paths": (_PATHS | {"title": "T"}, {"max_examples": 200}),
+    "interpolation_barriers": (_PATHS | {"column": "accuracy_barrier"}, {"max_examples": 200}),
+    "interpolation_plane": (
+        _PAIR | {"third": "wm:mlp-mnist-s2", "resolution": 3, "metric": "accuracy"},
+        {"max_examples": 200},
+    ),
+    "interpolation_bezier": (_PAIR | {"steps": 20, "n_points": 5, "seed": 1}, {"seed": 2}),
     "training_history": ({"models": ["mlp-ft-mnist"], "title": "T"}, {"models": ["mlp-base"]}),
     "cluster_k_selection": _PPP,
     "cluster_contingency": _PPP,

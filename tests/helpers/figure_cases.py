@@ -480,8 +480,22 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     "sweep_figure": lambda: fm.sweep_figure(_sweep(), current=0.3),
     "comparison_figure": lambda: fm.comparison_figure(_comparison()),
     "comparison_task_figure": lambda: fm.comparison_task_figure(_comparison()),
+    "merge_accuracy_figure": lambda: fm.merge_accuracy_figure(_eval(), chart="radar"),
+    "merge_landscape_figure": lambda: fm.merge_landscape_figure(
+        {"landscape": _landscape(), "pair": (0, 1), "n_models": 4},
+        method="task_arithmetic",
+        hyperparameters={"scale": 0.3},
+    ),
+    "merge_sweep_figure": lambda: fm.merge_sweep_figure({"sweep": _sweep(), "current": 0.3}),
+    "merge_comparison_figure": lambda: fm.merge_comparison_figure(_comparison(), chart="tasks"),
     "path_figure": lambda: fl.path_figure(_paths(), title="mlp-mnist-s1 → mlp-mnist-s2 on mnist"),
     "barrier_figure": lambda: fl.barrier_figure(_reports()),
+    "interpolation_paths_figure": lambda: fl.interpolation_paths_figure(
+        {"paths": _paths(), "barriers": _reports()}, title="mlp-mnist-s1 → mlp-mnist-s2 on mnist"
+    ),
+    "interpolation_barriers_figure": lambda: fl.interpolation_barriers_figure(
+        {"paths": _paths(), "barriers": _reports()}, column="accuracy_barrier", title="Barriers"
+    ),
     "plane_figure": lambda: fl.plane_figure(_plane()),
     "curve_figure": _curve,
     "direction_figure": lambda: fl.direction_figure(_path("random direction", 0.5)),
