@@ -359,7 +359,7 @@ def test_mixup_gallery_notebook(workspace_env: Path, shown: dict, tmp_path: Path
     other = gallery(
         args["method"],
         denormalize(ds.x_test[:4]),
-        list(args["images"]),
+        [str(i) for i in range(4)],
         alpha=args["alpha"],
         seed=args["seed"] + 1,
     )
@@ -800,6 +800,10 @@ def test_feature_geometry_panel_notebooks(
 _PIXELS = {"source": "pixels", "model": None, "task": "digits", "n": 300, "k_max": 4}
 _PPP = (_PIXELS | {"n_seeds": 2, "seed": 1}, {"seed": 2})
 _RUNS = ({"run": "$run0"}, {"run": "$run1"})  # the two tiny mixup runs of ``recipe_workspace``
+_GALLERY = (
+    {"method": "cutmix", "images": ["astronaut", "chelsea", "coffee"], "alpha": 0.4, "seed": 11},
+    {"seed": 12},
+)
 RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "training_history": ({"models": ["mlp-ft-mnist"], "title": "T"}, {"models": ["mlp-base"]}),
     "cluster_k_selection": _PPP,
@@ -809,6 +813,9 @@ RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "mixup_curves": _RUNS,
     "mixup_early_stopping": _RUNS,
     "mixup_reliability": _RUNS,
+    "mixup_gallery": _GALLERY,
+    "mixup_lam_grid": _GALLERY,
+    "mixup_methods": _GALLERY,
     "merging_at_scale": (
         {"suite": "vision", "methods": ["average", "task_arithmetic"], "n_orders": 1},
         {"seed": 3},

@@ -153,45 +153,6 @@ def umap_warm_up() -> bool:
     return True
 
 
-# ---------------------------------------------------------------- Mixup
-@st.cache_data(max_entries=16, show_spinner="Mixing…")
-def mixup_gallery(
-    source: str,
-    names: tuple[str, ...],
-    task_name: str,
-    n_images: int,
-    method: str,
-    alpha: float,
-    lam: float | None,
-    per_sample: bool,
-    seed: int,
-    size: int = 96,
-) -> dict:
-    """Gallery, λ grid for the first pair and all methods side by side (numpy records).
-
-    ``source`` is "photos" (``names`` from core.data.load_photos) or "dataset" (the first
-    ``n_images`` test images of ``task_name``).
-    """
-    from core.data import denormalize, photo_batch, stratified_subset
-    from core.mixup.gallery import gallery, lam_grid, methods_side_by_side
-
-    if source == "photos":
-        images, labels = photo_batch(list(names), size=size)
-    else:
-        ds = task(task_name)
-        idx = stratified_subset(ds.y_test, n_images, key=task_name)  # test sets are class-sorted
-        images = denormalize(ds.x_test[idx])
-        labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[idx])]
-    grid_lams = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
-    return {
-        "gallery": gallery(
-            method, images, labels, alpha=alpha, lam=lam, per_sample=per_sample, seed=seed
-        ),
-        "grid": lam_grid(method, images[:2], grid_lams, seed=seed),
-        "methods": methods_side_by_side(images[:2], lam=0.5 if lam is None else lam, seed=seed),
-    }
-
-
 # ---------------------------------------------------------------- Interpolation and alignment
 # Landscape results take seconds to minutes and report progress while they run, which
 # st.cache_data cannot do (elements drawn inside a cached function are replayed, and a progress
