@@ -72,76 +72,7 @@ def recipe_result(workspace: str, kind: str, args: dict[str, Any]) -> Any:
     return _recipe_result(workspace, shared_kind(kind), key, shas)
 
 
-# ## Feature geometry and clustering (pages 6 and 7). Results are numpy records keyed by ids.
-
-
-@st.cache_data(max_entries=8, show_spinner="Computing features and neural-collapse metrics…")
-def geometry_report(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    split: str,
-    n: int,
-    seed: int,
-    device: str = "cpu",
-) -> dict:
-    """Features, NC metrics and ETF comparison of a zoo model on ``n`` rows of a task split."""
-    from core.geometry import feature_report, sample_rows
-
-    ds = task(task_name)
-    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    xs, ys = sample_rows(x, y, n, random_state=seed)
-    return feature_report(model(workspace, model_id, sha256, device), xs, ys, device=device)
-
-
-@st.cache_data(max_entries=16, show_spinner="Projecting…")
-def geometry_projection(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    split: str,
-    n: int,
-    seed: int,
-    method: str,
-    device: str = "cpu",
-) -> dict:
-    """2-D projection (PCA / class plane / UMAP / t-SNE) of :func:`geometry_report`'s features."""
-    from core.geometry import projection_report
-
-    rep = geometry_report(workspace, model_id, sha256, task_name, split, n, seed, device)
-    return projection_report(rep, method, random_state=seed)
-
-
-@st.cache_data(max_entries=8, show_spinner="Mixing and computing features…")
-def geometry_mixup(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    n: int,
-    seed: int,
-    mixer: str,
-    alpha: float,
-    classes: tuple[int, ...],
-    device: str = "cpu",
-) -> dict:
-    """Features of mixed training samples of chosen classes, projected on the class plane."""
-    from core.geometry import mixup_report
-
-    ds = task(task_name)
-    return mixup_report(
-        model(workspace, model_id, sha256, device),
-        ds.x_train,
-        ds.y_train,
-        mixer=mixer,
-        alpha=alpha,
-        classes=list(classes) or None,
-        n=n,
-        random_state=seed,
-        device=device,
-    )
+# ## Feature geometry (page 6)
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
