@@ -359,7 +359,7 @@ def test_mixup_gallery_notebook(workspace_env: Path, shown: dict, tmp_path: Path
     other = gallery(
         args["method"],
         denormalize(ds.x_test[:4]),
-        list(args["images"]),
+        [str(i) for i in range(4)],
         alpha=args["alpha"],
         seed=args["seed"] + 1,
     )
@@ -530,6 +530,11 @@ def test_panel_templates_validate_their_args() -> None:
             "classes",
         ),
         ("geometry_nc_epochs", {"run": ""}, "run"),
+        (
+            "geometry_mixup",
+            {"model": "a", "task": "digits", "mixer": "mixup", "alpha": 0.0},
+            "alpha",
+        ),
         ("mixup_accuracy", {"run": 3}, "run"),
         ("mixup_reliability", {"run": None}, "run"),
         ("mixup_lam_grid", {"method": "mixup", "images": ["a", "b"], "lams": []}, "lams"),
@@ -793,6 +798,27 @@ def test_feature_geometry_panel_notebooks(
     )
 
 
+def test_geometry_recipes_stored_before_the_registry_still_export() -> None:
+    """Figures added to the Figures page before the registry keep their recipes: the notebook
+    of each (as the old page wrote them, titles included) is generated with the same title."""
+    features = {"model": "m", "task": "digits", "split": "train", "n": 500, "seed": 0}
+    stored = [
+        ("geometry_projection", features | {"device": "cpu", "method": "pca", "title": "P"}),
+        ("geometry_etf", features | {"device": "cpu"}),
+        (
+            "geometry_mixup",
+            {"model": "m", "task": "digits", "n": 600, "seed": 0, "mixer": "mixup"}
+            | {"alpha": 1.0, "classes": [0, 1], "device": "cpu", "title": "M"},
+        ),
+        ("geometry_nc_epochs", {"run": "r", "title": "Neural collapse per epoch · digits · mlp"}),
+    ]
+    for kind, args in stored:
+        src = "\n".join(c.source for c in notebook_for({"kind": kind, "args": args}).cells)
+        assert f"from core.recipes.geometry import {RECIPES[kind].compute.__name__}" in src
+        if "title" in args:
+            assert f"FIGURE_ARGS = {{'title': {args['title']!r}}}" in src, kind
+
+
 # ------------------------------------------------------------------ every registered recipe
 # Args of every ``core.recipes`` kind on a copy of the tiny zoo, and a change of them that must
 # give other data (so the comparison can fail). A kind registered without an example fails
@@ -805,6 +831,11 @@ _PATHS = _PAIR | {"methods": ["naive", "weight matching"], "n_points": 5, "seed"
 _PIXELS = {"source": "pixels", "model": None, "task": "digits", "n": 300, "k_max": 4}
 _PPP = (_PIXELS | {"n_seeds": 2, "seed": 1}, {"seed": 2})
 _RUNS = ({"run": "$run0"}, {"run": "$run1"})  # the two tiny mixup runs of ``recipe_workspace``
+_FEATURES = {"model": "mlp-mnist-s1", "task": "digits", "n": 200, "split": "train", "seed": 1}
+_GALLERY = (
+    {"method": "cutmix", "images": ["astronaut", "chelsea", "coffee"], "alpha": 0.4, "seed": 11},
+    {"seed": 12},
+)
 RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "merge_accuracy": (_LAB | _TA | {"seed": 3}, {"hyperparameters": {"scale": 0.1}}),
     "merge_landscape": (
@@ -835,6 +866,17 @@ RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "mixup_curves": _RUNS,
     "mixup_early_stopping": _RUNS,
     "mixup_reliability": _RUNS,
+    "mixup_gallery": _GALLERY,
+    "geometry_etf": (_FEATURES, {"seed": 2}),
+    "geometry_projection": (_FEATURES | {"method": "pca"}, {"seed": 2}),
+    "geometry_mixup": (
+        {"model": "mlp-mnist-s1", "task": "digits", "mixer": "mixup", "classes": [0, 1, 2]}
+        | {"n": 200, "seed": 1},
+        {"seed": 2},
+    ),
+    "geometry_nc_epochs": ({"run": "$run2"}, {"run": "$run3"}),
+    "mixup_lam_grid": _GALLERY,
+    "mixup_methods": _GALLERY,
     "merging_at_scale": (
         {"suite": "vision", "methods": ["average", "task_arithmetic"], "n_orders": 1},
         {"seed": 3},
@@ -851,15 +893,21 @@ SUITE_KINDS = {"merging_at_scale", "orthogonal_adaptation"}
 
 @pytest.fixture(scope="module")
 def recipe_workspace(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny zoo with two tiny mixup runs (ids in ``runs.json``) and two tiny merge
-    searches ("s0", "s1")."""
+    """A copy of the tiny zoo with two tiny mixup runs, then two tiny ERM-vs-mixup runs with NC
+    tracked per epoch (ids in ``runs.json``), and two tiny merge searches ("s0", "s1")."""
+    from core.geometry import train_nc_comparison
+    from core.search import run_search
+
     ws = tmp_path_factory.mktemp("recipes") / "ws"
     shutil.copytree(tiny_zoo_dir, ws)
     runs = [_tiny_run(ws, seed=s)["run_id"] for s in (0, 1)]
+    runs += [
+        train_nc_comparison(
+            Zoo(ws), task="digits", epochs=2, n_train=200, n_track=100, seed=s, device="cpu"
+        )["run_id"]
+        for s in (0, 1)
+    ]
     (ws / "runs.json").write_text(json.dumps(runs))
-    from core.search import run_search
-    from core.zoo import Zoo
-
     fts = ["mlp-ft-mnist", "mlp-ft-mnist_inverted"]
     for seed in (0, 1):
         spec = {"name": f"s{seed}", "models": fts, "base": "mlp-base", "seed": seed}

@@ -95,76 +95,7 @@ def recipe_live(workspace: str, kind: str, args: dict[str, Any], **runtime: Any)
     return _landscape_cached(key, lambda: entry.compute(zoo(workspace), **compute_args, **extra))
 
 
-# ## Feature geometry and clustering (pages 6 and 7). Results are numpy records keyed by ids.
-
-
-@st.cache_data(max_entries=8, show_spinner="Computing features and neural-collapse metrics…")
-def geometry_report(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    split: str,
-    n: int,
-    seed: int,
-    device: str = "cpu",
-) -> dict:
-    """Features, NC metrics and ETF comparison of a zoo model on ``n`` rows of a task split."""
-    from core.geometry import feature_report, sample_rows
-
-    ds = task(task_name)
-    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    xs, ys = sample_rows(x, y, n, random_state=seed)
-    return feature_report(model(workspace, model_id, sha256, device), xs, ys, device=device)
-
-
-@st.cache_data(max_entries=16, show_spinner="Projecting…")
-def geometry_projection(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    split: str,
-    n: int,
-    seed: int,
-    method: str,
-    device: str = "cpu",
-) -> dict:
-    """2-D projection (PCA / class plane / UMAP / t-SNE) of :func:`geometry_report`'s features."""
-    from core.geometry import projection_report
-
-    rep = geometry_report(workspace, model_id, sha256, task_name, split, n, seed, device)
-    return projection_report(rep, method, random_state=seed)
-
-
-@st.cache_data(max_entries=8, show_spinner="Mixing and computing features…")
-def geometry_mixup(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    n: int,
-    seed: int,
-    mixer: str,
-    alpha: float,
-    classes: tuple[int, ...],
-    device: str = "cpu",
-) -> dict:
-    """Features of mixed training samples of chosen classes, projected on the class plane."""
-    from core.geometry import mixup_report
-
-    ds = task(task_name)
-    return mixup_report(
-        model(workspace, model_id, sha256, device),
-        ds.x_train,
-        ds.y_train,
-        mixer=mixer,
-        alpha=alpha,
-        classes=list(classes) or None,
-        n=n,
-        random_state=seed,
-        device=device,
-    )
+# ## Feature geometry (page 6)
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
@@ -174,45 +105,6 @@ def umap_warm_up() -> bool:
 
     warm_up_umap(background=True)
     return True
-
-
-# ---------------------------------------------------------------- Mixup
-@st.cache_data(max_entries=16, show_spinner="Mixing…")
-def mixup_gallery(
-    source: str,
-    names: tuple[str, ...],
-    task_name: str,
-    n_images: int,
-    method: str,
-    alpha: float,
-    lam: float | None,
-    per_sample: bool,
-    seed: int,
-    size: int = 96,
-) -> dict:
-    """Gallery, λ grid for the first pair and all methods side by side (numpy records).
-
-    ``source`` is "photos" (``names`` from core.data.load_photos) or "dataset" (the first
-    ``n_images`` test images of ``task_name``).
-    """
-    from core.data import denormalize, photo_batch, stratified_subset
-    from core.mixup.gallery import gallery, lam_grid, methods_side_by_side
-
-    if source == "photos":
-        images, labels = photo_batch(list(names), size=size)
-    else:
-        ds = task(task_name)
-        idx = stratified_subset(ds.y_test, n_images, key=task_name)  # test sets are class-sorted
-        images = denormalize(ds.x_test[idx])
-        labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[idx])]
-    grid_lams = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
-    return {
-        "gallery": gallery(
-            method, images, labels, alpha=alpha, lam=lam, per_sample=per_sample, seed=seed
-        ),
-        "grid": lam_grid(method, images[:2], grid_lams, seed=seed),
-        "methods": methods_side_by_side(images[:2], lam=0.5 if lam is None else lam, seed=seed),
-    }
 
 
 # ---------------------------------------------------------------- Interpolation and alignment
