@@ -59,10 +59,10 @@ from .inputs import (
 from .mergekit_names import accepted, kernel, tensor_call
 from .output import (
     INDEX_NAME,
+    assembling,
     check_out_dir,
-    check_replaceable,
+    check_output,
     copy_side_files,
-    make_partial,
     publish,
 )
 from .st_io import (
@@ -204,29 +204,20 @@ def stream_merge(
             if not isinstance(overwrite, bool):
                 raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
             file = Path(config) if isinstance(config, str | Path) else None
-            if raw.get("merge_method") != "passthrough":
-                from .slice_merge import stream_slice_merge
+            where: dict[str, Any] = {
+                "root": None if file is None else file.parent,
+                "config_file": file,
+                "overwrite": overwrite,
+                "shard_size": shard_size,
+            }
+            if raw.get("merge_method") == "passthrough":
+                return stream_passthrough(raw, out_dir, **where)
+            from .slice_merge import stream_slice_merge
 
-                if isinstance(seed, bool) or not isinstance(seed, int):
-                    raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-                return stream_slice_merge(
-                    raw,
-                    out_dir,
-                    root=None if file is None else file.parent,
-                    config_file=file,
-                    overwrite=overwrite,
-                    shard_size=shard_size,
-                    device=_device(device),
-                    seed=seed,
-                    progress=progress,
-                )
-            return stream_passthrough(
-                raw,
-                out_dir,
-                root=None if file is None else file.parent,
-                config_file=file,
-                overwrite=overwrite,
-                shard_size=shard_size,
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+            return stream_slice_merge(
+                raw, out_dir, **where, device=_device(device), seed=seed, progress=progress
             )
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -237,16 +228,10 @@ def stream_merge(
     dev = _device(device)
     out = Path(out_dir).expanduser().resolve()
     config_file = Path(config) if isinstance(config, str | Path) else None
-    check_out_dir(out, _protected(cfg, config_file))
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise StreamError(
-            f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
-        )
+    check_out_dir(out, _protected(cfg, config_file))  # before a model is opened
     inp = open_inputs(cfg)
     shard_files = {i.path for infos in [*inp.infos, inp.base_infos or {}] for i in infos.values()}
-    check_out_dir(out, [("a shard file of an input model", f) for f in sorted(shard_files)])
-    if out.exists() and overwrite:
-        check_replaceable(out)
+    check_output(out, _protected(cfg, config_file), shard_files, overwrite)
     depth = layer_depths(inp.keys)
     ref = inp.infos[0]
     out_specs = [OutTensor(k, _out_dtype(cfg, ref[k]), ref[k].shape) for k in inp.keys]
@@ -277,42 +262,18 @@ def stream_merge(
             if m == "ram":
                 h["rho"] = rho
     check_space(out, total_out)
-    skipped: list[str] = []
-    partial = make_partial(out)
     try:
-        writer = ShardWriter(partial, plans)
-        # a CPU global pass has checked every input for NaN/Inf as it read them
-        checked = (global_trim or ram_global) and dev.type == "cpu"
-        _run(inp, calls, reader, writer, plans, dev, seed, progress, stats, checked)
-        writer.close()
-        skipped = _finish(cfg, inp, partial, plans, thresholds, seed)
-        publish(partial, out, overwrite)
-    except OSError as err:
-        shutil.rmtree(partial, ignore_errors=True)
-        if err.errno == errno.ENOSPC:
-            raise DiskFullError(
-                errno.ENOSPC,
-                f"disk full while writing the merged model into {out.parent} (needs "
-                f"{total_out / 1e9:.2f} GB); the partial output was removed",
-            ) from None
-        where = f" ({err.filename})" if err.filename else ""
-        raise StreamError(
-            f"cannot write the merged model into {out.parent}: {err.strerror or err}{where}; "
-            "the partial output was removed"
-        ) from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        with assembling(out, f" (needs {total_out / 1e9:.2f} GB)") as partial:
+            writer = ShardWriter(partial, plans)
+            # a CPU global pass has checked every input for NaN/Inf as it read them
+            checked = (global_trim or ram_global) and dev.type == "cpu"
+            _run(inp, calls, reader, writer, plans, dev, seed, progress, stats, checked)
+            writer.close()
+            skipped = _finish(cfg, inp, partial, plans, thresholds, seed)
+            publish(partial, out, overwrite)
     finally:
         reader.close()
-    if skipped:
-        src = _side_source(cfg, inp)
-        warnings.warn(
-            f"not copied into the output (links out of {src}, or not regular files): "
-            f"{', '.join(skipped)}",
-            MixmergeWarning,
-            stacklevel=2,
-        )
+    warn_skipped(skipped, _side_source(cfg, inp), stacklevel=3)
     return MergeReport(
         out,
         len(inp.keys),
@@ -323,6 +284,17 @@ def stream_merge(
         [p.filename for p in plans],
         skipped,
     )
+
+
+def warn_skipped(skipped: Sequence[str], src: Path, stacklevel: int) -> None:
+    """Warn about the side files of ``src`` that were not copied (none: no warning)."""
+    if skipped:
+        warnings.warn(
+            f"not copied into the output (links out of {src}, or not regular files): "
+            f"{', '.join(skipped)}",
+            MixmergeWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def check_space(out: Path, nbytes: int) -> None:

@@ -43,10 +43,7 @@ one meaning; the same model twice in one slice; ``modules:``.
 
 from __future__ import annotations
 
-import errno
-import shutil
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +51,6 @@ from typing import Any
 
 import torch
 
-from .._warnings import MixmergeWarning
 from .config import (
     _LAYER,
     MergeConfig,
@@ -72,14 +68,24 @@ from .engine import (
     _run,
     check_space,
     parse_size,
+    warn_skipped,
 )
 from .family import BASE_AS_INPUT
 from .inputs import Inputs, check_inputs, check_kinds, model_tensors
 from .mergekit_names import tensor_call
-from .output import check_out_dir, check_replaceable, make_partial, publish
-from .slices import _PRE, _by_layer, _file_order, _files_from, _renumber, finish_stack, parse_source
+from .output import assembling, check_output, publish
+from .slices import (
+    _PRE,
+    _by_layer,
+    _file_order,
+    _files_from,
+    _renumber,
+    compose_parameters,
+    finish_stack,
+    parse_source,
+    stack_protected,
+)
 from .st_io import (
-    DiskFullError,
     OutTensor,
     ShardReader,
     ShardWriter,
@@ -229,25 +235,15 @@ def stream_slice_merge(
     t0 = time.perf_counter()
     dev = device if device is not None else torch.device("cpu")
     plan = plan_slice_merge(raw, Path(root) if root is not None else Path.cwd())
-    out = Path(out_dir).expanduser().resolve()
-    protected = [(f"input model {str(p)!r}", p) for p in plan.paths]
-    protected += [("tokenizer_source", plan.files_from)]
-    if config_file is not None:
-        protected.append(("the config file", config_file))
-    check_out_dir(out, protected)
-    shard_files = {
+    shard_files = [
         info.path
         for part in plan.parts
         for infos in [*part.inputs.infos, part.inputs.base_infos or {}]
         for info in infos.values()
-    }
-    check_out_dir(out, [("a shard file of an input model", f) for f in sorted(shard_files)])
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise StreamError(
-            f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
-        )
-    if out.exists() and overwrite:
-        check_replaceable(out)
+    ]
+    out = check_output(
+        out_dir, stack_protected(plan.paths, plan.files_from, config_file), shard_files, overwrite
+    )
     specs = [
         OutTensor(
             k, _out_dtype(part.inputs.cfg, part.inputs.infos[0][k]), part.inputs.infos[0][k].shape
@@ -256,64 +252,46 @@ def stream_slice_merge(
         for k in part.inputs.keys
     ]
     plans = plan_shards(specs, parse_size(shard_size))
-    check_space(out, sum(p.size for p in plans))
+    total_out = sum(p.size for p in plans)
+    check_space(out, total_out)
     reader = ShardReader()
     stats = {"read": 0}
-    partial = make_partial(out)
     try:
-        writer = ShardWriter(partial, plans)
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        done = 0
-        for part in plan.parts:
-            with _fused_errors(part.inputs.cfg.method, len(part.inputs.merged)):
-                _run(
-                    part.inputs,
-                    part.calls,
-                    reader,
-                    writer,
-                    plans,
-                    dev,
-                    seed,
-                    progress,
-                    stats,
-                    gen=gen,
-                    done0=done,
-                    total=len(specs),
-                )
-            done += len(part.inputs.keys)
-        writer.close()
-        skipped = finish_stack(
-            plan.files_from,
-            plan.n_layers,
-            plan.out_dtype or plan.dtype,
-            raw,
-            partial,
-            plans,
-            {"seed": seed, "inputs": [str(p) for p in plan.paths]},
-        )
-        publish(partial, out, overwrite)
-    except OSError as err:
-        shutil.rmtree(partial, ignore_errors=True)
-        if err.errno == errno.ENOSPC:
-            raise DiskFullError(
-                errno.ENOSPC, f"disk full while writing {out}; the partial output was removed"
-            ) from None
-        raise StreamError(
-            f"cannot write the merged model into {out.parent}: {err.strerror or err}; the "
-            "partial output was removed"
-        ) from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        with assembling(out, f" (needs {total_out / 1e9:.2f} GB)") as partial:
+            writer = ShardWriter(partial, plans)
+            gen = torch.Generator(device=dev).manual_seed(seed)
+            done = 0
+            for part in plan.parts:
+                with _fused_errors(part.inputs.cfg.method, len(part.inputs.merged)):
+                    _run(
+                        part.inputs,
+                        part.calls,
+                        reader,
+                        writer,
+                        plans,
+                        dev,
+                        seed,
+                        progress,
+                        stats,
+                        gen=gen,
+                        done0=done,
+                        total=len(specs),
+                    )
+                done += len(part.inputs.keys)
+            writer.close()
+            skipped = finish_stack(
+                plan.files_from,
+                plan.n_layers,
+                plan.out_dtype or plan.dtype,
+                raw,
+                partial,
+                plans,
+                {"seed": seed, "inputs": [str(p) for p in plan.paths]},
+            )
+            publish(partial, out, overwrite)
     finally:
         reader.close()
-    if skipped:
-        warnings.warn(
-            f"not copied into the output (links out of {plan.files_from}, or not regular "
-            f"files): {', '.join(skipped)}",
-            MixmergeWarning,
-            stacklevel=3,
-        )
+    warn_skipped(skipped, plan.files_from, stacklevel=3)
     return MergeReport(
         out,
         len(specs),
@@ -358,25 +336,6 @@ def _slice(s: Any, i: int) -> tuple[list[dict[str, Any]], dict[str, Any], str | 
     return out, dict(params), base
 
 
-def _as_entries(setting: Any) -> list[Any]:
-    """A parameter setting as a list of ``{filter, value}`` entries (a scalar or gradient is
-    one entry without filter)."""
-    if isinstance(setting, Mapping):
-        return [dict(setting)]
-    if isinstance(setting, list) and setting and all(isinstance(v, Mapping) for v in setting):
-        return [dict(v) for v in setting]
-    return [{"value": setting}]
-
-
-def _compose(high: Mapping[str, Any], low: Mapping[str, Any]) -> dict[str, Any]:
-    """``high`` over ``low``, a key of both falling through to ``low`` where ``high``'s filters
-    match nothing (mergekit's precedence of a slice's parameters over the config's)."""
-    out = dict(low)
-    for key, setting in high.items():
-        out[key] = [*_as_entries(setting), *_as_entries(low[key])] if key in low else setting
-    return out
-
-
 def _config(
     raw: Mapping[str, Any],
     srcs: Sequence[Mapping[str, Any]],
@@ -394,7 +353,7 @@ def _config(
         "models": [
             {"model": r, "parameters": s["parameters"]} for r, s in zip(refs, srcs, strict=True)
         ],
-        "parameters": _compose(slice_params, params),
+        "parameters": compose_parameters(slice_params, params),
     }
     for key in ("dtype", "out_dtype"):
         if raw.get(key) is not None:

@@ -399,16 +399,34 @@ def _mergekit(cfg_file: Path, out: Path) -> dict[str, torch.Tensor]:
     return got
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_cli_equals_in_memory_and_mergekit(case: str, world, tmp_path: Path) -> None:
-    base, fts, bpath, paths = world
-    mk, _, _, used, _, ref, mk_comparable = CASES[case]
-    cfg = _config(case, bpath, paths)
+def _assert_equals_mergekit(
+    case: str, cfg_file: Path, got: dict[str, torch.Tensor], out: Path
+) -> None:
+    """mergekit's output of ``cfg_file`` has the tensors ``got``, equal to MK_TOL."""
+    theirs = _mergekit(cfg_file, out)
+    assert set(theirs) == set(got), sorted(set(theirs) ^ set(got))
+    for k in got:
+        torch.testing.assert_close(
+            theirs[k].float(), got[k], **MK_TOL, msg=lambda m, k=k: f"{case}: {k}: {m}"
+        )
+
+
+def _run_cli(cfg: dict[str, Any], tmp_path: Path) -> tuple[Path, Path]:
+    """``python -m core merge`` of ``cfg`` written as YAML (seed 4, 8 KB shards): (its file,
+    the output folder)."""
     cfg_file = tmp_path / "merge.yml"
     cfg_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
     out = tmp_path / "out"
     args = ["merge", str(cfg_file), str(out), "--quiet", "--seed", "4", "--shard-size", "8KB"]
     assert cli_main(args) == 0
+    return cfg_file, out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cli_equals_in_memory_and_mergekit(case: str, world, tmp_path: Path) -> None:
+    base, fts, bpath, paths = world
+    mk, _, _, used, _, ref, mk_comparable = CASES[case]
+    cfg_file, out = _run_cli(_config(case, bpath, paths), tmp_path)
     got = read_out(out)
     assert (
         len(
@@ -432,14 +450,8 @@ def test_cli_equals_in_memory_and_mergekit(case: str, world, tmp_path: Path) -> 
         )
     k = "model.layers.1.mlp.up_proj.weight"
     assert not torch.equal(got[k], base[k]) and not torch.equal(got[k], fts[used[0]][k])
-    if not mk_comparable:
-        return
-    theirs = _mergekit(cfg_file, tmp_path / "mk")
-    assert set(theirs) == set(got), sorted(set(theirs) ^ set(got))
-    for k in got:
-        torch.testing.assert_close(
-            theirs[k].float(), got[k], **MK_TOL, msg=lambda m, k=k: f"{case}: {k}: {m}"
-        )
+    if mk_comparable:
+        _assert_equals_mergekit(case, cfg_file, got, tmp_path / "mk")
 
 
 def test_ramplus_global_ratio_differs_from_the_per_tensor_one(world, tmp_path: Path) -> None:
@@ -627,12 +639,7 @@ def test_slices_with_several_sources_equal_in_memory_and_mergekit(
     base, fts, bpath, fpaths = world
     sds = {"base": base, **{f"ft{i}": x for i, x in enumerate(fts)}}
     paths = {"base": bpath, **{f"ft{i}": p for i, p in enumerate(fpaths)}}
-    cfg = _slice_config(case, paths)
-    cfg_file = tmp_path / "slices.yml"
-    cfg_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    out = tmp_path / "out"
-    args = ["merge", str(cfg_file), str(out), "--quiet", "--seed", "4", "--shard-size", "8KB"]
-    assert cli_main(args) == 0
+    cfg_file, out = _run_cli(_slice_config(case, paths), tmp_path)
     got = read_out(out)
     n_layers = sum(s[0][0][2] - s[0][0][1] for s in SLICE_CASES[case][3])
     conf = json.loads((out / "config.json").read_text())
@@ -645,14 +652,8 @@ def test_slices_with_several_sources_equal_in_memory_and_mergekit(
         torch.testing.assert_close(
             got[k], want[k], rtol=0, atol=0, msg=lambda m, k=k: f"{case}: {k}: {m}"
         )
-    if not SLICE_CASES[case][5]:
-        return
-    theirs = _mergekit(cfg_file, tmp_path / "mk")
-    assert set(theirs) == set(got), sorted(set(theirs) ^ set(got))
-    for k in got:
-        torch.testing.assert_close(
-            theirs[k].float(), got[k], **MK_TOL, msg=lambda m, k=k: f"{case}: {k}: {m}"
-        )
+    if SLICE_CASES[case][5]:
+        _assert_equals_mergekit(case, cfg_file, got, tmp_path / "mk")
 
 
 def test_slice_merge_errors(world, tmp_path: Path) -> None:
@@ -695,3 +696,65 @@ def test_slice_merge_errors(world, tmp_path: Path) -> None:
         )
     assert not (tmp_path / "x").exists()
     assert list(tmp_path.iterdir()) == []  # no partial folder left behind
+
+
+# ---- passthrough: scale gradients where mergekit evaluates them -----------------------------
+
+
+def _gradient(values: list[float], t: float) -> float:
+    """mergekit's evaluate_setting of a numeric gradient at t (piecewise linear)."""
+    x = t * (len(values) - 1)
+    i0 = int(x)
+    i1 = min(len(values) - 1, i0 + 1)
+    return values[i0] * (1 - (x - i0)) + values[i1] * (x - i0)
+
+
+PASS_SCALE = [0.5, 1.5, 1.0]
+
+
+@pytest.mark.parametrize("form", ["slices", "models"])
+def test_passthrough_scale_gradient_equals_hand_plan_and_mergekit(
+    form: str, world, tmp_path: Path
+) -> None:
+    """A ``scale`` gradient is evaluated at the layer's place in its slice and at t = 0 for
+    the tensors outside the layers (mergekit's pre- and post-weights; ``models:`` is one slice
+    over every layer); a source's filter that matches nothing falls through to the config's
+    gradient."""
+    base, fts, bpath, fpaths = world
+    sds = {f"ft{i}": x for i, x in enumerate(fts)}
+    o_proj = {"scale": [{"filter": "o_proj", "value": 2.0}]}
+    srcs: list[list[Src]] = (
+        [[("ft0", 0, 2, None)], [("ft1", 1, 3, o_proj)]]
+        if form == "slices"
+        else [[("ft0", 0, N_LAYERS, None)]]
+    )
+    cfg: dict[str, Any] = {"merge_method": "passthrough"}
+    if form == "slices":
+        cfg["slices"] = [
+            {
+                "sources": [
+                    {
+                        "model": str(fpaths[int(m[2:])]),
+                        "layer_range": [lo, hi],
+                        **({"parameters": p} if p else {}),
+                    }
+                ]
+            }
+            for [(m, lo, hi, p)] in srcs
+        ]
+    else:
+        cfg["models"] = [{"model": str(fpaths[0])}]
+    cfg["parameters"] = {"scale": PASS_SCALE}
+    cfg["dtype"] = "float32"
+    cfg_file, out = _run_cli(cfg, tmp_path)
+    got = read_out(out)
+    plan = _hand_plan(srcs)
+    assert set(got) == set(plan)
+    for k, (i, t, ins) in plan.items():
+        (m, nm), own = ins[0], srcs[i][0][3]
+        s = 2.0 if own and "o_proj" in k else _gradient(PASS_SCALE, t)
+        torch.testing.assert_close(got[k], sds[m][nm] * s, rtol=1e-6, atol=0, msg=k)
+    assert not torch.equal(
+        got["lm_head.weight"], fts[0 if form == "models" else 1]["lm_head.weight"]
+    )
+    _assert_equals_mergekit(form, cfg_file, got, tmp_path / "mk")
