@@ -117,6 +117,7 @@ class SliceMergePlan:
     out_dtype: torch.dtype | None
     files_from: Path
     paths: tuple[Path, ...]  # every source model
+    bases: tuple[Path, ...] = ()  # every base_model named (a linear merge may not read it)
 
 
 def plan_slice_merge(raw: Mapping[str, Any], base_dir: Path) -> SliceMergePlan:
@@ -214,6 +215,7 @@ def plan_slice_merge(raw: Mapping[str, Any], base_dir: Path) -> SliceMergePlan:
         out_dtype=cfg0.out_dtype,
         files_from=files_from,
         paths=tuple(paths.values()),
+        bases=tuple(_named_bases(raw, base_dir)),
     )
 
 
@@ -242,7 +244,10 @@ def stream_slice_merge(
         for info in infos.values()
     ]
     out = check_output(
-        out_dir, stack_protected(plan.paths, plan.files_from, config_file), shard_files, overwrite
+        out_dir,
+        stack_protected([*plan.paths, *plan.bases], plan.files_from, config_file),
+        shard_files,
+        overwrite,
     )
     specs = [
         OutTensor(
@@ -302,6 +307,13 @@ def stream_slice_merge(
         [p.filename for p in plans],
         skipped,
     )
+
+
+def _named_bases(raw: Mapping[str, Any], base_dir: Path) -> list[Path]:
+    """The folders named as ``base_model`` (the config's, each slice's; already checked to
+    exist): OUT_DIR keeps clear of them even where the method does not read them (linear)."""
+    refs = [raw.get("base_model"), *(s.get("base_model") for s in raw["slices"])]
+    return [_resolve(r, base_dir, "base_model") for r in refs if isinstance(r, str)]
 
 
 def _slice(s: Any, i: int) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:

@@ -311,3 +311,16 @@ def test_a_multi_document_slice_merge_keeps_its_parts_inside(fam: Family) -> Non
 def _write_all(path: Path, docs: list[dict[str, Any]]) -> Path:
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return path
+
+
+def test_out_dir_over_an_unread_base_is_refused(fam: Family) -> None:
+    """linear ignores a base_model outside the slice's sources; OUT_DIR still keeps clear."""
+    cfg_map = {
+        "merge_method": "linear",
+        "base_model": str(fam.bpath),
+        "slices": [{"sources": [src(fam.paths[0], 0, 2), src(fam.paths[1], 1, 3)]}],
+    }
+    cfg = write_cfg(fam.tmp / "c.yml", cfg_map)
+    err = refused(fam, cfg, fam.bpath / "merged")
+    assert "lies inside input model" in err and str(fam.bpath.resolve()) in err, err
+    assert cli("merge", cfg, fam.tmp / "out", "--quiet")[0] == 0  # elsewhere: it merges
