@@ -444,8 +444,11 @@ def test_peak_memory_bounded_by_tensors_not_models(tmp_path: Path, method: str) 
     assert res.returncode == 0, res.stderr
     before, after = (int(x) * 1024 for x in res.stdout.split())
     tensor = numel * 4
-    # bound: 2 keys in flight x 4 inputs + 2 outputs + kernel temporaries, plus 48 MB slack
-    budget = (2 * 4 + 4) * tensor + 48 * 2**20
+    # bound: 2 keys in flight x 4 inputs + 2 outputs + kernel temporaries, plus 48 MB slack.
+    # DELLA's MagPrune holds more per tensor (|τ|, the int64 rank order, p, u, the mask, the
+    # sign accumulators), one model at a time: more tensors, never more models.
+    temporaries = 8 if method == "della_per_model" else 2
+    budget = (2 * 4 + 2 + temporaries) * tensor + 48 * 2**20
     whole_model = 12 * tensor
     assert budget < 4 * whole_model  # loading the inputs whole would break the budget
     assert after - before <= budget, (after - before) / 2**20
