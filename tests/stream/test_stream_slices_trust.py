@@ -324,3 +324,33 @@ def test_out_dir_over_an_unread_base_is_refused(fam: Family) -> None:
     err = refused(fam, cfg, fam.bpath / "merged")
     assert "lies inside input model" in err and str(fam.bpath.resolve()) in err, err
     assert cli("merge", cfg, fam.tmp / "out", "--quiet")[0] == 0  # elsewhere: it merges
+
+
+def test_a_named_part_is_a_slice_source_and_its_base(fam: Family) -> None:
+    """mergekit-multi style: a named merge used by a later slice merge both as a source and as
+    that slice's own base_model (names are mapped in sources and in slice base_models)."""
+    mid = {
+        "name": "mid",
+        "merge_method": "linear",
+        "models": [{"model": str(fam.paths[0])}, {"model": str(fam.paths[1])}],
+        "dtype": "float32",
+    }
+    final = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(fam.bpath),
+        "parameters": {"lambda": 0.5},
+        "slices": [
+            {"sources": [src(fam.bpath, 0, 2), src(fam.paths[0], 0, 2)]},
+            {"sources": [src("mid", 2, 3), src(fam.paths[1], 2, 3)], "base_model": "mid"},
+        ],
+        "dtype": "float32",
+    }
+    multi = _write_all(fam.tmp / "multi.yml", [mid, final])
+    assert cli("merge", multi, fam.tmp / "out", "--quiet")[0] == 0
+    got = read_out(fam.tmp / "out")
+    k = "model.layers.2.mlp.up_proj.weight"
+    a, b = fam.fts[0][k], fam.fts[1][k]
+    m = (a + b) / 2
+    torch.testing.assert_close(got[k], m + 0.5 * (b - m))
+    k0 = "model.layers.1.mlp.up_proj.weight"
+    torch.testing.assert_close(got[k0], fam.base[k0] + 0.5 * (fam.fts[0][k0] - fam.base[k0]))
