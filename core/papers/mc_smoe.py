@@ -32,8 +32,10 @@ so the numbers are the merge itself. Memory is the number of stored values (floa
 factors plus the non-zeros of S count for a compressed weight.
 
 Baselines in the study (as in the paper's ablations): uniform averaging within the same groups,
-frequency-weighted averaging without permutation, and keeping only the dominant experts
-(every other router entry bound to its group's dominant expert unmerged: expert pruning).
+frequency-weighted averaging without permutation, random grouping with uniform averaging (the
+paper's "random" grouping ablation, merged as plain averaging), and keeping only the dominant
+experts (every other router entry bound to its group's dominant expert unmerged: expert
+pruning).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from ..train import evaluate
 
 Progress = Callable[[int, int], None] | None
 WEIGHTINGS = ("frequency", "uniform")
+GROUPINGS = ("routing", "random")
 
 
 @dataclass
@@ -123,6 +126,28 @@ def group_experts(frequency: Tensor, similarity: Tensor, n_groups: int) -> Tenso
     labels[cores] = torch.arange(n_groups)
     for e in order[n_groups:].tolist():
         labels[e] = labels[cores[torch.argmax(similarity[e, cores])]]
+    return labels
+
+
+def random_groups(n_experts: int, n_groups: int, *, generator: torch.Generator) -> Tensor:
+    """The random-grouping baseline: (E,) labels of a uniformly random partition of the
+    ``n_experts`` entries into ``n_groups`` non-empty groups (a random permutation: its first
+    ``n_groups`` entries found the groups, every other entry joins a uniformly random group).
+
+    Args:
+        n_experts: router entries (E >= 1).
+        n_groups: groups (1..E).
+        generator: the source of randomness.
+    """
+    check_int("n_experts", n_experts, 1)
+    check_int("n_groups", n_groups, 1, n_experts)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    order = torch.randperm(n_experts, generator=generator)  # (E,)
+    labels = torch.empty(n_experts, dtype=torch.int64)
+    labels[order[:n_groups]] = torch.arange(n_groups)
+    rest = order[n_groups:]
+    labels[rest] = torch.randint(n_groups, (len(rest),), generator=generator)
     return labels
 
 
@@ -210,6 +235,8 @@ def merge_experts(
     weighting: str = "frequency",
     permute: bool = True,
     prune: bool = False,
+    grouping: str = "routing",
+    generator: torch.Generator | None = None,
 ) -> MergedMoE:
     """M-SMoE: group every block's experts by routing statistics and merge each group.
 
@@ -221,9 +248,17 @@ def merge_experts(
         weighting: "frequency" (activation-frequency weights, M-SMoE) or "uniform".
         permute: align members onto the dominant expert before averaging.
         prune: keep each group's dominant expert unmerged (expert pruning baseline).
+        grouping: "routing" (routing-guided groups, M-SMoE) or "random" (:func:`random_groups`,
+            the baseline; needs ``generator``).
+        generator: randomness of ``grouping="random"``.
     """
     sd = check_state_dict("sd", sd)
     check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("grouping", grouping, GROUPINGS)
+    if grouping == "random" and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator for grouping='random', got {generator!r}"
+        )
     layers = moe_layers(model)
     if len(stats.frequency) != len(layers):
         raise ValueError(f"stats must cover {len(layers)} MoE blocks, got {len(stats.frequency)}")
@@ -241,7 +276,11 @@ def merge_experts(
     all_labels, all_dominant = [], []
     for i in range(len(layers)):
         freq = stats.frequency[i]
-        labels = group_experts(freq, stats.similarity[i], n_groups)
+        if grouping == "random":
+            assert generator is not None
+            labels = random_groups(n_experts, n_groups, generator=generator)
+        else:
+            labels = group_experts(freq, stats.similarity[i], n_groups)
         dominant = dominant_experts(freq, labels)
         for g, core in enumerate(dominant):
             members = torch.nonzero(labels == g).flatten().tolist()
@@ -339,6 +378,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "M-SMoE (permute + frequency)": {"weighting": "frequency", "permute": True},
     "frequency, no permutation": {"weighting": "frequency", "permute": False},
     "uniform average + permute": {"weighting": "uniform", "permute": True},
+    "random groups, uniform average": {
+        "grouping": "random",
+        "weighting": "uniform",
+        "permute": False,
+    },
     "dominant experts only (prune)": {"prune": True},
 }
 
@@ -413,7 +457,8 @@ def mc_smoe_study(
     for g in group_counts:
         merged = None
         for name, options in METHODS.items():
-            m = merge_experts(model, sd, stats, g, **options)
+            gen = torch.Generator().manual_seed(seed * 1000 + g)
+            m = merge_experts(model, sd, stats, g, **options, generator=gen)
             merged = m if name.startswith("M-SMoE") else merged
             add(name, g, m.sd, m.arch_kwargs)
         assert merged is not None
@@ -436,6 +481,7 @@ __all__ = [
     "mc_smoe_study",
     "merge_expert_group",
     "merge_experts",
+    "random_groups",
     "routing_statistics",
     "stored_values",
 ]

@@ -18,6 +18,7 @@ from core.papers.mc_smoe import (
     mc_smoe_study,
     merge_expert_group,
     merge_experts,
+    random_groups,
     routing_statistics,
     stored_values,
 )
@@ -86,6 +87,28 @@ def test_group_experts_routing_guided() -> None:
     assert group_experts(freq, sim, 1).tolist() == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="n_groups"):
         group_experts(freq, sim, 5)
+
+
+def test_random_groups_is_a_seeded_partition_into_non_empty_groups() -> None:
+    seen = set()
+    for seed in range(40):
+        labels = random_groups(6, 3, generator=torch.Generator().manual_seed(seed))
+        assert sorted(set(labels.tolist())) == [0, 1, 2]  # every group non-empty
+        seen.add(tuple(labels.tolist()))
+        again = random_groups(6, 3, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(labels, again)
+    assert len(seen) > 20  # random, not one fixed partition
+    assert random_groups(4, 4, generator=torch.Generator()).sort().values.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="n_groups"):
+        random_groups(4, 5, generator=torch.Generator())
+    m = _model()
+    st = routing_statistics(m, torch.randn(20, 1, 8, 8))
+    with pytest.raises(TypeError, match="generator"):
+        merge_experts(m, m.state_dict(), st, 2, grouping="random")
+    gen = torch.Generator().manual_seed(3)
+    merged = merge_experts(m, m.state_dict(), st, 2, grouping="random", generator=gen)
+    want = random_groups(4, 2, generator=torch.Generator().manual_seed(3))
+    assert merged.labels[0].tolist() == want.tolist()
 
 
 def test_merge_group_undoes_a_permutation_and_weights_by_frequency() -> None:
@@ -167,7 +190,7 @@ def test_study_rows_and_figure() -> None:
         n_examples=100,
         progress=lambda *a: calls.append(a),
     )
-    assert calls[-1] == (11, 11)
+    assert calls[-1] == (13, 13)  # full + 2 group counts x (5 methods + MC-SMoE)
     full = study.rows[0]
     assert full["method"] == "full SMoE" and full["n_groups"] == 4
     for r in study.rows[1:]:
