@@ -11,6 +11,9 @@ subset (64 validation examples per task):
   ``core.benchmark.protocol.evaluate_backbone`` on the same subsets.
 
 Usage: ``PYTHONPATH=. python benchmarks/bench_suite_lab.py [--workspace DIR] [--moves 20] [--device cpu]``.
+``--existing`` times the suite models already built in ``--workspace`` (e.g. the full suite of
+``python -m core zoo build --suite vision``) and builds nothing; without it the tiny
+configuration is built there (refused if the workspace holds a suite built otherwise).
 """
 
 from __future__ import annotations
@@ -51,11 +54,15 @@ def main() -> None:
     ap.add_argument("--workspace", default="/tmp/mixmerge-bench-suite-lab")
     ap.add_argument("--moves", type=int, default=20)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--existing", action="store_true", help="time the workspace's built suite; build nothing"
+    )
     args = ap.parse_args()
     zoo = Zoo(args.workspace)
     t0 = time.perf_counter()
-    build_suite_zoo(zoo, BENCH_CONFIG, device=args.device)
-    print(f"zoo ready in {time.perf_counter() - t0:.1f} s ({args.workspace})")
+    if not args.existing:
+        build_suite_zoo(zoo, BENCH_CONFIG, device=args.device)
+        print(f"zoo ready in {time.perf_counter() - t0:.1f} s ({args.workspace})")
     t0 = time.perf_counter()
     lab = SuiteLab(zoo, "vision", n_per_task=DEFAULT_N_PER_TASK, device=args.device)
     lab.references()

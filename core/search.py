@@ -459,8 +459,9 @@ def run_search(
         address: Ray cluster address; None starts a local cluster with ``num_cpus`` CPUs.
         num_cpus: CPUs of a local Ray cluster.
         device: where candidates are evaluated.
-        progress: called after each evaluation with ``done``, ``total``, ``objective``,
-            ``best`` and ``replayed`` (True while finished generations are replayed).
+        progress: called after each evaluation with ``done``, ``total``, ``generation``,
+            ``objective``, ``best``, ``best_mean_val_accuracy`` and ``replayed`` (True while
+            finished generations are replayed).
         should_stop: polled between evaluations; True stops (finished ones are kept).
 
     Returns:
@@ -707,12 +708,15 @@ def _stored(zoo: Zoo, name: str) -> dict[tuple[int, int], dict[str, Any]]:
 def _progress(
     spec: SearchSpec, records: list[dict[str, Any]], rec: dict[str, Any], replayed: bool
 ) -> dict[str, Any]:
+    best = min(records, key=lambda r: r["objective"])
     return {
         "done": len(records),
         "total": spec.budget,
+        "generation": int(rec["generation"]),
         "objective": rec["objective"],
         "mean_val_accuracy": rec["mean_val_accuracy"],
-        "best": min(r["objective"] for r in records),
+        "best": best["objective"],
+        "best_mean_val_accuracy": best["mean_val_accuracy"],
         "replayed": replayed,
     }
 
@@ -861,3 +865,88 @@ def _search_command(args: Any) -> int:
     if "test" in summary:
         print(f"test accuracy of the best point {summary['test']['mean_accuracy']:.4f}")
     return 0
+
+
+# --------------------------------------------------------------------------------- for the app
+def searchable_methods(has_base: bool, n_models: int) -> list[str]:
+    """The registered methods a search can merge with: data-free, one merged model, usable with
+    (or without) a base and ``n_models`` models."""
+    from .merge import METHODS
+    from .merge_eval import applicable_methods
+
+    if not isinstance(has_base, bool):
+        raise TypeError(f"has_base must be a bool, got {type(has_base).__name__}")
+    return [
+        m
+        for m in applicable_methods(has_base, n_models)
+        if not {"data_dependent", "per_task"} & set(METHODS[m].tags)
+    ]
+
+
+def spec_mapping(spec: SearchSpec) -> dict[str, Any]:
+    """The search as a search file's mapping (``load_search_spec(spec_mapping(s)) == s``)."""
+    if not isinstance(spec, SearchSpec):
+        raise TypeError(f"spec must be a SearchSpec, got {type(spec).__name__}")
+    search: dict[str, Any] = {}
+    if spec.weights is not None:
+        search["weights"] = asdict(spec.weights)
+    if spec.layers is not None:
+        search["layers"] = asdict(spec.layers)
+    if spec.search_params:
+        search["params"] = {k: asdict(r) for k, r in spec.search_params.items()}
+    out: dict[str, Any] = {
+        "name": spec.name,
+        "models": list(spec.models),
+        "base": spec.base,
+        "method": spec.method,
+        "tasks": list(spec.tasks),
+        "params": dict(spec.params),
+        "search": search,
+    }
+    for k in ("objective", "n_val", "n_test", "budget", "popsize", "sigma0", "seed"):
+        out[k] = getattr(spec, k)
+    return out
+
+
+def stored_spec(summary: Mapping[str, Any]) -> SearchSpec:
+    """The :class:`SearchSpec` of a stored summary record (to resume a listed search)."""
+    if not isinstance(summary, Mapping) or not isinstance(summary.get("spec"), Mapping):
+        raise ValueError(f"summary must be a stored search record with its spec, got {summary!r}")
+    d = dict(summary["spec"])
+    search: dict[str, Any] = {}
+    for k in ("weights", "layers"):
+        if d.get(k) is not None:
+            search[k] = d[k]
+    if d.get("search_params"):
+        search["params"] = d["search_params"]
+    keys = _TOP_KEYS - {"search"}
+    return load_search_spec({k: v for k, v in d.items() if k in keys} | {"search": search})
+
+
+def best_point_table(summary: Mapping[str, Any]) -> Any:
+    """The best point of a summary as a DataFrame: one row per searched coordinate
+    (``kind`` weight / layer / param, ``name``, ``value``), then the best validation and
+    (when measured) test accuracy per task and on average."""
+    import pandas as pd
+
+    if not isinstance(summary, Mapping) or "spec" not in summary:
+        raise ValueError(f"summary must be a stored search record, got {summary!r}")
+    best = summary.get("best")
+    if best is None:
+        return pd.DataFrame(columns=["kind", "name", "value"])
+    point, models = best["point"], summary["spec"]["models"]
+    rows = [
+        {"kind": "weight", "name": m, "value": w}
+        for m, w in zip(models, point["weights"] or [], strict=False)
+    ]
+    rows += [{"kind": "layer", "name": k, "value": v} for k, v in point["layers"].items()]
+    rows += [{"kind": "param", "name": k, "value": v} for k, v in point["params"].items()]
+    for task, acc in best["val_accuracy"].items():
+        rows.append({"kind": "validation accuracy", "name": task, "value": acc})
+    rows.append({"kind": "validation accuracy", "name": "mean", "value": best["mean_val_accuracy"]})
+    test = summary.get("test")
+    if test is not None:
+        for task, acc in test["accuracy"].items():
+            rows.append({"kind": "test accuracy", "name": task, "value": acc})
+        rows.append({"kind": "test accuracy", "name": "mean", "value": test["mean_accuracy"]})
+    return pd.DataFrame(rows)

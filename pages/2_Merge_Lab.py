@@ -11,23 +11,9 @@ from ui.figure_panel import show_figure
 from ui.merge_align import align_choice, show_alignment_gain
 from ui.tables import comparison_table
 from ui.widgets import hyperparameter_form, method_description
-from core.figures.interference import interference_figure
-from core.figures.merge import (
-    comparison_figure,
-    comparison_task_figure,
-    landscape_figure,
-    sweep_figure,
-    task_accuracy_figure,
-    task_radar_figure,
-)
 from core.merge import METHODS
-from core.merge_eval import (
-    applicable_methods,
-    effective_coefficients,
-    linear_grid,
-    save_merged,
-    sweep_values,
-)
+from core.merge_eval import applicable_methods, effective_coefficients, save_merged
+from core.recipes import build_figure
 
 SETTINGS = {
     "task_vectors": "Task vectors: base + fine-tuned models",
@@ -113,17 +99,17 @@ st.caption(
     + (f" · [paper]({entry.paper})" if entry.paper else "")
 )
 
+# The lab args of every recipe on this page: the selection and its seeded evaluation subset.
+lab_args = {
+    "models": list(model_ids),
+    "base": base_id,
+    "n_per_task": int(n_eval),
+    "random_state": settings.seed,
+    "device": str(settings.torch_device),
+} | ({"align": align} if align != "none" else {})
 key, lab = None, None
 with shown_errors("Loading the models"):
-    key = cache.merge_lab_key(
-        settings.workspace,
-        tuple(model_ids),
-        base_id,
-        int(n_eval),
-        settings.seed,
-        str(settings.torch_device),
-        align,
-    )
+    key = cache.merge_lab_key(settings.workspace, lab_args)
     lab = cache.merge_lab(key)
 if key is None or lab is None:
     st.stop()
@@ -135,21 +121,6 @@ recompute_bn = c4.checkbox(
     help="re-estimate BatchNorm statistics on training data after merging",
 )
 
-selection_meta = {
-    "models": list(model_ids),
-    "base": base_id,
-    "n_eval_per_task": n_eval,
-    "seed": settings.seed,
-    "merge_seed": int(merge_seed),
-    "align": align,
-}
-lab_args = {
-    "models": list(model_ids),
-    "base": base_id,
-    "n_per_task": int(n_eval),
-    "random_state": settings.seed,
-} | ({"align": align} if align != "none" else {})
-
 
 # The sliders and everything that follows them rerun alone (a fragment): a slider move does not
 # rerun the selection above (zoo listing, lab lookup), so the numbers change within a frame or two.
@@ -158,6 +129,12 @@ def live_lab() -> None:
     """Hyperparameter sliders, the live result, and the panels that depend on the sliders."""
 
     hyper = hyperparameter_form(entry, "merge", len(model_ids), labels=list(model_ids))
+    recipe_args = lab_args | {
+        "method": method,
+        "hyperparameters": hyper,
+        "seed": int(merge_seed),
+        "recompute_bn": bool(recompute_bn),
+    }
 
     # ------------------------------------------------------------------ data-dependent inputs
     if not lab.has_data_arguments(method):
@@ -190,9 +167,7 @@ def live_lab() -> None:
             )
             st.stop()
         with shown_errors("Merging"):
-            job = cache.merge_eval_job(
-                key, method, hyper, int(merge_seed), bool(recompute_bn), False
-            )
+            job = cache.merge_eval_job(key, recipe_args)
             cached = job.done()
             if not job.done():
                 if r2.button("Cancel", key="merge.cancel", icon=":material/cancel:"):
@@ -211,9 +186,7 @@ def live_lab() -> None:
             ev = job.result()
     else:
         with shown_errors("Merging"):
-            ev, cached = cache.merge_eval_cached(
-                key, method, hyper, int(merge_seed), bool(recompute_bn), False
-            )
+            ev, cached = cache.merge_eval_cached(key, recipe_args)
     if ev is None:
         st.stop()
 
@@ -240,27 +213,16 @@ def live_lab() -> None:
     cols = st.columns(len(ev.tasks))
     for col, task_name, acc, ref in zip(cols, ev.tasks, ev.accuracy, ev.reference, strict=True):
         col.metric(f"acc · {task_name}", f"{acc:.3f}", delta=f"{acc - ref:+.3f} {ref_label}")
-    show_alignment_gain(key, method, hyper, int(merge_seed), bool(recompute_bn), ev)
+    show_alignment_gain(key, recipe_args, ev)
 
-    meta = {"method": method, "hyperparameters": hyper} | selection_meta
-    recipe_args = lab_args | {
-        "method": method,
-        "hyperparameters": hyper,
-        "seed": int(merge_seed),
-        "recompute_bn": bool(recompute_bn),
-    }
     chart = st.segmented_control("Chart", ["bars", "radar"], default="bars", key="merge.chart")
     radar = chart == "radar" and len(ev.tasks) >= 3
-    fig = task_radar_figure(ev) if radar else task_accuracy_figure(ev)
+    live_args = recipe_args | {"chart": "radar" if radar else "bars"}
     show_figure(
-        fig,
+        build_figure("merge_accuracy", ev, live_args),
         key="merge.live",
         stem=f"merge_lab_{method}",
-        meta=meta,
-        recipe={
-            "kind": "merge_accuracy",
-            "args": recipe_args | {"chart": "radar" if radar else "bars"},
-        },
+        recipe=("merge_accuracy", live_args),
     )
 
     # ------------------------------------------------------------------ panels
@@ -287,37 +249,38 @@ def live_lab() -> None:
                     if a == b:
                         raise ValueError("pick two different models for λ1 and λ2")
                     bar = st.progress(0.0, text="Evaluating the grid…")
-                    lams = linear_grid(lo, hi, res)
-                    pair = (model_ids.index(a), model_ids.index(b))
-                    land = cache.merge_landscape(
-                        key, pair, lams, False, lambda d, n, m: bar.progress(d / n, text=m)
-                    )
-                    bar.empty()
-                    coeffs = effective_coefficients(method, hyper, len(model_ids))
-                    point = None if coeffs is None else (coeffs[pair[0]], coeffs[pair[1]])
-                    metric = st.selectbox(
-                        "Colour by", ["average", "normalized", *land.tasks], key="merge.land_metric"
-                    )
-                    best = land.best()
-                    st.caption(
-                        f"Best grid point: λ1 = {best[0]:.2f}, λ2 = {best[1]:.2f}, average accuracy {best[2]:.3f}"
-                        + ("" if point else " · the ✕ marks the sliders for task arithmetic")
-                    )
                     land_args = lab_args | {
                         "pair": [a, b],
                         "low": lo,
                         "high": hi,
                         "n_points": res,
-                        "metric": metric,
-                        "method": method,
+                        "method": method,  # the sliders' point (a figure arg)
                         "hyperparameters": hyper,
                     }
+                    land = cache.merge_recipe(
+                        key,
+                        "merge_landscape",
+                        land_args,
+                        lambda d, n, m: bar.progress(d / n, text=m),
+                    )
+                    bar.empty()
+                    metric = st.selectbox(
+                        "Colour by",
+                        ["average", "normalized", *land["landscape"].tasks],
+                        key="merge.land_metric",
+                    )
+                    best = land["landscape"].best()
+                    marked = effective_coefficients(method, hyper, len(model_ids)) is not None
+                    st.caption(
+                        f"Best grid point: λ1 = {best[0]:.2f}, λ2 = {best[1]:.2f}, average accuracy {best[2]:.3f}"
+                        + ("" if marked else " · the ✕ marks the sliders for task arithmetic")
+                    )
+                    land_args |= {"metric": metric}
                     show_figure(
-                        landscape_figure(land, point=point, metric=metric),
+                        build_figure("merge_landscape", land, land_args),
                         key="merge.land",
                         stem="merge_lab_landscape",
-                        meta={**meta, "pair": [a, b], "lams": list(lams)},
-                        recipe={"kind": "merge_landscape", "args": land_args},
+                        recipe=("merge_landscape", land_args),
                     )
 
     with tab_sweep:
@@ -334,27 +297,16 @@ def live_lab() -> None:
             if st.session_state.get("merge.sweep_req") == req:
                 with shown_errors("The sweep"):
                     bar = st.progress(0.0, text="Sweeping…")
-                    values = tuple(sweep_values(method, param, n_points, current=hyper.get(param)))
-                    result = cache.merge_sweep(
-                        key,
-                        method,
-                        param,
-                        values,
-                        hyper,
-                        int(merge_seed),
-                        bool(recompute_bn),
-                        lambda d, n, m: bar.progress(d / n, text=m),
+                    sweep_args = recipe_args | {"param": param, "n_points": n_points}
+                    result = cache.merge_recipe(
+                        key, "merge_sweep", sweep_args, lambda d, n, m: bar.progress(d / n, text=m)
                     )
                     bar.empty()
                     show_figure(
-                        sweep_figure(result, current=hyper.get(param)),
+                        build_figure("merge_sweep", result, sweep_args),
                         key="merge.sweep",
                         stem=f"merge_lab_sweep_{method}_{param}",
-                        meta={**meta, "param": param},
-                        recipe={
-                            "kind": "merge_sweep",
-                            "args": recipe_args | {"param": param, "n_points": n_points},
-                        },
+                        recipe=("merge_sweep", sweep_args),
                     )
 
     with tab_cmp:
@@ -378,39 +330,30 @@ def live_lab() -> None:
         if chosen and st.session_state.get("merge.cmp_req") == req:
             with shown_errors("The comparison"):
                 bar = st.progress(0.0, text="Comparing…")
-                cmp = cache.merge_comparison(
-                    key,
-                    tuple(chosen),
-                    {method: hyper},
-                    full_cmp,
-                    settings.seed,
-                    lambda d, n, m: bar.progress(d / n, text=m),
-                )
-                bar.empty()
-                st.dataframe(
-                    comparison_table(cmp), hide_index=True, width="stretch", key="merge.cmp_table"
-                )
                 cmp_args = lab_args | {
                     "methods": list(chosen),
                     "hyperparameters": {method: hyper},
                     "full": full_cmp,
                     "seed": settings.seed,
                 }
-                show_figure(
-                    comparison_figure(cmp),
-                    key="merge.cmp",
-                    stem="merge_lab_comparison",
-                    data=None,
-                    meta={**meta, "methods": list(chosen), "full": full_cmp},
-                    recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "methods"}},
+                cmp = cache.merge_recipe(
+                    key, "merge_comparison", cmp_args, lambda d, n, m: bar.progress(d / n, text=m)
                 )
-                show_figure(
-                    comparison_task_figure(cmp),
-                    key="merge.cmp_tasks",
-                    stem="merge_lab_comparison_tasks",
-                    meta=meta,
-                    recipe={"kind": "merge_comparison", "args": cmp_args | {"chart": "tasks"}},
+                bar.empty()
+                st.dataframe(
+                    comparison_table(cmp), hide_index=True, width="stretch", key="merge.cmp_table"
                 )
+                for chart_name, fig_key, stem in (
+                    ("methods", "merge.cmp", "merge_lab_comparison"),
+                    ("tasks", "merge.cmp_tasks", "merge_lab_comparison_tasks"),
+                ):
+                    chart_args = cmp_args | {"chart": chart_name}
+                    show_figure(
+                        build_figure("merge_comparison", cmp, chart_args),
+                        key=fig_key,
+                        stem=stem,
+                        recipe=("merge_comparison", chart_args),
+                    )
 
     with tab_full:
         st.caption(
@@ -420,9 +363,8 @@ def live_lab() -> None:
             st.session_state["merge.full_req"] = (key, method, str(hyper))
         if st.session_state.get("merge.full_req") == (key, method, str(hyper)):
             with shown_errors("The full evaluation"):
-                full = cache.merge_eval(
-                    key, method, hyper, int(merge_seed), bool(recompute_bn), True
-                )
+                full_args = recipe_args | {"full": True}
+                full = cache.merge_eval(key, full_args)
                 ci = full.average_ci(random_state=settings.seed)
                 st.metric(
                     "Average accuracy (full test sets)",
@@ -433,11 +375,10 @@ def live_lab() -> None:
                     f"95% bootstrap CI [{ci.low:.4f}, {ci.high:.4f}] · normalised {full.average_normalized:.4f}"
                 )
                 show_figure(
-                    task_accuracy_figure(full),
+                    build_figure("merge_accuracy", full, full_args),
                     key="merge.full",
                     stem=f"merge_lab_{method}_full",
-                    meta={**meta, "full": True},
-                    recipe={"kind": "merge_accuracy", "args": recipe_args | {"full": True}},
+                    recipe=("merge_accuracy", full_args),
                 )
 
     with tab_save:
@@ -463,7 +404,7 @@ live_lab()
 
 # ------------------------------------------------------------------ interference diagnostics
 @st.fragment
-def interference_section(key: object, lab_args: dict, meta: dict, merge_seed: int) -> None:
+def interference_section(key: cache.MergeLabKey, lab_args: dict, merge_seed: int) -> None:
     """Where the task vectors agree or fight, and which entries TIES / DARE keep."""
     st.subheader("Interference")
     if lab_args["base"] is None or len(lab_args["models"]) < 2:
@@ -485,7 +426,13 @@ def interference_section(key: object, lab_args: dict, meta: dict, merge_seed: in
         )
         return
     with shown_errors("The interference diagnostics"):
-        report = cache.merge_interference(key, float(density), float(drop), trim, merge_seed)
+        args = lab_args | {
+            "density": float(density),
+            "drop": float(drop),
+            "trim": trim,
+            "seed": merge_seed,
+        }
+        report = cache.merge_recipe(key, "merge_interference", args)
         c1, c2 = st.columns([2, 1])
         chart = c1.segmented_control(
             "Show",
@@ -505,21 +452,13 @@ def interference_section(key: object, lab_args: dict, meta: dict, merge_seed: in
             key="merge.intf_method",
             disabled=chart != "keep",
         )
-        args = lab_args | {
-            "density": float(density),
-            "drop": float(drop),
-            "trim": trim,
-            "seed": merge_seed,
-            "chart": chart,
-            "method": method,
-        }
+        args |= {"chart": chart, "method": method}
         show_figure(
-            interference_figure(report, chart, method),
+            build_figure("merge_interference", report, args),
             key="merge.intf",
             stem=f"merge_lab_interference_{chart}",
-            meta={**meta, "density": density, "drop": drop, "trim": trim},
-            recipe={"kind": "merge_interference", "args": args},
+            recipe=("merge_interference", args),
         )
 
 
-interference_section(key, lab_args, {"method": method} | selection_meta, int(merge_seed))
+interference_section(key, lab_args, int(merge_seed))

@@ -8,15 +8,13 @@ import ui
 from core.figures.landscape import (
     PLANE_UNIT,
     BARRIER_TITLES,
-    barrier_figure,
     barrier_table,
-    curve_figure,
     path_data,
-    path_figure,
     plane_data,
     plane_figure,
 )
 from core.landscape import BARRIER_COLUMNS, METHODS, barrier
+from core.recipes import build_figure
 from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
@@ -110,46 +108,27 @@ with tab_paths:
     if ss.get("interp.paths_request") == request:
         with shown_errors("Interpolation"):
             bar, cb = progress_bar("Evaluating paths…")
-            paths = cache.interpolation_paths(
-                settings.workspace,
-                id_a,
-                rec_a.sha256,
-                id_b,
-                rec_b.sha256,
-                task_name,
-                tuple(methods),
-                n_points,
-                bn_reset,
-                None if exact else 5000,
-                settings.seed,
-                device,
-                progress=cb,
-            )
-            bar.empty()
-            fig = path_figure(paths, title=f"{id_a} → {id_b} on {task_name}")
-            recipe = {
-                "kind": "interpolation_paths",
-                "args": {
-                    "models": [id_a, id_b],
-                    "task": task_name,
-                    "methods": list(methods),
-                    "n_points": n_points,
-                    "recompute_bn": bn_reset,
-                    "max_examples": None if exact else 5000,
-                    "seed": settings.seed,
-                    "device": device,
-                    "title": f"{id_a} → {id_b} on {task_name}",
-                },
+            args = {
+                "models": [id_a, id_b],
+                "task": task_name,
+                "methods": list(methods),
+                "n_points": n_points,
+                "recompute_bn": bn_reset,
+                "max_examples": None if exact else 5000,
+                "seed": settings.seed,
+                "device": device,
+                "title": f"{id_a} → {id_b} on {task_name}",
             }
+            result = cache.recipe_live(settings.workspace, "interpolation_paths", args, progress=cb)
+            bar.empty()
+            paths, reports = result["paths"], result["barriers"]
             show_figure(
-                fig,
+                build_figure("interpolation_paths", result, args),
                 key="interp.paths",
                 stem=f"interpolation_{id_a}_{id_b}",
                 data=path_data(paths),
-                meta=meta,
-                recipe=recipe,
+                recipe=("interpolation_paths", args),
             )
-            reports = [barrier(p) for p in paths.values()]
             st.subheader("Barriers")
             st.dataframe(barrier_table(reports), hide_index=True, key="interp.barriers")
             st.caption(
@@ -162,16 +141,13 @@ with tab_paths:
                 horizontal=True,
                 key="interp.barrier_column",
             )
+            bar_args = {k: v for k, v in args.items() if k != "title"} | {"column": column}
             show_figure(
-                barrier_figure(reports, column=column),
+                build_figure("interpolation_barriers", result, bar_args),
                 key="interp.barrier_fig",
                 stem=f"barriers_{id_a}_{id_b}",
                 data=barrier_table(reports),
-                meta=meta,
-                recipe={
-                    "kind": "interpolation_barriers",
-                    "args": recipe["args"] | {"column": column},
-                },
+                recipe=("interpolation_barriers", bar_args),
             )
     else:
         st.caption(
@@ -208,44 +184,33 @@ with tab_plane:
                     key=f"interp.plane_level{levels[0]}",
                 )
 
-            ids3 = (id_a, id_b, third)
-            shas = tuple(by_id[i].sha256 if i in by_id else by_id[id_b].sha256 for i in ids3)
-            res = cache.landscape_plane(
+            plane_args = {
+                "models": [id_a, id_b],
+                "third": third,
+                "task": task_name,
+                "resolution": resolution,
+                "recompute_bn": bn_reset,
+                "max_examples": None if exact else 500,
+                "seed": settings.seed,
+                "device": device,
+                "metric": metric,
+                "split": split,
+            }
+            res = cache.recipe_live(
                 settings.workspace,
-                ids3,
-                shas,
-                task_name,
-                resolution,
-                bn_reset,
-                None if exact else 500,
-                settings.seed,
-                device,
+                "interpolation_plane",
+                plane_args,
                 progress=cb,
                 on_level=show_level,
             )
             bar.empty()
             preview.empty()
             show_figure(
-                plane_figure(res, metric=metric, split=split),
+                build_figure("interpolation_plane", res, plane_args),
                 key="interp.plane",
                 stem=f"plane_{id_a}_{id_b}_{third.replace(':', '-')}",
                 data=plane_data(res),
-                meta=meta | {"third": third, "resolution": resolution},
-                recipe={
-                    "kind": "interpolation_plane",
-                    "args": {
-                        "models": [id_a, id_b],
-                        "third": third,
-                        "task": task_name,
-                        "resolution": resolution,
-                        "recompute_bn": bn_reset,
-                        "max_examples": None if exact else 500,
-                        "seed": settings.seed,
-                        "device": device,
-                        "metric": metric,
-                        "split": split,
-                    },
-                },
+                recipe=("interpolation_plane", plane_args),
             )
             st.caption(
                 f"{resolution}×{resolution} grid in {res.seconds:.1f} s. Coordinates in units of "
@@ -269,43 +234,27 @@ with tab_curve:
     if ss.get("interp.curve_request") == request:
         with shown_errors("The Bezier curve"):
             bar, cb = progress_bar("Training the curve…")
-            curve = cache.landscape_bezier(
-                settings.workspace,
-                id_a,
-                rec_a.sha256,
-                id_b,
-                rec_b.sha256,
-                task_name,
-                aligned,
-                steps,
-                lr,
-                n_points,
-                None if exact else 5000,
-                settings.seed,
-                device,
-                progress=cb,
+            curve_args = {
+                "models": [id_a, id_b],
+                "task": task_name,
+                "aligned": aligned,
+                "steps": steps,
+                "lr": lr,
+                "n_points": n_points,
+                "max_examples": None if exact else 5000,
+                "seed": settings.seed,
+                "device": device,
+            }
+            curve = cache.recipe_live(
+                settings.workspace, "interpolation_bezier", curve_args, progress=cb
             )
             bar.empty()
             show_figure(
-                curve_figure(curve),
+                build_figure("interpolation_bezier", curve, curve_args),
                 key="interp.curve",
                 stem=f"bezier_{id_a}_{id_b}",
                 data=path_data({"straight line": curve.line, "Bezier curve": curve.curve}),
-                meta=meta | {"aligned": aligned, "steps": steps, "lr": lr},
-                recipe={
-                    "kind": "interpolation_bezier",
-                    "args": {
-                        "models": [id_a, id_b],
-                        "task": task_name,
-                        "aligned": aligned,
-                        "steps": steps,
-                        "lr": lr,
-                        "n_points": n_points,
-                        "max_examples": None if exact else 5000,
-                        "seed": settings.seed,
-                        "device": device,
-                    },
-                },
+                recipe=("interpolation_bezier", curve_args),
             )
             st.dataframe(
                 barrier_table([barrier(curve.line), barrier(curve.curve)]),

@@ -7,9 +7,10 @@ from ui import cache
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 from core.data import load_photos
-from core.figures.mixup import gallery_figure, lam_grid_figure, methods_figure
 from core.mixup import MIXERS
 from core.mixup.gallery import GALLERY_MIXERS
+from core.recipes import build_figure
+from core.recipes.gallery import GRID_LAMS
 
 settings = ui.frame("Mixup Gallery", icon=":material/photo_library:")
 st.caption(
@@ -65,56 +66,44 @@ def live_gallery() -> None:
         st.info("Pick at least two photos.")
     else:
         with shown_errors("Mixing"):
-            data = cache.mixup_gallery(
-                source,
-                names,
-                task_name,
-                n_images,
-                method,
-                float(alpha),
-                None if lam is None else float(lam),
-                bool(per_sample),
-                seed,
-            )
-            meta = {
+            args = {
                 "method": method,
-                "alpha": alpha,
-                "lam": lam,
-                "per_sample": per_sample,
+                "source": source,
+                **(
+                    {"images": list(names)}
+                    if source == "photos"
+                    else {"task": task_name, "n_images": n_images}
+                ),
+                "alpha": float(alpha),
+                "lam": None if lam is None else float(lam),
+                "per_sample": bool(per_sample),
                 "seed": seed,
-                "images": list(data["gallery"]["names"]),
+                "lams": list(GRID_LAMS),
             }
+            result = cache.recipe_result(settings.workspace, "mixup_gallery", args)
             tab_g, tab_l, tab_m = st.tabs(
                 ["Gallery", "λ grid (one pair)", "All methods (one pair)"]
             )
             with tab_g:
-                recipe = {
-                    "kind": "mixup_gallery",
-                    "args": meta | {"source": source, "task": task_name, "n_images": n_images},
-                }
                 show_figure(
-                    gallery_figure(data["gallery"]),
+                    build_figure("mixup_gallery", result, args),
                     key="mixup_gallery.gallery",
                     stem=f"mixup_gallery_{method}",
-                    meta=meta,
-                    recipe=recipe,
+                    recipe=("mixup_gallery", args),
                 )
             with tab_l:
-                grid_args = recipe["args"] | {"lams": data["grid"]["requested"].tolist()}
                 show_figure(
-                    lam_grid_figure(data["grid"]),
+                    build_figure("mixup_lam_grid", result, args),
                     key="mixup_gallery.grid",
                     stem=f"mixup_lam_grid_{method}",
-                    meta=meta,
-                    recipe={"kind": "mixup_lam_grid", "args": grid_args},
+                    recipe=("mixup_lam_grid", args),
                 )
             with tab_m:
                 show_figure(
-                    methods_figure(data["methods"]),
+                    build_figure("mixup_methods", result, args),
                     key="mixup_gallery.methods",
                     stem="mixup_methods",
-                    meta=meta,
-                    recipe={"kind": "mixup_methods", "args": recipe["args"]},
+                    recipe=("mixup_methods", args),
                 )
 
 

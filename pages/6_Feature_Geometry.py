@@ -5,14 +5,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.figures.geometry import (
-    etf_figure,
-    mixup_lambda_figure,
-    nc_epochs_figure,
-    projection_figure,
-)
-from core.geometry import nc_histories, runs_with_nc, train_nc_comparison
+from core.geometry import runs_with_nc, train_nc_comparison
 from core.mixup import MIXERS
+from core.recipes import build_figure
 from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
@@ -53,18 +48,21 @@ split = c3.radio(
     help="Neural collapse is defined on the training set",
 )
 n = c4.select_slider("Samples", [500, 1000, 2000, 5000], value=1000, key="geometry.n")
-meta = {"model": model_id, "task": task_name, "split": split, "n": n, "seed": settings.seed}
-recipe_args = meta | {"n": int(n), "device": device}
+args = {
+    "model": model_id,
+    "task": task_name,
+    "split": split,
+    "n": int(n),
+    "seed": settings.seed,
+    "device": device,
+}
 
 report = None
 with shown_errors("Computing the features"):
-    report = cache.geometry_report(
-        settings.workspace, model_id, rec.sha256, task_name, split, int(n), settings.seed, device
-    )
+    report = cache.recipe_result(settings.workspace, "geometry_etf", args)
 if report is None:
     st.stop()
-ds = cache.task(task_name)
-names = list(ds.class_names)
+names = report["class_names"]
 nc = report["nc"]
 
 st.subheader("Neural-collapse metrics")
@@ -114,52 +112,27 @@ with tab_proj:
         help="UMAP's first fit in a server process also compiles (10–20 s)",
     ):
         with shown_errors("Projecting"):
-            proj = cache.geometry_projection(
-                settings.workspace,
-                model_id,
-                rec.sha256,
-                task_name,
-                split,
-                int(n),
-                settings.seed,
-                method,
-                device,
-            )
-            fig = projection_figure(
-                proj["coords"],
-                report["labels"],
-                class_names=names,
-                anchors=proj["anchors"],
-                anchor_classes=report["classes"].tolist(),
-                title=f"{model_id} features on {task_name} ({method})",
-            )
+            proj_args = args | {"method": method}
+            proj = cache.recipe_result(settings.workspace, "geometry_projection", proj_args)
+            title = f"{model_id} features on {task_name} ({method})"
             show_figure(
-                fig,
+                build_figure("geometry_projection", proj, proj_args | {"title": title}),
                 key="geometry.projection",
                 stem=f"geometry_{model_id}_{method}",
-                meta=meta | {"method": method},
-                recipe={
-                    "kind": "geometry_projection",
-                    "args": recipe_args
-                    | {"method": method, "title": f"{model_id} features on {task_name} ({method})"},
-                },
+                recipe=("geometry_projection", proj_args | {"title": title}),
             )
             if not slow:
                 st.caption(
-                    f"The two axes keep {proj['explained']:.0%} of the variance. Arrows: classifier rows "
+                    f"The two axes keep {proj['projection']['explained']:.0%} of the variance. Arrows: classifier rows "
                     "w_c from the global mean (scaled to the mean class-mean norm)."
                 )
 
 with tab_etf:
-    fig = etf_figure(
-        report["gram"], report["ideal"], class_names=[names[c] for c in report["classes"]]
-    )
     show_figure(
-        fig,
+        build_figure("geometry_etf", report, args),
         key="geometry.etf",
         stem=f"geometry_etf_{model_id}",
-        meta=meta,
-        recipe={"kind": "geometry_etf", "args": recipe_args},
+        recipe=("geometry_etf", args),
     )
 
 with tab_mix:
@@ -170,7 +143,7 @@ with tab_mix:
         alpha = m2.slider("α (λ ~ Beta(α, α))", 0.1, 4.0, 1.0, 0.1, key="geometry.alpha")
         picked = m3.multiselect(
             "Classes (three show the simplex plane)",
-            list(range(ds.n_classes)),
+            list(range(len(names))),
             default=[0, 1, 2],
             format_func=lambda c: names[c],
             key="geometry.classes",
@@ -179,46 +152,23 @@ with tab_mix:
     if go_mix or st.session_state.get("geometry.mix_shown"):
         st.session_state["geometry.mix_shown"] = True
         with shown_errors("Mixup geometry"):
-            mr = cache.geometry_mixup(
-                settings.workspace,
-                model_id,
-                rec.sha256,
-                task_name,
-                600,
-                settings.seed,
-                mixer,
-                float(alpha),
-                tuple(sorted(picked)),
-                device,
-            )
-            fig = mixup_lambda_figure(
-                mr["coords"],
-                mr["lam"],
-                mr["same_class"],
-                anchors=mr["anchors"],
-                class_names=names,
-                anchor_classes=mr["classes"].tolist(),
-                title=f"{mixer} features of {model_id} (class-mean plane)",
-            )
+            mix_args = {
+                "model": model_id,
+                "task": task_name,
+                "n": 600,
+                "seed": settings.seed,
+                "mixer": mixer,
+                "alpha": float(alpha),
+                "classes": sorted(int(c) for c in picked),
+                "device": device,
+                "title": f"{mixer} features of {model_id} (class-mean plane)",
+            }
+            mr = cache.recipe_result(settings.workspace, "geometry_mixup", mix_args)
             show_figure(
-                fig,
+                build_figure("geometry_mixup", mr, mix_args),
                 key="geometry.mixup",
                 stem=f"geometry_mixup_{model_id}_{mixer}",
-                meta=meta | {"mixer": mixer, "alpha": alpha, "classes": picked},
-                recipe={
-                    "kind": "geometry_mixup",
-                    "args": {
-                        "model": model_id,
-                        "task": task_name,
-                        "n": 600,
-                        "seed": settings.seed,
-                        "mixer": mixer,
-                        "alpha": float(alpha),
-                        "classes": sorted(int(c) for c in picked),
-                        "device": device,
-                        "title": f"{mixer} features of {model_id} (class-mean plane)",
-                    },
-                },
+                recipe=("geometry_mixup", mix_args),
             )
             st.caption(
                 "Fisher, Meng & Papyan (ICLR 2024): after mixup training, same-class mixes align with the "
@@ -229,14 +179,13 @@ with tab_epochs:
     runs = runs_with_nc(zoo)
     if runs:
         run_id = st.selectbox("Run", list(runs)[::-1], key="geometry.run")
-        run = runs[run_id]
-        title = f"Neural collapse per epoch · {run['task']} · {run['arch']}"
+        nc_args = {"run": run_id}
+        nc_res = cache.recipe_result(settings.workspace, "geometry_nc_epochs", nc_args)
         show_figure(
-            nc_epochs_figure(nc_histories(run), title=title),
+            build_figure("geometry_nc_epochs", nc_res, nc_args),
             key="geometry.epochs",
             stem=f"geometry_nc_epochs_{run_id}",
-            meta={"run": run_id},
-            recipe={"kind": "geometry_nc_epochs", "args": {"run": run_id, "title": title}},
+            recipe=("geometry_nc_epochs", nc_args),
         )
     else:
         st.info(

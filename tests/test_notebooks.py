@@ -359,7 +359,7 @@ def test_mixup_gallery_notebook(workspace_env: Path, shown: dict, tmp_path: Path
     other = gallery(
         args["method"],
         denormalize(ds.x_test[:4]),
-        list(args["images"]),
+        [str(i) for i in range(4)],
         alpha=args["alpha"],
         seed=args["seed"] + 1,
     )
@@ -530,6 +530,11 @@ def test_panel_templates_validate_their_args() -> None:
             "classes",
         ),
         ("geometry_nc_epochs", {"run": ""}, "run"),
+        (
+            "geometry_mixup",
+            {"model": "a", "task": "digits", "mixer": "mixup", "alpha": 0.0},
+            "alpha",
+        ),
         ("mixup_accuracy", {"run": 3}, "run"),
         ("mixup_reliability", {"run": None}, "run"),
         ("mixup_lam_grid", {"method": "mixup", "images": ["a", "b"], "lams": []}, "lams"),
@@ -793,14 +798,66 @@ def test_feature_geometry_panel_notebooks(
     )
 
 
+def test_geometry_recipes_stored_before_the_registry_still_export() -> None:
+    """Figures added to the Figures page before the registry keep their recipes: the notebook
+    of each (as the old page wrote them, titles included) is generated with the same title."""
+    features = {"model": "m", "task": "digits", "split": "train", "n": 500, "seed": 0}
+    stored = [
+        ("geometry_projection", features | {"device": "cpu", "method": "pca", "title": "P"}),
+        ("geometry_etf", features | {"device": "cpu"}),
+        (
+            "geometry_mixup",
+            {"model": "m", "task": "digits", "n": 600, "seed": 0, "mixer": "mixup"}
+            | {"alpha": 1.0, "classes": [0, 1], "device": "cpu", "title": "M"},
+        ),
+        ("geometry_nc_epochs", {"run": "r", "title": "Neural collapse per epoch · digits · mlp"}),
+    ]
+    for kind, args in stored:
+        src = "\n".join(c.source for c in notebook_for({"kind": kind, "args": args}).cells)
+        assert f"from core.recipes.geometry import {RECIPES[kind].compute.__name__}" in src
+        if "title" in args:
+            assert f"FIGURE_ARGS = {{'title': {args['title']!r}}}" in src, kind
+
+
 # ------------------------------------------------------------------ every registered recipe
 # Args of every ``core.recipes`` kind on a copy of the tiny zoo, and a change of them that must
 # give other data (so the comparison can fail). A kind registered without an example fails
 # ``test_every_recipe_has_an_example``.
+_LAB = {"models": ["mlp-ft-mnist", "mlp-ft-digits"], "base": "mlp-base", "n_per_task": 60}
+_LAB |= {"random_state": 5}
+_TA = {"method": "task_arithmetic", "hyperparameters": {"scale": 0.7}}
+_PAIR = {"models": ["mlp-mnist-s1", "mlp-mnist-s2"], "task": "mnist", "max_examples": 300}
+_PATHS = _PAIR | {"methods": ["naive", "weight matching"], "n_points": 5, "seed": 1}
 _PIXELS = {"source": "pixels", "model": None, "task": "digits", "n": 300, "k_max": 4}
 _PPP = (_PIXELS | {"n_seeds": 2, "seed": 1}, {"seed": 2})
 _RUNS = ({"run": "$run0"}, {"run": "$run1"})  # the two tiny mixup runs of ``recipe_workspace``
+_FEATURES = {"model": "mlp-mnist-s1", "task": "digits", "n": 200, "split": "train", "seed": 1}
+_GALLERY = (
+    {"method": "cutmix", "images": ["astronaut", "chelsea", "coffee"], "alpha": 0.4, "seed": 11},
+    {"seed": 12},
+)
 RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "merge_accuracy": (_LAB | _TA | {"seed": 3}, {"hyperparameters": {"scale": 0.1}}),
+    "merge_landscape": (
+        _LAB | _TA | {"pair": _LAB["models"], "low": 0.0, "high": 1.0, "n_points": 3},
+        {"high": 0.5},
+    ),
+    "merge_sweep": (_LAB | _TA | {"param": "scale", "n_points": 3}, {"n_points": 4}),
+    "merge_comparison": (
+        _LAB | {"methods": ["task_arithmetic", "ties"], "full": False, "seed": 1},
+        {"n_per_task": 40},  # the seed moves only the CIs, which figure_data leaves out
+    ),
+    "merge_interference": (
+        _LAB | {"density": 0.3, "chart": "keep", "method": "ties"},
+        {"density": 0.6},
+    ),
+    "interpolation_paths": (_PATHS | {"title": "T"}, {"max_examples": 200}),
+    "interpolation_barriers": (_PATHS | {"column": "accuracy_barrier"}, {"max_examples": 200}),
+    "interpolation_plane": (
+        _PAIR | {"third": "wm:mlp-mnist-s2", "resolution": 3, "metric": "accuracy"},
+        {"max_examples": 200},
+    ),
+    "interpolation_bezier": (_PAIR | {"steps": 20, "n_points": 5, "seed": 1}, {"seed": 2}),
     "training_history": ({"models": ["mlp-ft-mnist"], "title": "T"}, {"models": ["mlp-base"]}),
     "cluster_k_selection": _PPP,
     "cluster_contingency": _PPP,
@@ -809,21 +866,53 @@ RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "mixup_curves": _RUNS,
     "mixup_early_stopping": _RUNS,
     "mixup_reliability": _RUNS,
+    "mixup_gallery": _GALLERY,
+    "geometry_etf": (_FEATURES, {"seed": 2}),
+    "geometry_projection": (_FEATURES | {"method": "pca"}, {"seed": 2}),
+    "geometry_mixup": (
+        {"model": "mlp-mnist-s1", "task": "digits", "mixer": "mixup", "classes": [0, 1, 2]}
+        | {"n": 200, "seed": 1},
+        {"seed": 2},
+    ),
+    "geometry_nc_epochs": ({"run": "$run2"}, {"run": "$run3"}),
+    "mixup_lam_grid": _GALLERY,
+    "mixup_methods": _GALLERY,
     "merging_at_scale": (
         {"suite": "vision", "methods": ["average", "task_arithmetic"], "n_orders": 1},
         {"seed": 3},
     ),
+    "orthogonal_adaptation": (
+        {"suite": "vision", "variants": ["orthogonal", "lora"], "rank": 2, "steps": 2},
+        {"seed": 1},
+    ),
+    "search_progress": ({"search": "s0"}, {"search": "s1"}),  # two tiny searches
 }
-SUITE_KINDS = {"merging_at_scale"}  # these run on ``suite_recipe_workspace``
+# these run on ``suite_recipe_workspace``
+SUITE_KINDS = {"merging_at_scale", "orthogonal_adaptation"}
 
 
 @pytest.fixture(scope="module")
 def recipe_workspace(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny zoo with two tiny mixup runs (ids in ``runs.json``)."""
+    """A copy of the tiny zoo with two tiny mixup runs, then two tiny ERM-vs-mixup runs with NC
+    tracked per epoch (ids in ``runs.json``), and two tiny merge searches ("s0", "s1")."""
+    from core.geometry import train_nc_comparison
+    from core.search import run_search
+
     ws = tmp_path_factory.mktemp("recipes") / "ws"
     shutil.copytree(tiny_zoo_dir, ws)
     runs = [_tiny_run(ws, seed=s)["run_id"] for s in (0, 1)]
+    runs += [
+        train_nc_comparison(
+            Zoo(ws), task="digits", epochs=2, n_train=200, n_track=100, seed=s, device="cpu"
+        )["run_id"]
+        for s in (0, 1)
+    ]
     (ws / "runs.json").write_text(json.dumps(runs))
+    fts = ["mlp-ft-mnist", "mlp-ft-mnist_inverted"]
+    for seed in (0, 1):
+        spec = {"name": f"s{seed}", "models": fts, "base": "mlp-base", "seed": seed}
+        spec |= {"method": "task_arithmetic", "search": {"weights": {"low": 0.0, "high": 1.0}}}
+        run_search(spec | {"budget": 4, "popsize": 2, "n_val": 30, "n_test": 60}, Zoo(ws))
     return ws
 
 
@@ -891,3 +980,24 @@ def test_merge_lab_aligned_notebook(workspace_env: Path, shown: dict, tmp_path: 
     fig, recipe = _page_recipe(shown, "merge.live", "merge_accuracy")
     assert recipe["args"]["align"] == "weight" and recipe["args"]["base"] is None
     _reproduce(recipe, fig, workspace_env, tmp_path)
+
+
+def test_merge_search_notebook(
+    tiny_zoo_dir: Path, monkeypatch: pytest.MonkeyPatch, shown: dict, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"  # a copy: the search writes its records into the workspace
+    shutil.copytree(tiny_zoo_dir, ws)
+    monkeypatch.setenv("MIXMERGE_WORKSPACE", str(ws))
+
+    def setup(at: Any) -> None:
+        at.number_input(key="search.budget").set_value(4)
+        at.number_input(key="search.popsize").set_value(2)
+        at.select_slider(key="search.n_val").set_value(20)
+        at.select_slider(key="search.n_test").set_value(100)
+        at.text_input(key="search.name").set_value("nb").run()
+        next(b for b in at.button if b.key == "search.run").click().run()
+
+    _run_page("pages/12_Merge_Search.py", setup)
+    fig, recipe = _page_recipe(shown, "search.curve", "search_progress")
+    assert recipe["args"] == {"search": "nb"}
+    _reproduce(recipe, fig, ws, tmp_path / "nb")

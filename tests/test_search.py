@@ -203,3 +203,60 @@ def test_ray_backend_matches_inprocess(zoo: Zoo, tmp_path: Path) -> None:
     finally:
         ray.shutdown()
     assert remote["best_so_far"] == pytest.approx(local["best_so_far"])
+
+
+# ------------------------------------------------------------------ helpers of the Merge Search page
+def test_searchable_methods_are_data_free_single_model_methods() -> None:
+    from core.merge import METHODS
+    from core.search import searchable_methods
+
+    with_base = searchable_methods(True, 3)
+    assert "task_arithmetic" in with_base and "ties" in with_base
+    for m in with_base:
+        assert not {"data_dependent", "per_task"} & set(METHODS[m].tags), m
+    without = searchable_methods(False, 3)
+    assert "average" in without and "task_arithmetic" not in without
+    with pytest.raises(TypeError, match="has_base must be a bool"):
+        searchable_methods(1, 3)  # type: ignore[arg-type]
+
+
+def test_spec_mapping_and_stored_spec_round_trip(zoo: Zoo) -> None:
+    from core.search import spec_mapping, stored_spec
+
+    spec = load_search_spec(
+        SPEC
+        | {
+            "method": "ties",
+            "search": {
+                "weights": {"low": 0.0, "high": 1.0, "init": 0.3},
+                "layers": {"low": 0.5, "high": 1.5, "init": 1.0},
+                "params": {"density": {"low": 0.05, "high": 0.5, "init": 0.2}},
+            },
+        }
+    )
+    assert load_search_spec(spec_mapping(spec)) == spec
+    summary = run_search(SPEC | {"budget": 2, "popsize": 2}, zoo)
+    assert stored_spec(summary) == load_search_spec(SPEC | {"budget": 2, "popsize": 2})
+    with pytest.raises(TypeError, match="spec must be a SearchSpec"):
+        spec_mapping(SPEC)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stored search record"):
+        stored_spec({"search": "s"})
+
+
+def test_best_point_table_lists_the_best_point_and_its_scores(zoo: Zoo) -> None:
+    from core.search import best_point_table
+
+    summary = run_search(SPEC, zoo)
+    table = best_point_table(summary)
+    weights = table[table["kind"] == "weight"]
+    assert list(weights["name"]) == FTS
+    assert list(weights["value"]) == pytest.approx(summary["best"]["point"]["weights"])
+    val = table[table["kind"] == "validation accuracy"].set_index("name")["value"]
+    assert val["mean"] == pytest.approx(summary["best"]["mean_val_accuracy"])
+    assert set(val.index) == set(summary["best"]["val_accuracy"]) | {"mean"}
+    test = table[table["kind"] == "test accuracy"].set_index("name")["value"]
+    assert test["mean"] == pytest.approx(summary["test"]["mean_accuracy"])
+    empty = best_point_table({"spec": summary["spec"], "best": None})
+    assert empty.empty
+    with pytest.raises(ValueError, match="stored search record"):
+        best_point_table({"best": None})

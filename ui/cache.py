@@ -56,11 +56,10 @@ def _recipe_result(workspace: str, kind: str, args_json: str, shas: tuple[str, .
     return compute(zoo(workspace), kind, json.loads(args_json))
 
 
-def recipe_result(workspace: str, kind: str, args: dict[str, Any]) -> Any:
-    """The cached result of recipe ``kind`` on ``args`` (``args`` as the page passes them to
-    ``show_figure(fig, recipe=(kind, args))``; figure-only args are not part of the key, and kinds
-    that share a compute function share its results)."""
-    from core.recipes import check_args, get_recipe, shared_kind
+def _recipe_request(workspace: str, kind: str, args: dict[str, Any]) -> tuple[Any, dict, tuple]:
+    """(entry, compute args, shas) of a request: the checked args without the figure-only
+    ones, and the checksums of the models they name (plus the kind's fingerprint)."""
+    from core.recipes import check_args, get_recipe
 
     entry = get_recipe(kind)
     compute_args, _ = entry.split(check_args(kind, args))
@@ -68,80 +67,35 @@ def recipe_result(workspace: str, kind: str, args: dict[str, Any]) -> Any:
     shas = tuple(z.get(mid).sha256 for mid in entry.model_ids(compute_args))
     if entry.fingerprint is not None:
         shas += tuple(entry.fingerprint(z, compute_args))
+    return entry, compute_args, shas
+
+
+def recipe_result(workspace: str, kind: str, args: dict[str, Any]) -> Any:
+    """The cached result of recipe ``kind`` on ``args`` (``args`` as the page passes them to
+    ``show_figure(fig, recipe=(kind, args))``; figure-only args are not part of the key, and kinds
+    that share a compute function share its results)."""
+    from core.recipes import shared_kind
+
+    _, compute_args, shas = _recipe_request(workspace, kind, args)
     key = json.dumps(compute_args, sort_keys=True)
     return _recipe_result(workspace, shared_kind(kind), key, shas)
 
 
-# ## Feature geometry and clustering (pages 6 and 7). Results are numpy records keyed by ids.
+def recipe_live(workspace: str, kind: str, args: dict[str, Any], **runtime: Any) -> Any:
+    """:func:`recipe_result` for panels that report progress or run on a prepared resource:
+    ``runtime`` (``progress=``, ``on_level=``, the Merge Lab's ``lab=``; None values dropped)
+    goes to the compute function but not into the key. Kept in the bounded LRU of slow
+    results below (``st.cache_data`` cannot replay a progress bar), keyed like
+    :func:`recipe_result`."""
+    from core.recipes import shared_kind
+
+    entry, compute_args, shas = _recipe_request(workspace, kind, args)
+    key = ("recipe", workspace, shared_kind(kind), json.dumps(compute_args, sort_keys=True), shas)
+    extra = {k: v for k, v in runtime.items() if v is not None}
+    return _landscape_cached(key, lambda: entry.compute(zoo(workspace), **compute_args, **extra))
 
 
-@st.cache_data(max_entries=8, show_spinner="Computing features and neural-collapse metrics…")
-def geometry_report(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    split: str,
-    n: int,
-    seed: int,
-    device: str = "cpu",
-) -> dict:
-    """Features, NC metrics and ETF comparison of a zoo model on ``n`` rows of a task split."""
-    from core.geometry import feature_report, sample_rows
-
-    ds = task(task_name)
-    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    xs, ys = sample_rows(x, y, n, random_state=seed)
-    return feature_report(model(workspace, model_id, sha256, device), xs, ys, device=device)
-
-
-@st.cache_data(max_entries=16, show_spinner="Projecting…")
-def geometry_projection(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    split: str,
-    n: int,
-    seed: int,
-    method: str,
-    device: str = "cpu",
-) -> dict:
-    """2-D projection (PCA / class plane / UMAP / t-SNE) of :func:`geometry_report`'s features."""
-    from core.geometry import projection_report
-
-    rep = geometry_report(workspace, model_id, sha256, task_name, split, n, seed, device)
-    return projection_report(rep, method, random_state=seed)
-
-
-@st.cache_data(max_entries=8, show_spinner="Mixing and computing features…")
-def geometry_mixup(
-    workspace: str,
-    model_id: str,
-    sha256: str,
-    task_name: str,
-    n: int,
-    seed: int,
-    mixer: str,
-    alpha: float,
-    classes: tuple[int, ...],
-    device: str = "cpu",
-) -> dict:
-    """Features of mixed training samples of chosen classes, projected on the class plane."""
-    from core.geometry import mixup_report
-
-    ds = task(task_name)
-    return mixup_report(
-        model(workspace, model_id, sha256, device),
-        ds.x_train,
-        ds.y_train,
-        mixer=mixer,
-        alpha=alpha,
-        classes=list(classes) or None,
-        n=n,
-        random_state=seed,
-        device=device,
-    )
+# ## Feature geometry (page 6)
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
@@ -151,45 +105,6 @@ def umap_warm_up() -> bool:
 
     warm_up_umap(background=True)
     return True
-
-
-# ---------------------------------------------------------------- Mixup
-@st.cache_data(max_entries=16, show_spinner="Mixing…")
-def mixup_gallery(
-    source: str,
-    names: tuple[str, ...],
-    task_name: str,
-    n_images: int,
-    method: str,
-    alpha: float,
-    lam: float | None,
-    per_sample: bool,
-    seed: int,
-    size: int = 96,
-) -> dict:
-    """Gallery, λ grid for the first pair and all methods side by side (numpy records).
-
-    ``source`` is "photos" (``names`` from core.data.load_photos) or "dataset" (the first
-    ``n_images`` test images of ``task_name``).
-    """
-    from core.data import denormalize, photo_batch, stratified_subset
-    from core.mixup.gallery import gallery, lam_grid, methods_side_by_side
-
-    if source == "photos":
-        images, labels = photo_batch(list(names), size=size)
-    else:
-        ds = task(task_name)
-        idx = stratified_subset(ds.y_test, n_images, key=task_name)  # test sets are class-sorted
-        images = denormalize(ds.x_test[idx])
-        labels = [f"{i}:{ds.class_names[int(c)]}" for i, c in enumerate(ds.y_test[idx])]
-    grid_lams = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
-    return {
-        "gallery": gallery(
-            method, images, labels, alpha=alpha, lam=lam, per_sample=per_sample, seed=seed
-        ),
-        "grid": lam_grid(method, images[:2], grid_lams, seed=seed),
-        "methods": methods_side_by_side(images[:2], lam=0.5 if lam is None else lam, seed=seed),
-    }
 
 
 # ---------------------------------------------------------------- Interpolation and alignment
@@ -221,194 +136,13 @@ def landscape_is_cached(key: tuple) -> bool:
         return key in _LANDSCAPE
 
 
-def interpolation_paths(
-    workspace: str,
-    id_a: str,
-    sha_a: str,
-    id_b: str,
-    sha_b: str,
-    task_name: str,
-    methods: tuple[str, ...],
-    n_points: int,
-    recompute_bn: bool,
-    max_examples: int | None,
-    seed: int,
-    device: str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Naive / weight-matched / activation-matched paths between two zoo models (PathResults)."""
-    import torch
-
-    from core.landscape import compare_paths
-
-    key = (
-        "paths",
-        workspace,
-        id_a,
-        sha_a,
-        id_b,
-        sha_b,
-        task_name,
-        methods,
-        n_points,
-        recompute_bn,
-        max_examples,
-        seed,
-        device,
-    )
-    z = zoo(workspace)
-    return _landscape_cached(
-        key,
-        lambda: compare_paths(
-            model(workspace, id_a, sha_a, device),
-            z.state_dict(id_a),
-            z.state_dict(id_b),
-            task(task_name),
-            methods=methods,
-            n_points=n_points,
-            recompute_bn=recompute_bn,
-            max_examples=max_examples,
-            generator=torch.Generator().manual_seed(seed),
-            device=device,
-            progress=progress,
-        ),
-    )
-
-
-def landscape_plane(
-    workspace: str,
-    ids: tuple[str, str, str],
-    shas: tuple[str, str, str],
-    task_name: str,
-    resolution: int,
-    recompute_bn: bool,
-    max_examples: int | None,
-    seed: int,
-    device: str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
-    on_level: Callable[[Any], None] | None = None,
-) -> Any:
-    """PlaneResult through three zoo models; the third id may be ``"wm:<B>"`` (B weight-matched
-    to A) or ``"am:<B>"`` (activation-matched)."""
-    import torch
-
-    from core.landscape import align, plane
-
-    key = (
-        "plane",
-        workspace,
-        ids,
-        shas,
-        task_name,
-        resolution,
-        recompute_bn,
-        max_examples,
-        seed,
-        device,
-    )
-    z = zoo(workspace)
-
-    def compute() -> Any:
-        net = model(workspace, ids[0], shas[0], device)
-        sds, labels = [], []
-        for mid in ids:
-            if mid[:3] in ("wm:", "am:"):
-                method = "weight matching" if mid.startswith("wm:") else "activation matching"
-                sd = align(
-                    net,
-                    z.state_dict(ids[0]),
-                    z.state_dict(mid[3:]),
-                    method,
-                    data=task(task_name),
-                    generator=torch.Generator().manual_seed(seed),
-                    device=device,
-                )
-                sds.append(sd)
-                labels.append(f"π({mid[3:]})")
-            else:
-                sds.append(z.state_dict(mid))
-                labels.append(mid)
-        return plane(
-            net,
-            sds,
-            task(task_name),
-            resolution=resolution,
-            labels=labels,
-            recompute_bn=recompute_bn,
-            max_examples=max_examples,
-            device=device,
-            progress=progress,
-            on_level=on_level,
-        )
-
-    return _landscape_cached(key, compute)
-
-
-def landscape_bezier(
-    workspace: str,
-    id_a: str,
-    sha_a: str,
-    id_b: str,
-    sha_b: str,
-    task_name: str,
-    aligned: bool,
-    steps: int,
-    lr: float,
-    n_points: int,
-    max_examples: int | None,
-    seed: int,
-    device: str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
-) -> Any:
-    """CurveResult: a quadratic Bezier curve between two zoo models (B weight-matched first when
-    ``aligned``) and the straight line."""
-    import torch
-
-    from core.landscape import align, bezier_curve
-
-    key = (
-        "bezier",
-        workspace,
-        id_a,
-        sha_a,
-        id_b,
-        sha_b,
-        task_name,
-        aligned,
-        steps,
-        lr,
-        n_points,
-        max_examples,
-        seed,
-        device,
-    )
-    z = zoo(workspace)
-
-    def compute() -> Any:
-        net = model(workspace, id_a, sha_a, device)
-        sd_a, sd_b = z.state_dict(id_a), z.state_dict(id_b)
-        if aligned:
-            sd_b = align(
-                net, sd_a, sd_b, "weight matching", generator=torch.Generator().manual_seed(seed)
-            )
-        return bezier_curve(
-            net,
-            sd_a,
-            sd_b,
-            task(task_name),
-            steps=steps,
-            lr=lr,
-            n_points=n_points,
-            generator=torch.Generator().manual_seed(seed),
-            max_examples=max_examples,
-            device=device,
-            progress=progress,
-        )
-
-    return _landscape_cached(key, compute)
+# The Interpolation page's panels (paths and barriers, plane, Bezier curve) are
+# ``core.recipes.interpolation`` kinds through :func:`recipe_live` (they report progress).
 
 
 # ---------------------------------------------------------------- Merge Lab (page 2)
+# Every Merge Lab panel is a ``core.recipes.merge`` kind run on the page's cached lab (which holds
+# the data-dependent inputs computed once); the args are the page's recipe args.
 class MergeLabKey(NamedTuple):
     """Everything that identifies a Merge Lab selection (checkpoint hashes included)."""
 
@@ -422,27 +156,25 @@ class MergeLabKey(NamedTuple):
     align: str = "none"  # "weight" / "activation": models 2..n permuted onto the first
 
 
-def merge_lab_key(
-    workspace: str,
-    model_ids: tuple[str, ...],
-    base_id: str | None,
-    n_per_task: int,
-    seed: int,
-    device: str = "cpu",
-    align: str = "none",
-) -> MergeLabKey:
-    """The cache key of a selection; a replaced checkpoint (new sha256) gives a new key."""
+def merge_lab_key(workspace: str, args: dict[str, Any]) -> MergeLabKey:
+    """The cache key of the selection named by the lab args of a Merge Lab recipe (``models``,
+    ``base``, ``n_per_task``, ``random_state``, ``device``, ``align``); a replaced checkpoint
+    (new sha256) gives a new key."""
+    from core.recipes.merge import check_lab_args
+
+    check_lab_args(args)
     z = zoo(workspace)
-    ids = (*model_ids, *([base_id] if base_id else []))
+    base_id = args.get("base")
+    ids = (*args["models"], *([base_id] if base_id else []))
     return MergeLabKey(
         workspace,
-        tuple(model_ids),
+        tuple(args["models"]),
         base_id,
         tuple(z.get(i).sha256 for i in ids),
-        int(n_per_task),
-        int(seed),
-        device,
-        align,
+        int(args["n_per_task"]),
+        int(args.get("random_state", 0)),
+        str(args.get("device", "cpu")),
+        str(args.get("align", "none")),
     )
 
 
@@ -465,25 +197,33 @@ def merge_lab(key: MergeLabKey) -> Any:
     )
 
 
+def _on_lab(key: MergeLabKey, kind: str, args: dict[str, Any]) -> Callable[[], Any]:
+    """Recipe ``kind`` on the cached lab of ``key``, to call (the args are checked and the lab
+    is looked up here, in the page's thread; the call may run in a worker)."""
+    from functools import partial
+
+    from core.recipes import check_args, get_recipe
+
+    entry = get_recipe(kind)
+    compute_args, _ = entry.split(check_args(kind, args))
+    return partial(entry.compute, zoo(key.workspace), **compute_args, lab=merge_lab(key))
+
+
 _COMPUTED = threading.local()  # set when a cached function really ran (a cache miss)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def merge_eval(
-    key: MergeLabKey, method: str, hyper: dict, seed: int, recompute_bn: bool, full: bool
-) -> Any:
-    """Merge and evaluate (the slider path): a :class:`core.merge_eval.MergeEval`."""
+def merge_eval(key: MergeLabKey, args: dict[str, Any]) -> Any:
+    """The slider path: the ``merge_accuracy`` recipe (a :class:`core.merge_eval.MergeEval`)."""
     _COMPUTED.merge_eval = True
-    return merge_lab(key).run(method, hyper, seed=seed, recompute_bn=recompute_bn, full=full)
+    return _on_lab(key, "merge_accuracy", args)()
 
 
-def merge_eval_cached(
-    key: MergeLabKey, method: str, hyper: dict, seed: int, recompute_bn: bool, full: bool
-) -> tuple[Any, bool]:
+def merge_eval_cached(key: MergeLabKey, args: dict[str, Any]) -> tuple[Any, bool]:
     """:func:`merge_eval` and whether its result came from the cache (then ``seconds`` is the
     time of the original computation, not of this call)."""
     _COMPUTED.merge_eval = False
-    ev = merge_eval(key, method, hyper, seed, recompute_bn, full)
+    ev = merge_eval(key, args)
     return ev, not _COMPUTED.merge_eval
 
 
@@ -495,26 +235,16 @@ _JOBS_MAX = 16
 _JOBS_LOCK = threading.Lock()
 
 
-def merge_eval_job(
-    key: MergeLabKey, method: str, hyper: dict, seed: int, recompute_bn: bool, full: bool
-) -> Future[Any]:
-    """Start (or find) the background merge + evaluation of one request; its Future gives a
+def merge_eval_job(key: MergeLabKey, args: dict[str, Any]) -> Future[Any]:
+    """Start (or find) the background ``merge_accuracy`` of one request; its Future gives a
     :class:`core.merge_eval.MergeEval` (or raises the method's error)."""
-    job_key = (
-        key,
-        method,
-        json.dumps(hyper, sort_keys=True, default=str),
-        seed,
-        recompute_bn,
-        full,
-    )
+    job_key = (key, json.dumps(args, sort_keys=True, default=str))
     with _JOBS_LOCK:
         fut = _JOBS.get(job_key)
         if fut is not None and not fut.cancelled():
             _JOBS.move_to_end(job_key)
             return fut
-        lab = merge_lab(key)
-        fut = _POOL.submit(lab.run, method, hyper, seed=seed, recompute_bn=recompute_bn, full=full)
+        fut = _POOL.submit(_on_lab(key, "merge_accuracy", args))
         _JOBS[job_key] = fut
         while len(_JOBS) > _JOBS_MAX:
             old_key, old = next(iter(_JOBS.items()))
@@ -531,76 +261,15 @@ def merge_data_inputs(
     merge_lab(key).data_arguments(method, progress=progress)
 
 
-def merge_landscape(
+def merge_recipe(
     key: MergeLabKey,
-    pair: tuple[int, int],
-    lams: tuple[float, ...],
-    full: bool,
+    kind: str,
+    args: dict[str, Any],
     progress: Callable[[int, int, str], None] | None = None,
 ) -> Any:
-    """LandscapeResult over θ₀ + λ1 τ_i + λ2 τ_j."""
-    from core.merge_eval import coefficient_landscape
-
-    return _landscape_cached(
-        ("merge-landscape", key, pair, lams, full),
-        lambda: coefficient_landscape(
-            merge_lab(key), pair, lams=lams, full=full, progress=progress
-        ),
-    )
-
-
-def merge_sweep(
-    key: MergeLabKey,
-    method: str,
-    param: str,
-    values: tuple[float, ...],
-    hyper: dict,
-    seed: int,
-    recompute_bn: bool,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> Any:
-    """SweepResult of one hyperparameter of ``method``."""
-    from core.merge_eval import sweep
-
-    frozen = tuple(sorted((k, str(v)) for k, v in hyper.items()))
-    return _landscape_cached(
-        ("merge-sweep", key, method, param, values, frozen, seed, recompute_bn),
-        lambda: sweep(
-            merge_lab(key),
-            method,
-            param,
-            values,
-            hyper,
-            seed=seed,
-            recompute_bn=recompute_bn,
-            progress=progress,
-        ),
-    )
-
-
-def merge_comparison(
-    key: MergeLabKey,
-    methods: tuple[str, ...],
-    hyper: dict,
-    full: bool,
-    seed: int,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> Any:
-    """ComparisonResult: every method in ``methods`` on the same samples, CI + McNemar."""
-    from core.merge_eval import compare_methods
-
-    frozen = tuple(sorted((m, str(h)) for m, h in hyper.items()))
-    return _landscape_cached(
-        ("merge-compare", key, methods, frozen, full, seed),
-        lambda: compare_methods(
-            merge_lab(key),
-            list(methods),
-            hyperparameters=hyper,
-            full=full,
-            random_state=seed,
-            progress=progress,
-        ),
-    )
+    """A Merge Lab panel (``merge_landscape``, ``merge_sweep``, ``merge_comparison``,
+    ``merge_interference``) on the cached lab, kept in the bounded LRU of slow results."""
+    return recipe_live(key.workspace, kind, args, lab=merge_lab(key), progress=progress)
 
 
 def benchmark_results(workspace: str) -> dict[str, dict[str, Any]]:
@@ -618,21 +287,3 @@ def suite_sources(suite: str) -> list[dict[str, Any]]:
     from core.data.suites import check_sources
 
     return [{"task": s.task, "ok": s.ok, "message": s.message} for s in check_sources(suite)]
-
-
-def merge_interference(key: MergeLabKey, density: float, drop: float, trim: str, seed: int) -> Any:
-    """InterferenceReport of the lab's task vectors (cosine, conflicts, TIES/DARE keep)."""
-    from core.merge.diagnostics import interference
-
-    lab = merge_lab(key)
-    return _landscape_cached(
-        ("merge-interference", key, density, drop, trim, seed),
-        lambda: interference(
-            list(lab.task_vectors),
-            names=lab.model_ids,
-            density=density,
-            drop=drop,
-            trim=trim,
-            seed=seed,
-        ),
-    )

@@ -33,6 +33,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
             ("pages/2_Merge_Lab.py", "Merge Lab", ":material/merge:"),
             ("pages/3_Interpolation.py", "Interpolation", ":material/timeline:"),
             ("pages/9_Benchmark.py", "Benchmark", ":material/leaderboard:"),
+            ("pages/12_Merge_Search.py", "Merge Search", ":material/travel_explore:"),
             ("pages/11_Merging_Papers.py", "Merging Papers", ":material/menu_book:"),
         ],
     ),

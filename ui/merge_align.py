@@ -32,16 +32,13 @@ def align_choice(records: Sequence[Any], *, base_id: str | None, container: Any 
     )
 
 
-def show_alignment_gain(
-    key: Any, method: str, hyper: dict, seed: int, recompute_bn: bool, aligned: Any
-) -> None:
-    """One metric: the average accuracy with the alignment step against without it."""
+def show_alignment_gain(key: Any, args: dict[str, Any], aligned: Any) -> None:
+    """One metric: the average accuracy with the alignment step against without it (``args``:
+    the ``merge_accuracy`` recipe args of the aligned result)."""
     if getattr(key, "align", "none") == "none" or aligned is None:
         return
-    plain, _ = cache.merge_eval_cached(
-        key._replace(align="none"), method, hyper, seed, recompute_bn, False
-    )
-    g = alignment_gain(plain, aligned, method=method, how=key.align)
+    plain, _ = cache.merge_eval_cached(key._replace(align="none"), args | {"align": "none"})
+    g = alignment_gain(plain, aligned, method=args["method"], how=key.align)
     st.metric(
         f"Gain of {ALIGNMENT_TITLES[g.how]}",
         f"{g.gain:+.3f}",

@@ -375,6 +375,17 @@ def _faces_sources() -> list[Source]:
     ]
 
 
+def _digits_sources() -> list[Source]:
+    return [
+        Source(
+            "scikit-learn digits",
+            _package_file("sklearn", "datasets", "data", "digits.csv.gz"),
+            "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
+            _PIP,
+        )
+    ]
+
+
 def _debian_sources() -> list[Source]:
     return [
         Source(
@@ -441,6 +452,14 @@ def _load_faces() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     x = np.load(_faces_sources()[0].check(), allow_pickle=False)  # (200, 25, 25) in [0, 1]
     y = np.r_[np.ones(100), np.zeros(100)].astype(np.int64)  # faces first (skimage docs)
     return (x * 255).round().astype(np.uint8), y, ("not a face", "face")
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    (src,) = _digits_sources()
+    with gzip.open(src.check(), "rt") as f:
+        arr = np.loadtxt(f, delimiter=",", dtype=np.float32)  # 64 pixels in 0..16, label last
+    x = (arr[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).round().clip(0, 255)
+    return x.astype(np.uint8), arr[:, -1].astype(np.int64), tuple(str(i) for i in range(10))
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -655,6 +674,13 @@ _spec(
     _animal_sources,
     _load_animal,
 )
+_spec(
+    "digits",
+    "vision",
+    "8x8 handwritten digits, UCI optical recognition (scikit-learn)",
+    _digits_sources,
+    _load_digits,
+)
 _spec("faces", "vision", "LFW subset: face or not (scikit-image)", _faces_sources, _load_faces)
 _spec(
     "textures",
@@ -704,7 +730,7 @@ _spec(
 )
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "vision": ("mnist", "fashion", "animal", "faces", "textures", "photos"),
+    "vision": ("mnist", "fashion", "animal", "digits", "faces", "textures", "photos"),
     "text": ("wordnet_nouns", "wordnet_verbs", "fortunes", "debian_sections"),
 }
 DEFAULT_RESOLUTION = 64

@@ -308,3 +308,56 @@ def mixup_lambda_figure(
     fig.update_layout(title=title, xaxis_title="component 1", yaxis_title="component 2", height=480)
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return apply_paper(fig)
+
+
+# ---------------------------------------------------------------- figures of geometry recipe results
+def _anchored(record: Mapping[str, Any], anchors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The class-mean / classifier anchors of a recipe record, as figure keyword arguments."""
+    return {
+        "anchors": anchors,
+        "class_names": record["class_names"],
+        "anchor_classes": record["classes"].tolist(),
+    }
+
+
+def projection_result_figure(result: Mapping[str, Any], *, title: str = "Features") -> go.Figure:
+    """:func:`projection_figure` of a ``core.recipes.geometry.feature_projection`` result."""
+    report, proj = result["report"], result["projection"]
+    return projection_figure(
+        proj["coords"], report["labels"], **_anchored(report, proj["anchors"]), title=title
+    )
+
+
+def etf_result_figure(
+    result: Mapping[str, Any], *, title: str = "Class-mean geometry vs the simplex ETF"
+) -> go.Figure:
+    """:func:`etf_figure` of a ``core.recipes.geometry.feature_geometry`` result."""
+    names = result["class_names"]
+    return etf_figure(
+        result["gram"],
+        result["ideal"],
+        class_names=[names[c] for c in result["classes"]],
+        title=title,
+    )
+
+
+def mixup_result_figure(
+    result: Mapping[str, Any], *, title: str = "Features of mixed samples"
+) -> go.Figure:
+    """:func:`mixup_lambda_figure` of a ``core.recipes.geometry.mixup_features`` result."""
+    return mixup_lambda_figure(
+        result["coords"],
+        result["lam"],
+        result["same_class"],
+        **_anchored(result, result["anchors"]),
+        title=title,
+    )
+
+
+def nc_run_figure(result: Mapping[str, Any], *, title: str | None = None) -> go.Figure:
+    """:func:`nc_epochs_figure` of a ``core.recipes.geometry.nc_run`` result, titled with the
+    run's task and architecture unless ``title`` is given (figures stored before the recipe
+    registry carry theirs)."""
+    if title is None:
+        title = f"Neural collapse per epoch · {result['task']} · {result['arch']}"
+    return nc_epochs_figure(result["histories"], title=title)

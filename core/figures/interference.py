@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .layout import short_names
+from .layout import narrow_variant, short_names
 from .theme import DIVERGING, PALETTE, SEQUENTIAL, apply_paper
 
 KEEP_METHODS = {"ties": "TIES", "dare": "DARE", "dare_ties": "DARE-TIES"}
@@ -95,6 +95,22 @@ def layer_profile_figure(report: Any, *, title: str = "Interference per layer") 
     if prefix:
         title = f"{title} ({prefix}…)"
     fig.update_layout(title=title, legend=dict(orientation="h", y=-0.25))
+    # single column: short legend names and layer labels, panels further apart
+    short_layers, layer_prefix = short_names(layers)
+    narrow_variant(
+        fig,
+        layout=dict(
+            yaxis=dict(domain=[0.6, 1.0], title_text="conflicts"),
+            yaxis2=dict(domain=[0.0, 0.4]),
+            xaxis2=dict(
+                tickvals=layers,
+                ticktext=short_layers,
+                title_text=f"layer ({layer_prefix}…)" if layer_prefix else "layer",
+            ),
+        ),
+        traces={0: dict(name="all entries"), 1: dict(name="after TIES trim")}
+        | {2 + i: dict(name=name) for i, name in enumerate(names)},
+    )
     return apply_paper(fig)
 
 
@@ -161,6 +177,28 @@ def keep_figure(report: Any, method: str = "ties", *, title: str | None = None) 
         title=title or f"What {KEEP_METHODS[method]} keeps · {settings}",
         barmode="group",
         legend=dict(orientation="h", y=-0.3),
+    )
+    # single column: short model and layer names, the colourbar right of both panels
+    short, prefix = short_names(names)
+    short_layers, layer_prefix = short_names(list(report.layers))
+    step = -(-len(short_layers) // 6)  # at most six layer labels fit under the heatmap
+    narrow_variant(
+        fig,
+        layout=dict(
+            xaxis=dict(
+                domain=[0.0, 0.58],
+                tickvals=list(report.layers)[::step],
+                ticktext=short_layers[::step],
+                title_text=f"layer ({layer_prefix}…)" if layer_prefix else "layer",
+            ),
+            xaxis2=dict(domain=[0.64, 1.0], tickvals=[0, 0.5, 1], ticktext=["0", ".5", "1"]),
+            yaxis=dict(tickvals=names, ticktext=short, title_text=f"{prefix}…" if prefix else None),
+        ),
+        traces={
+            0: dict(colorbar=dict(x=1.02, xanchor="left", len=0.8)),
+            1: dict(name="count"),
+            2: dict(name="|τ| mass"),
+        },
     )
     return apply_paper(fig)
 

@@ -285,3 +285,31 @@ def direction_figure(result: Any, *, metrics: Sequence[str] = ("loss", "accuracy
         x_title="step",
         endpoint_labels=None,
     )
+
+
+# ---------------------------------------------------------------- figures of interpolation recipes
+def _paths_result(result: Any) -> Mapping[str, Any]:
+    if not isinstance(result, Mapping) or not {"paths", "barriers"} <= set(result):
+        got = sorted(result) if isinstance(result, Mapping) else type(result).__name__
+        raise TypeError(
+            f"result must be an interpolation_paths result (paths, barriers), got {got}"
+        )
+    return result
+
+
+def interpolation_paths_figure(
+    result: Mapping[str, Any], *, title: str = "Linear interpolation"
+) -> go.Figure:
+    """:func:`path_figure` of a ``core.recipes.interpolation.interpolation_paths`` result."""
+    return path_figure(_paths_result(result)["paths"], title=title)
+
+
+def interpolation_barriers_figure(
+    result: Mapping[str, Any], *, column: str = "loss_barrier", title: str | None = None
+) -> go.Figure:
+    """:func:`barrier_figure` of an ``interpolation_paths`` result (one barrier definition;
+    ``title`` replaces the definition's name as the title)."""
+    fig = barrier_figure(_paths_result(result)["barriers"], column=column)
+    if title is not None:
+        fig.update_layout(title=title)
+    return fig

@@ -10,12 +10,16 @@ Rules (checked for every registered figure at both column sizes by tests/figures
 - tick labels tilt at most 45° (``autotickangles`` in the template);
 - line traces that share a dash pattern get distinct marker symbols, one per colour, so that
   no two legend entries look alike in greyscale;
-- fonts are a step smaller below 4 in width.
+- fonts are a step smaller below 4 in width;
+- a figure too dense for a single column records its own narrow layout with
+  :func:`narrow_variant` (stacked panels, short tick labels); it is applied below 4 in width and
+  undone above, so one stored figure exports well at every size.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import plotly.graph_objects as go
@@ -88,6 +92,7 @@ def fit_layout(fig: go.Figure, size: str | None = None) -> go.Figure:
     """
     width = float(fig.layout.width or 700)
     narrow = width < NARROW_PX
+    _apply_variant(fig, "narrow" if narrow else "wide")
     line = LINE_PX[narrow]
     tick_px, title_px = (9, 10) if narrow else (10, 11)
     if narrow:
@@ -152,6 +157,69 @@ def fit_layout(fig: go.Figure, size: str | None = None) -> go.Figure:
     return fig
 
 
+def narrow_variant(
+    fig: go.Figure,
+    layout: Mapping[str, Any] | None = None,
+    traces: Mapping[int, Mapping[str, Any]] | None = None,
+) -> go.Figure:
+    """Record in ``fig.layout.meta`` how ``fig`` changes below :data:`NARROW_PX` (single-column
+    sizes): ``layout`` updates (axis domains, tick labels, annotations) and ``traces`` updates by
+    trace index (names, colourbars). The current values of the same properties are recorded as
+    the wide variant, so :func:`fit_layout` can switch either way; call it once the figure is
+    complete. Returns ``fig``.
+
+    Raises:
+        TypeError: ``fig`` is not a Figure, or ``layout`` / ``traces`` are not mappings.
+        ValueError: a trace index out of range, or a "title" in ``layout`` (the title is the
+            user's to edit).
+    """
+    if not isinstance(fig, go.Figure):
+        raise TypeError(f"fig must be a plotly.graph_objects.Figure, got {type(fig).__name__}")
+    layout = dict(layout or {})
+    traces = dict(traces or {})
+    if not all(isinstance(v, Mapping) for v in (layout, *traces.values())):
+        raise TypeError("layout and each value of traces must be a mapping")
+    if "title" in layout:
+        raise ValueError("layout must not change the title (the user edits it), got 'title'")
+    bad = [i for i in traces if not isinstance(i, int) or not 0 <= i < len(fig.data)]
+    if bad:
+        raise ValueError(f"traces keys must be trace indices in [0, {len(fig.data)}), got {bad}")
+    cur = fig.layout.to_plotly_json()
+    wide_traces = {str(i): _current(fig.data[i].to_plotly_json(), t) for i, t in traces.items()}
+    meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
+    fig.layout.meta = {
+        **meta,
+        "narrow": {"layout": layout, "traces": {str(i): dict(t) for i, t in traces.items()}},
+        "wide": {"layout": _current(cur, layout), "traces": wide_traces},
+    }
+    return fig
+
+
+def _current(obj: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """The values ``obj`` has now at the keys of ``update`` (None where unset)."""
+    out: dict[str, Any] = {}
+    for k, v in update.items():
+        now = obj.get(k)
+        if isinstance(v, Mapping):
+            out[k] = _current(now if isinstance(now, Mapping) else {}, v)
+        else:
+            tolist = getattr(now, "tolist", None)
+            out[k] = tolist() if callable(tolist) else now
+    return out
+
+
+def _apply_variant(fig: go.Figure, which: str) -> None:
+    meta = fig.layout.meta
+    variant = meta.get(which) if isinstance(meta, dict) else None
+    if not isinstance(variant, dict):
+        return
+    if variant.get("layout"):
+        fig.update_layout(variant["layout"])
+    for i, upd in (variant.get("traces") or {}).items():
+        if int(i) < len(fig.data):
+            fig.data[int(i)].update(upd)
+
+
 def _limit_yticks(fig: go.Figure, tick_px: float) -> None:
     """At most one y tick label per 2.5 text lines of each y axis's height, so stacked panels
     of a small figure do not print their tick labels over each other."""
@@ -195,8 +263,16 @@ def wrap(text: str, width_px: float, font_px: float) -> str:
 def _annotation_width(fig: go.Figure, a: Any, width: float) -> float:
     """Width in px of the subplot whose title ``a`` is (the plot width left of margins)."""
     plot_w = width - 60
-    n_cols = max(1, len({round(float(x.domain[0]), 3) for x in _xaxes(fig)}))
-    return max(30.0, plot_w / n_cols - 6)
+    axes = _xaxes(fig)
+    n_cols = max(1, len({round(float(x.domain[0]), 3) for x in axes}))
+    # a panel spanning several columns (its title centred on it) may take its own width
+    spans = [
+        float(x.domain[1]) - float(x.domain[0])
+        for x in axes
+        if a.x is not None and abs((float(x.domain[0]) + float(x.domain[1])) / 2 - a.x) < 0.005
+    ]
+    own = max(spans, default=0.0) * plot_w - 6
+    return max(30.0, plot_w / n_cols - 6, own)
 
 
 def short_names(names: list[str]) -> tuple[list[str], str]:

@@ -5,7 +5,7 @@ Pure functions of the result records in :mod:`core.merge_eval`; no computation b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -312,3 +312,54 @@ def comparison_task_figure(result: Any) -> go.Figure:
     fig.update_xaxes(range=[0, 1])
     fig.update_layout(title="Per-task accuracy by method", height=max(260, 28 * len(rows) + 120))
     return apply_paper(fig)
+
+
+# ---------------------------------------------------------------- figures of Merge Lab recipes
+def _parts(result: Any, keys: Sequence[str], what: str) -> None:
+    if not isinstance(result, Mapping) or not set(keys) <= set(result):
+        got = sorted(result) if isinstance(result, Mapping) else type(result).__name__
+        raise TypeError(f"result must be a {what} result with keys {list(keys)}, got {got}")
+
+
+def merge_accuracy_figure(
+    result: Any, *, chart: str = "bars", title: str = "Per-task accuracy"
+) -> go.Figure:
+    """:func:`task_accuracy_figure` (``chart="bars"``) or :func:`task_radar_figure`
+    (``"radar"``) of a ``core.recipes.merge.merged_accuracy`` result."""
+    if chart not in ("bars", "radar"):
+        raise ValueError(f"chart must be 'bars' or 'radar', got {chart!r}")
+    draw = task_radar_figure if chart == "radar" else task_accuracy_figure
+    return draw(result, title=title)
+
+
+def merge_landscape_figure(
+    result: Mapping[str, Any],
+    *,
+    metric: str = "average",
+    method: str = "",
+    hyperparameters: Mapping[str, Any] | None = None,
+) -> go.Figure:
+    """:func:`landscape_figure` of a ``core.recipes.merge.coefficient_landscape`` result, with
+    the point (λ1, λ2) of the sliders marked when ``method`` is task arithmetic."""
+    from core.merge_eval import effective_coefficients
+
+    _parts(result, ("landscape", "pair", "n_models"), "coefficient_landscape")
+    coeffs = effective_coefficients(method, dict(hyperparameters or {}), result["n_models"])
+    i, j = result["pair"]
+    point = None if coeffs is None else (coeffs[i], coeffs[j])
+    return landscape_figure(result["landscape"], point=point, metric=metric)
+
+
+def merge_sweep_figure(result: Mapping[str, Any]) -> go.Figure:
+    """:func:`sweep_figure` of a ``core.recipes.merge.hyperparameter_sweep`` result (the
+    current slider value marked)."""
+    _parts(result, ("sweep", "current"), "hyperparameter_sweep")
+    return sweep_figure(result["sweep"], current=result["current"])
+
+
+def merge_comparison_figure(result: Any, *, chart: str = "methods") -> go.Figure:
+    """:func:`comparison_figure` (``chart="methods"``: averages with CIs) or
+    :func:`comparison_task_figure` (``"tasks"``) of a ``method_comparison`` result."""
+    if chart not in ("methods", "tasks"):
+        raise ValueError(f"chart must be 'methods' or 'tasks', got {chart!r}")
+    return comparison_task_figure(result) if chart == "tasks" else comparison_figure(result)

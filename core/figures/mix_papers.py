@@ -3,6 +3,7 @@ figure. Inputs are the studies' stored records; no computation beyond shaping da
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,9 +11,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .layout import narrow_variant
 from .theme import PALETTE, apply_paper
 
 _METHOD_NAMES = {"erm": "ERM", "mixup": "Mixup", "mixup_early": "Early-stopped mixup"}
+_SHORT_NAMES = {"mixup_early": "early-stopped"}  # for single-column legends
+_TICK_NAMES = {"mixup_early": "early"}  # and for single-column tick labels
 
 
 def _need(record: Mapping[str, Any], study: str) -> None:
@@ -38,6 +42,38 @@ def _ci_bar(fig: go.Figure, names: list[str], cis: list[Mapping[str, float]], **
         ),
         **pos,
     )
+
+
+def _grid_layout(
+    rows: int,
+    cols: int,
+    titles: tuple[str, ...],
+    axes: Mapping[str, Mapping[str, Any]] | None = None,
+    order: Mapping[int, int] | None = None,
+    **grid_args: Any,
+) -> dict[str, Any]:
+    """Axis domains, anchors and subplot titles of a ``rows`` × ``cols`` grid, for moving the
+    panels of a one-row figure into a grid (axes are numbered row by row in both), plus the
+    ``axes`` updates (axis name -> properties); ``order`` maps the grid's subplot numbers to
+    the figure's where they differ; ``grid_args`` go to ``make_subplots``."""
+    grid = make_subplots(rows=rows, cols=cols, subplot_titles=titles, **grid_args)
+    out: dict[str, Any] = {"annotations": [a.to_plotly_json() for a in grid.layout.annotations]}
+    renumber = dict(order or {})
+
+    def name(key: str) -> str:  # "xaxis3" / "y3" of the grid -> the figure's own axis
+        m = re.fullmatch(r"([xy](?:axis)?)(\d*)", key)
+        if m is None:
+            return key
+        n = renumber.get(int(m[2] or 1), int(m[2] or 1))
+        return m[1] + (str(n) if n > 1 else "")
+
+    for key in grid.layout:
+        if key.startswith(("xaxis", "yaxis")):
+            ax = grid.layout[key]
+            out[name(key)] = dict(domain=list(ax.domain), anchor=name(ax.anchor))
+    for key, upd in (axes or {}).items():
+        out[key] = {**out.get(key, {}), **upd}
+    return out
 
 
 def feature_learning_figure(record: Mapping[str, Any]) -> go.Figure:
@@ -94,6 +130,28 @@ def feature_learning_figure(record: Mapping[str, Any]) -> go.Figure:
     fig.update_layout(
         title=f"Feature-noise data: ρ={cfg['rho']:g}, n={cfg['n_train']}, d={cfg['dim']}, "
         f"seeds {record['seeds']}"
+    )
+    # single column: the four panels as a 2 × 2 grid, short titles and names
+    names = [_SHORT_NAMES.get(m, _METHOD_NAMES.get(m, m)) for m in methods]
+    narrow_variant(
+        fig,
+        layout=_grid_layout(
+            2,
+            2,
+            ("common features", "rare features", "noise memorisation", "rare-feature accuracy"),
+            axes=dict(
+                xaxis=dict(title_text=None),
+                xaxis2=dict(title_text=None),
+                yaxis=dict(title_text="max ⟨w, v⟩"),
+                xaxis4=dict(
+                    tickvals=[_METHOD_NAMES.get(m, m) for m in methods],
+                    ticktext=[_TICK_NAMES.get(m, n) for m, n in zip(methods, names, strict=True)],
+                ),
+            ),
+            vertical_spacing=0.36,
+            horizontal_spacing=0.14,
+        ),
+        traces={3 * i: dict(name=n) for i, n in enumerate(names)},
     )
     return apply_paper(fig, size="double")
 
@@ -197,6 +255,46 @@ def neural_collapse_figure(record: Mapping[str, Any]) -> go.Figure:
     cfg = record["config"]
     fig.update_layout(
         title=f"{cfg['task']} · {cfg['arch']} · {cfg['epochs']} epochs · seeds {record['seeds']}"
+    )
+    # single column: feature panels in one row, the margin panel below them; short legend
+    # names, classifier labels below their tips (off the panel titles)
+    n = len(methods)
+    traces: dict[int, dict[str, Any]] = {}
+    for i, tr in enumerate(fig.data):
+        if tr.name == "different-class mix":
+            traces[i] = dict(
+                name="diff. class",
+                marker_colorbar=dict(x=1.02, lenmode="pixels", len=44, thickness=6, y=0.84, ypad=0),
+            )
+        elif tr.name == "same-class mix":
+            traces[i] = dict(name="same class")
+        elif tr.name == "soft-CE optimum":
+            traces[i] = dict(showlegend=False)
+        elif tr.mode == "lines+text":  # beside the tip, towards the outside
+            side = "middle right" if tr.x[-1] >= 0 else "middle left"
+            traces[i] = dict(textposition=["middle center", side])
+    for j, m in enumerate(methods):
+        slope = record["summary"][m]["channel_slope"]["estimate"]
+        traces[len(fig.data) - 1 - n + j] = dict(name=f"{_METHOD_NAMES.get(m, m)} {slope:.2f}")
+    axes = {}
+    for col, m in enumerate(methods, start=1):  # head room for the classifier labels
+        f = record["figure"][m]
+        ys = np.concatenate([np.asarray(f["y"], dtype=float), [t[1] for t in f["classifier"]], [0]])
+        lo, hi = float(ys.min()), float(ys.max())
+        pad = 0.3 * (hi - lo or 1.0)
+        axes[f"yaxis{col if col > 1 else ''}"] = dict(range=[lo - pad, hi + pad])
+    narrow_variant(
+        fig,
+        layout=_grid_layout(
+            2,
+            n,
+            (*[_METHOD_NAMES.get(m, m) for m in methods], "margin (slope) vs y = x"),
+            axes=axes,
+            specs=[[{}] * n, [{"colspan": n}, *[None] * (n - 1)]],
+            vertical_spacing=0.4,
+            horizontal_spacing=0.1,
+        ),
+        traces=traces,
     )
     return apply_paper(fig, size="double")
 
@@ -405,6 +503,34 @@ def adautomix_figure(record: Mapping[str, Any]) -> go.Figure:
     fig.update_layout(
         title=f"AdAutoMix on {cfg['task']} (n={cfg['n_train']}, β={cfg['beta']}, "
         f"{cfg['epochs']} epochs, seeds {record['seeds']})"
+    )
+    # single column: accuracy and |mean(m) − λ| side by side, the masks in a row below them
+    cols = max(k, 2)
+    left = cols // 2
+    narrow_variant(
+        fig,
+        layout=_grid_layout(
+            2,
+            cols,
+            (
+                "accuracy (95% CI)",
+                "|mean(m) − λ|",
+                *[f"λ={v:.2f}".replace("0.", ".") for v in log.get("mask_lam", [])],
+            ),
+            order={1: 1, 2: k + 2} | {3 + i: 2 + i for i in range(k)},
+            specs=[
+                [{"colspan": left}, *[None] * (left - 1), {"colspan": cols - left}]
+                + [None] * (cols - left - 1),
+                [{}] * k + [None] * (cols - k),
+            ],
+            vertical_spacing=0.42,
+            horizontal_spacing=0.04,
+        ),
+        traces={
+            i: dict(colorbar=dict(x=1.02, lenmode="fraction", len=0.35, y=0.2))
+            for i, tr in enumerate(fig.data)
+            if tr.type == "heatmap" and tr.showscale
+        },
     )
     return apply_paper(fig, size="double")
 

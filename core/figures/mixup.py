@@ -334,3 +334,19 @@ def lam_histogram_figure(lams: Sequence[float], *, title: str = "Realised λ") -
 def run_reliability_figure(run: Mapping[str, Any]) -> go.Figure:
     """:func:`reliability_figure` of every method of a stored mixup run."""
     return reliability_figure({k: v["reliability"] for k, v in run["methods"].items()})
+
+
+# ---------------------------------------------------------------- figures of a gallery recipe result
+def gallery_result_figure(result: Mapping[str, Any]) -> go.Figure:
+    """:func:`gallery_figure` of a ``core.recipes.gallery.mixup_gallery_panels`` result."""
+    return gallery_figure(result["gallery"])
+
+
+def lam_grid_result_figure(result: Mapping[str, Any]) -> go.Figure:
+    """:func:`lam_grid_figure` of a ``mixup_gallery_panels`` result (the first pair)."""
+    return lam_grid_figure(result["grid"])
+
+
+def methods_result_figure(result: Mapping[str, Any]) -> go.Figure:
+    """:func:`methods_figure` of a ``mixup_gallery_panels`` result (the first pair)."""
+    return methods_figure(result["methods"])

@@ -151,8 +151,8 @@ def check_args(kind: str, args: Any) -> dict[str, Any]:
         raise ValueError(
             f"recipe args of {kind!r} do not fit {recipe.compute.__name__}: {err}"
         ) from err
-    if recipe.check is not None:
-        recipe.check(compute_args)
+    if recipe.check is not None:  # figure args too (a chart or metric name is checked early)
+        recipe.check(plain)
     return plain
 
 

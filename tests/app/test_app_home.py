@@ -110,3 +110,12 @@ def test_home_names_the_missing_models_of_an_incomplete_zoo(
     assert not at.exception
     assert any("Missing: mlp-ft-mnist." in i.value for i in at.info)
     assert any(b.label == "Build default zoo" for b in at.button)
+
+
+def test_every_page_is_linked_in_the_sidebar() -> None:
+    from ui.frame import ROOT, SECTIONS
+
+    linked = {f for _, pages in SECTIONS for f, _, _ in pages}
+    present = {f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py")} | {"app.py"}
+    assert present - linked == set(), "add these pages to ui.frame.SECTIONS"
+    assert "pages/12_Merge_Search.py" in linked

@@ -18,7 +18,10 @@ from core.zoo import Zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
-PAGES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("[0-9]_*.py"))
+# the workbench pages (the papers pages 10 and 11 have their own tests) and the Merge Search page
+PAGES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("[0-9]_*.py")) + [
+    "pages/12_Merge_Search.py"
+]
 HOSTILE_TEXT = "../../../../etc/passwd\x00 <script>alert(1)</script>"
 
 

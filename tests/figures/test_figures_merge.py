@@ -9,6 +9,9 @@ from core.figures.merge import (
     comparison_figure,
     comparison_task_figure,
     landscape_figure,
+    merge_accuracy_figure,
+    merge_landscape_figure,
+    merge_sweep_figure,
     sweep_figure,
     task_accuracy_figure,
     task_radar_figure,
@@ -104,3 +107,29 @@ def test_comparison_error_bars_and_p_values() -> None:
     empty = ComparisonResult(rows[2:], TASKS, "task_arithmetic", 0.95, True, (0.9,) * 3, None)
     with pytest.raises(ValueError, match="no method"):
         comparison_figure(empty)
+
+
+def test_recipe_result_figures_mark_the_sliders_and_check_their_input() -> None:
+    lams = np.array([0.0, 0.5, 1.0])
+    acc = np.stack([np.arange(9).reshape(3, 3) / 10] * 3)
+    land = LandscapeResult(lams, lams, acc, acc.mean(0), acc.mean(0), TASKS, ("m1", "m3"))
+    result = {"landscape": land, "pair": (0, 2), "n_models": 3}
+    scales = {"scale": 0.5, "weights": [0.4, 1.0, 1.4]}
+    fig = merge_landscape_figure(result, method="task_arithmetic", hyperparameters=scales)
+    current = fig.data[2]
+    assert (current.x[0], current.y[0]) == (0.7, 0.2)  # λ2 = model 3's scale, λ1 = model 1's
+    assert len(merge_landscape_figure(result, method="ties").data) == 2  # no ✕ for TIES
+    with pytest.raises(TypeError, match="coefficient_landscape"):
+        merge_landscape_figure({"landscape": land})
+    res = SweepResult(
+        "ties", "density", lams, acc[0], acc[0].mean(0), acc[0].mean(0), TASKS, (1,) * 3
+    )
+    assert len(merge_sweep_figure({"sweep": res, "current": 0.5}).data) == len(
+        sweep_figure(res, current=0.5).data
+    )
+    with pytest.raises(TypeError, match="hyperparameter_sweep"):
+        merge_sweep_figure(res)
+    ev = _eval()
+    assert merge_accuracy_figure(ev, chart="radar").data[0].type == "scatterpolar"
+    with pytest.raises(ValueError, match="chart"):
+        merge_accuracy_figure(ev, chart="pie")

@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from core.figures import adapters as fad
 from core.figures import benchmark as fb
 from core.figures import cluster as fc
 from core.figures import geometry as fg
@@ -23,6 +24,7 @@ from core.figures import mix_papers as fmp
 from core.figures import mixup as fx
 from core.figures import papers as fp
 from core.figures import scale as fsc
+from core.figures import search as fse
 from core.figures import suite as fs
 from core.figures import training as ft
 from core.landscape.curves import CurveResult
@@ -303,6 +305,22 @@ def _mixup_lambda() -> go.Figure:
     )
 
 
+def _search() -> dict:
+    """A stored 48-evaluation search, as core.search.load_search returns it."""
+    import pandas as pd
+
+    acc = np.clip(0.55 + 0.3 * np.sqrt(np.arange(48) / 48) + RNG.normal(0, 0.04, 48), 0, 1)
+    evals = pd.DataFrame(
+        {"objective": -acc, "mean_val_accuracy": acc, "best_so_far": np.minimum.accumulate(-acc)}
+    )
+    summary = {
+        "search": "task-arithmetic-layers-mlp-ft-mnist_rotated",
+        "objective": "accuracy",
+        "test": {"mean_accuracy": float(acc.max()) - 0.02},
+    }
+    return {"summary": summary, "evals": evals}
+
+
 def _scale_study() -> ScaleStudy:
     tasks = ["mnist", "fashion", "animal", "faces", "textures", "photos"]
     methods = ["average", "task_arithmetic", "ties", "dare_ties"]
@@ -423,6 +441,22 @@ def _different_init():
     return DifferentInitStudy(rows, task="digits")
 
 
+def _ortho():
+    from core.papers.orthogonal_adaptation import OrthoStudy
+
+    tasks = ["mnist", "fashion", "animal", "digits", "textures", "photos"]
+    variants = ["orthogonal", "lora", "random_fixed"]
+    study = OrthoStudy("vision", tasks, variants, rank=4, n_layers=31)
+    study.pretrained = {t: 0.6 + 0.03 * i for i, t in enumerate(tasks)}
+    study.alone = {v: {t: 0.8 + 0.02 * i for i, t in enumerate(tasks)} for v in variants}
+    study.summed = {
+        v: {t: 0.5 + 0.1 * k + 0.01 * i for i, t in enumerate(tasks)}
+        for k, v in enumerate(variants)
+    }
+    study.overlap = {"orthogonal": 0.0, "lora": 0.12, "random_fixed": 0.05}
+    return study
+
+
 def _mc_smoe():
     from core.papers.mc_smoe import MCSMoEStudy
 
@@ -446,8 +480,22 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     "sweep_figure": lambda: fm.sweep_figure(_sweep(), current=0.3),
     "comparison_figure": lambda: fm.comparison_figure(_comparison()),
     "comparison_task_figure": lambda: fm.comparison_task_figure(_comparison()),
+    "merge_accuracy_figure": lambda: fm.merge_accuracy_figure(_eval(), chart="radar"),
+    "merge_landscape_figure": lambda: fm.merge_landscape_figure(
+        {"landscape": _landscape(), "pair": (0, 1), "n_models": 4},
+        method="task_arithmetic",
+        hyperparameters={"scale": 0.3},
+    ),
+    "merge_sweep_figure": lambda: fm.merge_sweep_figure({"sweep": _sweep(), "current": 0.3}),
+    "merge_comparison_figure": lambda: fm.merge_comparison_figure(_comparison(), chart="tasks"),
     "path_figure": lambda: fl.path_figure(_paths(), title="mlp-mnist-s1 → mlp-mnist-s2 on mnist"),
     "barrier_figure": lambda: fl.barrier_figure(_reports()),
+    "interpolation_paths_figure": lambda: fl.interpolation_paths_figure(
+        {"paths": _paths(), "barriers": _reports()}, title="mlp-mnist-s1 → mlp-mnist-s2 on mnist"
+    ),
+    "interpolation_barriers_figure": lambda: fl.interpolation_barriers_figure(
+        {"paths": _paths(), "barriers": _reports()}, column="accuracy_barrier", title="Barriers"
+    ),
     "plane_figure": lambda: fl.plane_figure(_plane()),
     "curve_figure": _curve,
     "direction_figure": lambda: fl.direction_figure(_path("random direction", 0.5)),
@@ -488,6 +536,7 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     ),
     "benchmark_figure": lambda: fb.benchmark_figure(_benchmark()),
     "merging_at_scale_figure": lambda: fsc.merging_at_scale_figure(_scale_study()),
+    "search_figure": lambda: fse.search_figure(_search()),
     "cosine_figure": lambda: fi.cosine_figure(_interference()),
     "layer_profile_figure": lambda: fi.layer_profile_figure(_interference()),
     "keep_figure": lambda: fi.keep_figure(_interference(), "dare_ties"),
@@ -507,6 +556,7 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     "bn_stream_figure": lambda: fp.bn_stream_figure(_bn_stream()),
     "different_init_figure": lambda: fp.different_init_figure(_different_init()),
     "mc_smoe_figure": lambda: fp.mc_smoe_figure(_mc_smoe()),
+    "orthogonal_adaptation_figure": lambda: fad.orthogonal_adaptation_figure(_ortho()),
     "nc_models_figure": lambda: fs.nc_models_figure(
         {
             "pretrained": {"nc1": 4.2, "nc2_equinorm": 0.3, "nc3": 0.9, "nc4": 0.2},

@@ -1,7 +1,7 @@
 """The mixing papers the workbench reproduces, one file per paper, on tiny offline settings.
 
 Each module holds the paper's method (or data model) as small functions and a ``run_<study>``
-that trains with seeds, reports progress, can be cancelled (``should_stop``) and returns a
+that trains with seeds through the one seed loop :func:`run_seeds`, reports progress, can be cancelled (``should_stop``) and returns a
 JSON-serialisable record with the headline numbers and their confidence intervals. Records are
 stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and drawn by
 :mod:`core.figures.mix_papers`.
@@ -33,6 +33,7 @@ from ._common import (
     random_subset,
     store_run,
 )
+from ._seeds import SeedRun, SeedRuns, run_seeds
 
 
 def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[..., Any]]]:
@@ -88,10 +89,13 @@ __all__ = [
     "PAPERS",
     "RUN_KIND",
     "Cancelled",
+    "SeedRun",
+    "SeedRuns",
     "bootstrap_mean_ci",
     "headline",
     "load_paper_runs",
     "random_subset",
     "rerun",
+    "run_seeds",
     "store_run",
 ]

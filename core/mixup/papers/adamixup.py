@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._checks import check_int, check_range
-from ...device import configure_threads
 from ...models import Classifier, create_model
-from ...stats import bootstrap_ci, paired_bootstrap_ci
 from .._base import sample_beta
 from ._common import ProgressFn, StopFn, check_stop, random_subset, report
+from ._seeds import SeedRun, run_seeds
 
 METHODS = ("erm", "mixup", "adamixup")
 
@@ -213,60 +211,29 @@ def run_adamixup(
 
     if not isinstance(config, AdaMixUpConfig):
         raise TypeError(f"config must be an AdaMixUpConfig, got {type(config).__name__}")
-    if not methods or not seeds or any(m not in METHODS for m in methods):
-        raise ValueError(
-            f"methods must be a non-empty subset of {METHODS} and seeds non-empty, got "
-            f"{list(methods)}, {list(seeds)}"
-        )
-    configure_threads()
     ds = get_task(config.task)
     x, y = random_subset(ds.x_train, ds.y_train, config.n_train, 0)
-    correct: dict[str, list[list[int]]] = {m: [] for m in methods}
-    logs: dict[str, list[dict]] = {m: [] for m in methods}
-    total = len(seeds) * len(methods)
-    for si, seed in enumerate(seeds):
-        check_int("seed", seed, 0)
-        for mi, m in enumerate(methods):
-            done = si * len(methods) + mi
 
-            def prog(info: dict, done: int = done, seed: int = seed) -> None:
-                frac = (done + info["epoch"] / info["epochs"]) / total
-                report(progress, **info, seed=seed, fraction=frac)
+    def run_one(run: SeedRun) -> dict:
+        net, log = train_adamixup(config, run.method, x, y, ds.n_classes, **run.trainer_kwargs)
+        with torch.no_grad():
+            return {
+                "correct": (net.classifier(ds.x_test).argmax(1) == ds.y_test).int().tolist(),
+                "log": log,
+            }
 
-            net, log = train_adamixup(
-                config,
-                m,
-                x,
-                y,
-                ds.n_classes,
-                seed=int(seed),
-                progress=prog,
-                should_stop=should_stop,
-            )
-            with torch.no_grad():
-                pred = net.classifier(ds.x_test).argmax(1)
-            correct[m].append((pred == ds.y_test).int().tolist())
-            logs[m].append(log)
-    summary: dict[str, dict] = {}
-    for m in methods:
-        cm = np.concatenate(correct[m]).astype(bool)
-        summary[m] = {
-            "accuracy": bootstrap_ci(cm).to_dict(),
-            "per_seed": [float(np.mean(s)) for s in correct[m]],
-        }
-        for ref in ("erm", "mixup"):
-            if ref != m and ref in methods and m == "adamixup":
-                cr = np.concatenate(correct[ref]).astype(bool)
-                summary[m][f"minus_{ref}"] = paired_bootstrap_ci(cm, cr).to_dict()
-    return {
-        "study": "adamixup",
-        "config": asdict(config),
-        "seeds": [int(s) for s in seeds],
-        "methods": list(methods),
-        "summary": summary,
-        "correct": correct,
-        "logs": logs,
-    }
+    runs = run_seeds(run_one, methods, seeds, METHODS, progress=progress, should_stop=should_stop)
+    summary = runs.accuracy_summary()
+    for ref in ("erm", "mixup"):
+        if "adamixup" in runs.methods and ref in runs.methods:
+            summary["adamixup"][f"minus_{ref}"] = runs.paired_gap("adamixup", ref)
+    return runs.record(
+        "adamixup",
+        config,
+        summary=summary,
+        correct=runs.by_method("correct"),
+        logs=runs.by_method("log"),
+    )
 
 
 def headline(record: dict) -> list[dict]:

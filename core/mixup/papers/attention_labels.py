@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..._checks import check_int, check_range
-from ...device import configure_threads
 from ...models import Classifier, create_model
 from ...models.vit import ViTTrunk
-from ...stats import bootstrap_ci, paired_bootstrap_ci
 from .. import mix
 from ._common import ProgressFn, StopFn, check_stop, random_subset, report
+from ._seeds import SeedRun, run_seeds
 
 METHODS = ("cutmix", "transmix", "maskmix", "mixpro")
 
@@ -184,68 +182,35 @@ def run_attention_labels(
 
     if not isinstance(config, AttentionLabelConfig):
         raise TypeError(f"config must be an AttentionLabelConfig, got {type(config).__name__}")
-    if not methods or not seeds or any(m not in METHODS for m in methods):
-        raise ValueError(
-            f"methods must be a non-empty subset of {METHODS} and seeds non-empty, got "
-            f"{list(methods)}, {list(seeds)}"
-        )
-    configure_threads()
     ds = get_task(config.task)
     x, y = random_subset(ds.x_train, ds.y_train, config.n_train, 0)
-    correct: dict[str, list[list[int]]] = {m: [] for m in methods}
-    logs: dict[str, list[dict]] = {m: [] for m in methods}
-    attention: dict[str, list] = {}
-    total = len(seeds) * len(methods)
-    for si, seed in enumerate(seeds):
-        check_int("seed", seed, 0)
-        for mi, m in enumerate(methods):
-            done = si * len(methods) + mi
 
-            def prog(info: dict, done: int = done, seed: int = seed) -> None:
-                frac = (done + info["epoch"] / info["epochs"]) / total
-                report(progress, **info, seed=seed, fraction=frac)
+    def run_one(run: SeedRun) -> dict:
+        model, log = train_vit(config, run.method, x, y, ds.n_classes, **run.trainer_kwargs)
+        out: dict[str, Any] = {"log": log}
+        with torch.no_grad():
+            out["correct"] = (model(ds.x_test).argmax(1) == ds.y_test).int().tolist()
+            if run.index == 0:  # the first seed's CLS attention map, for the figure
+                model(ds.x_test[:4])
+                trunk = model.trunk
+                if not isinstance(trunk, ViTTrunk):
+                    raise TypeError(f"the ViT's trunk must be a ViTTrunk, got {type(trunk)}")
+                out["attention"] = trunk.cls_attention().tolist()
+        return out
 
-            model, log = train_vit(
-                config,
-                m,
-                x,
-                y,
-                ds.n_classes,
-                seed=int(seed),
-                progress=prog,
-                should_stop=should_stop,
-            )
-            with torch.no_grad():
-                pred = model(ds.x_test).argmax(1)
-                if si == 0:
-                    model(ds.x_test[:4])
-                    trunk = model.trunk
-                    assert isinstance(trunk, ViTTrunk)
-                    attention[m] = trunk.cls_attention().tolist()
-            correct[m].append((pred == ds.y_test).int().tolist())
-            logs[m].append(log)
-    summary: dict[str, dict] = {}
-    for m in methods:
-        cm = np.concatenate(correct[m]).astype(bool)
-        summary[m] = {
-            "accuracy": bootstrap_ci(cm).to_dict(),
-            "per_seed": [float(np.mean(s)) for s in correct[m]],
-        }
+    runs = run_seeds(run_one, methods, seeds, METHODS, progress=progress, should_stop=should_stop)
+    summary = runs.accuracy_summary()
     for new, ref in (("transmix", "cutmix"), ("mixpro", "maskmix")):
-        if new in methods and ref in methods:
-            a = np.concatenate(correct[new]).astype(bool)
-            b = np.concatenate(correct[ref]).astype(bool)
-            summary[new][f"minus_{ref}"] = paired_bootstrap_ci(a, b).to_dict()
-    return {
-        "study": "attention_labels",
-        "config": asdict(config),
-        "seeds": [int(s) for s in seeds],
-        "methods": list(methods),
-        "summary": summary,
-        "correct": correct,
-        "logs": logs,
-        "attention": attention,
-    }
+        if new in runs.methods and ref in runs.methods:
+            summary[new][f"minus_{ref}"] = runs.paired_gap(new, ref)
+    return runs.record(
+        "attention_labels",
+        config,
+        summary=summary,
+        correct=runs.by_method("correct"),
+        logs=runs.by_method("log"),
+        attention={m: runs.outputs[m][0]["attention"] for m in runs.methods},
+    )
 
 
 def headline(record: dict) -> list[dict]:

@@ -32,17 +32,17 @@ the training points.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..._checks import check_int, check_range
-from ...device import configure_threads
 from ...stats import bootstrap_ci, paired_bootstrap_ci
 from .._base import sample_beta
 from ._common import ProgressFn, StopFn, check_stop, report
+from ._seeds import SeedRun, run_seeds
 
 METHODS = ("erm", "mixup", "mixup_early")
 
@@ -255,70 +255,56 @@ def run_feature_learning(
     """
     if not isinstance(config, FeatureNoiseConfig):
         raise TypeError(f"config must be a FeatureNoiseConfig, got {type(config).__name__}")
-    configure_threads()
-    for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"methods must be drawn from {METHODS}, got {m!r}")
-    if not methods or not seeds:
-        raise ValueError(f"methods and seeds must be non-empty, got {methods!r}, {seeds!r}")
-    runs: dict[str, list[dict]] = {m: [] for m in methods}
-    rare_masks = []
-    for si, seed in enumerate(seeds):
-        check_int("seed", seed, 0)
-        g = torch.Generator().manual_seed(int(seed))
+
+    def setup(seed: int) -> dict:
+        g = torch.Generator().manual_seed(seed)
         features = make_features(config, g)
         train = sample_data(config, features, config.n_train, g)
         test = sample_data(config, features, config.n_test, g)
-        rare_masks.append(test.rare)
-        init_state = g.get_state()
-        for mi, m in enumerate(methods):
-            g.set_state(init_state)  # same initialisation and mixing stream for every method
+        return {"g": g, "features": features, "train": train, "test": test, "init": g.get_state()}
 
-            def prog(info: dict, si: int = si, mi: int = mi) -> None:
-                frac = (si * len(methods) + mi + info["step"] / info["steps"]) / (
-                    len(seeds) * len(methods)
-                )
-                report(progress, **info, seed=seeds[si], fraction=min(frac, 1.0))
+    def run_one(run: SeedRun) -> dict:
+        d = run.data
+        d["g"].set_state(d["init"])  # same initialisation and mixing stream for every method
+        out = train_cnn(
+            config,
+            run.method,
+            d["train"],
+            d["test"],
+            d["features"],
+            generator=d["g"],
+            progress=run.progress,
+            should_stop=run.should_stop,
+        )
+        out["n_rare_train"] = int(d["train"].rare.sum())
+        return out
 
-            out = train_cnn(
-                config,
-                m,
-                train,
-                test,
-                features,
-                generator=g,
-                progress=prog,
-                should_stop=should_stop,
-            )
-            out["n_rare_train"] = int(train.rare.sum())
-            runs[m].append(out)
-    rare = torch.cat(rare_masks).bool()
+    runs = run_seeds(
+        run_one, methods, seeds, METHODS, setup=setup, progress=progress, should_stop=should_stop
+    )
+    rare = torch.cat([d["test"].rare for d in runs.data]).bool().numpy()
     summary: dict[str, dict] = {}
-    for m in methods:
-        correct = torch.cat([torch.tensor(r["correct"]) for r in runs[m]]).bool()
+    for m in runs.methods:
+        correct = runs.pooled(m, "correct").astype(bool)
         summary[m] = {
-            "rare": bootstrap_ci(correct[rare].numpy()).to_dict(),
-            "common": bootstrap_ci(correct[~rare].numpy()).to_dict(),
-            "per_seed_rare": [r["acc_rare"] for r in runs[m]],
+            "rare": bootstrap_ci(correct[rare]).to_dict(),
+            "common": bootstrap_ci(correct[~rare]).to_dict(),
+            "per_seed_rare": runs.values(m, "acc_rare"),
         }
-    if "erm" in methods:
-        erm = torch.cat([torch.tensor(r["correct"]) for r in runs["erm"]]).bool()
-        for m in methods:
+    if "erm" in runs.methods:
+        erm = runs.pooled("erm", "correct").astype(bool)
+        for m in runs.methods:
             if m != "erm":
-                mc = torch.cat([torch.tensor(r["correct"]) for r in runs[m]]).bool()
-                summary[m]["rare_minus_erm"] = paired_bootstrap_ci(
-                    mc[rare].numpy(), erm[rare].numpy()
-                ).to_dict()
-    return {
-        "study": "feature_learning",
-        "config": asdict(config),
-        "seeds": [int(s) for s in seeds],
-        "methods": list(methods),
-        "runs": runs,
-        "summary": summary,
-        "n_rare_test": int(rare.sum()),
-        "chance": 1.0 / config.n_classes,
-    }
+                mc = runs.pooled(m, "correct").astype(bool)
+                summary[m]["rare_minus_erm"] = paired_bootstrap_ci(mc[rare], erm[rare]).to_dict()
+    return runs.record(
+        "feature_learning",
+        config,
+        runs=runs.outputs,
+        summary=summary,
+        n_rare_test=int(rare.sum()),
+        chance=1.0 / config.n_classes,
+    )
 
 
 def headline(record: dict) -> list[dict]:

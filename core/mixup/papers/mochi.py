@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,10 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._checks import check_int, check_range
-from ...device import configure_threads
 from ...models import Classifier, create_model
-from ...stats import bootstrap_ci, paired_bootstrap_ci
 from ._common import ProgressFn, StopFn, check_stop, random_subset, report
+from ._seeds import SeedRun, run_seeds
 from .supremix import rotate
 
 METHODS = ("moco", "mochi")
@@ -264,73 +263,35 @@ def run_mochi(
 
     if not isinstance(config, MoChiConfig):
         raise TypeError(f"config must be a MoChiConfig, got {type(config).__name__}")
-    if not methods or not seeds or any(m not in METHODS for m in methods):
-        raise ValueError(
-            f"methods must be a non-empty subset of {METHODS} and seeds non-empty, got "
-            f"{list(methods)}, {list(seeds)}"
-        )
-    configure_threads()
     ds = get_task(config.task)
     xtr, ytr = random_subset(ds.x_train, ds.y_train, config.n_train, 0)
-    correct: dict[str, list[list[int]]] = {m: [] for m in methods}
-    stats: dict[str, list[dict]] = {m: [] for m in methods}
-    logs: dict[str, list[list[dict]]] = {m: [] for m in methods}
-    total = len(seeds) * len(methods)
-    for si, seed in enumerate(seeds):
-        check_int("seed", seed, 0)
-        for mi, m in enumerate(methods):
-            done = si * len(methods) + mi
 
-            def prog(info: dict, done: int = done, seed: int = seed) -> None:
-                report(
-                    progress,
-                    **info,
-                    seed=seed,
-                    fraction=(done + info["epoch"] / info["epochs"]) / total,
-                )
+    def run_one(run: SeedRun) -> dict:
+        enc, log = train_moco(config, run.method, xtr, **run.trainer_kwargs)
+        with torch.no_grad():
+            ftr, fte = enc.features(xtr), enc.features(ds.x_test)
+        pred = linear_probe(ftr, ytr, fte, ds.n_classes, config.probe_epochs, run.seed)
+        correct = (pred == ds.y_test).int().tolist()
+        g = torch.Generator().manual_seed(99 + run.seed)
+        stats = hardness_stats(enc, ds.x_test, ds.y_test, config.n_hard, g)
+        return {"correct": correct, "stats": stats, "log": log}
 
-            enc, log = train_moco(
-                config, m, xtr, seed=int(seed), progress=prog, should_stop=should_stop
-            )
-            with torch.no_grad():
-                ftr, fte = enc.features(xtr), enc.features(ds.x_test)
-            pred = linear_probe(ftr, ytr, fte, ds.n_classes, config.probe_epochs, int(seed))
-            correct[m].append((pred == ds.y_test).int().tolist())
-            stats[m].append(
-                hardness_stats(
-                    enc,
-                    ds.x_test,
-                    ds.y_test,
-                    config.n_hard,
-                    torch.Generator().manual_seed(99 + int(seed)),
-                )
-            )
-            logs[m].append(log)
-    summary: dict[str, dict] = {}
-    for m in methods:
-        c = np.concatenate(correct[m]).astype(bool)
-        summary[m] = {
-            "probe": bootstrap_ci(c).to_dict(),
-            "per_seed_probe": [float(np.mean(s)) for s in correct[m]],
-            **{
-                k: float(np.mean([s[k] for s in stats[m]]))
-                for k in ("proxy_acc", "hard_sim", "false_neg", "alignment", "uniformity")
-            },
-        }
-    if set(methods) == set(METHODS):
-        a = np.concatenate(correct["mochi"]).astype(bool)
-        b = np.concatenate(correct["moco"]).astype(bool)
-        summary["mochi"]["minus_moco"] = paired_bootstrap_ci(a, b).to_dict()
-    return {
-        "study": "mochi",
-        "config": asdict(config),
-        "seeds": [int(s) for s in seeds],
-        "methods": list(methods),
-        "summary": summary,
-        "stats": stats,
-        "logs": logs,
-        "correct": correct,
-    }
+    runs = run_seeds(run_one, methods, seeds, METHODS, progress=progress, should_stop=should_stop)
+    stats = runs.by_method("stats")
+    summary = runs.accuracy_summary("probe", "per_seed_probe")
+    for m in runs.methods:
+        for k in ("proxy_acc", "hard_sim", "false_neg", "alignment", "uniformity"):
+            summary[m][k] = float(np.mean([s[k] for s in stats[m]]))
+    if set(runs.methods) == set(METHODS):
+        summary["mochi"]["minus_moco"] = runs.paired_gap("mochi", "moco")
+    return runs.record(
+        "mochi",
+        config,
+        summary=summary,
+        stats=stats,
+        logs=runs.by_method("log"),
+        correct=runs.by_method("correct"),
+    )
 
 
 def headline(record: dict) -> list[dict]:

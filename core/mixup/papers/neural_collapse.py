@@ -28,18 +28,18 @@ pooled across seeds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..._checks import check_int, check_range
-from ...device import configure_threads
 from ...geometry.mixup_geometry import MixupGeometry, mixup_geometry
 from ...models import ARCHITECTURES, Classifier, create_model
 from ...train import TrainConfig, train
 from .. import mix_fn
-from ._common import ProgressFn, StopFn, bootstrap_mean_ci, report
+from ._common import ProgressFn, StopFn, bootstrap_mean_ci
+from ._seeds import SeedRun, run_seeds
 
 METHODS = ("erm", "mixup")
 STATS = ("same_alignment", "same_lam_corr", "channel_r2", "channel_slope", "convex_gap")
@@ -169,105 +169,89 @@ def run_neural_collapse(
 
     if not isinstance(config, CollapseConfig):
         raise TypeError(f"config must be a CollapseConfig, got {type(config).__name__}")
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods or not seeds:
-        raise ValueError(
-            f"methods must be a non-empty subset of {METHODS} and seeds non-empty, got {list(methods)}, {list(seeds)}"
-        )
-    configure_threads()
     ds = get_task(config.task)
     c, hgt, _ = ds.input_shape
     kwargs = {"width": config.width, "n_classes": ds.n_classes, "in_channels": c, "image_size": hgt}
     if config.arch == "mlp":
         kwargs["depth"] = config.depth
-    pooled: dict[str, dict[str, list[np.ndarray]]] = {m: {} for m in methods}
-    per_seed: dict[str, list[dict]] = {m: [] for m in methods}
-    figure: dict[str, dict] = {}
-    total = len(seeds) * len(methods)
-    for si, seed in enumerate(seeds):
-        check_int("seed", seed, 0)
-        for mi, m in enumerate(methods):
-            model = create_model(config.arch, seed=int(seed), **kwargs)
-            assert isinstance(model, Classifier)
-            cfg = TrainConfig(
-                epochs=config.epochs,
-                lr=config.lr,
-                weight_decay=config.weight_decay,
-                batch_size=config.batch_size,
-                seed=int(seed),
-            )
-            fn = (
-                mix_fn("mixup", alpha=config.alpha, n_classes=ds.n_classes)
-                if m == "mixup"
-                else None
-            )
-            done = si * len(methods) + mi
 
-            def prog(info: dict, m: str = m, seed: int = seed, done: int = done) -> None:
-                frac = (done + info["step"] / max(info["steps"], 1)) / total
-                report(progress, method=m, seed=seed, epoch=info["epoch"], fraction=frac)
-
-            hist = train(
+    def run_one(run: SeedRun) -> dict:
+        m, seed = run.method, run.seed
+        model = create_model(config.arch, seed=seed, **kwargs)
+        if not isinstance(model, Classifier):
+            raise TypeError(f"arch {config.arch!r} must build a Classifier, got {type(model)}")
+        cfg = TrainConfig(
+            epochs=config.epochs,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            batch_size=config.batch_size,
+            seed=seed,
+        )
+        fn = mix_fn("mixup", alpha=config.alpha, n_classes=ds.n_classes) if m == "mixup" else None
+        hist = train(
+            model,
+            ds.x_train,
+            ds.y_train,
+            cfg,
+            mix_fn=fn,
+            device=device,
+            eval_data=(ds.x_test, ds.y_test),
+            progress=lambda info: run.progress({k: info[k] for k in ("epoch", "step", "steps")}),
+            should_stop=run.should_stop,
+        )
+        model = model.cpu().eval()
+        g = torch.Generator().manual_seed(10_000 + seed)
+        geo = mixup_geometry(
+            model,
+            ds.x_train,
+            ds.y_train,
+            generator=g,
+            alpha=config.alpha,
+            n=config.n_mix,
+            device="cpu",
+        )
+        with torch.no_grad():
+            logits = model.classify(geo.features.float())
+        vals = geometry_stats(geo, logits)
+        r2, slope = channel_fit(vals["lam"], vals["margin"])
+        out: dict = {
+            "vals": vals,
+            "per_seed": {
+                "seed": seed,
+                "test_accuracy": hist.test_accuracy[-1],
+                "train_accuracy": hist.train_accuracy[-1],
+                "same_alignment": float(vals["same_cos"].mean()),
+                "same_lam_corr": _corr(vals["same_lam"], vals["same_cos"]),
+                "channel_r2": r2,
+                "channel_slope": slope,
+                "convex_gap": float(vals["convex_gap"].mean()),
+            },
+        }
+        if run.index == 0:  # the figure: the first seed's mixes between the figure classes
+            fg = mixup_geometry(
                 model,
                 ds.x_train,
                 ds.y_train,
-                cfg,
-                mix_fn=fn,
-                device=device,
-                eval_data=(ds.x_test, ds.y_test),
-                progress=prog,
-                should_stop=should_stop,
-            )
-            model = model.cpu().eval()
-            g = torch.Generator().manual_seed(10_000 + int(seed))
-            geo = mixup_geometry(
-                model,
-                ds.x_train,
-                ds.y_train,
-                generator=g,
+                generator=torch.Generator().manual_seed(7),
                 alpha=config.alpha,
-                n=config.n_mix,
+                classes=config.figure_classes,
+                n=config.n_figure,
                 device="cpu",
             )
-            with torch.no_grad():
-                logits = model.classify(geo.features.float())
-            vals = geometry_stats(geo, logits)
-            for k, v in vals.items():
-                pooled[m].setdefault(k, []).append(v)
-            r2, slope = channel_fit(vals["lam"], vals["margin"])
-            per_seed[m].append(
-                {
-                    "seed": int(seed),
-                    "test_accuracy": hist.test_accuracy[-1],
-                    "train_accuracy": hist.train_accuracy[-1],
-                    "same_alignment": float(vals["same_cos"].mean()),
-                    "same_lam_corr": _corr(vals["same_lam"], vals["same_cos"]),
-                    "channel_r2": r2,
-                    "channel_slope": slope,
-                    "convex_gap": float(vals["convex_gap"].mean()),
-                }
-            )
-            if si == 0:
-                fg = mixup_geometry(
-                    model,
-                    ds.x_train,
-                    ds.y_train,
-                    generator=torch.Generator().manual_seed(7),
-                    alpha=config.alpha,
-                    classes=config.figure_classes,
-                    n=config.n_figure,
-                    device="cpu",
-                )
-                with torch.no_grad():
-                    fl = model.classify(fg.features.float())
-                figure[m] = {
-                    **_figure_points(fg),
-                    **{"margin_lam": vals["lam"].tolist(), "margin": vals["margin"].tolist()},
-                }
-                del fl
+            out["figure"] = {
+                **_figure_points(fg),
+                **{"margin_lam": vals["lam"].tolist(), "margin": vals["margin"].tolist()},
+            }
+        return out
+
+    runs = run_seeds(run_one, methods, seeds, METHODS, progress=progress, should_stop=should_stop)
+    per_seed = runs.by_method("per_seed")
     summary: dict[str, dict] = {}
-    for m in methods:
-        p = {k: np.concatenate(v) for k, v in pooled[m].items()}
+    for m in runs.methods:
+        p = {
+            k: np.concatenate([v[k] for v in runs.values(m, "vals")])
+            for k in runs.outputs[m][0]["vals"]
+        }
         r2, slope = channel_fit(p["lam"], p["margin"])
         summary[m] = {
             "same_alignment": bootstrap_mean_ci(p["same_cos"]).to_dict(),
@@ -277,15 +261,13 @@ def run_neural_collapse(
             "same_lam_corr": _corr(p["same_lam"], p["same_cos"]),
             "test_accuracy": float(np.mean([s["test_accuracy"] for s in per_seed[m]])),
         }
-    return {
-        "study": "neural_collapse",
-        "config": asdict(config),
-        "seeds": [int(s) for s in seeds],
-        "methods": list(methods),
-        "per_seed": per_seed,
-        "summary": summary,
-        "figure": figure,
-    }
+    return runs.record(
+        "neural_collapse",
+        config,
+        per_seed=per_seed,
+        summary=summary,
+        figure={m: runs.outputs[m][0]["figure"] for m in runs.methods},
+    )
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:

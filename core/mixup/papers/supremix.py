@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..._checks import check_int, check_range
-from ...device import configure_threads
 from ...models import Classifier, create_model
 from ._common import ProgressFn, StopFn, bootstrap_mean_ci, check_stop, random_subset, report
+from ._seeds import SeedRun, run_seeds
 
 METHODS = ("rnc", "supremix", "l1")
 
@@ -251,64 +251,52 @@ def run_supremix(
 
     if not isinstance(config, SupReMixConfig):
         raise TypeError(f"config must be a SupReMixConfig, got {type(config).__name__}")
-    if not methods or not seeds or any(m not in METHODS for m in methods):
-        raise ValueError(
-            f"methods must be a non-empty subset of {METHODS} and seeds non-empty, got "
-            f"{list(methods)}, {list(seeds)}"
-        )
-    configure_threads()
     ds = get_task(config.task)
-    errors: dict[str, list[list[float]]] = {m: [] for m in methods}
-    preds: dict[str, list[float]] = {}
-    truth: list[float] = []
-    total = len(seeds) * len(methods)
-    for si, seed in enumerate(seeds):
-        check_int("seed", seed, 0)
-        g = torch.Generator().manual_seed(int(seed))
-        xtr0, _ = random_subset(ds.x_train, ds.y_train, config.n_train, int(seed))
-        xte0, _ = random_subset(ds.x_test, ds.y_test, config.n_test, int(seed))
+
+    def setup(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        xtr0, _ = random_subset(ds.x_train, ds.y_train, config.n_train, seed)
+        xte0, _ = random_subset(ds.x_test, ds.y_test, config.n_test, seed)
         xtr, ytr = rotation_task(xtr0, config.max_angle, g)
         xte, yte = rotation_task(xte0, config.max_angle, g)
-        for mi, m in enumerate(methods):
-            done = si * len(methods) + mi
+        return xtr, ytr, xte, yte
 
-            def prog(info: dict, done: int = done, seed: int = seed) -> None:
-                frac = (done + info["epoch"] / info["epochs"]) / total
-                report(progress, **info, seed=seed, fraction=frac)
+    def run_one(run: SeedRun) -> dict:
+        xtr, ytr, xte, yte = run.data
+        enc = train_encoder(config, run.method, xtr, ytr, **run.trainer_kwargs)
+        with torch.no_grad():
+            ftr, fte = enc.features(xtr), enc.features(xte)
+            if run.method != "l1":
+                ftr, fte = F.normalize(ftr, dim=1), F.normalize(fte, dim=1)
+            pred = ridge_probe(ftr, ytr, fte, config.ridge)
+        err = ((pred - yte).abs() * config.max_angle).tolist()  # degrees
+        return {
+            "errors": err,
+            "mae": float(np.mean(err)),
+            "pred": (pred * config.max_angle).tolist(),
+        }
 
-            enc = train_encoder(
-                config, m, xtr, ytr, seed=int(seed), progress=prog, should_stop=should_stop
-            )
-            with torch.no_grad():
-                ftr, fte = enc.features(xtr), enc.features(xte)
-                if m != "l1":
-                    ftr, fte = F.normalize(ftr, dim=1), F.normalize(fte, dim=1)
-                pred = ridge_probe(ftr, ytr, fte, config.ridge)
-            err = ((pred - yte).abs() * config.max_angle).tolist()  # degrees
-            errors[m].append(err)
-            if si == 0:
-                preds[m] = (pred * config.max_angle).tolist()
-        if si == 0:
-            truth = (yte * config.max_angle).tolist()
+    runs = run_seeds(
+        run_one, methods, seeds, METHODS, setup=setup, progress=progress, should_stop=should_stop
+    )
     summary: dict[str, dict] = {}
-    for m in methods:
-        e = np.concatenate(errors[m])
+    for m in runs.methods:
+        e = runs.pooled(m, "errors")
         summary[m] = {
             "mae": bootstrap_mean_ci(e).to_dict(),
-            "per_seed_mae": [float(np.mean(s)) for s in errors[m]],
+            "per_seed_mae": runs.values(m, "mae"),
         }
-        if m != "rnc" and "rnc" in methods:
-            diff = e - np.concatenate(errors["rnc"])  # paired: same test images per seed
+        if m != "rnc" and "rnc" in runs.methods:
+            diff = e - runs.pooled("rnc", "errors")  # paired: same test images per seed
             summary[m]["minus_rnc"] = bootstrap_mean_ci(diff).to_dict()
-    return {
-        "study": "supremix",
-        "config": asdict(config),
-        "seeds": [int(s) for s in seeds],
-        "methods": list(methods),
-        "summary": summary,
-        "errors": errors,
-        "figure": {"truth": truth, "pred": preds},
-    }
+    truth = (runs.data[0][3] * config.max_angle).tolist()
+    return runs.record(
+        "supremix",
+        config,
+        summary=summary,
+        errors=runs.by_method("errors"),
+        figure={"truth": truth, "pred": {m: runs.outputs[m][0]["pred"] for m in runs.methods}},
+    )
 
 
 def headline(record: dict) -> list[dict]:
