@@ -385,9 +385,17 @@ with tab_moe:
         moe_n = g4.select_slider(
             "Routing examples", [500, 1000, 2000, 4000], value=2000, key="papers.moe_n"
         )
-        counts = tuple(sorted(group_counts, reverse=True))
-        request = (moe_id, moe_rec.sha256, moe_task, counts, rank_fraction, sparse_density, moe_n)
-        request += (settings.seed,)
+        counts = sorted(group_counts, reverse=True)
+        moe_args = {
+            "model": moe_rec.id,
+            "task": moe_task,
+            "group_counts": counts,
+            "rank_fraction": rank_fraction,
+            "sparse_density": sparse_density,
+            "n_examples": moe_n,
+            "seed": settings.seed,
+        }
+        request = (moe_rec.sha256, repr(sorted(moe_args.items())))
         if st.button(
             "Run MC-SMoE study", type="primary", key="papers.run_moe", disabled=not counts
         ):
@@ -395,34 +403,16 @@ with tab_moe:
         if ss.get("papers.moe_request") == request:
             with shown_errors("The MC-SMoE study"):
                 bar, cb = progress_bar("Merging experts…")
-                study = cache_papers.mc_smoe_study(
-                    settings.workspace,
-                    moe_rec.id,
-                    moe_rec.sha256,
-                    moe_task,
-                    counts,
-                    rank_fraction,
-                    sparse_density,
-                    moe_n,
-                    settings.seed,
-                    progress=cb,
+                study = cache.recipe_live(
+                    settings.workspace, "mc_smoe_study", moe_args, progress=cb
                 )
                 bar.empty()
-                args = {
-                    "model": moe_rec.id,
-                    "task": moe_task,
-                    "group_counts": list(counts),
-                    "rank_fraction": rank_fraction,
-                    "sparse_density": sparse_density,
-                    "n_examples": moe_n,
-                    "seed": settings.seed,
-                }
                 show_figure(
                     mc_smoe_figure(study),
                     key="papers.moe",
                     stem=f"mc_smoe_{moe_rec.id}_{moe_task}",
                     data=mc_smoe_data(study),
-                    recipe=("mc_smoe_study", args),
+                    recipe=("mc_smoe_study", moe_args),
                 )
                 st.dataframe(mc_smoe_data(study), hide_index=True, key="papers.moe_table")
         else:

@@ -185,36 +185,3 @@ def different_init_study(
             progress=progress,
         ),
     )
-
-
-def mc_smoe_study(
-    workspace: str,
-    model_id: str,
-    sha: str,
-    task_name: str,
-    group_counts: tuple[int, ...],
-    rank_fraction: float,
-    sparse_density: float,
-    n_examples: int,
-    seed: int,
-    progress: Progress = None,
-) -> Any:
-    """MC-SMoE: memory vs accuracy as a zoo MoE's experts are merged, then compressed."""
-    from core.recipes.moe import mc_smoe
-
-    key: tuple[Any, ...] = ("mcsmoe", workspace, model_id, sha, task_name, group_counts)
-    key += (rank_fraction, sparse_density, n_examples, seed)
-    return _landscape_cached(
-        key,
-        lambda: mc_smoe(
-            zoo(workspace),
-            model=model_id,
-            task=task_name,
-            group_counts=list(group_counts),
-            rank_fraction=rank_fraction,
-            sparse_density=sparse_density,
-            n_examples=n_examples,
-            seed=seed,
-            progress=progress,
-        ),
-    )

@@ -9,7 +9,7 @@ from typing import Any
 from core.figures.papers import mc_smoe_figure
 
 from . import register_recipe
-from ._args import need_int, need_number, need_str, optional
+from ._args import need_number, need_str, optional
 
 Progress = Callable[[int, int], None] | None
 
@@ -32,9 +32,7 @@ def check_mc_smoe_args(args: Mapping[str, Any]) -> None:
             value = need_number(args, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"recipe args[{name!r}] must be in [0, 1], got {value!r}")
-    if "n_examples" in args:
-        need_int(args, "n_examples", 2)
-    optional(args, seed=0)
+    optional(args, n_examples=2, seed=0, random_draws=1)
 
 
 def mc_smoe(
@@ -47,6 +45,7 @@ def mc_smoe(
     sparse_density: float = 0.1,
     n_examples: int = 2000,
     seed: int = 0,
+    random_draws: int = 5,
     progress: Progress = None,
 ) -> Any:
     """MC-SMoE study of zoo ``moe`` model ``model`` on ``task``: test accuracy and stored
@@ -64,6 +63,7 @@ def mc_smoe(
             sparse_density=sparse_density,
             n_examples=n_examples,
             seed=seed,
+            random_draws=random_draws,
         )
     )
     rec = zoo.get(model)
@@ -78,6 +78,7 @@ def mc_smoe(
         sparse_density=sparse_density,
         n_examples=n_examples,
         seed=seed,
+        random_draws=random_draws,
         progress=progress,
     )
 
