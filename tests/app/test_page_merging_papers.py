@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.test_notebooks import _reproduce, shown  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "pages/11_Merging_Papers.py"
 
@@ -85,9 +87,27 @@ def test_mc_smoe_tab_offers_training_without_a_moe(workspace_env: Path) -> None:
 
 @pytest.mark.slow
 def test_mc_smoe_trains_a_moe_then_runs_the_study(
-    tiny_zoo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_zoo_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shown: dict,  # noqa: F811 - the fixture imported above
 ) -> None:
+    import core.papers.mc_smoe as mod
     from core.papers.mc_smoe import METHODS
+
+    ticks: list[tuple[int, int]] = []
+    real = mod.mc_smoe_study
+
+    def study_reporting_progress(*args, progress=None, **kwargs):  # the real study, observed
+        assert progress is not None  # the page passes its progress bar's callback
+
+        def tick(done: int, total: int) -> None:
+            ticks.append((done, total))
+            progress(done, total)
+
+        return real(*args, progress=tick, **kwargs)
+
+    monkeypatch.setattr(mod, "mc_smoe_study", study_reporting_progress)
 
     ws = tmp_path / "ws"  # a copy: the trained MoE must not enter the shared tiny zoo
     shutil.copytree(tiny_zoo_dir, ws)
@@ -108,3 +128,8 @@ def test_mc_smoe_trains_a_moe_then_runs_the_study(
     assert sorted(set(merged["n_groups"])) == [1, 4]
     full_kb = float(df[df["method"] == "full SMoE"]["memory_kb"].iloc[0])
     assert (merged["memory_kb"] < full_kb).all()
+    assert ticks[-1] == (13, 13) and len(ticks) == 13  # the bar advanced once per row
+    fig, recipe = shown["papers.moe"]
+    assert recipe["kind"] == "mc_smoe_study" and recipe["args"]["group_counts"] == [4, 1]
+    assert {t.name for t in fig.data} >= {*METHODS, "MC-SMoE (merge + compress)"}
+    _reproduce(recipe, fig, ws, tmp_path / "nb")  # its notebook redraws the shown figure
