@@ -23,6 +23,7 @@ PAPERS: dict[str, str] = {
     "adamixup": "AdaMixUp — learned mixing policy + intrusion discriminator",
     "adautomix": "AdAutoMix — adversarial mixed-sample generator",
     "attention_labels": "TransMix / MixPro — attention labels on a small ViT",
+    "dualmix": "DualMix — mixup for online class-incremental learning",
 }
 
 Cancelled = TrainingCancelled
