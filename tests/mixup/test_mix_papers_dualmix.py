@@ -228,3 +228,38 @@ def test_dualmix_run_seeded_stored_drawn(tmp_path: Path) -> None:
     rows = headline(a)
     assert [r["method"] for r in rows] == ["er", "dualmix"] and "− er" in rows[1]
     check_study_round_trip(tmp_path, "dualmix", a, dm.run_dualmix, TINY)
+
+
+@pytest.mark.slow
+def test_mix_paper_notebook_redraws_and_retrains_the_dualmix_figure(tmp_path: Path) -> None:
+    """The page's recipe ({"kind": "mix_paper", "args": {"run": id}}) exports a notebook that
+    redraws the stored DualMix figure, and with rerun=True streams it again to the same data."""
+    import io
+
+    import nbformat
+    import pandas as pd
+    from nbclient import NotebookClient
+
+    from core.figures import figure_data
+    from core.figures.mix_papers import FIGURES
+    from core.mixup.papers import store_run
+    from core.notebook_export import notebook_for
+    from core.zoo import Zoo
+
+    zoo = Zoo(tmp_path / "ws")
+    rec = dm.run_dualmix(TINY, seeds=(0,))
+    rid = store_run(zoo, "dualmix", rec)
+    want = pd.read_csv(io.StringIO(figure_data(FIGURES["dualmix"](rec)).to_csv(index=False)))
+    for rerun_flag in (False, True):
+        nb = notebook_for(
+            {"kind": "mix_paper", "args": {"run": rid, "rerun": rerun_flag}}, workspace=zoo.root
+        )
+        out = tmp_path / f"fig{int(rerun_flag)}.csv"
+        nb.cells.append(
+            nbformat.v4.new_code_cell(
+                f"from core.figures import figure_data as _fd\n"
+                f"_fd(fig).to_csv({str(out)!r}, index=False)"
+            )
+        )
+        NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+        pd.testing.assert_frame_equal(pd.read_csv(out), want)
