@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers.stream import llama_shapes  # noqa: E402  (after the path is set)
+
 STARTUP = "import os, core.stream, core.merge; os._exit(0)"
 STARTUP_JIT = """
 import os, torch, core.stream, core.merge
@@ -54,22 +56,6 @@ rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.P
 wall = time.perf_counter() - t0
 print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, rc)
 """
-
-
-def llama_shapes(hidden: int, inter: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        for n in ("q", "k", "v", "o"):
-            shapes[p + f"self_attn.{n}_proj.weight"] = (hidden, hidden)
-        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
-        shapes[p + "input_layernorm.weight"] = (hidden,)
-        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
-    shapes["model.norm.weight"] = (hidden,)
-    shapes["lm_head.weight"] = (vocab, hidden)
-    return shapes
 
 
 def write_models(

@@ -85,8 +85,8 @@ def della(
     *,
     base: StateDict | None = None,
     generator: torch.Generator | None = None,
-    density: float = 0.7,
-    epsilon: float = 0.07,
+    density: float | Sequence[float] = 0.7,
+    epsilon: float | Sequence[float] = 0.07,
     scale: float = 1.0,
     rescale: str = "prob",
     disjoint: str = "mean",
@@ -120,8 +120,8 @@ def della_linear(
     *,
     base: StateDict | None = None,
     generator: torch.Generator | None = None,
-    density: float = 0.7,
-    epsilon: float = 0.07,
+    density: float | Sequence[float] = 0.7,
+    epsilon: float | Sequence[float] = 0.07,
     scale: float = 1.0,
     rescale: str = "prob",
     weights: Sequence[float] | None = None,
@@ -145,8 +145,8 @@ def della_tensor(
     base: Tensor | None,
     *,
     generator: torch.Generator | None = None,
-    density: float = 0.7,
-    epsilon: float = 0.07,
+    density: float | Sequence[float] = 0.7,
+    epsilon: float | Sequence[float] = 0.07,
     scale: float = 1.0,
     rescale: str = "prob",
     disjoint: str = "mean",
@@ -158,20 +158,21 @@ def della_tensor(
         tensors: N fine-tuned tensors (task vectors when ``base`` is None).
         base: θ₀ or None (zero).
         generator: seeds the keep draws.
-        density: mean keep probability, in (0, 1]; 1 keeps everything (no draws).
+        density: mean keep probability, in (0, 1]; 1 keeps everything (no draws). One
+            value, or one per model (mergekit's per-model ``density``).
         epsilon: half-width of the probability window, with 0 < density − ε and
-            density + ε <= 1 (unless density is 1).
+            density + ε <= 1 (unless density is 1); one value or one per model.
         scale: λ.
         rescale: "prob" (÷ pⱼ), "l1" (match ‖τ‖₁) or "none".
         disjoint: "mean" (÷ Σ agreeing wᵢ) or "sum".
         weights: N finite weights (default all 1).
     """
     check_choice("disjoint", disjoint, ("mean", "sum"))
-    tensors, w, scale = _check(tensors, base, density, epsilon, scale, rescale, weights)
+    tensors, w, dens, eps, scale = _check(tensors, base, density, epsilon, scale, rescale, weights)
     dtype = compute_dtype(tensors[0])
     acc: SignConsensus | None = None
-    for t, wi in zip(tensors, w, strict=True):
-        tau = magprune(_delta(t, base, dtype), density, epsilon, rescale, generator)
+    for t, wi, d, e in zip(tensors, w, dens, eps, strict=True):
+        tau = magprune(_delta(t, base, dtype), d, e, rescale, generator)
         if acc is None:
             acc = SignConsensus(tau, elect="weighted")
         acc.add(tau, wi)
@@ -185,18 +186,18 @@ def della_linear_tensor(
     base: Tensor | None,
     *,
     generator: torch.Generator | None = None,
-    density: float = 0.7,
-    epsilon: float = 0.07,
+    density: float | Sequence[float] = 0.7,
+    epsilon: float | Sequence[float] = 0.07,
     scale: float = 1.0,
     rescale: str = "prob",
     weights: Sequence[float] | None = None,
 ) -> Tensor:
     """DELLA-linear merge of one tensor (arguments as :func:`della_tensor`, no election)."""
-    tensors, w, scale = _check(tensors, base, density, epsilon, scale, rescale, weights)
+    tensors, w, dens, eps, scale = _check(tensors, base, density, epsilon, scale, rescale, weights)
     dtype = compute_dtype(tensors[0])
     merged = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
-    for t, wi in zip(tensors, w, strict=True):
-        tau = magprune(_delta(t, base, dtype), density, epsilon, rescale, generator)
+    for t, wi, d, e in zip(tensors, w, dens, eps, strict=True):
+        tau = magprune(_delta(t, base, dtype), d, e, rescale, generator)
         merged.add_(tau, alpha=wi)
     return _finish(merged, base, scale, tensors[0])
 
@@ -237,23 +238,40 @@ def magprune(
 def _check(
     tensors: Sequence[Tensor],
     base: Tensor | None,
-    density: float,
-    epsilon: float,
+    density: float | Sequence[float],
+    epsilon: float | Sequence[float],
     scale: float,
     rescale: str,
     weights: Sequence[float] | None,
-) -> tuple[list[Tensor], list[float], float]:
+) -> tuple[list[Tensor], list[float], list[float], list[float], float]:
+    """The checked inputs, with density and epsilon as one value per model."""
     tensors = check_tensors(tensors, base)
-    density = check_range("density", density, 0.0, 1.0, low_inclusive=False)
-    epsilon = check_range("epsilon", epsilon, 0.0, 0.5, high_inclusive=False)
-    if density < 1.0 and not (density - epsilon > 0.0 and density + epsilon <= 1.0):
-        raise ValueError(
-            f"epsilon must keep density ± epsilon inside (0, 1]: got density {density} and "
-            f"epsilon {epsilon} (probabilities {density - epsilon:g} .. {density + epsilon:g})"
-        )
+    n = len(tensors)
+    dens = _per_model("density", density, n)
+    eps = _per_model("epsilon", epsilon, n)
+    for i, (d, e) in enumerate(zip(dens, eps, strict=True)):
+        where = "" if n == 1 else f" (model {i})"
+        check_range(f"density{where}", d, 0.0, 1.0, low_inclusive=False)
+        check_range(f"epsilon{where}", e, 0.0, 0.5, high_inclusive=False)
+        if d < 1.0 and not (d - e > 0.0 and d + e <= 1.0):
+            raise ValueError(
+                f"epsilon must keep density ± epsilon inside (0, 1]{where}: got density {d} "
+                f"and epsilon {e} (probabilities {d - e:g} .. {d + e:g})"
+            )
     scale = check_range("scale", scale)
     check_choice("rescale", rescale, RESCALES)
-    return tensors, check_weights(weights, len(tensors)), scale
+    return tensors, check_weights(weights, n), dens, eps, scale
+
+
+def _per_model(name: str, value: float | Sequence[float], n: int) -> list[float]:
+    """``value`` as one float per model (a scalar is repeated)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [float(value)] * n
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a number or one number per model, got {value!r}")
+    if len(value) != n:
+        raise ValueError(f"{name} must have one value per model ({n}), got {len(value)}")
+    return [float(v) for v in value]
 
 
 def _delta(t: Tensor, base: Tensor | None, dtype: torch.dtype) -> Tensor:

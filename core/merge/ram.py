@@ -163,17 +163,46 @@ def ram_overlap_ratios(
     for k, v in models[0].items():
         if not v.is_floating_point():
             continue
-        tensors = check_tensors([m[k] for m in models], None if base is None else base[k])
-        dtype = compute_dtype(tensors[0])
-        b = None if base is None else base[k].to(dtype)
-        count = torch.zeros(v.shape, dtype=dtype, device=v.device)
-        for t in tensors:
-            count += _tau(t, b, dtype).abs_() > epsilon
-        for i, t in enumerate(tensors):
-            s, u = _counts(_tau(t, b, dtype).abs_() > epsilon, count)
-            shared[i] += s
-            uniq[i] += u
-    return [_ratio(s, u, epsilon) for s, u in zip(shared, uniq, strict=True)]
+        s, u = ram_overlap_counts(
+            [m[k] for m in models], None if base is None else base[k], epsilon=epsilon
+        )
+        shared = [a + b for a, b in zip(shared, s, strict=True)]
+        uniq = [a + b for a, b in zip(uniq, u, strict=True)]
+    return ram_ratios(shared, uniq, epsilon=epsilon)
+
+
+def ram_overlap_counts(
+    tensors: Sequence[Tensor], base: Tensor | None, *, epsilon: float = 1e-5
+) -> tuple[list[float], list[float]]:
+    """Per model, the (shared, unique) active entries of one tensor: summed over the tensors
+    of a model and passed to :func:`ram_ratios` they give :func:`ram_overlap_ratios` (a
+    streaming merge counts tensor by tensor)."""
+    epsilon = check_range("epsilon", epsilon, 0.0)
+    tensors = check_tensors(tensors, base)
+    dtype = compute_dtype(tensors[0])
+    b = None if base is None else base.to(dtype)
+    count = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
+    for t in tensors:
+        count += _tau(t, b, dtype).abs_() > epsilon
+    shared, uniq = [], []
+    for t in tensors:
+        s, u = _counts(_tau(t, b, dtype).abs_() > epsilon, count)
+        shared.append(s)
+        uniq.append(u)
+    return shared, uniq
+
+
+def ram_ratios(
+    shared: Sequence[float], unique: Sequence[float], *, epsilon: float = 1e-5
+) -> list[float]:
+    """ρᵢ from whole-model (shared, unique) counts (unique clamped below at ``epsilon``)."""
+    epsilon = check_range("epsilon", epsilon, 0.0)
+    if len(shared) != len(unique):
+        raise ValueError(
+            f"shared and unique must have one count per model each, got {len(shared)} "
+            f"and {len(unique)}"
+        )
+    return [_ratio(s, u, epsilon) for s, u in zip(shared, unique, strict=True)]
 
 
 def _counts(active: Tensor, count: Tensor) -> tuple[float, float]:

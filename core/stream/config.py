@@ -27,9 +27,9 @@ The mergekit-family methods (della, della_linear, breadcrumbs_ties, sce, ram, ra
 nuslerp, multislerp, karcher, nearswap, arcee_fusion) take mergekit's parameters
 (:mod:`core.stream.family`); ``merge_method: passthrough`` with ``slices:`` (frankenmerges,
 depth up-scaling) is planned by :mod:`core.stream.slices`, which :func:`stream_merge` hands
-such configs to. Not supported, with a clear error: ``modules``, slices with several sources
-(per-slice merges) and models given as Hugging Face hub ids (nothing is downloaded: point at a
-local folder).
+such configs to, and slices with several sources merged by a method by
+:mod:`core.stream.slice_merge`. Not supported, with a clear error: ``modules`` and models given
+as Hugging Face hub ids (nothing is downloaded: point at a local folder).
 """
 
 from __future__ import annotations
@@ -198,12 +198,16 @@ def load_config(
     else:
         raise TypeError(f"source must be a path or a mapping, got {type(source).__name__}")
     _check_acyclic(raw)
-    for key in ("slices", "modules"):
-        if raw.get(key) is not None:
-            raise StreamError(
-                f"config key {key!r} (layer-range merges) is not supported by the streaming "
-                "engine; list whole models under 'models:'"
-            )
+    if raw.get("slices") is not None:
+        raise StreamError(
+            "a 'slices:' config (layer ranges) is planned by stream_merge (core.stream.slices "
+            "for passthrough, core.stream.slice_merge for a merge method), not by load_config"
+        )
+    if raw.get("modules") is not None:
+        raise StreamError(
+            "config key 'modules' (per-module merges) is not supported by the streaming "
+            "engine; list whole models under 'models:' or layer ranges under 'slices:'"
+        )
     unknown = sorted(set(raw) - _TOP_KEYS, key=str)
     if unknown:
         raise StreamError(f"unknown config key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")

@@ -59,10 +59,10 @@ from .inputs import (
 from .mergekit_names import accepted, kernel, tensor_call
 from .output import (
     INDEX_NAME,
+    assembling,
     check_out_dir,
-    check_replaceable,
+    check_output,
     copy_side_files,
-    make_partial,
     publish,
 )
 from .st_io import (
@@ -74,7 +74,7 @@ from .st_io import (
     TensorInfo,
     plan_shards,
 )
-from .thresholds import global_thresholds
+from .thresholds import global_thresholds, ram_global_ratios
 
 # names importable from here as before the split into inputs / mergekit_names / thresholds
 __all__ = [
@@ -200,17 +200,24 @@ def stream_merge(
         from .slices import is_passthrough, stream_passthrough
 
         raw = is_passthrough(config)
-        if raw is not None:  # passthrough / slices: layer stacking, no arithmetic
+        if raw is not None:  # passthrough / slices: layer stacking, per-slice merges
             if not isinstance(overwrite, bool):
                 raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
             file = Path(config) if isinstance(config, str | Path) else None
-            return stream_passthrough(
-                raw,
-                out_dir,
-                root=None if file is None else file.parent,
-                config_file=file,
-                overwrite=overwrite,
-                shard_size=shard_size,
+            where: dict[str, Any] = {
+                "root": None if file is None else file.parent,
+                "config_file": file,
+                "overwrite": overwrite,
+                "shard_size": shard_size,
+            }
+            if raw.get("merge_method") == "passthrough":
+                return stream_passthrough(raw, out_dir, **where)
+            from .slice_merge import stream_slice_merge
+
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+            return stream_slice_merge(
+                raw, out_dir, **where, device=_device(device), seed=seed, progress=progress
             )
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -221,16 +228,10 @@ def stream_merge(
     dev = _device(device)
     out = Path(out_dir).expanduser().resolve()
     config_file = Path(config) if isinstance(config, str | Path) else None
-    check_out_dir(out, _protected(cfg, config_file))
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise StreamError(
-            f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
-        )
+    check_out_dir(out, _protected(cfg, config_file))  # before a model is opened
     inp = open_inputs(cfg)
     shard_files = {i.path for infos in [*inp.infos, inp.base_infos or {}] for i in infos.values()}
-    check_out_dir(out, [("a shard file of an input model", f) for f in sorted(shard_files)])
-    if out.exists() and overwrite:
-        check_replaceable(out)
+    check_output(out, _protected(cfg, config_file), shard_files, overwrite)
     depth = layer_depths(inp.keys)
     ref = inp.infos[0]
     out_specs = [OutTensor(k, _out_dtype(cfg, ref[k]), ref[k].shape) for k in inp.keys]
@@ -248,50 +249,31 @@ def stream_merge(
         for m, h, _ in calls.values():
             if m == "ties":
                 h["threshold"] = thresholds
-    existing = next(d for d in out.parents if d.exists())
-    free = shutil.disk_usage(existing).free
-    if total_out > free:
-        raise DiskFullError(
-            errno.ENOSPC,
-            f"not enough space for the merged model in {existing}: needs "
-            f"{total_out / 1e9:.2f} GB, {free / 1e9:.2f} GB free",
-        )
-    skipped: list[str] = []
-    partial = make_partial(out)
+    ram_global = any(m == "ram" and h.get("rescale") == "global" for m, h, _ in calls.values())
+    if ram_global:  # RAM+ with the paper's whole-model overlap ratio: a first pass counts it
+        eps = {float(h["epsilon"]) for m, h, _ in calls.values() if m == "ram"}
+        if len(eps) != 1:
+            raise StreamError(
+                f"ramplus_tl with overlap: global counts one overlap ratio over the whole "
+                f"model, so epsilon must be the same for every tensor, got {sorted(eps)}"
+            )
+        rho = ram_global_ratios(inp, reader, eps.pop(), dev, stats)
+        for m, h, _ in calls.values():
+            if m == "ram":
+                h["rho"] = rho
+    check_space(out, total_out)
     try:
-        writer = ShardWriter(partial, plans)
-        # a CPU global trim has checked every input for NaN/Inf in its first pass
-        checked = global_trim and dev.type == "cpu"
-        _run(inp, calls, reader, writer, plans, dev, seed, progress, stats, checked)
-        writer.close()
-        skipped = _finish(cfg, inp, partial, plans, thresholds, seed)
-        publish(partial, out, overwrite)
-    except OSError as err:
-        shutil.rmtree(partial, ignore_errors=True)
-        if err.errno == errno.ENOSPC:
-            raise DiskFullError(
-                errno.ENOSPC,
-                f"disk full while writing the merged model into {out.parent} (needs "
-                f"{total_out / 1e9:.2f} GB); the partial output was removed",
-            ) from None
-        where = f" ({err.filename})" if err.filename else ""
-        raise StreamError(
-            f"cannot write the merged model into {out.parent}: {err.strerror or err}{where}; "
-            "the partial output was removed"
-        ) from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        with assembling(out, f" (needs {total_out / 1e9:.2f} GB)") as partial:
+            writer = ShardWriter(partial, plans)
+            # a CPU global pass has checked every input for NaN/Inf as it read them
+            checked = (global_trim or ram_global) and dev.type == "cpu"
+            _run(inp, calls, reader, writer, plans, dev, seed, progress, stats, checked)
+            writer.close()
+            skipped = _finish(cfg, inp, partial, plans, thresholds, seed)
+            publish(partial, out, overwrite)
     finally:
         reader.close()
-    if skipped:
-        src = _side_source(cfg, inp)
-        warnings.warn(
-            f"not copied into the output (links out of {src}, or not regular files): "
-            f"{', '.join(skipped)}",
-            MixmergeWarning,
-            stacklevel=2,
-        )
+    warn_skipped(skipped, _side_source(cfg, inp), stacklevel=3)
     return MergeReport(
         out,
         len(inp.keys),
@@ -302,6 +284,33 @@ def stream_merge(
         [p.filename for p in plans],
         skipped,
     )
+
+
+def warn_skipped(skipped: Sequence[str], src: Path, stacklevel: int) -> None:
+    """Warn about the side files of ``src`` that were not copied (none: no warning)."""
+    if skipped:
+        warnings.warn(
+            f"not copied into the output (links out of {src}, or not regular files): "
+            f"{', '.join(skipped)}",
+            MixmergeWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def check_space(out: Path, nbytes: int) -> None:
+    """Refuse a merge whose ``nbytes`` of output cannot fit on the disk of ``out``.
+
+    Raises:
+        DiskFullError: naming the folder, the bytes needed and the bytes free.
+    """
+    existing = next(d for d in out.parents if d.exists())
+    free = shutil.disk_usage(existing).free
+    if nbytes > free:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"not enough space for the merged model in {existing}: needs "
+            f"{nbytes / 1e9:.2f} GB, {free / 1e9:.2f} GB free",
+        )
 
 
 def _protected(cfg: MergeConfig, config_file: Path | None) -> list[tuple[str, Path]]:
@@ -369,16 +378,25 @@ def _run(
     progress: bool | ProgressFn,
     stats: dict[str, int],
     checked: bool = False,
+    gen: torch.Generator | None = None,
+    done0: int = 0,
+    total: int | None = None,
 ) -> None:
-    """Merge and write every key (``checked``: the inputs were already checked finite)."""
+    """Merge and write every key (``checked``: the inputs were already checked finite).
+
+    A merge in several parts (the slices of a slice merge) passes one ``gen`` to every part,
+    so the random methods draw in output order, and ``done0``/``total`` for the progress."""
     from tqdm import tqdm
 
     cfg = inp.cfg
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    gen = gen if gen is not None else torch.Generator(device=dev).manual_seed(seed)
+    total = len(inp.keys) if total is None else total
     pin = dev.type == "cuda"
     # NaN/Inf: checked by the CPU reader thread, or on the GPU once the tensors are there
     check_on_load, check_on_device = not checked and not pin, not checked and pin
-    bar = tqdm(total=len(inp.keys), unit="tensor", desc="merge", disable=progress is not True)
+    bar = tqdm(
+        total=total, initial=done0, unit="tensor", desc="merge", disable=progress is not True
+    )
     last_of = {p.tensors[-1].name: p.filename for p in plans}
     t0 = time.perf_counter()
     pending: Future | None = None
@@ -388,7 +406,7 @@ def _run(
             inp.keys,
             lambda k, ph: load_key(inp, reader, k, calls[k][2], pin, bufs, ph, check_on_load),
         )
-        for done, (key, (tensors, base)) in enumerate(loads, start=1):
+        for done, (key, (tensors, base)) in enumerate(loads, start=done0 + 1):
             stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
             method, hyper, _ = calls[key]
             out_dtype = _out_dtype(cfg, inp.infos[0][key])
@@ -419,7 +437,7 @@ def _run(
                 progress(
                     {
                         "done": done,
-                        "total": len(inp.keys),
+                        "total": total,
                         "name": key,
                         "bytes_read": stats["read"],
                         "seconds": secs,

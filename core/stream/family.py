@@ -22,9 +22,11 @@ arcee_fusion        arcee_fusion            base_model + one model
 
 Workbench extensions (ignored by mergekit): ``della_rescale: prob`` for DELLA's per-entry
 1/p rescale (the paper; ``l1`` and ``none`` are mergekit's ``rescale: true/false``), ``scope: row`` for Breadcrumbs-TIES' per-row ranking (the reference
-code), ``disjoint: sum`` for SCE's plain Σ η τ. ``passthrough`` and ``slices:`` are planned by
-:mod:`core.stream.slices`. RAM+ with the whole-model overlap ratio (``rescale: global``) needs
-a pass over the whole model first and runs through :func:`core.merge.merge`, not here.
+code), ``disjoint: sum`` for SCE's plain Σ η τ, ``overlap: global`` for RAM+ with the paper's
+whole-model overlap ratio (``ramplus_tl`` counts per tensor; the global ratio is counted in a
+first streaming pass, :func:`core.stream.thresholds.ram_global_ratios`). DELLA takes one
+``density``/``epsilon`` per model, as mergekit. ``passthrough`` and ``slices:`` are planned by
+:mod:`core.stream.slices`.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ FAMILY_FLAGS = ("nuslerp_flatten", "nuslerp_row_wise", "normalize_weights")
 FAMILY_CHOICES: dict[str, tuple[str, ...]] = {
     "scope": ("tensor", "row"),
     "della_rescale": ("l1", "prob", "none"),
+    "overlap": ("tensor", "global"),
 }
 # methods whose base model is one of the merged inputs (first), not a task-vector origin
 BASE_AS_INPUT = {"nearswap", "arcee_fusion", "karcher"}
@@ -120,13 +123,18 @@ def family_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
             raise StreamError(f"{mk}: {key} must be the same for every model here, got {values}")
         return values[0]
 
+    def each(key: str, default: float) -> float | list[float]:
+        """One value, or one per model where the models' values differ (DELLA)."""
+        values = [float(x) for x in per(key, default)]
+        return values[0] if len(set(values)) == 1 else values
+
     method = FAMILY_ALIASES[mk]
     if mk in ("della", "della_linear"):
         w = [float(x) for x in per("weight", 1.0)]
         rule = g("della_rescale", None) or ("l1" if g("rescale", True) else "none")
         hyper: dict[str, Any] = {
-            "density": one("density", 1.0),
-            "epsilon": one("epsilon", 0.15),
+            "density": each("density", 1.0),
+            "epsilon": each("epsilon", 0.15),
             "scale": float(g("lambda", 1.0)),
             "rescale": str(rule),
         }
@@ -157,7 +165,10 @@ def family_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
     if mk in ("ram", "ramplus_tl"):
         hyper = {"epsilon": float(g("epsilon", 1e-5))}
         if mk == "ramplus_tl":
-            hyper.update(rescale="tensor", r=float(g("r", 0.1)), alpha=float(g("alpha", 0.2)))
+            # overlap: global is the paper's whole-model ratio (a first streaming pass,
+            # core.stream.thresholds.ram_global_ratios, fills in rho)
+            rescale = "global" if g("overlap", "tensor") == "global" else "tensor"
+            hyper.update(rescale=rescale, r=float(g("r", 0.1)), alpha=float(g("alpha", 0.2)))
         return method, hyper, True
     if mk == "nuslerp":
         hyper = {

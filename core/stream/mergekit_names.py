@@ -89,7 +89,7 @@ def tensor_call(cfg: MergeConfig, name: str, t: float) -> tuple[str, dict[str, A
             "weights": w,
             "scale": lam,
             "density": _uniform(dens, "density", mk),
-            "gamma": float(g("gamma", 0.01)),
+            "gamma": _uniform([float(x) for x in per("gamma", 0.01)], "gamma", mk),
         }
         if hyper["density"] + hyper["gamma"] > 1.0:
             raise StreamError(

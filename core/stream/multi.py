@@ -201,10 +201,15 @@ def _map_refs(doc: Mapping[str, Any], fix: Any) -> dict[str, Any]:
     if isinstance(out.get("models"), list):
         out["models"] = [entry(m) for m in out["models"]]
     if isinstance(out.get("slices"), list):
-        out["slices"] = [
-            {**s, "sources": [entry(src) for src in s.get("sources") or []]}
-            if isinstance(s, Mapping)
-            else s
-            for s in out["slices"]
-        ]
+        out["slices"] = [_slice_refs(s, fix, entry) for s in out["slices"]]
+    return out
+
+
+def _slice_refs(s: Any, fix: Any, entry: Any) -> Any:
+    """A slice with ``fix`` applied to its sources' models and its own ``base_model``."""
+    if not isinstance(s, Mapping):
+        return s
+    out = {**s, "sources": [entry(src) for src in s.get("sources") or []]}
+    if "base_model" in out:
+        out["base_model"] = fix(out["base_model"])
     return out

@@ -16,15 +16,17 @@ Rules (each refused with a message before anything is written or removed):
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..io import file_in_folder
-from .st_io import StreamError
+from .st_io import DiskFullError, StreamError
 
 INDEX_NAME = "model.safetensors.index.json"
 RECIPE_FILES = ("merge_recipe.json", "mergekit_config.yml")
@@ -93,6 +95,62 @@ def check_replaceable(out: Path) -> None:
             raise StreamError(
                 f"{folder} is read-only: --overwrite cannot remove the previous output {out}"
             )
+
+
+def check_output(
+    out_dir: str | Path,
+    protected: Sequence[tuple[str, Path]],
+    shard_files: Iterable[Path],
+    overwrite: bool,
+) -> Path:
+    """Every check on OUT_DIR before a merge reads a tensor; returns it resolved.
+
+    Args:
+        out_dir: the output folder as given.
+        protected: ``(what, path)`` pairs OUT_DIR must keep clear of (:func:`check_out_dir`).
+        shard_files: every safetensors file the merge reads (kept clear too).
+        overwrite: whether an existing OUT_DIR may be replaced (a previous merge output only).
+
+    Raises:
+        StreamError: OUT_DIR overlaps an input, exists without ``overwrite``, or is not a
+            previous merge output.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    check_out_dir(out, protected)
+    check_out_dir(out, [("a shard file of an input model", f) for f in sorted(set(shard_files))])
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise StreamError(
+            f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    if out.exists() and overwrite:
+        check_replaceable(out)
+    return out
+
+
+@contextmanager
+def assembling(out: Path, needs: str = "") -> Iterator[Path]:
+    """The work folder of ``out`` (:func:`make_partial`), removed if the block fails; an
+    ``OSError`` becomes :class:`DiskFullError` (disk full, ``needs`` said in the message) or a
+    :class:`StreamError` naming the folder."""
+    partial = make_partial(out)
+    try:
+        yield partial
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        if err.errno == errno.ENOSPC:
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"disk full while writing the merged model into {out.parent}{needs}; the "
+                "partial output was removed",
+            ) from None
+        where = f" ({err.filename})" if err.filename else ""
+        raise StreamError(
+            f"cannot write the merged model into {out.parent}: {err.strerror or err}{where}; "
+            "the partial output was removed"
+        ) from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def make_partial(out: Path) -> Path:

@@ -22,26 +22,25 @@ name ``...layers.<i>....``; also ``h``, ``blocks``, ``layer``, ``block``, as
 :func:`core.stream.layer_depths`). Tensors outside the layer stack are taken as mergekit takes
 its pre- and post-weights: embeddings (names with ``embed``, ``wte``, ``wpe``) from the first
 slice's model, the rest (final norm, head) from the last slice's. ``scale`` multiplies a tensor
-(a gradient list is evaluated at the layer's position inside its slice, 0 to 1, as mergekit);
+(a gradient list is evaluated at the layer's position inside its slice, 0 to 1, and at 0 for
+the tensors outside the layers, as mergekit's ``plan.py``; ``models:`` is one slice over all
+the layers);
 floating tensors are cast to ``dtype``/``out_dtype``. ``passthrough`` with ``models:`` (one
 model) copies that model, scaled. ``num_hidden_layers`` in the copied config.json is set to the
 new depth. One tensor is mapped, scaled and written at a time; the output is assembled under a
 temporary name and renamed when complete, as every streaming merge.
 
-Slices with several sources (a per-slice merge with another method) are refused with a
-message: only passthrough plans layer ranges here.
+Slices with several sources merged by another method (``merge_method: slerp`` and so on) are
+planned by :mod:`core.stream.slice_merge`; passthrough takes one source per slice.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import shutil
 import time
-import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,20 +48,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from .._warnings import MixmergeWarning
 from ..merge._base import check_merged_finite
-from .config import _LAYER, _check_acyclic, _dtype, _resolve, evaluate_setting
+from .config import _LAYER, _check_acyclic, _dtype, _resolve, evaluate_setting, layer_depths
 from .config import _TOP_KEYS as _CONFIG_KEYS
-from .output import (
-    INDEX_NAME,
-    check_out_dir,
-    check_replaceable,
-    copy_side_files,
-    make_partial,
-    publish,
-)
+from .output import INDEX_NAME, assembling, check_output, copy_side_files, publish
 from .st_io import (
-    DiskFullError,
     OutTensor,
     ShardReader,
     ShardWriter,
@@ -151,7 +141,8 @@ def plan_slices(raw: Mapping[str, Any], base_dir: Path) -> SlicePlan:
     pieces: list[Piece] = []
     if sources[0]["layer_range"] is None:  # passthrough of one whole model
         infos = models[first]
-        pieces = [_piece(n, infos[n], sources[0], params, 0.0) for n in _file_order(infos)]
+        depth = layer_depths(list(infos))  # as mergekit: one slice over every layer
+        pieces = [_piece(n, infos[n], sources[0], params, depth[n]) for n in _file_order(infos)]
         return SlicePlan(
             pieces=tuple(pieces),
             inputs=tuple(paths.values()),
@@ -185,7 +176,7 @@ def plan_slices(raw: Mapping[str, Any], base_dir: Path) -> SlicePlan:
             out_layer += 1
     for name in outside[last]:
         if not _PRE.search(name):
-            pieces.append(_piece(name, models[last][name], sources[-1], params, 1.0))
+            pieces.append(_piece(name, models[last][name], sources[-1], params, 0.0))
     seen: set[str] = set()
     for p in pieces:
         if p.out_name in seen:
@@ -223,68 +214,65 @@ def stream_passthrough(
     """Write the output of a passthrough config into ``out_dir`` (atomically), with the same
     output guards as every streaming merge (:mod:`core.stream.output`): OUT_DIR clear of the
     inputs and the config, ``overwrite`` only over a previous merge output, finite inputs."""
-    from .engine import OVERFLOW_HINT, MergeReport, check_finite_inputs, parse_size
+    from .engine import (
+        OVERFLOW_HINT,
+        MergeReport,
+        check_finite_inputs,
+        check_space,
+        parse_size,
+        warn_skipped,
+    )
 
     t0 = time.perf_counter()
     plan = plan_slices(raw, Path(root) if root is not None else Path.cwd())
-    out = Path(out_dir).expanduser().resolve()
-    protected = [(f"input model {str(p)!r}", p) for p in plan.inputs]
-    protected += [("tokenizer_source", plan.files_from)]
-    if config_file is not None:
-        protected.append(("the config file", config_file))
-    check_out_dir(out, protected)
-    check_out_dir(out, [("a shard file of an input model", p.info.path) for p in plan.pieces])
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise StreamError(
-            f"output folder {out} exists; pass overwrite=True (--overwrite) to replace it"
-        )
-    if out.exists() and overwrite:
-        check_replaceable(out)
+    out = check_output(
+        out_dir,
+        stack_protected(plan.inputs, plan.files_from, config_file),
+        [p.info.path for p in plan.pieces],
+        overwrite,
+    )
     specs = [OutTensor(p.out_name, _out_dtype(plan, p.info), p.info.shape) for p in plan.pieces]
     plans = plan_shards(specs, parse_size(shard_size))
+    check_space(out, sum(p.size for p in plans))
     last_of = {s.tensors[-1].name: s.filename for s in plans}
-    partial = make_partial(out)
     reader = ShardReader()
     read = 0
     try:
-        writer = ShardWriter(partial, plans)
-        for piece, spec in zip(plan.pieces, specs, strict=True):
-            x = reader.map(piece.info)
-            read += piece.info.nbytes
-            y = x
-            if x.is_floating_point():
-                check_finite_inputs(piece.out_name, [x], None, [str(piece.info.path)], "")
-                y = x.to(plan.dtype or x.dtype)
-                if piece.scale is not None:
-                    y = y * piece.scale
-                y = y.to(spec.dtype)
-                if piece.scale is not None or y.dtype != x.dtype:
-                    check_merged_finite(piece.out_name, y, hint=OVERFLOW_HINT)
-            writer.write(piece.out_name, y.contiguous())
-            if piece.out_name in last_of:
-                writer.finish(last_of[piece.out_name])
-            del x, y
-        writer.close()
-        skipped = _finish(plan, partial, plans)
-        publish(partial, out, overwrite)
-    except BaseException as err:
-        shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            raise DiskFullError(
-                errno.ENOSPC, f"disk full while writing {out}; the partial output was removed"
-            ) from None
-        if isinstance(err, ValueError) and not isinstance(err, StreamError):
-            raise StreamError(str(err)) from None  # an overflowing scale or cast
-        raise
+        with assembling(out) as partial:
+            writer = ShardWriter(partial, plans)
+            for piece, spec in zip(plan.pieces, specs, strict=True):
+                x = reader.map(piece.info)
+                read += piece.info.nbytes
+                y = x
+                if x.is_floating_point():
+                    check_finite_inputs(piece.out_name, [x], None, [str(piece.info.path)], "")
+                    y = x.to(plan.dtype or x.dtype)
+                    if piece.scale is not None:
+                        y = y * piece.scale
+                    y = y.to(spec.dtype)
+                    if piece.scale is not None or y.dtype != x.dtype:
+                        check_merged_finite(piece.out_name, y, hint=OVERFLOW_HINT)
+                writer.write(piece.out_name, y.contiguous())
+                if piece.out_name in last_of:
+                    writer.finish(last_of[piece.out_name])
+                del x, y
+            writer.close()
+            skipped = finish_stack(
+                plan.files_from,
+                plan.n_layers,
+                plan.out_dtype or plan.dtype,
+                plan.raw,
+                partial,
+                plans,
+            )
+            publish(partial, out, overwrite)
+    except ValueError as err:
+        if isinstance(err, StreamError):
+            raise
+        raise StreamError(str(err)) from None  # an overflowing scale or cast
     finally:
         reader.close()
-    if skipped:
-        warnings.warn(
-            f"not copied into the output (links out of {plan.files_from}, or not regular "
-            f"files): {', '.join(skipped)}",
-            MixmergeWarning,
-            stacklevel=3,
-        )
+    warn_skipped(skipped, plan.files_from, stacklevel=3)
     return MergeReport(
         out,
         len(plan.pieces),
@@ -295,6 +283,18 @@ def stream_passthrough(
         [p.filename for p in plans],
         skipped,
     )
+
+
+def stack_protected(
+    inputs: Sequence[Path], files_from: Path, config_file: Path | None
+) -> list[tuple[str, Path]]:
+    """The paths the output of a layer stack must keep clear of: its source models, the model
+    its side files come from and the config file."""
+    out = [(f"input model {str(p)!r}", p) for p in inputs]
+    out.append(("tokenizer_source", files_from))
+    if config_file is not None:
+        out.append(("the config file", config_file))
+    return out
 
 
 def _sources(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -322,25 +322,60 @@ def _sources(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
             raise StreamError(f"slices[{i}] needs 'sources:', a non-empty list, got {s!r}")
         if len(srcs) != 1:
             raise StreamError(
-                f"slices[{i}] has {len(srcs)} sources; passthrough takes one per slice (per-slice "
-                "merges of several models are not supported by the streaming engine)"
+                f"slices[{i}] has {len(srcs)} sources; passthrough takes one per slice (to merge "
+                "several models per slice, set merge_method to a merge method such as slerp)"
             )
-        src = srcs[0]
-        if not isinstance(src, Mapping) or "model" not in src:
-            raise StreamError(f"slices[{i}].sources[0] must be a mapping with 'model', got {src!r}")
-        lr = src.get("layer_range")
-        if (
-            not isinstance(lr, list)
-            or len(lr) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in lr)
-            or not 0 <= lr[0] < lr[1]
-        ):
+        src = parse_source(srcs[0], f"slices[{i}].sources[0]")
+        slice_params = s.get("parameters") or {}
+        if not isinstance(slice_params, Mapping):
             raise StreamError(
-                f"slices[{i}].sources[0].layer_range must be [start, end) with 0 <= start < end, "
-                f"got {lr!r}"
+                f"slices[{i}].parameters must be a mapping, got {type(slice_params).__name__}"
             )
-        merged = {**(s.get("parameters") or {}), **(src.get("parameters") or {})}
-        out.append({"model": src["model"], "layer_range": lr, "parameters": merged})
+        out.append({**src, "parameters": compose_parameters(src["parameters"], slice_params)})
+    return out
+
+
+def parse_source(src: Any, where: str) -> dict[str, Any]:
+    """One slice source checked: ``{model, layer_range: [start, end), parameters}``.
+
+    Raises:
+        StreamError: naming ``where``, for a source that is not such a mapping, a bad
+            ``layer_range`` or ``parameters`` that are not a mapping.
+    """
+    if not isinstance(src, Mapping) or "model" not in src:
+        raise StreamError(f"{where} must be a mapping with 'model', got {src!r}")
+    lr = src.get("layer_range")
+    if (
+        not isinstance(lr, list)
+        or len(lr) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in lr)
+        or not 0 <= lr[0] < lr[1]
+    ):
+        raise StreamError(
+            f"{where}.layer_range must be [start, end) with 0 <= start < end, got {lr!r}"
+        )
+    params = src.get("parameters") or {}
+    if not isinstance(params, Mapping):
+        raise StreamError(f"{where}.parameters must be a mapping, got {type(params).__name__}")
+    return {"model": src["model"], "layer_range": list(lr), "parameters": dict(params)}
+
+
+def _as_entries(setting: Any) -> list[Any]:
+    """A parameter setting as a list of ``{filter, value}`` entries (a scalar or gradient is
+    one entry without filter)."""
+    if isinstance(setting, Mapping):
+        return [dict(setting)]
+    if isinstance(setting, list) and setting and all(isinstance(v, Mapping) for v in setting):
+        return [dict(v) for v in setting]
+    return [{"value": setting}]
+
+
+def compose_parameters(high: Mapping[str, Any], low: Mapping[str, Any]) -> dict[str, Any]:
+    """``high`` over ``low``, a key of both falling through to ``low`` where ``high``'s filters
+    match nothing (mergekit's precedence of a slice's parameters over the config's)."""
+    out = dict(low)
+    for key, setting in high.items():
+        out[key] = [*_as_entries(setting), *_as_entries(low[key])] if key in low else setting
     return out
 
 
@@ -376,7 +411,7 @@ def _piece(
     out_name: str | None = None,
 ) -> Piece:
     out_name = out_name or name
-    setting = (src.get("parameters") or {}).get("scale", params.get("scale"))
+    setting = compose_parameters(src.get("parameters") or {}, params).get("scale")
     scale = evaluate_setting(setting, out_name, t)
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float)):
         raise StreamError(f"scale for {out_name!r} must be a number, got {scale!r}")
@@ -389,10 +424,19 @@ def _out_dtype(plan: SlicePlan, info: TensorInfo) -> torch.dtype:
     return plan.out_dtype or plan.dtype or info.dtype
 
 
-def _finish(plan: SlicePlan, folder: Path, plans: list) -> list[str]:
-    """Side files, config.json's depth, the recipe, then the index (last); returns the side
-    files that were not copied."""
-    skipped = copy_side_files(plan.files_from, folder)
+def finish_stack(
+    files_from: Path,
+    n_layers: int,
+    out_dt: torch.dtype | None,
+    raw: Mapping[str, Any],
+    folder: Path,
+    plans: list,
+    extra: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Finish a layer-stacking output (passthrough, or a slice merge): side files of
+    ``files_from``, config.json's depth and dtype, the recipe (``extra`` added), then the index
+    (last); returns the side files that were not copied."""
+    skipped = copy_side_files(files_from, folder)
     conf = folder / "config.json"
     if conf.exists():
         try:
@@ -400,18 +444,18 @@ def _finish(plan: SlicePlan, folder: Path, plans: list) -> list[str]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             data = None
         if isinstance(data, dict):
-            if "num_hidden_layers" in data and plan.n_layers:
-                data["num_hidden_layers"] = plan.n_layers
-            out_dt = plan.out_dtype or plan.dtype
+            if "num_hidden_layers" in data and n_layers:
+                data["num_hidden_layers"] = n_layers
             if out_dt is not None and "torch_dtype" in data:
                 data["torch_dtype"] = str(out_dt).removeprefix("torch.")
             conf.write_text(json.dumps(data, indent=2))
-    (folder / "mergekit_config.yml").write_text(yaml.safe_dump(plan.raw, sort_keys=False))
+    (folder / "mergekit_config.yml").write_text(yaml.safe_dump(dict(raw), sort_keys=False))
     recipe = {
         "engine": "mixmerge-workbench core.stream",
-        "config": plan.raw,
-        "method": "passthrough",
-        "layers": plan.n_layers,
+        "config": dict(raw),
+        "method": raw.get("merge_method", "passthrough"),
+        "layers": n_layers,
+        **(extra or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (folder / "merge_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))

@@ -1,4 +1,7 @@
-"""Global TIES trim for a streaming merge: the model-wide |τ| threshold per model, exact, in
+"""Whole-model statistics for a streaming merge, each in streaming passes with one key of
+every model in memory at a time: the global TIES trim and RAM+'s overlap ratios.
+
+Global TIES trim: the model-wide |τ| threshold per model, exact, in
 two streaming passes (the bracket search of :func:`core.merge._blocks.magnitude_threshold`,
 with the counting pass spread over every tensor of the model)."""
 
@@ -120,3 +123,42 @@ def global_thresholds(
         first_pass = False
         width = 0.5  # a reopened bracket holds a large share of the entries
     return [float(r) for r in result if r is not None]
+
+
+def ram_global_ratios(
+    inp: Inputs,
+    reader: ShardReader,
+    epsilon: float,
+    dev: torch.device,
+    stats: dict[str, int],
+) -> list[float]:
+    """RAM+'s whole-model overlap ratio ρᵢ per model (:func:`core.merge.ram.ram_overlap_ratios`),
+    counted in one streaming pass: per key the (shared, unique) active entries of every model
+    (:func:`core.merge.ram.ram_overlap_counts`), summed over the floating-point keys. The pass
+    checks the inputs for NaN/Inf as it reads them (on the device for a GPU)."""
+    from ..merge.ram import ram_overlap_counts, ram_ratios
+
+    keys = [k for k in inp.keys if inp.infos[0][k].dtype.is_floating_point]
+    pin = dev.type == "cuda"
+    bufs = Buffers(inp, pin)
+    work = inp.cfg.dtype
+    shared = [0.0] * len(inp.infos)
+    unique = [0.0] * len(inp.infos)
+
+    def load(k: str, phase: int) -> tuple[list[Tensor], Tensor | None]:
+        return load_key(inp, reader, k, True, pin, bufs, phase, check=not pin)
+
+    for key, (tensors, base) in prefetched(keys, load):
+        stats["read"] += sum(x.nbytes for x in tensors) + (0 if base is None else base.nbytes)
+        xs = [x.to(dev, non_blocking=True) for x in tensors]
+        b = None if base is None else base.to(dev, non_blocking=True)
+        if pin:
+            check_finite_inputs(key, xs, b, inp.labels, inp.base_label)
+        if work is not None:
+            xs = [x.to(work) for x in xs]
+            b = None if b is None else b.to(work)
+        s, u = ram_overlap_counts(xs, b, epsilon=epsilon)
+        shared = [a + c for a, c in zip(shared, s, strict=True)]
+        unique = [a + c for a, c in zip(unique, u, strict=True)]
+        del tensors, base, xs, b
+    return ram_ratios(shared, unique, epsilon=epsilon)

@@ -51,6 +51,23 @@ def make_state(
     return sd
 
 
+def llama_shapes(hidden: int, inter: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    """Every tensor name and shape of a Llama model (mergekit's llama architecture)."""
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for n in ("q", "k", "v", "o"):
+            shapes[p + f"self_attn.{n}_proj.weight"] = (hidden, hidden)
+        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
+        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
+        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
+        shapes[p + "input_layernorm.weight"] = (hidden,)
+        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
 def write_sharded(sd: StateDict, folder: Path, n_shards: int = 3, extra_files: bool = True) -> Path:
     """Write ``sd`` as a Hugging Face folder: n shards + model.safetensors.index.json."""
     folder.mkdir(parents=True, exist_ok=True)

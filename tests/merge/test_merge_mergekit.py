@@ -175,8 +175,11 @@ def _della_reference(taus, weights, density, epsilon, seed, scale=1.0):  # type:
     deltas, divisor Σ w over the agreeing entries), written plainly over stacked tensors;
     the Bernoulli draws are u < p with the uniforms of the seeded generator."""
     g = torch.Generator().manual_seed(seed)
+    n = len(taus)
+    dens = density if isinstance(density, list) else [density] * n
+    eps = epsilon if isinstance(epsilon, list) else [epsilon] * n
     pruned = []
-    for tau in taus:
+    for tau, density, epsilon in zip(taus, dens, eps, strict=True):
         t2 = tau.unsqueeze(0) if tau.ndim < 2 else tau
         ranks = torch.argsort(torch.argsort(t2.abs(), dim=1), dim=1).float() + 1
         lo = ranks.min(dim=1, keepdim=True).values
@@ -210,6 +213,46 @@ def test_della_prob_rescale_matches_the_reference_code() -> None:
         )
         ref = _della_reference(ts, [1.0, 0.5, 2.0], 0.6, 0.2, 5, scale=1.1)
         torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_della_per_model_density_and_epsilon_match_the_reference_code() -> None:
+    """mergekit's per-model ``density``/``epsilon``: each model's MagPrune window is its own."""
+    g = torch.Generator().manual_seed(3)
+    taus = [torch.randn(10, 24, generator=g) * 0.1 for _ in range(3)]
+    dens, eps = [0.4, 0.6, 0.8], [0.1, 0.2, 0.15]
+    got = della_tensor(
+        taus,
+        None,
+        generator=torch.Generator().manual_seed(5),
+        density=dens,
+        epsilon=eps,
+        weights=[1.0, 0.5, 2.0],
+    )
+    ref = _della_reference(taus, [1.0, 0.5, 2.0], dens, eps, 5)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    # a different merge from one shared window (else the per-model path could be ignored)
+    one = della_tensor(
+        taus, None, generator=torch.Generator().manual_seed(5), density=0.6, epsilon=0.15
+    )
+    assert not torch.allclose(got, one)
+    # a repeated value is the scalar, draw for draw
+    same = della_linear_tensor(
+        taus, None, generator=torch.Generator().manual_seed(5), density=[0.6] * 3, epsilon=0.1
+    )
+    scalar = della_linear_tensor(
+        taus, None, generator=torch.Generator().manual_seed(5), density=0.6, epsilon=0.1
+    )
+    assert torch.equal(same, scalar)
+
+
+def test_della_per_model_values_are_checked_per_model() -> None:
+    x = [torch.ones(3), torch.ones(3)]
+    with pytest.raises(ValueError, match="one value per model \\(2\\), got 3"):
+        della_tensor(x, None, density=[0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match=r"\(model 1\)"):
+        della_tensor(x, None, density=[0.5, 0.1], epsilon=0.2)
+    with pytest.raises(TypeError, match="epsilon must be a number or one number per model"):
+        della_tensor(x, None, epsilon="0.1")  # type: ignore[arg-type]
 
 
 def test_della_hand_worked_row() -> None:

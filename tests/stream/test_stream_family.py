@@ -194,7 +194,9 @@ def test_family_config_errors(family) -> None:
     cfg = load_config(_cfg("nearswap", bpath, paths[:1]))
     with pytest.raises(StreamError, match="needs the parameter t"):
         tensor_call(cfg, "x", 0.0)
-    cfg = load_config(_cfg("della", bpath, paths, [{"density": 0.5}, {"density": 0.6}, {}]))
+    cfg = load_config(
+        _cfg("breadcrumbs_ties", bpath, paths, [{"density": 0.5}, {"density": 0.6}, {}])
+    )
     with pytest.raises(StreamError, match="density must be the same"):
         tensor_call(cfg, "x", 0.0)
     with pytest.raises(StreamError, match="eps is fixed"):
@@ -300,7 +302,7 @@ def test_passthrough_errors(stack, tmp_path: Path) -> None:
         stream_merge(
             {"merge_method": "passthrough", "slices": [two]}, tmp_path / "x", progress=False
         )
-    with pytest.raises(StreamError, match="passthrough only"):
+    with pytest.raises(StreamError, match="slices\\[0\\]: merge_method 'slerp' needs base_model"):
         stream_merge({"merge_method": "slerp", "slices": [two]}, tmp_path / "x", progress=False)
     for lr in ([0, 9], [2, 2], [-1, 2], [0], "0-2"):
         cfg = {
