@@ -80,12 +80,11 @@ WATCH_JS = """
 }
 """
 RESET_JS = "() => { const b = window.__bench; for (const k of ['keys','ups','sent','recv','changes']) b[k] = []; }"
+# True once no WebSocket message has come for ``quiet`` ms.
 QUIET_JS = """
 (quiet) => {
-  const b = window.__bench, now = performance.now();
-  const last = b.recv.length ? b.recv[b.recv.length - 1] : 0;
-  return now - last > quiet && !document.querySelector('[data-testid="stStatusWidget"]')
-    && b.changes.length > 0;
+  const b = window.__bench;
+  return performance.now() - (b.recv.length ? b.recv[b.recv.length - 1] : 0) > quiet;
 }
 """
 BUSY_JS = (
@@ -109,6 +108,7 @@ class Slider:
     room: int = 20  # presses in that direction before values would repeat
     seed_key: str = "merge.seed"  # number input bumped to make the next sweep fresh
     backend: bool = True  # the page shows "Merge + evaluation" ms
+    fragment: str = "merge.live"  # its fragment's name in the timing lines
 
 
 METRICS = '[data-testid="stMetricValue"]'
@@ -119,12 +119,13 @@ SLIDERS = [
     Slider(
         "mixup_gallery.lam",
         "Mixup_Gallery",
-        '[data-testid="stPlotlyChart"] .main-svg',
+        ".st-key-mixup_gallery-gallery-chart .main-svg",
         fixed_lam=True,
         key_dir="ArrowLeft",
         room=10,
         seed_key="mixup_gallery.seed",
         backend=False,
+        fragment="mixup_gallery.live",
     ),
 ]
 
@@ -165,11 +166,11 @@ def ensure_workspace(path: str | None) -> Path:
 class Server:
     """``streamlit run serve.py`` on a free loopback port, timing lines on, log in a file."""
 
-    def __init__(self, workspace: Path, log: Path) -> None:
+    def __init__(self, workspace: Path, log: Path, timing: str = "1") -> None:
         self.port = free_port()
         self.log = log
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MIXMERGE_WORKSPACE": str(workspace), "MIXMERGE_TIMING": "1"}
+        env = {**os.environ, "MIXMERGE_WORKSPACE": str(workspace), "MIXMERGE_TIMING": timing}
         cmd = [sys.executable, "-m", "streamlit", "run", "serve.py"]
         cmd += ["--server.headless", "true", "--server.port", str(self.port)]
         cmd += ["--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
@@ -255,20 +256,24 @@ def one_move(pg: Any, server: Server, s: Slider, act: Any, stamp: str) -> dict[s
     n_lines = len(server.lines())
     pg.evaluate(RESET_JS)
     act()
-    try:
-        pg.wait_for_function(QUIET_JS, arg=300, timeout=MOVE_TIMEOUT_MS, polling=50)
-    except Exception:  # noqa: BLE001 - a move that changed nothing (same rounded numbers)
-        settle(pg)
-        return None
+    # the run is over when the server logs the fragment's time and the last messages are in
+    mark = f"mixmerge-timing fragment {s.fragment} "
+    deadline = time.monotonic() + MOVE_TIMEOUT_MS / 1000
+    while not any(mark in line for line in server.lines()[n_lines:]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{s.name}: no run of {s.fragment} after the move")
+        pg.wait_for_timeout(20)
+    pg.wait_for_function(QUIET_JS, arg=250, timeout=MOVE_TIMEOUT_MS, polling=20)
     b = pg.evaluate("() => window.__bench")
     t0 = (b[stamp] or [None])[-1]
-    if t0 is None:
+    changes = [t for t in b["changes"] if t0 is not None and t >= t0]
+    if t0 is None or not changes:  # a move that changed nothing (same rounded numbers)
         return None
     sent = [t for t in b["sent"] if t >= t0]
     recv = [t for t in b["recv"] if sent and t >= sent[0]]
     new = server.lines()[n_lines:]
     row: dict[str, Any] = {
-        "browser_ms": b["changes"][0] - t0,
+        "browser_ms": changes[0] - t0,
         "to_request_ms": (sent[0] - t0) if sent else None,
         "roundtrip_ms": (recv[-1] - sent[0]) if sent and recv else None,
         "fragment_ms": sum(fragment_ms(new)) if fragment_ms(new) else None,
@@ -384,6 +389,9 @@ def main() -> None:
     ap.add_argument("--drags", type=int, default=6, help="mouse drags per slider")
     ap.add_argument("--only", nargs="+", default=None, help="slider keys to measure")
     ap.add_argument("--json", default=None, help="write every move's timings here")
+    ap.add_argument(
+        "--profile", action="store_true", help="cProfile each fragment run into the server log"
+    )
     args = ap.parse_args()
     if not Path(CHROMIUM).exists():
         sys.exit(f"needs Chromium at {CHROMIUM} (scripts/setup.sh installs it)")
@@ -394,7 +402,7 @@ def main() -> None:
     load0 = os.getloadavg()
     t_start = time.time()
     log = Path(tempfile.mkdtemp(prefix="mixmerge-latency-log-")) / "streamlit.log"
-    server = Server(ws, log)
+    server = Server(ws, log, "profile" if args.profile else "1")
     results = []
     try:
         with sync_playwright() as p:
@@ -413,7 +421,8 @@ def main() -> None:
     print(
         f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t_start))} · {os.cpu_count()} cores "
         f"· load average (1/5/15 min) at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}, "
-        f"at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} · workspace {ws}\n"
+        f"at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} · workspace {ws} · "
+        f"server log {log}\n"
     )
     print(report(results))
     misses = sum(r["misses"] for r in results)

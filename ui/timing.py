@@ -1,6 +1,7 @@
 """Server-side run timing: how long each full page run and each fragment rerun takes.
 
-Off unless ``$MIXMERGE_TIMING`` is set (to anything but ``""`` or ``"0"``); then every full
+Off unless ``$MIXMERGE_TIMING`` is set (to anything but ``""`` or ``"0"``; ``"profile"`` adds a
+cProfile listing of each fragment run, slower); then every full
 page run (``ui.frame``) and every fragment decorated with :func:`timed_fragment` writes one line
 to stderr (the server log)::
 
@@ -14,8 +15,11 @@ fragment only, not the whole page.
 
 from __future__ import annotations
 
+import cProfile
 import functools
+import io
 import os
+import pstats
 import sys
 import time
 from collections.abc import Callable
@@ -67,11 +71,18 @@ def timed_fragment(
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
             if not enabled():
                 return fn(*args, **kwargs)
+            prof = cProfile.Profile() if os.environ.get(ENV) == "profile" else None
             t0 = time.perf_counter()
             try:
-                return fn(*args, **kwargs)
+                if prof is None:
+                    return fn(*args, **kwargs)
+                return prof.runcall(fn, *args, **kwargs)
             finally:  # st.stop() and st.rerun() raise: the run still took this long
                 _emit(f"fragment {name} {(time.perf_counter() - t0) * 1000:.1f} ms")
+                if prof is not None:
+                    out = io.StringIO()
+                    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
+                    _emit(f"profile {name}\n{out.getvalue()}")
 
         return st.fragment(run, **fragment_kwargs)  # type: ignore[call-overload,no-any-return]
 
