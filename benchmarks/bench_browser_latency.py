@@ -251,11 +251,20 @@ def bump_seed(pg: Any, s: Slider, seed: int) -> None:
     settle(pg)
 
 
+def slider_value(pg: Any, s: Slider) -> str | None:
+    """The slider's shown value (``aria-valuetext`` of its input)."""
+    return pg.locator(f".{css_key(s.name)}").get_by_role("slider").get_attribute("aria-valuetext")
+
+
 def one_move(pg: Any, server: Server, s: Slider, act: Any, stamp: str) -> dict[str, Any] | None:
     """Do one move (``act()``) and return its timings (None when the text did not change)."""
     n_lines = len(server.lines())
     pg.evaluate(RESET_JS)
+    value = slider_value(pg, s)
     act()
+    pg.wait_for_timeout(50)
+    if slider_value(pg, s) == value:  # the thumb did not move (a drag shorter than a step)
+        return None
     # the run is over when the server logs the fragment's time and the last messages are in
     mark = f"mixmerge-timing fragment {s.fragment} "
     deadline = time.monotonic() + MOVE_TIMEOUT_MS / 1000
