@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from core.device import configure_threads, describe_device, resolve_device
+from core.device import describe_device, resolve_device
 from core.zoo import default_workspace
 
 from . import state, timing
@@ -104,10 +104,6 @@ def frame(title: str, *, icon: str = ":material/science:", wide: bool = True) ->
         layout="wide" if wide else "centered",
     )
     timing.page_started(title)
-    # once per server process: $MIXMERGE_THREADS sets torch's intra-op threads here as it does
-    # for the CLI and the benchmarks (1 keeps the live sliders fast on a shared machine:
-    # docs/BENCHMARKS.md, "Live sliders in the browser")
-    configure_threads()
     ss = st.session_state
     ss.setdefault(state.DEVICE, "auto")
     ss.setdefault(state.SEED, 0)
