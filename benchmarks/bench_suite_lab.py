@@ -85,7 +85,7 @@ def main() -> None:
     for task in lab.suite_tasks:
         i = stratified_subset(task.y_val, DEFAULT_N_PER_TASK, seed=0)
         subs.append(dataclasses.replace(task, x_val=task.x_val[i], y_val=task.y_val[i]))
-    trunk = P.new_backbone("vision", pretrained=False).trunk
+    trunk = P.new_backbone(lab.config, pretrained=False).trunk
     peer = []
     for s in scales[: max(3, args.moves // 4)]:
         t0 = time.perf_counter()

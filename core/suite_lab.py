@@ -260,7 +260,7 @@ class SuiteLab:
         self.task_vectors: list[StateDict] = [  # τᵢ = θᵢ − θ₀, floating keys
             {k: ft[k] - self.base[k] for k in self.float_keys} for ft in self.finetunes
         ]
-        self.trunk = new_backbone(suite, pretrained=False).trunk.to(dev).eval()
+        self.trunk = new_backbone(cfg, pretrained=False).trunk.to(dev).eval()
         for p in self.trunk.parameters():
             p.requires_grad_(False)
         self._live = {"trunk." + k: v for k, v in self.trunk.state_dict().items()}

@@ -73,8 +73,8 @@ def _check_common(zoo: Zoo, suite: str, split: str) -> None:
     check_choice("split", split, ("train", "val", "test"))
 
 
-def _router_model(suite: str, head: Head) -> nn.Module:
-    trunk = new_backbone(suite, pretrained=False).trunk
+def _router_model(zoo: Zoo, suite: str, head: Head) -> nn.Module:
+    trunk = new_backbone(load_suite_zoo(zoo, suite).config, pretrained=False).trunk
     if hasattr(trunk, "freeze_bn"):
         setattr(trunk, "freeze_bn", False)  # noqa: B010  (BN resets run the layers in train mode)
     return TaskRouter(trunk, [head], suite, task=0)
@@ -145,7 +145,7 @@ def suite_interpolation(
         x, y = t.split(s)
         idx = stratified_subset(y, n_examples if s == split else max(n_examples, bn_examples))
         data[s] = (router_inputs(suite, x[idx]), y[idx])
-    model = _router_model(suite, head)
+    model = _router_model(zoo, suite, head)
     res = interpolate(
         model,
         _with_head(sd_a, head),
@@ -236,7 +236,7 @@ def suite_features(
     x, y = t.split(split)
     idx = stratified_subset(y, n_examples or len(y), seed=seed)
     dev = resolve_device(device)
-    trunk = new_backbone(suite, pretrained=False).trunk
+    trunk = new_backbone(load_suite_zoo(zoo, suite).config, pretrained=False).trunk
     trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in sd.items()})
     trunk.to(dev).eval()
     xs = router_inputs(suite, x[idx])

@@ -356,3 +356,52 @@ with tab["attention_labels"]:
                 seeds=tuple(range(settings.seed, settings.seed + int(al_seeds))),
             )
     show_runs("attention_labels", "Attention vs area labels for mixed samples on a ViT.")
+
+with tab["dualmix"]:
+    from core.mixup.papers import dualmix as dm
+
+    st.markdown(
+        f"**{PAPERS['dualmix']}** (arXiv 2303.07864; variant built from the abstract, see the "
+        "module docstring). The classes arrive in disjoint increments, each example once "
+        "(online), one step per incoming batch with a replay batch from a reservoir buffer "
+        "(ER). EnMix mixes augmented stream and replay samples with their labels; AdpMix mixes "
+        "new-class with old-class samples and shifts the label ratio towards the rarer old "
+        "class. The curve is the accuracy on the classes seen so far."
+    )
+    with st.form("mixup_papers.dualmix.form"):
+        c1, c2, c3, c4 = st.columns(4)
+        dm_task = c1.selectbox("Dataset", cache.tasks_available(), key="mixup_papers.dm.task")
+        dm_n = c2.number_input(
+            "Stream examples (0 = all)", 0, 10000, 0, 100, key="mixup_papers.dm.n"
+        )
+        dm_buffer = c3.number_input("Buffer size", 1, 5000, 200, 10, key="mixup_papers.dm.buffer")
+        dm_seeds = c4.number_input("Seeds", 1, 10, 3, key="mixup_papers.dm.seeds")
+        c1, c2, c3, c4 = st.columns(4)
+        dm_tasks = c1.number_input("Tasks", 1, 10, 5, key="mixup_papers.dm.tasks")
+        dm_prob = c2.slider("Mixing probability", 0.0, 1.0, 1.0, 0.05, key="mixup_papers.dm.prob")
+        dm_width = c3.number_input("CNN width", 4, 256, 8, 4, key="mixup_papers.dm.width")
+        dm_methods = c4.multiselect(
+            "Methods", list(dm.METHODS), ["er", "dualmix"], key="mixup_papers.dm.methods"
+        )
+        go_dm = st.form_submit_button("Run", type="primary")
+    if go_dm:
+        with shown_errors("Settings"):
+            cfg_dm = dm.DualMixConfig(
+                task=dm_task,
+                n_train=int(dm_n) or None,
+                buffer_size=int(dm_buffer),
+                n_tasks=int(dm_tasks),
+                mix_prob=float(dm_prob),
+                width=int(dm_width),
+            )
+            run_study(
+                "dualmix",
+                dm.run_dualmix,
+                config=cfg_dm,
+                methods=tuple(dm_methods),
+                seeds=tuple(range(settings.seed, settings.seed + int(dm_seeds))),
+            )
+    show_runs(
+        "dualmix",
+        "Accuracy on the seen classes over the online class-incremental stream: DualMix vs ER.",
+    )

@@ -1,6 +1,7 @@
 """Merging papers: the studies behind the workbench, each runnable on the zoo with its key
 figure — Sparse Model Soups (Zimmer et al.), BatchNorm re-estimation from label-correlated
-streams (after UnMix-TNS, Tomar et al.), and ZipIt! / PLeaS for different-init models."""
+streams (after UnMix-TNS, Tomar et al.), ZipIt! / PLeaS for different-init models, and MC-SMoE
+(Li et al.) for the experts of a sparse mixture-of-experts model."""
 
 import streamlit as st
 
@@ -10,9 +11,12 @@ from core.figures.papers import (
     bn_stream_figure,
     different_init_data,
     different_init_figure,
+    mc_smoe_data,
+    mc_smoe_figure,
     sparse_soup_data,
     sparse_soup_figure,
 )
+from core.zoo import train_custom
 from ui import cache, cache_papers
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
@@ -41,8 +45,13 @@ def progress_bar(label: str):
     )
 
 
-tab_sms, tab_bn, tab_zip = st.tabs(
-    ["Sparse Model Soups", "BN re-estimation (UnMix-TNS)", "Different inits (ZipIt!, PLeaS)"]
+tab_sms, tab_bn, tab_zip, tab_moe = st.tabs(
+    [
+        "Sparse Model Soups",
+        "BN re-estimation (UnMix-TNS)",
+        "Different inits (ZipIt!, PLeaS)",
+        "MoE experts (MC-SMoE)",
+    ]
 )
 
 with tab_sms:
@@ -310,3 +319,101 @@ with tab_zip:
                     )
             else:
                 st.caption("Press **Run different-init study** (seconds for the default MLP).")
+
+with tab_moe:
+    st.caption(
+        "MC-SMoE (Li et al., ICLR 2024, arXiv 2310.01334): group a sparse MoE's experts by routing "
+        "statistics (the most used experts lead the groups, the rest join the one whose router "
+        "logits they resemble), permute each member onto its group's leader and average with "
+        "activation-frequency weights (M-SMoE), then store the merged experts as low-rank + "
+        "sparse (MC-SMoE). Claim: at equal expert count this keeps accuracy better than uniform "
+        "averaging or random groups. No fine-tuning after merging here (the paper distils)."
+    )
+    moe_ids = [r.id for r in records if r.arch == "moe"]
+    if ss.get("papers.moe_trained") in moe_ids:  # just trained: select it (before the widget)
+        ss["papers.moe_model"] = ss.pop("papers.moe_trained")
+    m1, m2 = st.columns(2)
+    moe_id = m1.selectbox("Sparse MoE model", moe_ids, key="papers.moe_model") if moe_ids else None
+    moe_rec = by_id[moe_id] if moe_id else None
+    default_task = moe_rec.task if moe_rec is not None else "fashion"
+    moe_task = m2.selectbox(
+        "Task",
+        tasks,
+        index=tasks.index(default_task) if default_task in tasks else 0,
+        key="papers.moe_task",
+    )
+    if moe_rec is None:
+        st.info(
+            "No sparse MoE (architecture `moe`) in the zoo yet: train one for this task here, "
+            "or on the Model Zoo page."
+        )
+    t1, t2 = st.columns([1, 2])
+    train_epochs = t1.slider("Training epochs", 1, 10, 3, key="papers.moe_train_epochs")
+    if t2.button("Train a sparse MoE (8 experts, top-2)", key="papers.moe_train", type="secondary"):
+        bar, cb = progress_bar("Training the MoE…")
+        with shown_errors("Training the sparse MoE"):
+            new = train_custom(
+                zoo,
+                arch="moe",
+                task=moe_task,
+                epochs=int(train_epochs),
+                seed=settings.seed,
+                lr=1e-3,
+                name=f"moe-{moe_task}-s{settings.seed}",
+                device=settings.device,
+                progress=lambda info: cb(info["step"], info["steps"]),
+            )
+            bar.empty()
+            ss["papers.moe_trained"] = new.id
+            st.rerun()
+    if moe_rec is not None:
+        n_experts = int(moe_rec.arch_kwargs.get("n_experts", 8))
+        g1, g2, g3, g4 = st.columns(4)
+        counts_offered = [g for g in (1, 2, 3, 4, 6, 8, 12, 16) if g < n_experts]
+        group_counts = g1.multiselect(
+            "Experts kept per block",
+            counts_offered,
+            default=[g for g in (6, 4, 2, 1) if g in counts_offered],
+            key="papers.moe_groups",
+        )
+        rank_fraction = g2.select_slider(
+            "Low-rank share", [0.05, 0.1, 0.15, 0.25, 0.4], value=0.15, key="papers.moe_rank"
+        )
+        sparse_density = g3.select_slider(
+            "Sparse residual kept", [0.0, 0.05, 0.1, 0.2], value=0.1, key="papers.moe_sparse"
+        )
+        moe_n = g4.select_slider(
+            "Routing examples", [500, 1000, 2000, 4000], value=2000, key="papers.moe_n"
+        )
+        counts = sorted(group_counts, reverse=True)
+        moe_args = {
+            "model": moe_rec.id,
+            "task": moe_task,
+            "group_counts": counts,
+            "rank_fraction": rank_fraction,
+            "sparse_density": sparse_density,
+            "n_examples": moe_n,
+            "seed": settings.seed,
+        }
+        request = (moe_rec.sha256, repr(sorted(moe_args.items())))
+        if st.button(
+            "Run MC-SMoE study", type="primary", key="papers.run_moe", disabled=not counts
+        ):
+            ss["papers.moe_request"] = request
+        if ss.get("papers.moe_request") == request:
+            with shown_errors("The MC-SMoE study"):
+                bar, cb = progress_bar("Merging experts…")
+                study = cache.recipe_live(
+                    settings.workspace, "mc_smoe_study", moe_args, progress=cb
+                )
+                bar.empty()
+                show_figure(
+                    mc_smoe_figure(study),
+                    key="papers.moe",
+                    stem=f"mc_smoe_{moe_rec.id}_{moe_task}",
+                    data=mc_smoe_data(study),
+                    recipe=("mc_smoe_study", moe_args),
+                )
+                st.dataframe(mc_smoe_data(study), hide_index=True, key="papers.moe_table")
+        else:
+            st.caption("Press **Run MC-SMoE study** (seconds for the default MoE).")

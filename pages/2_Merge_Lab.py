@@ -6,6 +6,7 @@ import streamlit as st
 
 import ui
 from ui import cache, suite_panels
+from ui.timing import timed_fragment
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
 from ui.merge_align import align_choice, show_alignment_gain
@@ -124,7 +125,7 @@ recompute_bn = c4.checkbox(
 
 # The sliders and everything that follows them rerun alone (a fragment): a slider move does not
 # rerun the selection above (zoo listing, lab lookup), so the numbers change within a frame or two.
-@st.fragment
+@timed_fragment("merge.live")
 def live_lab() -> None:
     """Hyperparameter sliders, the live result, and the panels that depend on the sliders."""
 
@@ -403,7 +404,7 @@ live_lab()
 
 
 # ------------------------------------------------------------------ interference diagnostics
-@st.fragment
+@timed_fragment("merge.interference")
 def interference_section(key: cache.MergeLabKey, lab_args: dict, merge_seed: int) -> None:
     """Where the task vectors agree or fight, and which entries TIES / DARE keep."""
     st.subheader("Interference")

@@ -6,6 +6,7 @@ import ui
 from ui import cache
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
+from ui.timing import timed_fragment
 from core.data import load_photos
 from core.mixup import MIXERS
 from core.mixup.gallery import GALLERY_MIXERS
@@ -41,7 +42,7 @@ else:
 
 # The mixer controls and the figures rerun alone (a fragment): moving λ does not rerun the image
 # selection above.
-@st.fragment
+@timed_fragment("mixup_gallery.live")
 def live_gallery() -> None:
     """Method, λ / α, seed and the three gallery figures."""
     c1, c2, c3, c4 = st.columns(4)

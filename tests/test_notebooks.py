@@ -886,6 +886,11 @@ RECIPE_EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"seed": 1},
     ),
     "search_progress": ({"search": "s0"}, {"search": "s1"}),  # two tiny searches
+    "mc_smoe_study": (  # the tiny MoE of ``recipe_workspace``
+        {"model": "moe-digits", "task": "digits", "group_counts": [4, 1], "n_examples": 200}
+        | {"random_draws": 2, "seed": 0, "title": "T"},
+        {"group_counts": [2, 1]},
+    ),
 }
 # these run on ``suite_recipe_workspace``
 SUITE_KINDS = {"merging_at_scale", "orthogonal_adaptation"}
@@ -894,9 +899,11 @@ SUITE_KINDS = {"merging_at_scale", "orthogonal_adaptation"}
 @pytest.fixture(scope="module")
 def recipe_workspace(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny zoo with two tiny mixup runs, then two tiny ERM-vs-mixup runs with NC
-    tracked per epoch (ids in ``runs.json``), and two tiny merge searches ("s0", "s1")."""
+    tracked per epoch (ids in ``runs.json``), two tiny merge searches ("s0", "s1") and a sparse
+    MoE trained for one epoch on digits ("moe-digits", seconds)."""
     from core.geometry import train_nc_comparison
     from core.search import run_search
+    from core.zoo import train_custom
 
     ws = tmp_path_factory.mktemp("recipes") / "ws"
     shutil.copytree(tiny_zoo_dir, ws)
@@ -913,6 +920,9 @@ def recipe_workspace(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactor
         spec = {"name": f"s{seed}", "models": fts, "base": "mlp-base", "seed": seed}
         spec |= {"method": "task_arithmetic", "search": {"weights": {"low": 0.0, "high": 1.0}}}
         run_search(spec | {"budget": 4, "popsize": 2, "n_val": 30, "n_test": 60}, Zoo(ws))
+    train_custom(
+        Zoo(ws), arch="moe", task="digits", epochs=1, lr=1e-3, name="moe-digits", device="cpu"
+    )
     return ws
 
 

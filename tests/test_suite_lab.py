@@ -43,7 +43,7 @@ def lab(zoo: Zoo) -> SuiteLab:
 def _direct(lab: SuiteLab, sd: dict[str, torch.Tensor]) -> dict[str, float]:
     """core.benchmark's own scoring of a backbone on the full validation splits."""
     res = P.evaluate_backbone(
-        P.new_backbone("vision", pretrained=False).trunk, sd, lab.heads, lab.suite_tasks, "val"
+        P.new_backbone(lab.config, pretrained=False).trunk, sd, lab.heads, lab.suite_tasks, "val"
     )
     return {t: float(c.float().mean()) for t, c in res.items()}
 
@@ -129,7 +129,7 @@ def test_bn_recompute_changes_statistics_only(lab: SuiteLab) -> None:
     assert len(x) == sum(min(lab.bn_examples, len(t.y_train)) for t in lab.suite_tasks)
     from core.merge import recompute_batchnorm
 
-    trunk = P.new_backbone("vision", pretrained=False).trunk
+    trunk = P.new_backbone(lab.config, pretrained=False).trunk
     want = recompute_batchnorm(trunk, {k[6:]: v for k, v in sd.items()}, x)
     key = "trunk.stem_bn.running_mean"
     assert torch.allclose(new[key], want[key[6:]], atol=1e-5)
@@ -173,7 +173,7 @@ def test_cache_invalidates_when_a_model_is_replaced(zoo: Zoo, tmp_path: Path) ->
     old = zoo.get(fid)
     model = zoo.load_model(fid)
     with torch.no_grad():  # a different fine-tune: the pretrained backbone under the same id
-        model.trunk.load_state_dict(P.new_backbone("vision").trunk.state_dict())
+        model.trunk.load_state_dict(P.new_backbone(first.config).trunk.state_dict())
     zoo.add(
         model,
         arch=old.arch,
@@ -260,7 +260,7 @@ def test_interpolation_endpoints_and_bn_reset(zoo: Zoo) -> None:
     assert reset.recompute_bn  # the default for Lite0
     task = lab.suite_tasks[k]
     x_tr = P.backbone_input("vision", task.x_train[stratified_subset(task.y_train, 16)])
-    trunk = P.new_backbone("vision", pretrained=False).trunk
+    trunk = P.new_backbone(lab.config, pretrained=False).trunk
     sd = recompute_batchnorm(trunk, {k_[6:]: v for k_, v in lab.base.items()}, x_tr)
     trunk.load_state_dict(sd)
     with torch.no_grad():
@@ -289,7 +289,7 @@ def test_features_fit_geometry_and_clustering(zoo: Zoo) -> None:
     task = next(t for t in SuiteLab(zoo, "vision").suite_tasks if t.name == "textures")
     assert f.features.shape == (len(f.labels), 1280) and f.features.dtype == torch.float32
     assert torch.equal(f.labels, task.y_val[f.indices])
-    direct = P.features(P.new_backbone("vision").trunk, "vision", task.x_val[f.indices])
+    direct = P.features(P.new_backbone(TINY).trunk, "vision", task.x_val[f.indices])
     assert torch.allclose(f.features, direct, atol=1e-4)
     assert f.classifier[0].shape == (task.n_classes, 1280)
     nc = neural_collapse(f.features, f.labels, f.classifier)

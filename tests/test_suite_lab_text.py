@@ -36,7 +36,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
 def test_text_suite_lab_scores_each_task_with_its_own_head(zoo: Zoo) -> None:
     lab = SuiteLab(zoo, "text", split="val", n_per_task=None, device="cpu")
     assert lab.tasks == ["fortunes", "debian_sections"] and not lab.has_batchnorm
-    trunk = P.new_backbone("text", pretrained=False).trunk
+    trunk = P.new_backbone(lab.config, pretrained=False).trunk
 
     def direct(sd: dict[str, torch.Tensor]) -> dict[str, float]:
         res = P.evaluate_backbone(trunk, sd, lab.heads, lab.suite_tasks, "val")

@@ -14,7 +14,7 @@ import torch
 from core.device import describe_device, resolve_device
 from core.zoo import default_workspace
 
-from . import state
+from . import state, timing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,7 @@ def frame(title: str, *, icon: str = ":material/science:", wide: bool = True) ->
         page_icon=str(PAGE_ICON),
         layout="wide" if wide else "centered",
     )
+    timing.page_started(title)
     ss = st.session_state
     ss.setdefault(state.DEVICE, "auto")
     ss.setdefault(state.SEED, 0)

@@ -66,6 +66,9 @@ class SuiteConfig:
     # how the probe standardises features before the regression: "per_feature" (each feature
     # by its own std, sklearn's StandardScaler) or "global" (one std for all features)
     probe_scaling: str = "per_feature"
+    # unit-L2-norm backbone features (vision): heads then see the features' direction only, as
+    # CLIP's zero-shot heads do; MiniLM's sentence embeddings are unit norm already
+    normalize_features: bool = False
 
     def __post_init__(self) -> None:
         check_choice("suite", self.suite, list(SUITES))
@@ -86,6 +89,16 @@ class SuiteConfig:
         if not self.probe_cs:
             raise ValueError("probe_cs must hold at least one C value")
         check_choice("probe_scaling", self.probe_scaling, list(PROBE_SCALINGS))
+        if not isinstance(self.normalize_features, bool):
+            raise TypeError(
+                "normalize_features must be a bool, got "
+                f"{type(self.normalize_features).__name__} {self.normalize_features!r}"
+            )
+        if self.normalize_features and self.suite != "vision":
+            raise ValueError(
+                "normalize_features applies to the vision backbone only (MiniLM's features are "
+                f"unit norm already), got normalize_features=True for suite {self.suite!r}"
+            )
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -108,12 +121,16 @@ class SuiteConfig:
         d["tasks"] = tuple(d.get("tasks", ()))
         d["probe_cs"] = tuple(d.get("probe_cs", (1.0,)))
         d.setdefault("probe_scaling", "per_feature")  # zoos stored before the option existed
+        d.setdefault("normalize_features", False)
         return cls(**d)
 
 
 DEFAULT_CONFIGS = {
     # LFW faces (binary, pretrained probe at 98 %) is left out of the default: its task vector
-    # collapses the others when added (docs/DECISIONS.md, "Vision suite without faces")
+    # collapses the others when added (docs/DECISIONS.md, "Vision suite without faces").
+    # Unit-norm features: with raw pooled features a task vector grows their norm and the
+    # heads' confidence with it, so entropy (AdaMerging) falls as accuracy falls
+    # (docs/DECISIONS.md, "Unit-norm vision features").
     "vision": SuiteConfig(
         "vision",
         tasks=("mnist", "fashion", "animal", "digits", "textures", "photos"),
@@ -122,6 +139,7 @@ DEFAULT_CONFIGS = {
         batch_size=32,
         lr=1e-4,
         probe_scaling="global",
+        normalize_features=True,
     ),
     "text": SuiteConfig("text", steps=150, batch_size=16, lr=5e-5),
 }
@@ -432,10 +450,19 @@ def trunk_state(sd: Mapping[str, Tensor]) -> StateDict:
     return {k: v for k, v in sd.items() if k.startswith("trunk.")}
 
 
-def new_backbone(suite: str, *, pretrained: bool = True) -> Classifier:
-    """The suite's backbone (pretrained unless told otherwise)."""
-    kw: dict[str, Any] = {"pretrained": pretrained}
-    return create_model(BACKBONE[suite], seed=0, **kw)
+def backbone_kwargs(config: SuiteConfig) -> dict[str, Any]:
+    """Architecture keyword arguments ``config`` fixes for its suite's backbone (beyond
+    ``n_classes`` and ``pretrained``)."""
+    if not isinstance(config, SuiteConfig):
+        raise TypeError(f"config must be a SuiteConfig, got {type(config).__name__}")
+    return {"normalize_features": True} if config.normalize_features else {}
+
+
+def new_backbone(config: SuiteConfig, *, pretrained: bool = True) -> Classifier:
+    """``config``'s suite backbone as that suite's zoo stores it (pretrained unless told
+    otherwise)."""
+    kw: dict[str, Any] = {"pretrained": pretrained, **backbone_kwargs(config)}
+    return create_model(BACKBONE[config.suite], seed=0, **kw)
 
 
 __all__ = [
@@ -446,6 +473,7 @@ __all__ = [
     "TaskRouter",
     "TrainingCancelled",
     "backbone_input",
+    "backbone_kwargs",
     "default_config",
     "evaluate_backbone",
     "features",

@@ -152,7 +152,7 @@ def prepare(
         heads.append(Head(sd["head.weight"].float(), sd["head.bias"].float()))
         fts.append(trunk_state(sd))
     dev = resolve_device(device)
-    trunk = new_backbone(suite, pretrained=False).trunk
+    trunk = new_backbone(cfg, pretrained=False).trunk
     return _Context(suite, names, tasks, heads, base, fts, trunk, dev, settings, {})
 
 

@@ -24,6 +24,7 @@ from .protocol import (
     Head,
     ProgressFn,
     SuiteConfig,
+    backbone_kwargs,
     evaluate_backbone,
     finetune,
     make_head,
@@ -48,8 +49,8 @@ class SuiteZoo:
     finetunes: dict[str, ModelRecord]
 
 
-def _arch_kwargs(n_classes: int) -> dict[str, Any]:
-    return {"n_classes": n_classes, "pretrained": False}
+def _arch_kwargs(n_classes: int, config: SuiteConfig) -> dict[str, Any]:
+    return {"n_classes": n_classes, "pretrained": False, **backbone_kwargs(config)}
 
 
 # Bumped whenever a backbone's state-dict layout changes: older checkpoints are rebuilt.
@@ -142,11 +143,11 @@ def build_suite_zoo(
     bid = base_id(suite)
     base_model: Classifier | None = None
     if not (bid in zoo and _matches(zoo.get(bid), config)):
-        base_model = new_backbone(suite)
+        base_model = new_backbone(config)
         zoo.add(
             base_model,
             arch=config.arch,
-            arch_kwargs=_arch_kwargs(base_model.n_classes),
+            arch_kwargs=_arch_kwargs(base_model.n_classes, config),
             task=f"{suite}:pretrained",
             role="base",
             name=bid,
@@ -207,7 +208,7 @@ def build_suite_zoo(
         finetunes[name] = zoo.add(
             model,
             arch=config.arch,
-            arch_kwargs=_arch_kwargs(task.n_classes),
+            arch_kwargs=_arch_kwargs(task.n_classes, config),
             task=f"{suite}:{name}",
             role="finetune",
             name=fid,
@@ -243,12 +244,12 @@ def build_suite_zoo(
 
 
 def _with_head(base: Classifier, head: Head, config: SuiteConfig) -> Classifier:
-    model = new_backbone(config.suite, pretrained=False)
+    model = new_backbone(config, pretrained=False)
     if model.n_classes != head.weight.shape[0]:
         model = Classifier(model.trunk, model.feature_dim, head.weight.shape[0])
         from ..models import ModelSpec
 
-        model.spec = ModelSpec(config.arch, _arch_kwargs(head.weight.shape[0]))
+        model.spec = ModelSpec(config.arch, _arch_kwargs(head.weight.shape[0], config))
     model.trunk.load_state_dict(base.trunk.state_dict())
     with torch.no_grad():
         model.head.weight.copy_(head.weight)

@@ -100,9 +100,12 @@ def fit_layout(fig: go.Figure, size: str | None = None) -> go.Figure:
         fig.update_xaxes(tickfont_size=tick_px, title_font_size=tick_px)
         fig.update_yaxes(tickfont_size=tick_px, title_font_size=tick_px)
     sub_lines = 1
+    domains = None  # the x axes' domains, read once (not once per subplot title)
     for a in subplot_title_annotations(fig):
+        if domains is None:
+            domains = [(float(x.domain[0]), float(x.domain[1])) for x in _xaxes(fig)]
         a.font = dict(size=tick_px + 1)
-        a.text = wrap(a.text, _annotation_width(fig, a, width), tick_px + 1)
+        a.text = wrap(a.text, _annotation_width(a, width, domains), tick_px + 1)
         sub_lines = max(sub_lines, a.text.count("<br>") + 1)
     _distinguish_lines(fig)
 
@@ -260,17 +263,13 @@ def wrap(text: str, width_px: float, font_px: float) -> str:
     return "<br>".join(x for x in lines if x)
 
 
-def _annotation_width(fig: go.Figure, a: Any, width: float) -> float:
-    """Width in px of the subplot whose title ``a`` is (the plot width left of margins)."""
+def _annotation_width(a: Any, width: float, domains: list[tuple[float, float]]) -> float:
+    """Width in px of the subplot whose title ``a`` is (the plot width left of margins), given
+    the figure's x-axis ``domains``."""
     plot_w = width - 60
-    axes = _xaxes(fig)
-    n_cols = max(1, len({round(float(x.domain[0]), 3) for x in axes}))
+    n_cols = max(1, len({round(lo, 3) for lo, _ in domains}))
     # a panel spanning several columns (its title centred on it) may take its own width
-    spans = [
-        float(x.domain[1]) - float(x.domain[0])
-        for x in axes
-        if a.x is not None and abs((float(x.domain[0]) + float(x.domain[1])) / 2 - a.x) < 0.005
-    ]
+    spans = [hi - lo for lo, hi in domains if a.x is not None and abs((lo + hi) / 2 - a.x) < 0.005]
     own = max(spans, default=0.0) * plot_w - 6
     return max(30.0, plot_w / n_cols - 6, own)
 

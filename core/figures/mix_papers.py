@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .layout import narrow_variant
-from .theme import PALETTE, apply_paper
+from .theme import PALETTE, apply_paper, rgba
 
 _METHOD_NAMES = {"erm": "ERM", "mixup": "Mixup", "mixup_early": "Early-stopped mixup"}
 _SHORT_NAMES = {"mixup_early": "early-stopped"}  # for single-column legends
@@ -579,7 +579,97 @@ def attention_labels_figure(record: Mapping[str, Any]) -> go.Figure:
     return apply_paper(fig, size="double")
 
 
+_DASHES = ("solid", "dash", "dot", "dashdot")
+
+
+def dualmix_figure(record: Mapping[str, Any]) -> go.Figure:
+    """DualMix vs ER on the online class-incremental stream: accuracy on the classes seen so
+    far over the stream (mean over seeds, band min–max, task boundaries dotted), the final
+    accuracy on all classes with bootstrap CIs, and each task's final accuracy (mean over
+    seeds: where the forgetting falls)."""
+    _need(record, "dualmix")
+    methods = record["methods"]
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        column_widths=[0.5, 0.2, 0.3],
+        subplot_titles=("accuracy on seen classes", "final acc (95% CI)", "final acc per task"),
+    )
+    for i, m in enumerate(methods):
+        logs = record["logs"][m]
+        acc = np.array([lg["acc_seen"] for lg in logs])  # (seeds, evaluations)
+        seen = logs[0]["seen"]
+        color = PALETTE[i % len(PALETTE)]
+        for band, fill in ((acc.max(0), None), (acc.min(0), "tonexty")):  # min–max band
+            if len(logs) > 1:
+                fig.add_trace(
+                    go.Scatter(
+                        x=seen,
+                        y=band,
+                        mode="lines",
+                        line=dict(width=0),
+                        fill=fill,
+                        fillcolor=rgba(color, 0.18),
+                        showlegend=False,
+                    ),
+                    row=1,
+                    col=1,
+                )
+        fig.add_trace(
+            go.Scatter(
+                x=seen,
+                y=acc.mean(0),
+                mode="lines",
+                name=m,
+                legendgroup=m,
+                line=dict(color=color, dash=_DASHES[i % len(_DASHES)]),
+            ),
+            row=1,
+            col=1,
+        )
+        per_task = np.array([lg["acc_matrix"][-1] for lg in logs]).mean(0)
+        fig.add_trace(
+            go.Bar(
+                x=[f"T{j + 1}" for j in range(len(per_task))],
+                y=per_task,
+                name=m,
+                legendgroup=m,
+                marker_color=color,
+                showlegend=False,
+            ),
+            row=1,
+            col=3,
+        )
+    _ci_bar(fig, methods, [record["summary"][m]["accuracy"] for m in methods], row=1, col=2)
+    for end in record["logs"][methods[0]][0]["task_end"][:-1]:  # after the traces: plotly
+        # skips shapes on subplots that are still empty
+        fig.add_vline(x=end, line=dict(dash="dot", color="grey", width=1), row=1, col=1)
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="stream examples seen", row=1, col=1)
+    for col in (1, 2, 3):
+        fig.update_yaxes(range=[0, 1], row=1, col=col)
+    cfg = record["config"]
+    fig.update_layout(
+        title=f"Online class-incremental {cfg['task']} ({cfg['n_tasks']} tasks, buffer "
+        f"{cfg['buffer_size']}, seeds {record['seeds']})"
+    )
+    # single column: the curve across the top, the two bar panels side by side below it
+    narrow_variant(
+        fig,
+        layout=_grid_layout(
+            2,
+            2,
+            ("accuracy on seen classes", "final acc", "per task"),
+            specs=[[{"colspan": 2}, None], [{}, {}]],
+            vertical_spacing=0.42,
+            horizontal_spacing=0.14,
+        ),
+    )
+    return apply_paper(fig, size="double")
+
+
 FIGURES = {
+    "dualmix": dualmix_figure,
     "attention_labels": attention_labels_figure,
     "adautomix": adautomix_figure,
     "adamixup": adamixup_figure,

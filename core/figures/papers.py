@@ -600,36 +600,7 @@ def mc_smoe_figure(study: Any, *, title: str | None = None) -> go.Figure:
     return apply_paper(fig, size="double")
 
 
-@register(
-    "mc_smoe_study",
-    description="MC-SMoE: memory vs accuracy as a sparse MoE's experts are merged and compressed",
-    requires=("model", "task"),
-)
-def _mc_smoe_cells(args: Mapping[str, Any]) -> list[Cell]:
-    """args: ``model`` (a zoo ``moe`` id), ``task``, ``group_counts``, ``rank_fraction``,
-    ``sparse_density``, ``n_examples``, ``seed``."""
-    if not isinstance(args.get("model"), str) or not args["model"]:
-        raise ValueError(f"recipe args['model'] must be a zoo id, got {args.get('model')!r}")
-    return [
-        markdown(
-            "Group a sparse MoE's experts by routing statistics, merge each group with permutation "
-            "alignment and activation-frequency weights, then compress the merged experts to "
-            "low-rank + sparse (Li et al., ICLR 2024, MC-SMoE)."
-        ),
-        code(
-            "from core.data import get_task\n"
-            "from core.figures.papers import mc_smoe_figure\n"
-            "from core.papers.mc_smoe import mc_smoe_study\n\n"
-            "study = mc_smoe_study(\n"
-            '    zoo.load_model(ARGS["model"]), zoo.state_dict(ARGS["model"]), get_task(ARGS["task"]),\n'
-            '    group_counts=tuple(ARGS.get("group_counts", [6, 4, 2, 1])),\n'
-            '    rank_fraction=ARGS.get("rank_fraction", 0.15),\n'
-            '    sparse_density=ARGS.get("sparse_density", 0.1),\n'
-            '    n_examples=ARGS.get("n_examples", 2000), seed=ARGS.get("seed", 0),\n'
-            ")\n"
-            "fig = mc_smoe_figure(study)"
-        ),
-    ]
+# Its notebook recipe is the core.recipes kind "mc_smoe_study" (core/recipes/moe.py).
 
 
 __all__ = [

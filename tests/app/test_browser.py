@@ -38,6 +38,7 @@ ARGS = [
     "--disable-dev-shm-usage",
 ]
 TIMEOUT_MS = 90_000
+SERVER_LOGS: dict[str, Path] = {}  # base URL -> the server's log (with MIXMERGE_TIMING lines)
 
 
 def page_url(page_file: Path) -> str:
@@ -60,7 +61,8 @@ def server(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
     workspace = os.environ.get("MIXMERGE_SCREENSHOT_WORKSPACE") or str(tiny_zoo_dir)
-    env = {**os.environ, "MIXMERGE_WORKSPACE": workspace}
+    # timing lines on: the fragment test counts full page runs in the log (ui/timing.py)
+    env = {**os.environ, "MIXMERGE_WORKSPACE": workspace, "MIXMERGE_TIMING": "1"}
     cmd = [
         sys.executable,
         "-m",
@@ -93,6 +95,7 @@ def server(tiny_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"server did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
+        SERVER_LOGS[url] = log
         yield url
     finally:
         proc.terminate()
@@ -277,3 +280,104 @@ def test_offline_no_outside_requests_and_no_webgl_for_moderate_scatters(
     assert outside == [], outside
     assert not [m for m in seen if "webgl" in m.lower() or "stall" in m.lower()], seen
     assert pg.locator('[data-testid="stPlotlyChart"] canvas.gl-canvas').count() == 0  # type: ignore[attr-defined]
+
+
+def _runs(server: str, what: str) -> int:
+    """How many timing lines of the server's log contain ``what`` (``'page "Merge Lab"'``,
+    ``"fragment merge.live "``)."""
+    lines = SERVER_LOGS[server].read_text(errors="replace").splitlines()
+    return sum(line.startswith("mixmerge-timing ") and what in line for line in lines)
+
+
+def _probe(pg: object, css: str) -> None:
+    """Tag the DOM node of an element outside the fragment, to check later that it was kept."""
+    pg.evaluate(f"() => {{ document.querySelector('{css}').__probe = 1; }}")  # type: ignore[attr-defined]
+
+
+def _probe_kept(pg: object, css: str) -> bool:
+    return bool(pg.evaluate(f"() => document.querySelector('{css}')?.__probe === 1"))  # type: ignore[attr-defined]
+
+
+def _wait_for_new_text(pg: object, selector: str, before: str) -> None:
+    pg.wait_for_function(  # type: ignore[attr-defined]
+        "([sel, before]) => { const t = [...document.querySelectorAll(sel)]"
+        ".map(e => e.textContent).join('|'); return t.length && t !== before; }",
+        arg=[selector, before],
+        timeout=TIMEOUT_MS,
+    )
+
+
+def _text(pg: object, selector: str) -> str:
+    return str(
+        pg.evaluate(  # type: ignore[attr-defined]
+            "(sel) => [...document.querySelectorAll(sel)].map(e => e.textContent).join('|')",
+            selector,
+        )
+    )
+
+
+def test_live_sliders_rerun_only_their_fragment(server: str, page: object) -> None:
+    """A Merge Lab λ move and a Mixup Gallery λ move change the shown result and rerun only
+    the slider's fragment: no full page run in the server's timing lines, one more run of the
+    fragment, and the widgets above it keep their DOM nodes. A widget outside the fragment (the
+    merge seed) does rerun the page, so the count can tell the two apart."""
+    pg = page
+    metrics = '[data-testid="stMetricValue"]'
+    pg.goto(f"{server}/Merge_Lab")  # type: ignore[attr-defined]
+    slider = pg.locator(".st-key-merge-scale").get_by_role("slider")  # type: ignore[attr-defined]
+    slider.wait_for()
+    pg.get_by_text("Average accuracy").first.wait_for()  # type: ignore[attr-defined]
+    settle(pg)
+    no_exception(pg)
+    outside = ".st-key-merge-setting"
+    _probe(pg, outside)
+    pages, live = _runs(server, 'page "Merge Lab"'), _runs(server, "fragment merge.live ")
+    assert pages >= 1 and live >= 1, SERVER_LOGS[server].read_text()[-2000:]
+    before = _text(pg, metrics)
+    accs = [v for v in _metric_values(pg) if re.fullmatch(r"0\.\d{3}", v)]
+    for _ in range(4):  # λ 0.3 -> 0.5: the accuracies move
+        slider.press("ArrowRight")
+        _wait_for_new_text(pg, metrics, before)
+        settle(pg, quiet_ms=500)
+        before = _text(pg, metrics)
+    no_exception(pg)
+    assert [v for v in _metric_values(pg) if re.fullmatch(r"0\.\d{3}", v)] != accs
+    assert _runs(server, 'page "Merge Lab"') == pages  # the page did not rerun
+    assert _runs(server, "fragment merge.live ") >= live + 4  # the fragment did, each time
+    assert _probe_kept(pg, outside)
+
+    # the merge seed sits above the fragment: changing it reruns the whole page
+    seed = pg.locator(".st-key-merge-seed input")  # type: ignore[attr-defined]
+    seed.fill("3")
+    seed.press("Enter")
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while _runs(server, 'page "Merge Lab"') == pages and time.monotonic() < deadline:
+        pg.wait_for_timeout(100)  # type: ignore[attr-defined]
+    assert _runs(server, 'page "Merge Lab"') == pages + 1
+    settle(pg)
+    no_exception(pg)
+
+    # Mixup Gallery: the fixed λ slider redraws the gallery, not the page
+    pg.goto(f"{server}/Mixup_Gallery")  # type: ignore[attr-defined]
+    pg.locator(".st-key-mixup_gallery-fixed").get_by_text("Fixed λ").wait_for()  # type: ignore[attr-defined]
+    settle(pg)
+    pg.locator(".st-key-mixup_gallery-fixed").get_by_text("Fixed λ").click()  # type: ignore[attr-defined]
+    lam = pg.locator(".st-key-mixup_gallery-lam").get_by_role("slider")  # type: ignore[attr-defined]
+    lam.wait_for()
+    settle(pg)
+    no_exception(pg)
+    outside = ".st-key-mixup_gallery-source"
+    _probe(pg, outside)
+    figure = ".st-key-mixup_gallery-gallery-chart .main-svg"
+    before = _text(pg, figure)
+    assert "0.50" in before  # the label weights at λ = 0.5
+    pages = _runs(server, 'page "Mixup Gallery"')
+    live = _runs(server, "fragment mixup_gallery.live ")
+    lam.press("ArrowLeft")
+    _wait_for_new_text(pg, figure, before)
+    settle(pg)
+    no_exception(pg)
+    assert "0.45" in _text(pg, figure)
+    assert _runs(server, 'page "Mixup Gallery"') == pages
+    assert _runs(server, "fragment mixup_gallery.live ") == live + 1
+    assert _probe_kept(pg, outside)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-# each test renders all seven study tabs and trains one study: tens of seconds on a busy CPU
+# each test renders all eight study tabs and trains one study: tens of seconds on a busy CPU
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,3 +115,18 @@ def test_attention_labels_tab_reports_bad_patch(empty_workspace: Path) -> None:
     at.number_input(key="mixup_papers.al.patch").set_value(2)
     _submit(at, "mixup_papers.attention_labels.form")
     assert any("Stored run" in s.value for s in at.success)
+
+
+def test_dualmix_tab_runs_and_reports_uneven_tasks(empty_workspace: Path) -> None:
+    at = _page()
+    at.selectbox(key="mixup_papers.dm.task").set_value("digits")
+    # 3 tasks: 10 classes do not split into equal increments
+    for key, value in {"n": 200, "buffer": 20, "seeds": 1, "width": 4, "tasks": 3}.items():
+        at.number_input(key=f"mixup_papers.dm.{key}").set_value(value)
+    next(b for b in at.button if b.proto.form_id == "mixup_papers.dualmix.form").click()
+    at.run()
+    assert not at.exception and any("n_tasks must divide" in e.value for e in at.error)
+    at.number_input(key="mixup_papers.dm.tasks").set_value(5)
+    _submit(at, "mixup_papers.dualmix.form")
+    assert any("Stored run" in s.value for s in at.success)
+    assert len(at.get("plotly_chart")) >= 1

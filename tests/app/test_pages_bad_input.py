@@ -25,8 +25,8 @@ PAGES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("[0-9]_*.
 HOSTILE_TEXT = "../../../../etc/passwd\x00 <script>alert(1)</script>"
 
 
-def _open(page: str | None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300).run()
+def _open(page: str | None, timeout: float = 300) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout).run()
     if page is not None and not at.exception:
         at.switch_page(page).run()
     return at
@@ -111,7 +111,9 @@ def _push(at: AppTest, end: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES)
 def test_widgets_at_their_extremes(workspace_env: Path, page: str) -> None:
-    at = _open(page)
+    # at their max the widgets ask for the largest computations (Interpolation: 51 points on
+    # every path): correctness, not speed, is checked here, so a loaded machine gets time
+    at = _open(page, timeout=900)
     _no_exception(at, page)
     before = sorted(p.name for p in (workspace_env / "models").iterdir())
     for end in ("min", "max"):

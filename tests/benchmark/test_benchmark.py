@@ -24,11 +24,18 @@ from core.benchmark.report import (
 from core.benchmark.run import BenchmarkSettings, applicable_methods, prepare, run_benchmark
 from core.benchmark.zoo_build import build_suite_zoo, finetune_id, load_suite_zoo
 from core.data.suites import SuiteSizes, load_task
+from core.merge import merge
 from core.zoo import Zoo
 
 TINY_SIZES = SuiteSizes(train=16, val=8, test=8)
 TINY = P.SuiteConfig(
-    "vision", tasks=("faces", "textures"), sizes=TINY_SIZES, resolution=32, steps=2, batch_size=4
+    "vision",
+    tasks=("faces", "textures"),
+    sizes=TINY_SIZES,
+    resolution=32,
+    steps=2,
+    batch_size=4,
+    normalize_features=True,  # as the default vision config
 )
 CHEAP = BenchmarkSettings(adamerging_steps=1, fisher_examples=2, gram_examples=4, n_boot=200)
 FEW = ["task_arithmetic", "average", "ties"]
@@ -126,8 +133,39 @@ def test_suite_config_probe_scaling_is_validated_and_read_back() -> None:
     assert P.default_config("vision").probe_scaling == "global"
 
 
+def test_unit_norm_features_option_is_validated_and_read_back() -> None:
+    assert P.default_config("vision").normalize_features is True
+    assert P.SuiteConfig("vision").normalize_features is False
+    with pytest.raises(ValueError, match="normalize_features applies to the vision backbone"):
+        P.SuiteConfig("text", normalize_features=True)
+    with pytest.raises(TypeError, match="normalize_features must be a bool, got int 1"):
+        P.SuiteConfig("vision", normalize_features=1)  # type: ignore[arg-type]
+    old = P.SuiteConfig("vision").to_dict()
+    del old["normalize_features"]  # a suite zoo stored before the option existed
+    assert P.SuiteConfig.from_dict(old).normalize_features is False
+    assert P.backbone_kwargs(P.default_config("vision")) == {"normalize_features": True}
+    assert P.backbone_kwargs(P.SuiteConfig("text")) == {}
+    with pytest.raises(TypeError, match="config must be a SuiteConfig, got str"):
+        P.new_backbone("vision")  # type: ignore[arg-type]
+
+
+def test_unit_norm_trunk_gives_the_raw_features_direction() -> None:
+    raw = P.new_backbone(P.SuiteConfig("vision")).trunk.eval()
+    unit = P.new_backbone(P.default_config("vision")).trunk.eval()
+    assert torch.equal(  # the option changes the forward pass, not the weights
+        torch.cat([v.flatten() for v in raw.state_dict().values() if v.is_floating_point()]),
+        torch.cat([v.flatten() for v in unit.state_dict().values() if v.is_floating_point()]),
+    )
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        f_raw, f_unit = raw(x), unit(x)
+    assert (f_raw.norm(dim=1) - 1).abs().max() > 0.1  # raw pooled features are not unit norm
+    torch.testing.assert_close(f_unit.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(f_unit, torch.nn.functional.normalize(f_raw, dim=-1))
+
+
 def test_label_head_is_scaled_unit_label_embeddings() -> None:
-    trunk = P.new_backbone("text").trunk
+    trunk = P.new_backbone(P.SuiteConfig("text")).trunk
     head = P.label_head(trunk, ["animals", "plants", "games"], scale=20.0, max_length=8)
     assert head.weight.shape == (3, 384)
     assert torch.allclose(head.weight.norm(dim=1), torch.full((3,), 20.0), atol=1e-4)
@@ -141,7 +179,7 @@ def test_label_head_is_scaled_unit_label_embeddings() -> None:
 
 
 def test_router_picks_each_tasks_head() -> None:
-    trunk = P.new_backbone("vision").trunk.eval()
+    trunk = P.new_backbone(P.default_config("vision")).trunk.eval()
     heads = [P.Head(torch.randn(c, 1280), torch.randn(c)) for c in (3, 5)]
     router = P.TaskRouter(trunk, heads, "vision").eval()
     x = torch.randn(2, 3, 32, 32)
@@ -162,7 +200,7 @@ def test_finetune_changes_only_the_backbone_and_is_seeded() -> None:
     )
     runs = []
     for _ in range(2):
-        model = P.new_backbone("vision")
+        model = P.new_backbone(cfg)
         head = P.make_head(model.trunk, task, cfg)
         model.head = head.linear()
         before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -190,6 +228,28 @@ def test_config_validation_names_the_argument() -> None:
 
 
 # ---------------------------------------------------------------------------- zoo
+@pytest.mark.slow
+def test_unit_norm_suite_stores_the_option_and_every_reader_applies_it(vision_zoo: Zoo) -> None:
+    """Each stored model carries ``normalize_features``; the benchmark's trunk, a loaded model
+    and a merge far from the base all give unit-norm features, so a task vector cannot make
+    the heads confident by growing the features (AdaMerging's entropy)."""
+    for mid in ("vision-base", *(finetune_id("vision", t) for t in TINY.task_names)):
+        assert vision_zoo.get(mid).arch_kwargs["normalize_features"] is True
+        assert vision_zoo.load_model(mid).trunk.normalize_features is True
+    ctx = prepare(vision_zoo, "vision", device="cpu", settings=CHEAP)
+    assert ctx.trunk.normalize_features is True
+    far = merge("task_arithmetic", ctx.finetunes, base=ctx.base, scale=3.0)
+    ctx.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in far.items()})
+    f = P.features(ctx.trunk, "vision", ctx.tasks[0].x_val)
+    torch.testing.assert_close(f.norm(dim=1), torch.ones(len(f)))
+    model = vision_zoo.load_model(finetune_id("vision", "faces"))
+    want = ctx.evaluate(P.trunk_state(model.state_dict()), "val")["faces"]
+    x, y = ctx.tasks[0].split("val")
+    with torch.no_grad():
+        got = model.eval()(P.backbone_input("vision", x)).argmax(1) == y
+    assert torch.equal(got, want)
+
+
 @pytest.mark.slow
 def test_suite_zoo_is_stored_and_resumes(vision_zoo: Zoo) -> None:
     built = load_suite_zoo(vision_zoo, "vision")

@@ -548,6 +548,7 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     "adamixup_figure": lambda: _mix_paper("adamixup"),
     "adautomix_figure": lambda: _mix_paper("adautomix"),
     "attention_labels_figure": lambda: _mix_paper("attention_labels"),
+    "dualmix_figure": lambda: _mix_paper("dualmix"),
     "singular_alignment_figure": lambda: fp.singular_alignment_figure(_singular()),
     "singular_overlap_figure": lambda: fp.singular_overlap_figure(
         _singular()["activation matching"]

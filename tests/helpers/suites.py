@@ -13,4 +13,5 @@ TINY_VISION_3 = P.SuiteConfig(
     resolution=32,
     steps=2,
     batch_size=4,
+    normalize_features=True,  # as the default vision config
 )

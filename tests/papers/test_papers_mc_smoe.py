@@ -3,6 +3,7 @@ frequency-weighted merging, low-rank + sparse compression, and the study."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -12,12 +13,15 @@ from core.data import get_task
 from core.models import create_model
 from core.models.moe import moe_layers, set_route
 from core.papers.mc_smoe import (
+    METHODS,
     compress_experts,
+    dominant_experts,
     group_experts,
     low_rank_plus_sparse,
     mc_smoe_study,
     merge_expert_group,
     merge_experts,
+    random_groups,
     routing_statistics,
     stored_values,
 )
@@ -88,6 +92,46 @@ def test_group_experts_routing_guided() -> None:
         group_experts(freq, sim, 5)
 
 
+def test_dominant_experts_are_the_most_frequently_routed() -> None:
+    m = _model()
+    x = torch.randn(60, 1, 8, 8)
+    st = routing_statistics(m, x)
+    for g in (1, 2, 3):
+        merged = merge_experts(m, m.state_dict(), st, g)
+        for block in range(2):
+            freq = st.frequency[block]
+            top = freq.topk(g).indices.tolist()  # the g most used router entries lead
+            assert sorted(merged.dominant[block]) == sorted(top)
+            labels = merged.labels[block]
+            for lead in top:  # each leads its own group and is its most used member
+                members = labels == labels[lead]
+                assert freq[lead] == freq[members].max()
+    labels = torch.tensor([0, 1, 0, 1])
+    assert dominant_experts(torch.tensor([0.1, 0.2, 0.6, 0.1]), labels) == [2, 1]
+
+
+def test_random_groups_is_a_seeded_partition_into_non_empty_groups() -> None:
+    seen = set()
+    for seed in range(40):
+        labels = random_groups(6, 3, generator=torch.Generator().manual_seed(seed))
+        assert sorted(set(labels.tolist())) == [0, 1, 2]  # every group non-empty
+        seen.add(tuple(labels.tolist()))
+        again = random_groups(6, 3, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(labels, again)
+    assert len(seen) > 20  # random, not one fixed partition
+    assert random_groups(4, 4, generator=torch.Generator()).sort().values.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="n_groups"):
+        random_groups(4, 5, generator=torch.Generator())
+    m = _model()
+    st = routing_statistics(m, torch.randn(20, 1, 8, 8))
+    with pytest.raises(TypeError, match="generator"):
+        merge_experts(m, m.state_dict(), st, 2, grouping="random")
+    gen = torch.Generator().manual_seed(3)
+    merged = merge_experts(m, m.state_dict(), st, 2, grouping="random", generator=gen)
+    want = random_groups(4, 2, generator=torch.Generator().manual_seed(3))
+    assert merged.labels[0].tolist() == want.tolist()
+
+
 def test_merge_group_undoes_a_permutation_and_weights_by_frequency() -> None:
     e = _model().trunk.moe0.experts[0].state_dict()
     p = torch.randperm(8, generator=torch.Generator().manual_seed(1))
@@ -104,6 +148,50 @@ def test_merge_group_undoes_a_permutation_and_weights_by_frequency() -> None:
     assert torch.allclose(plain["fc1.weight"], 0.7 * e["fc1.weight"] + 0.3 * e["fc1.weight"][p])
     with pytest.raises(ValueError, match="weights"):
         merge_expert_group([e, shuffled], [0.0, 0.0])
+
+
+def test_frequency_weighted_merge_is_the_hand_computation() -> None:
+    experts = [_model(seed).trunk.moe0.experts[0].state_dict() for seed in range(3)]
+    freq = [0.5, 0.2, 0.1]  # un-normalised: the weights are freq / sum(freq)
+    got = merge_expert_group(experts, freq, permute=False)
+    for k in experts[0]:
+        want = (0.5 * experts[0][k] + 0.2 * experts[1][k] + 0.1 * experts[2][k]) / 0.8
+        assert torch.allclose(got[k], want, atol=1e-6), k
+    # a member permuted twice over merges back onto the reference with the same weights
+    p, q = (torch.randperm(8, generator=torch.Generator().manual_seed(s)) for s in (2, 3))
+    e = experts[0]
+
+    def permuted(pi: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "fc1.weight": e["fc1.weight"][pi],
+            "fc1.bias": e["fc1.bias"][pi],
+            "fc2.weight": e["fc2.weight"][:, pi],
+            "fc2.bias": e["fc2.bias"],
+        }
+
+    back = merge_expert_group([e, permuted(p), permuted(q)], freq)
+    assert all(torch.allclose(back[k], e[k], atol=1e-6) for k in e)
+    # in the model: every stored expert is its group's frequency-weighted mean (no permutation)
+    m = _model()
+    sd = m.state_dict()
+    st = routing_statistics(m, torch.randn(50, 1, 8, 8))
+    for weighting in ("frequency", "uniform"):
+        merged = merge_experts(m, sd, st, 2, weighting=weighting, permute=False)
+        for block in range(2):
+            labels, freq_b = merged.labels[block], st.frequency[block]
+            for g in range(2):
+                members = torch.nonzero(labels == g).flatten().tolist()
+                w = freq_b[members] if weighting == "frequency" else torch.ones(len(members))
+                if w.sum() == 0:
+                    continue
+                w = w / w.sum()
+                for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+                    want = sum(
+                        float(wi) * sd[f"trunk.moe{block}.experts.{e}.{name}"]
+                        for wi, e in zip(w, members, strict=True)
+                    )
+                    got = merged.sd[f"trunk.moe{block}.experts.{g}.{name}"]
+                    assert torch.allclose(got, want, atol=1e-6), (weighting, block, g, name)
 
 
 def test_merge_experts_binds_groups_and_keeps_function_at_full_count() -> None:
@@ -145,6 +233,52 @@ def test_low_rank_plus_sparse_limits_and_counts() -> None:
         low_rank_plus_sparse(w, sparse_density=2.0)
 
 
+def test_low_rank_plus_sparse_error_is_bounded_by_the_dropped_spectrum() -> None:
+    w = torch.randn(24, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    s = torch.linalg.svdvals(w)
+    last = float("inf")
+    for rank_fraction in (0.1, 0.3):
+        r = math.ceil(rank_fraction * 24 * 16 / 40)
+        tail = float((s[r:] ** 2).sum())  # Eckart-Young: the best rank-r error
+        low, _ = low_rank_plus_sparse(w, rank_fraction=rank_fraction, sparse_density=0.0)
+        assert float(((w - low) ** 2).sum()) == pytest.approx(tail, rel=1e-9)
+        resid = (w - low).flatten()
+        for density in (0.05, 0.2, 0.5):
+            rec, n = low_rank_plus_sparse(w, rank_fraction=rank_fraction, sparse_density=density)
+            keep = round(density * w.numel())
+            assert n == r * 40 + keep
+            # S keeps the largest residual entries: their energy is what it removes
+            kept = float((resid.abs().topk(keep).values ** 2).sum())
+            err = float(((w - rec) ** 2).sum())
+            assert err == pytest.approx(tail - kept, rel=1e-9, abs=1e-12)
+            assert err <= tail * (1 - density) + 1e-12  # at least a density share of it
+        assert tail < last
+        last = tail
+
+
+def test_memory_accounting_counts_parameters() -> None:
+    m = _model()
+    sd = m.state_dict()
+    d, h, x = 16, 8, 64  # width, expert width, input pixels
+    dense = x * d + d  # embed
+    per_block = d * 4  # router (no bias)
+    expert = h * d + h + d * h + d  # fc1, fc2 with biases
+    head = sum(p.numel() for n, p in m.named_parameters() if n.startswith("head."))
+    assert stored_values(sd) == sum(p.numel() for p in m.parameters())
+    assert stored_values(sd) == dense + 2 * (per_block + 4 * expert) + head
+    st = routing_statistics(m, torch.randn(20, 1, 8, 8))
+    for g in (3, 2, 1):
+        merged = merge_experts(m, sd, st, g)
+        net = create_model("moe", seed=None, **merged.arch_kwargs)
+        want = dense + 2 * (per_block + g * expert) + head
+        assert stored_values(merged.sd) == want == sum(p.numel() for p in net.parameters())
+        small, values = compress_experts(merged.sd, rank_fraction=0.25, sparse_density=0.1)
+        r = math.ceil(0.25 * h * d / (h + d))
+        per_weight = r * (h + d) + round(0.1 * h * d)
+        assert values == 2 * g * (2 * per_weight + h + d)
+        assert stored_values(small, values) == dense + 2 * per_block + values + head
+
+
 @pytest.mark.slow
 def test_study_rows_and_figure() -> None:
     from core.figures.papers import mc_smoe_data, mc_smoe_figure
@@ -167,12 +301,17 @@ def test_study_rows_and_figure() -> None:
         n_examples=100,
         progress=lambda *a: calls.append(a),
     )
-    assert calls[-1] == (11, 11)
+    assert calls[-1] == (13, 13)  # full + 2 group counts x (5 methods + MC-SMoE)
     full = study.rows[0]
     assert full["method"] == "full SMoE" and full["n_groups"] == 4
     for r in study.rows[1:]:
         assert r["memory_kb"] < full["memory_kb"]
         assert r["low"] <= r["accuracy"] <= r["high"]
+        assert r["draw_min"] <= r["accuracy"] + 1e-9 and r["accuracy"] <= r["draw_max"] + 1e-9
+    rand = [r for r in study.rows if r["method"].startswith("random")]
+    assert [r["draws"] for r in rand] == [5, 5]  # the default random_draws, one row each
+    merged = [r for r in study.rows if r["method"] in METHODS and r["n_groups"] == 2]
+    assert len({r["memory_kb"] for r in merged}) == 1  # equal memory at a group count
     table = mc_smoe_data(study)
     assert len(table) == len(study.rows)
     assert len(mc_smoe_figure(study).data) >= 5

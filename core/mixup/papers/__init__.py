@@ -15,6 +15,8 @@ stored in the workspace with :func:`store_run` (kind ``"mix_paper_run"``) and dr
 * ``adautomix`` — Qin et al., "Adversarial AutoMixup" (ICLR 2024), a reduced version.
 * ``attention_labels`` — TransMix (CVPR 2022) and MixPro's progressive attention labels
   (ICLR 2023) on the registry's small ViT.
+* ``dualmix`` — Fan et al., "DualMix: Unleashing the Potential of Data Augmentation for Online
+  Class-Incremental Learning" (arXiv 2303.07864): EnMix and AdpMix against experience replay.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[
     from . import adamixup as am
     from . import adautomix as aa
     from . import attention_labels as al
+    from . import dualmix as dm
     from . import feature_learning as fl
     from . import mochi as mc
     from . import neural_collapse as nc
@@ -54,6 +57,7 @@ def _studies() -> dict[str, tuple[type, Callable[..., dict[str, Any]], Callable[
         "adamixup": (am.AdaMixUpConfig, am.run_adamixup, am.headline),
         "adautomix": (aa.AdAutoMixConfig, aa.run_adautomix, aa.headline),
         "attention_labels": (al.AttentionLabelConfig, al.run_attention_labels, al.headline),
+        "dualmix": (dm.DualMixConfig, dm.run_dualmix, dm.headline),
     }
 
 

@@ -23,6 +23,7 @@ PAPERS: dict[str, str] = {
     "adamixup": "AdaMixUp — learned mixing policy + intrusion discriminator",
     "adautomix": "AdAutoMix — adversarial mixed-sample generator",
     "attention_labels": "TransMix / MixPro — attention labels on a small ViT",
+    "dualmix": "DualMix — mixup for online class-incremental learning",
 }
 
 Cancelled = TrainingCancelled
@@ -103,3 +104,15 @@ def random_subset(x: Any, y: Any, n: int | None, seed: int) -> tuple[Any, Any]:
     else:
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
     return x[idx], y[idx]
+
+
+def accuracy_row(method: str, summary: Mapping[str, Any], label: str = "test acc") -> dict:
+    """A headline row's start: the method, its pooled accuracy estimate and the 95% CI text,
+    from a study summary entry holding an ``accuracy`` CI dict."""
+    a = summary["accuracy"]
+    return {"method": method, label: a["estimate"], "CI": f"[{a['low']:.3f}, {a['high']:.3f}]"}
+
+
+def gap_text(gap: Mapping[str, float]) -> str:
+    """A paired gap CI dict as ``+0.012 [-0.003, +0.027]``."""
+    return f"{gap['estimate']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}]"
