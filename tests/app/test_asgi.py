@@ -72,3 +72,23 @@ def test_bad_inputs_are_named() -> None:
         inject_base_url("<head>")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="ASGI"):
         BaseUrlMiddleware(None)  # type: ignore[arg-type]
+
+
+def test_server_threads_copies_mixmerge_threads_into_the_library_variables() -> None:
+    from serve import THREAD_VARS, server_threads
+
+    env = {"MIXMERGE_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    server_threads(env)
+    assert env == {
+        "MIXMERGE_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMBA_NUM_THREADS": "2",
+    }  # a variable already set is kept
+    assert set(THREAD_VARS) <= set(env)
+    empty: dict[str, str] = {}
+    server_threads(empty)
+    assert empty == {}
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match="MIXMERGE_THREADS must be an integer >= 1"):
+            server_threads({"MIXMERGE_THREADS": bad})
