@@ -20,6 +20,7 @@ from core.zoo import train_custom
 from ui import cache, cache_papers
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
+from ui.widgets import progress_bar
 
 settings = ui.frame("Merging Papers", icon=":material/menu_book:")
 zoo = cache.zoo(settings.workspace)
@@ -35,14 +36,6 @@ if not ids:
 tasks = cache.tasks_available()
 ss = st.session_state
 device = str(settings.torch_device)
-
-
-def progress_bar(label: str):
-    """A progress bar and the (done, total) callback that drives it."""
-    bar = st.progress(0.0, text=label)
-    return bar, lambda done, total: bar.progress(
-        min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}"
-    )
 
 
 tab_sms, tab_bn, tab_zip, tab_moe = st.tabs(

@@ -18,6 +18,7 @@ from core.recipes import build_figure
 from ui import cache, suite_panels
 from ui.errors import shown_errors
 from ui.figure_panel import show_figure
+from ui.widgets import progress_bar
 
 settings = ui.frame("Interpolation", icon=":material/timeline:")
 suite = suite_panels.model_set(settings.workspace, "interp.model_set")
@@ -91,14 +92,6 @@ meta = {
 tab_paths, tab_plane, tab_curve, tab_singular = st.tabs(
     ["Paths and barriers", "Plane through three models", "Bezier curve", "Singular vectors"]
 )
-
-
-def progress_bar(label: str):
-    """A progress bar and the (done, total) callback that drives it."""
-    bar = st.progress(0.0, text=label)
-    return bar, lambda done, total: bar.progress(
-        min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}"
-    )
 
 
 with tab_paths:

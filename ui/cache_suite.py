@@ -288,8 +288,7 @@ def merging_at_scale(
     """(:class:`core.papers.merging_at_scale.ScaleStudy`, cached?) of the sweep on ``suite``."""
     from core.papers.merging_at_scale import merging_at_scale_study
 
-    key: tuple[Any, ...] = ("scale", workspace, fingerprint(workspace, suite), suite, methods)
-    key += (n_orders, val_per_task, seed, device)
+    key = _study_key("scale", workspace, (suite, methods, n_orders, val_per_task, seed, device))
     return _memo(
         key,
         lambda: merging_at_scale_study(
@@ -307,7 +306,53 @@ def merging_at_scale(
 
 def merging_at_scale_is_cached(workspace: str, key_args: tuple[Any, ...]) -> bool:
     """Whether :func:`merging_at_scale` with these arguments (after ``workspace``) is cached."""
-    suite = key_args[0]
-    key = ("scale", workspace, fingerprint(workspace, suite), *key_args)
+    return _is_memoised(_study_key("scale", workspace, key_args))
+
+
+def _study_key(tag: str, workspace: str, key_args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The memo key of a suite study: ``key_args`` start with the suite, whose fingerprint
+    goes into the key."""
+    return (tag, workspace, fingerprint(workspace, key_args[0]), *key_args)
+
+
+def _is_memoised(key: tuple[Any, ...]) -> bool:
     with _MEMO_LOCK:
         return key in _MEMO
+
+
+def orthogonal_adaptation(
+    workspace: str,
+    suite: str,
+    variants: tuple[str, ...],
+    rank: int,
+    steps: int,
+    test_per_task: int,
+    seed: int,
+    device: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Any, bool]:
+    """(:class:`core.papers.orthogonal_adaptation.OrthoStudy`, cached?) of the study on
+    ``suite``."""
+    from core.papers.orthogonal_adaptation import orthogonal_adaptation_study
+
+    key_args = (suite, variants, rank, steps, test_per_task, seed, device)
+    return _memo(
+        _study_key("ortho", workspace, key_args),
+        lambda: orthogonal_adaptation_study(
+            zoo(workspace),
+            suite,
+            variants=list(variants),
+            rank=rank,
+            steps=steps,
+            test_per_task=test_per_task,
+            seed=seed,
+            device=device,
+            progress=progress,
+        ),
+    )
+
+
+def orthogonal_adaptation_is_cached(workspace: str, key_args: tuple[Any, ...]) -> bool:
+    """Whether :func:`orthogonal_adaptation` with these arguments (after ``workspace``) is
+    cached."""
+    return _is_memoised(_study_key("ortho", workspace, key_args))

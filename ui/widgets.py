@@ -16,7 +16,7 @@ do not allow is dropped first, so the widget falls back to its default instead o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -236,3 +236,16 @@ def method_description(entry: Any) -> str:
     head = (getattr(module, "__doc__", None) or "").strip().split("\n\n")[0]
     head = " ".join(head.split())
     return (head or doc).replace("``", "`")
+
+
+def progress_bar(label: str) -> tuple[Any, Callable[[int, int], None]]:
+    """A progress bar and the ``(done, total)`` callback that drives it (its text: ``label``
+    and the count)."""
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str, got {type(label).__name__}")
+    bar = st.progress(0.0, text=label)
+
+    def advance(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label} {done}/{total}")
+
+    return bar, advance
