@@ -174,8 +174,8 @@ with tab_ortho:
         test_n = c5.select_slider(
             "Test / task", [32, 64, 128, 256, 512], value=256, key="benchmark.ortho_test"
         )
-        o_args = (o_suite, tuple(variants), rank, steps, test_n, settings.seed)
-        o_args += (str(settings.torch_device),)
+        device = str(settings.torch_device)
+        o_args = (o_suite, tuple(variants), rank, steps, test_n, settings.seed, device)
         ws = str(settings.workspace)
         o_run = st.button(
             "Train and sum the adapters",

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .layout import narrow_variant
 from .theme import PALETTE, apply_paper
 
 
@@ -97,7 +98,28 @@ def orthogonal_adaptation_figure(study: Any, *, title: str | None = None) -> go.
         f"({study.suite} suite)",
         legend=dict(orientation="h", y=-0.35),
     )
+    # single column: the two panels stacked, short variant names on the ticks and in the legend
+    short = [_SHORT_LABELS.get(v, v) for v in study.variants]
+    grid = make_subplots(
+        rows=2, cols=1, subplot_titles=["mean accuracy", "kept summed"], vertical_spacing=0.42
+    )
+    narrow_variant(
+        fig,
+        layout=dict(
+            annotations=[a.to_plotly_json() for a in grid.layout.annotations]
+            + [a.to_plotly_json() for a in fig.layout.annotations[2:]],
+            xaxis=dict(domain=[0.0, 1.0], tickvals=labels, ticktext=short, tickangle=0),
+            xaxis2=dict(domain=[0.0, 1.0], anchor="y2"),
+            yaxis=dict(domain=list(grid.layout.yaxis.domain), title_text="acc. (%)"),
+            yaxis2=dict(domain=list(grid.layout.yaxis2.domain), title_text="kept"),
+        ),
+        traces={0: dict(name="alone"), 1: dict(name="summed")}
+        | {2 + k: dict(name=n) for k, n in enumerate(short)},
+    )
     return apply_paper(fig, size="double")
+
+
+_SHORT_LABELS = {"orthogonal": "orthogonal", "lora": "LoRA", "random_fixed": "random"}
 
 
 __all__ = ["orthogonal_adaptation_data", "orthogonal_adaptation_figure"]

@@ -27,9 +27,7 @@ MODULES = tuple(
 )
 # Known single-column defects (multi-panel figures too dense for 3.5 in): strict, so a fix that
 # makes one pass must remove it from here.
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("orthogonal_adaptation_figure", "column"): "six tilted task names reach the legend",
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 CASES = [(name, size) for name in FIGURES for size in SIZES]
 RENDER_CASES = [
     pytest.param(
