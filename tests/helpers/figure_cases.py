@@ -473,6 +473,28 @@ def _mc_smoe():
     return MCSMoEStudy(rows, task="fashion_mnist")
 
 
+def _projection_result() -> go.Figure:
+    coords, labels, anchors = _features()
+    report = {"labels": labels, "class_names": list(CLASSES), "classes": np.arange(10)}
+    return fg.projection_result_figure(
+        {"report": report, "projection": {"coords": coords, "anchors": anchors}}
+    )
+
+
+def _mixup_result() -> go.Figure:
+    coords, _, anchors = _features(300)
+    return fg.mixup_result_figure(
+        {
+            "coords": coords,
+            "lam": RNG.uniform(size=300),
+            "same_class": RNG.uniform(size=300) < 0.3,
+            "anchors": anchors,
+            "class_names": list(CLASSES),
+            "classes": np.arange(10),
+        }
+    )
+
+
 FIGURES: dict[str, Callable[[], go.Figure]] = {
     "task_accuracy_figure": lambda: fm.task_accuracy_figure(_eval()),
     "task_radar_figure": lambda: fm.task_radar_figure(_eval()),
@@ -524,6 +546,22 @@ FIGURES: dict[str, Callable[[], go.Figure]] = {
     "gallery_figure": lambda: fx.gallery_figure(_gallery()),
     "lam_grid_figure": lambda: fx.lam_grid_figure(_lam_grid()),
     "methods_figure": lambda: fx.methods_figure(_methods()),
+    "gallery_result_figure": lambda: fx.gallery_result_figure({"gallery": _gallery()}),
+    "lam_grid_result_figure": lambda: fx.lam_grid_result_figure({"grid": _lam_grid()}),
+    "methods_result_figure": lambda: fx.methods_result_figure({"methods": _methods()}),
+    "projection_result_figure": _projection_result,
+    "mixup_result_figure": _mixup_result,
+    "etf_result_figure": lambda: fg.etf_result_figure(
+        {
+            "gram": np.eye(10) - 0.1,
+            "ideal": np.eye(10) - 1 / 9,
+            "class_names": list(CLASSES),
+            "classes": list(range(10)),
+        }
+    ),
+    "nc_run_figure": lambda: fg.nc_run_figure(
+        {"histories": _nc_runs(), "task": "mnist", "arch": "mlp"}
+    ),
     "reliability_figure": lambda: fx.reliability_figure(
         {k: v["reliability"] for k, v in _mix_run()["methods"].items()}
     ),
