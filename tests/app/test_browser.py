@@ -361,6 +361,10 @@ def test_live_sliders_rerun_only_their_fragment(server: str, page: object) -> No
     pg.goto(f"{server}/Mixup_Gallery")  # type: ignore[attr-defined]
     pg.locator(".st-key-mixup_gallery-fixed").get_by_text("Fixed λ").wait_for()  # type: ignore[attr-defined]
     settle(pg)
+    # plain mixup: its label weights are λ itself (the default, CutMix, uses the box's area)
+    pg.locator(".st-key-mixup_gallery-method").click()  # type: ignore[attr-defined]
+    pg.get_by_role("option", name="mixup", exact=True).click()  # type: ignore[attr-defined]
+    settle(pg)
     pg.locator(".st-key-mixup_gallery-fixed").get_by_text("Fixed λ").click()  # type: ignore[attr-defined]
     lam = pg.locator(".st-key-mixup_gallery-lam").get_by_role("slider")  # type: ignore[attr-defined]
     lam.wait_for()
